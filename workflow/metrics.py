@@ -1,0 +1,42 @@
+"""Classification metrics from predicted scores, without sklearn at run time."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts[true, predicted]."""
+    return np.bincount(labels * num_classes + predictions, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Share of samples whose label is among the k highest scores."""
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def classification_report(scores: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, top-5 accuracy, per-class precision/recall/F1 and the confusion matrix."""
+    num_classes = len(class_names)
+    predictions = scores.argmax(axis=1)
+    confusion = confusion_matrix(labels, predictions, num_classes)
+    true_pos = np.diag(confusion).astype(float)
+    predicted = confusion.sum(axis=0)
+    actual = confusion.sum(axis=1)
+    precision = np.divide(true_pos, predicted, out=np.zeros(num_classes), where=predicted > 0)
+    recall = np.divide(true_pos, actual, out=np.zeros(num_classes), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(num_classes), where=denom > 0)
+    report = {
+        "accuracy": float(np.mean(predictions == labels)),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, actual)
+        },
+        "macro_f1": float(f1.mean()),
+        "confusion_matrix": confusion.tolist(),
+    }
+    if num_classes > 5:
+        report["top5_accuracy"] = top_k_accuracy(scores, labels, 5)
+    return report

@@ -1,0 +1,188 @@
+"""A study's grid of training cells, built from its validated config.
+
+A *cell* is one training job: dataset x model x resolution x batch size x
+learning rate x optimizer x freezing x seed x starting weights. Its id is also
+its folder under ``results/<study>/cells/``, readable and stable:
+``digits-5to9/resnet18/r32/bs16-lr1e-3-adam-all-s0-wdigits-0to4``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# The batch-size paper's schedule: the new head alone, then every layer,
+# learning rate / 10 when validation accuracy plateaus, early stopping.
+DEFAULT_TRAINING = {
+    "stages": [
+        {"name": "head", "freeze": "head", "epochs": 20, "lr_factor": 1.0},
+        {"name": "finetune", "freeze": "cell", "epochs": 100, "lr_factor": 0.01},
+    ],
+    "dropout": 0.5,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "plateau": {"patience": 3, "factor": 0.1},
+    "early_stopping": {"patience": 10},
+    "hflip": False,
+    "eval_batch_size": 256,
+}
+
+PRETRAIN_PREFIX = "pretrain:"
+
+
+class ConfigError(ValueError):
+    """A config that passes the schema but does not make sense as a study."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Everything one training job needs to know, resolved from the config."""
+
+    dataset: str
+    model: str
+    resolution: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    freeze: str
+    seed: int
+    weights: str
+    training: dict = field(compare=False)
+    upstream: str | None = None  # id of the cell whose checkpoint seeds this one
+
+    @property
+    def id(self) -> str:
+        return cell_id(self)
+
+    def to_dict(self) -> dict:
+        """The cell as plain JSON-able data, id included."""
+        return {"id": self.id, **asdict(self)}
+
+
+def format_lr(lr: float) -> str:
+    """Learning rate in short scientific notation: 0.0001 -> '1e-4', 0.0003 -> '3e-4'."""
+    mantissa, exponent = f"{lr:.6e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def weights_tag(weights: str) -> str:
+    """Short id suffix for a cell's starting weights ('' for the default, imagenet)."""
+    if weights == "imagenet":
+        return ""
+    if weights == "none":
+        return "-wnone"
+    if weights.startswith(PRETRAIN_PREFIX):
+        return "-w" + weights[len(PRETRAIN_PREFIX):]
+    digest = hashlib.sha1(weights.encode()).hexdigest()[:6]
+    return f"-w{Path(weights).stem}-{digest}"
+
+
+def cell_id(cell: Cell) -> str:
+    """Stable, readable id of a cell; adding values to an axis never changes it."""
+    run = (
+        f"bs{cell.batch_size}-lr{format_lr(cell.lr)}-{cell.optimizer}"
+        f"-{cell.freeze}-s{cell.seed}{weights_tag(cell.weights)}"
+    )
+    return f"{cell.dataset}/{cell.model}/r{cell.resolution}/{run}"
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge two config dicts; lists and scalars in `override` replace."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+@dataclass
+class Study:
+    """A validated study: its datasets and every cell to train, upstream cells included."""
+
+    name: str
+    results_dir: Path
+    data_dir: Path
+    datasets: dict
+    grid_cells: list[Cell]
+    cells: dict[str, Cell]  # every cell by id: grid cells and their upstream cells
+
+    @property
+    def out(self) -> Path:
+        return self.results_dir / self.name
+
+    def cell_dir(self, cell_id: str) -> Path:
+        return self.out / "cells" / cell_id
+
+    def shard_path(self, dataset: str, resolution: int) -> Path:
+        return self.data_dir / dataset / f"r{resolution}.h5"
+
+
+def _check_dataset(name: str, datasets: dict, where: str) -> None:
+    if name not in datasets:
+        raise ConfigError(
+            f"{where}: unknown dataset {name!r}; the study defines {sorted(datasets)}"
+        )
+
+
+def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: str) -> Cell:
+    pretrain = config.get("pretrain", {})
+    if name not in pretrain:
+        raise ConfigError(
+            f"{where}: unknown pretrain cell {name!r}; the study defines {sorted(pretrain)}"
+        )
+    spec = pretrain[name]
+    _check_dataset(spec["dataset"], config["datasets"], f"pretrain.{name}.dataset")
+    if spec["weights"].startswith(PRETRAIN_PREFIX):
+        raise ConfigError(f"pretrain.{name}.weights: chains of pretrain cells are not supported")
+    training = merge(merge(DEFAULT_TRAINING, config.get("training", {})), spec.get("training", {}))
+    return Cell(
+        dataset=spec["dataset"], model=model, resolution=resolution,
+        batch_size=spec["batch_size"], lr=float(spec["lr"]), optimizer=spec["optimizer"],
+        freeze=spec["freeze"], seed=spec["seed"], weights=spec["weights"], training=training,
+    )
+
+
+def _check_split(name: str, spec: dict) -> None:
+    total = sum(spec["split"].values())
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"datasets.{name}.split: fractions add up to {total:g}, not 1")
+
+
+def build_study(config: dict) -> Study:
+    """Expand a schema-validated config into its cells, checking cross references."""
+    datasets = config["datasets"]
+    for name, spec in datasets.items():
+        _check_split(name, spec)
+    grid = config["grid"]
+    training = merge(DEFAULT_TRAINING, config.get("training", {}))
+    axes = ["dataset", "model", "resolution", "batch_size", "lr", "optimizer", "freeze", "seed", "weights"]
+    cells: dict[str, Cell] = {}
+    grid_cells = []
+    for values in itertools.product(*(grid[axis] for axis in axes)):
+        params = dict(zip(axes, values))
+        _check_dataset(params["dataset"], datasets, "grid.dataset")
+        upstream = None
+        if params["weights"].startswith(PRETRAIN_PREFIX):
+            up = _upstream_cell(
+                config, params["weights"][len(PRETRAIN_PREFIX):],
+                params["model"], params["resolution"], "grid.weights",
+            )
+            cells[up.id] = up
+            upstream = up.id
+        cell = Cell(**{**params, "lr": float(params["lr"])}, training=training, upstream=upstream)
+        cells[cell.id] = cell
+        grid_cells.append(cell)
+    return Study(
+        name=config["study"],
+        results_dir=Path(config.get("results_dir", "results")),
+        data_dir=Path(config.get("data_dir", "results/data")),
+        datasets=datasets,
+        grid_cells=grid_cells,
+        cells=cells,
+    )
