@@ -1,0 +1,23 @@
+"""tlsweep: transfer-learning sweeps. `snakemake --configfile studies/<name>.yaml` runs a study."""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The default study; --configfile replaces it instead of being merged into it.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/prepare.smk"
+include: "rules/train.smk"
+include: "rules/aggregate.smk"
+include: "rules/charts.smk"
+
+
+rule all:
+    input:
+        final_outputs(),

@@ -1,0 +1,72 @@
+# Config validation, the study's cells, and the input functions the rules use.
+import json
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+
+from workflow.jobenv import export_package_root
+from workflow.study import ConfigError, build_study
+
+export_package_root(workflow.basedir)  # jobs run `python -m workflow`
+
+validate(config, "../workflow/schemas/config.schema.yaml")
+try:
+    STUDY = build_study(config)
+except ConfigError as error:
+    raise WorkflowError(f"Invalid study config: {error}")
+
+OUT = str(STUDY.out)
+DATA = str(STUDY.data_dir)
+RES = config["resources"]
+ENV = "../envs/tlsweep.yaml"
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_.-]+",
+    resolution=r"\d+",
+    cell=r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/r\d+/[A-Za-z0-9_.-]+",
+
+
+def get_cell(wildcards):
+    """The study's cell for a `cell` wildcard, or an error naming it."""
+    if wildcards.cell not in STUDY.cells:
+        raise WorkflowError(f"{wildcards.cell!r} is not a cell of study {STUDY.name!r}")
+    return STUDY.cells[wildcards.cell]
+
+
+def get_train_inputs(wildcards):
+    """A cell's prepared dataset, and its upstream cell's checkpoint when it has one."""
+    cell = get_cell(wildcards)
+    inputs = {"shard": str(STUDY.shard_path(cell.dataset, cell.resolution))}
+    if cell.upstream:
+        inputs["init"] = str(STUDY.cell_dir(cell.upstream) / "best.pt")
+    elif cell.weights not in ("imagenet", "none"):
+        inputs["init"] = cell.weights
+    return inputs
+
+
+def get_init_arg(wildcards, input):
+    return f"--init {input.init}" if "init" in input.keys() else ""
+
+
+def get_cell_json(wildcards):
+    return json.dumps(get_cell(wildcards).to_dict(), sort_keys=True)
+
+
+def get_dataset_json(wildcards):
+    return json.dumps(STUDY.datasets[wildcards.dataset], sort_keys=True)
+
+
+def grid_metrics():
+    """metrics.json of every grid cell (upstream cells are pulled in by the DAG)."""
+    return [str(STUDY.cell_dir(cell.id) / "metrics.json") for cell in STUDY.grid_cells]
+
+
+def final_outputs():
+    """The final targets: the summary table and the charts."""
+    charts = [f"{OUT}/charts/{name}.{ext}" for name in ("val_accuracy", "test_accuracy") for ext in ("html", "png")]
+    return [f"{OUT}/summary.csv", *charts]

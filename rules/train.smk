@@ -1,0 +1,25 @@
+rule train:
+    """Train one cell of the grid (or an upstream cell) and evaluate its best checkpoint."""
+    input:
+        unpack(get_train_inputs),
+    output:
+        metrics=f"{OUT}/cells/{{cell}}/metrics.json",
+        history=f"{OUT}/cells/{{cell}}/history.csv",
+        checkpoint=f"{OUT}/cells/{{cell}}/best.pt",
+    params:
+        cell=get_cell_json,
+        init=get_init_arg,
+        out=lambda wildcards: f"{OUT}/cells/{wildcards.cell}",
+    log:
+        f"{OUT}/logs/train/{{cell}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train/{{cell}}.tsv"
+    threads: RES["train_threads"]
+    resources:
+        mem_mb=RES["train_mem_mb"],
+        runtime=RES["train_runtime_min"],
+    conda:
+        ENV
+    shell:
+        "python -m workflow train --cell {params.cell:q} --shard {input.shard} {params.init}"
+        " --out {params.out} --threads {threads} > {log} 2>&1"
