@@ -1,0 +1,1 @@
+"""tlsweep: the Python package that the Snakemake rules call."""
