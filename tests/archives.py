@@ -198,3 +198,54 @@ def make_pcam(folder: Path, seed=3) -> dict:
             (folder / name).write_bytes(gzip.compress(buf.getvalue(), compresslevel=1))
         written[split] = (x, y.reshape(-1))
     return written
+
+
+def make_imagefolder(root: Path) -> dict:
+    """Write one class folder per odd image mode, plus files to ignore.
+
+    Returns {key: expected RGB array} for the exactly decodable images;
+    "rotated/exif6.jpg" (a 40 wide, 20 high JPEG tagged orientation 6,
+    left half red, right half blue) is checked separately.
+    """
+    expected = {}
+
+    def put(key, img, rgb, fmt="PNG", **kwargs):
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path, fmt, **kwargs)
+        if rgb is not None:
+            expected[key] = np.asarray(rgb, dtype=np.uint8)
+
+    gray = np.array([[0, 50], [200, 255]], np.uint8)
+    put("gray/a.png", Image.fromarray(gray, "L"), np.repeat(gray[:, :, None], 3, axis=2))
+
+    palette = Image.fromarray(np.array([[0, 1], [2, 1]], np.uint8), "P")
+    palette.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255])
+    put("palette/a.png", palette, [[[255, 255, 255], [0, 255, 0]], [[0, 0, 255], [0, 255, 0]]], transparency=0)
+
+    rgba = np.array([[[10, 20, 30, 255], [10, 20, 30, 0]]], np.uint8)
+    put("rgba/a.png", Image.fromarray(rgba, "RGBA"), [[[10, 20, 30], [255, 255, 255]]])
+
+    la = np.array([[[0, 255], [0, 0], [90, 255]]], np.uint8)
+    put("la/a.png", Image.fromarray(la, "LA"), [[[0, 0, 0], [255, 255, 255], [90, 90, 90]]])
+
+    cmyk = Image.new("CMYK", (3, 1))
+    cmyk.putdata([(255, 0, 0, 0), (0, 0, 0, 255), (0, 0, 0, 0)])
+    put("cmyk/a.tif", cmyk, [[[0, 255, 255], [0, 0, 0], [255, 255, 255]]], fmt="TIFF")
+
+    sixteen = np.array([[0, 1000, 25700, 65535]], np.uint16)  # -> 0, 3.9, 100, 255
+    put("sixteen/a.png", Image.fromarray(sixteen), np.repeat(np.array([[0, 4, 100, 255]])[:, :, None], 3, axis=2))
+
+    landscape = np.zeros((20, 40, 3), np.uint8)
+    landscape[:, :20] = (255, 0, 0)
+    landscape[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    put("rotated/exif6.jpg", Image.fromarray(landscape), None, fmt="JPEG", exif=exif.tobytes(), quality=95)
+
+    (root / "gray" / "notes.txt").write_text("not an image")
+    (root / "gray" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (root / "gray" / "._a.png").write_bytes(b"AppleDouble")
+    (root / ".DS_Store").write_bytes(b"\0")
+    (root / "README.md").write_text("loose file")
+    return expected
