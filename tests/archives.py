@@ -233,8 +233,8 @@ def make_imagefolder(root: Path) -> dict:
     cmyk.putdata([(255, 0, 0, 0), (0, 0, 0, 255), (0, 0, 0, 0)])
     put("cmyk/a.tif", cmyk, [[[0, 255, 255], [0, 0, 0], [255, 255, 255]]], fmt="TIFF")
 
-    sixteen = np.array([[0, 1000, 25700, 65535]], np.uint16)  # -> 0, 3.9, 100, 255
-    put("sixteen/a.png", Image.fromarray(sixteen), np.repeat(np.array([[0, 4, 100, 255]])[:, :, None], 3, axis=2))
+    sixteen = np.array([[0, 1000, 25700, 65280, 65535]], np.uint16)  # -> 0, 3.9, 100, 254.0, 255
+    put("sixteen/a.png", Image.fromarray(sixteen), np.repeat(np.array([[0, 4, 100, 254, 255]])[:, :, None], 3, axis=2))
 
     landscape = np.zeros((20, 40, 3), np.uint8)
     landscape[:, :20] = (255, 0, 0)
