@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -106,10 +107,9 @@ def test_http_and_network_errors_name_the_url(server, tmp_path):
     url = server.url("/missing.bin")
     with pytest.raises(DownloadError, match=f"{url}: HTTP 404"):
         download(url, tmp_path / "missing.bin")
-    port = server.server_port
-    server.shutdown()
-    server.server_close()
-    dead = f"http://127.0.0.1:{port}/data.bin"
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/data.bin"
     with pytest.raises(DownloadError, match=dead):
         download(dead, tmp_path / "data.bin", timeout=5)
     assert not (tmp_path / "missing.bin").exists()

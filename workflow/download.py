@@ -76,7 +76,7 @@ def _fetch(url, partial: Path, chunk_size, timeout) -> None:
             partial.unlink()
             return _fetch(url, partial, chunk_size, timeout)
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+    except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
         raise DownloadError(f"{url}: {getattr(exc, 'reason', exc)}") from exc
 
     with response:
