@@ -1,0 +1,64 @@
+"""What a source lists: class names, labels, splits, keys, and a reader of images."""
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+SPLITS = ("train", "val", "test", "")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file to download into the raw folder; md5 None where none is published."""
+
+    url: str
+    filename: str
+    md5: str | None = None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry whose image could not be decoded."""
+
+    key: str
+    reason: str
+
+
+@dataclass
+class Catalog:
+    """Every entry of a source, listed without decoding images.
+
+    `splits` holds "train", "val" or "test" where the source defines the
+    split and "" where it does not. `reader` maps an int64 index array to
+    RGB uint8 arrays (H, W, 3) or Skipped, in order.
+    """
+
+    class_names: list[str]
+    labels: np.ndarray
+    splits: np.ndarray
+    keys: list[str]
+    reader: Callable[[np.ndarray], list] = field(repr=False)
+    ignored: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.splits = np.asarray(self.splits, dtype="<U5")
+        n = len(self.keys)
+        if self.labels.shape != (n,) or self.splits.shape != (n,):
+            raise ValueError(f"catalog of {n} keys has {self.labels.shape} labels and {self.splits.shape} splits")
+        if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+            raise ValueError(f"labels outside 0..{len(self.class_names) - 1}")
+        unknown = set(np.unique(self.splits)) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"unknown split names {sorted(unknown)}")
+
+    def __len__(self):
+        return len(self.keys)
+
+    def read(self, indices) -> list:
+        """Images at `indices`, in order: RGB uint8 (H, W, 3) arrays or Skipped."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"indices must lie in 0..{len(self) - 1}")
+        return self.reader(indices) if len(indices) else []

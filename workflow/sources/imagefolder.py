@@ -1,0 +1,88 @@
+"""A local folder of images: one sub-folder per class, optionally under train/ val/ test/."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .catalog import Catalog, RemoteFile
+from .images import decode, ignore_reason
+
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class FileReader:
+    """Decodes image files given by paths relative to `root`."""
+
+    root: Path
+    keys: tuple[str, ...]
+
+    def __call__(self, indices):
+        return [decode(self.root / self.keys[i], self.keys[i]) for i in indices]
+
+
+def remote_files(spec: dict) -> list[RemoteFile]:
+    return []
+
+
+def _subfolders(folder: Path, root: Path, ignored: list) -> list[Path]:
+    """Visible sub-folders; loose files and hidden folders go to `ignored`."""
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            ignored.append({"file": entry.relative_to(root).as_posix(), "reason": "hidden file"})
+        elif entry.is_dir():
+            found.append(entry)
+        else:
+            ignored.append({"file": entry.relative_to(root).as_posix(), "reason": "not in a class folder"})
+    return found
+
+
+def _list_images(class_dir: Path, root: Path, ignored: list) -> list[str]:
+    """Image files under `class_dir` (recursively), as paths relative to `root`."""
+    images = []
+    for path in sorted(class_dir.rglob("*")):
+        key = path.relative_to(root).as_posix()
+        if path.is_dir():
+            continue
+        if reason := ignore_reason(path.relative_to(class_dir).as_posix()):
+            ignored.append({"file": key, "reason": reason})
+        else:
+            images.append(key)
+    if not images:
+        raise ValueError(f"class folder {class_dir} holds no image files")
+    return images
+
+
+def open_catalog(raw_dir: Path, spec: dict) -> Catalog:
+    """List `spec["path"]`; `splits` is filled when it has train/ val/ test/ sub-folders."""
+    root = Path(spec["path"])
+    if not root.is_dir():
+        raise ValueError(f"image folder {root} does not exist or is not a folder")
+    ignored = []
+    top = _subfolders(root, root, ignored)
+    if top and {d.name for d in top} <= set(SPLIT_FOLDERS):
+        groups = {d.name: _subfolders(d, root, ignored) for d in top}
+    else:
+        groups = {"": top}
+    for folder, class_dirs in groups.items():
+        if not class_dirs:
+            raise ValueError(f"{root / folder} has no class sub-folders")
+
+    class_names = sorted({d.name for class_dirs in groups.values() for d in class_dirs})
+    keys, labels, splits = [], [], []
+    for split, class_dirs in groups.items():
+        for class_dir in class_dirs:
+            images = _list_images(class_dir, root, ignored)
+            keys += images
+            labels += [class_names.index(class_dir.name)] * len(images)
+            splits += [split] * len(images)
+    return Catalog(
+        class_names=class_names,
+        labels=np.asarray(labels, dtype=np.int64),
+        splits=np.asarray(splits),
+        keys=keys,
+        reader=FileReader(root, tuple(keys)),
+        ignored=ignored,
+    )
