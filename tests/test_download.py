@@ -7,7 +7,7 @@ import socket
 import numpy as np
 import pytest
 
-from tests.archives import file_server  # noqa: F401  (fixture)
+from archives import file_server  # noqa: F401  (fixture)
 from workflow.download import ChecksumError, DownloadError, download, verify
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()

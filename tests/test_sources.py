@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.archives import (
+from archives import (
     CAT_COLOR,
     DOG_COLOR,
     PCAM_SIZES,
