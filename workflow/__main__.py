@@ -14,11 +14,15 @@ def cmd_prepare(args) -> None:
     print(json.dumps(manifest["counts"], indent=1))
 
 
-def cmd_train(args) -> None:
-    from workflow.training import train_cell
+def log(message: str) -> None:
+    print(message, flush=True)
 
-    def log(message: str) -> None:
-        print(message, flush=True)
+
+def cmd_train(args) -> None:
+    from workflow.devices import claim_gpu
+
+    claim_gpu(log=log)  # before torch initialises CUDA
+    from workflow.training import train_cell
 
     train_cell(json.loads(args.cell), args.shard, args.out, init=args.init, threads=args.threads, log=log)
 
@@ -41,6 +45,24 @@ def cmd_charts(args) -> None:
     histories = pd.read_csv(args.histories)
     save_chart(validation_curves(histories), args.out_dir + "/val_accuracy.html", args.out_dir + "/val_accuracy.png")
     save_chart(test_accuracy_bars(summary), args.out_dir + "/test_accuracy.html", args.out_dir + "/test_accuracy.png")
+
+
+def cmd_cells(args) -> None:
+    import pandas as pd
+
+    from workflow.config import load_config
+    from workflow.study import build_study
+
+    study = build_study(load_config(args.configfile))
+    grid_ids = {cell.id for cell in study.grid_cells}
+    table = pd.DataFrame([
+        {"cell": cell.id, "role": "grid" if cell.id in grid_ids else "upstream",
+         "done": "yes" if (study.cell_dir(cell.id) / "metrics.json").exists() else "no"}
+        for cell in study.cells.values()
+    ])
+    print(table.to_string(index=False))
+    print(f"\n{len(study.grid_cells)} grid cells, {len(study.cells) - len(study.grid_cells)} upstream cells, "
+          f"{int((table['done'] == 'yes').sum())} done")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,12 +97,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--histories", required=True)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_charts)
+    p = sub.add_parser("cells", help="list a study's cells before anything runs")
+    p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
+    p.set_defaults(func=cmd_cells)
     return top
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "cells":  # a config check for people: a message, not a traceback
+        try:
+            args.func(args)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     args.func(args)
+    return 0
 
 
 if __name__ == "__main__":
