@@ -162,7 +162,8 @@ def test_gpu_jobs_run_through_slurm_profile(slurm_cluster: SlurmCluster, tmp_pat
 
     # Each was submitted with a GPU request and got the resources the
     # profile and the rule asked for (MinJobAge keeps finished jobs visible).
-    runtime_min = int(str(profile["default-resources"]["runtime"]).split("*")[0])
+    # the profile's expression for a first attempt, in minutes
+    runtime_min = int(eval(str(profile["default-resources"]["runtime"]), {"attempt": 1}))
     for name, job_id in job_ids.items():
         job = cluster.show_job(job_id)
         wanted = f"gres:gpu:{cluster.gpu_type}:1" if name == "typed" else "gres:gpu:1"
