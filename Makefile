@@ -21,7 +21,8 @@ demo: $(STAMP)
 	@echo "Summary: results/digits-demo/summary.csv  Charts: results/digits-demo/charts/"
 
 test: $(STAMP)
-	PATH="$(BIN):$$PATH" python -m pytest
+	bash scripts/install-system-deps.sh
+	PATH="$(BIN):$$PATH" TLSWEEP_REQUIRE_SLURM=$${CI:+1} python -m pytest
 
 clean-results:
 	rm -rf results .snakemake

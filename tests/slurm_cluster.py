@@ -20,10 +20,10 @@ finished jobs stay visible to squeue and `scontrol show job`.
 
 Tests import the fixture explicitly:
 
-    from tests.slurm_cluster import slurm_cluster  # noqa: F401
+    from slurm_cluster import slurm_cluster  # noqa: F401
 
 It skips with the precise reason when SLURM cannot run here (not root,
-packages missing: run ci/install-system-deps.sh, a daemon failing to start).
+packages missing: run scripts/install-system-deps.sh, a daemon failing to start).
 Set TLSWEEP_REQUIRE_SLURM=1 to turn those skips into failures (CI machines
 that are meant to run the cluster).
 """
@@ -121,7 +121,7 @@ def why_unavailable() -> str | None:
     missing += [c for c in CLIENTS if shutil.which(c) is None]
     if missing:
         return (
-            f"missing {', '.join(missing)}; run ci/install-system-deps.sh as root "
+            f"missing {', '.join(missing)}; run scripts/install-system-deps.sh as root "
             "(Debian: slurmctld slurmd slurm-client munge)"
         )
     try:

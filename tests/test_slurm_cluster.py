@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
+from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 SLEEP_S = 10  # long enough for two jobs' sleeps to overlap despite start-up jitter

@@ -100,3 +100,25 @@ def test_finished_study_has_nothing_left_to_do(finished_tiny_study):
     workdir, configfile, _ = finished_tiny_study
     result = snakemake(workdir, "-n", "--configfile", str(configfile))
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_changed_training_parameter_reruns_only_the_cells_it_touches(finished_tiny_study, tmp_path):
+    workdir, _, _ = finished_tiny_study
+    from conftest import write_config
+
+    config = tiny_study()
+    config["training"]["stages"][1]["epochs"] = 3  # grid cells only: the pretrain cell has stages of its own
+    result = snakemake(workdir, "-n", "--configfile", str(write_config(tmp_path / "changed.yaml", config)))
+    assert job_counts(result.stdout) == {"train": 4, "aggregate": 1, "charts": 1, "all": 1}
+    assert "Params have changed since last execution" in result.stdout
+
+
+def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(finished_tiny_study, tmp_path):
+    workdir, _, _ = finished_tiny_study
+    from conftest import write_config
+
+    config = tiny_study()
+    config["grid"]["batch_size"].append(16)
+    result = snakemake(workdir, "-n", "--configfile", str(write_config(tmp_path / "more.yaml", config)))
+    assert job_counts(result.stdout) == {"train": 2, "aggregate": 1, "charts": 1, "all": 1}
+    assert result.stdout.count("bs16-") >= 2 and "bs32-lr" not in result.stdout.split("rule aggregate")[0]

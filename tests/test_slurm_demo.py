@@ -1,0 +1,69 @@
+"""The offline demo study through `--profile profiles/slurm` on a real local SLURM cluster."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from datetime import datetime
+
+import pandas as pd
+
+from conftest import REPO
+from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
+from test_slurm_cluster import max_overlap
+from workflow.config import load_config
+from workflow.study import build_study
+
+DEMO = REPO / "studies" / "digits-demo.yaml"
+
+
+def job_ids_by_rule(log: str) -> dict[str, list[str]]:
+    """Snakemake's 'Job N has been submitted with SLURM jobid M' lines, grouped by rule."""
+    ids: dict[str, list[str]] = {}
+    for rule, job_id in re.findall(r"rule (\w+):.*?has been submitted with SLURM jobid (\d+)", log, re.S):
+        ids.setdefault(rule, []).append(job_id)
+    return ids
+
+
+def seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def test_demo_study_through_the_slurm_profile(slurm_cluster: SlurmCluster, tmp_path):
+    cluster = slurm_cluster
+    env = dict(cluster.env)
+    env["PATH"] = f"{cluster.env['PATH']}:{sys.executable.rsplit('/', 1)[0]}"
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+        "--profile", str(REPO / "profiles" / "slurm"),
+        "--slurm-status-command", "squeue",  # the test cluster has no accounting
+        "--slurm-init-seconds-before-status-checks", "2",
+        "--set-resources", "train:mem_mb=1500", "prepare:mem_mb=1500",  # fit the test machine
+        "--configfile", str(DEMO),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1500)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, f"{log[-6000:]}\n{cluster.log_tail()}"
+
+    study = build_study(load_config(DEMO))
+    out = tmp_path / "results" / "digits-demo"
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["cell"]) == sorted(cell.id for cell in study.grid_cells)
+    assert set(summary["status"]) == {"ok"}
+    assert all((out / "charts" / f"{name}.png").stat().st_size > 5000 for name in ("val_accuracy", "test_accuracy"))
+
+    submitted = job_ids_by_rule(log)
+    assert len(submitted.get("train", [])) == len(study.cells)  # grid and upstream cells, each once
+    assert len(submitted.get("prepare", [])) == 2
+    assert not {"aggregate", "charts", "all"} & set(submitted), "local rules stay on the submit host"
+
+    intervals = []
+    for job_id in submitted["train"]:
+        job = cluster.show_job(job_id)
+        assert "gres:gpu:1" in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
+        intervals.append((seconds(job["StartTime"]), seconds(job["EndTime"])))
+    for job_id in submitted["prepare"]:
+        job = cluster.show_job(job_id)
+        assert "gpu" not in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
+    assert max_overlap(intervals) <= cluster.gpus
