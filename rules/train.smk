@@ -18,7 +18,7 @@ rule train:
     resources:
         gpu=RES["train_gpus"],
         mem_mb=RES["train_mem_mb"],
-        runtime=RES["train_runtime_min"],
+        runtime=lambda wildcards, attempt: RES["train_runtime_min"] * attempt,
     conda:
         ENV
     shell:

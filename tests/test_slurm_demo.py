@@ -19,9 +19,9 @@ DEMO = REPO / "studies" / "digits-demo.yaml"
 
 
 def job_ids_by_rule(log: str) -> dict[str, list[str]]:
-    """Snakemake's 'Job N has been submitted with SLURM jobid M' lines, grouped by rule."""
+    """SLURM job ids from the plugin's 'submitted with SLURM jobid M (log: .../rule_<rule>/...)' lines."""
     ids: dict[str, list[str]] = {}
-    for rule, job_id in re.findall(r"rule (\w+):.*?has been submitted with SLURM jobid (\d+)", log, re.S):
+    for job_id, rule in re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/", log):
         ids.setdefault(rule, []).append(job_id)
     return ids
 
@@ -33,7 +33,8 @@ def seconds(stamp: str) -> float:
 def test_demo_study_through_the_slurm_profile(slurm_cluster: SlurmCluster, tmp_path):
     cluster = slurm_cluster
     env = dict(cluster.env)
-    env["PATH"] = f"{cluster.env['PATH']}:{sys.executable.rsplit('/', 1)[0]}"
+    shim, rest = cluster.env["PATH"].split(":", 1)  # the cluster's srun wrapper comes first
+    env["PATH"] = f"{shim}:{sys.executable.rsplit('/', 1)[0]}:{rest}"  # then this environment, as if activated
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
         "--profile", str(REPO / "profiles" / "slurm"),
@@ -53,7 +54,8 @@ def test_demo_study_through_the_slurm_profile(slurm_cluster: SlurmCluster, tmp_p
     assert set(summary["status"]) == {"ok"}
     assert all((out / "charts" / f"{name}.png").stat().st_size > 5000 for name in ("val_accuracy", "test_accuracy"))
 
-    submitted = job_ids_by_rule(log)
+    (run_log,) = (tmp_path / ".snakemake" / "log").glob("*.snakemake.log")
+    submitted = job_ids_by_rule(run_log.read_text())
     assert len(submitted.get("train", [])) == len(study.cells)  # grid and upstream cells, each once
     assert len(submitted.get("prepare", [])) == 2
     assert not {"aggregate", "charts", "all"} & set(submitted), "local rules stay on the submit host"

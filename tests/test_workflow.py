@@ -122,3 +122,12 @@ def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(finished_ti
     result = snakemake(workdir, "-n", "--configfile", str(write_config(tmp_path / "more.yaml", config)))
     assert job_counts(result.stdout) == {"train": 2, "aggregate": 1, "charts": 1, "all": 1}
     assert result.stdout.count("bs16-") >= 2 and "bs32-lr" not in result.stdout.split("rule aggregate")[0]
+
+
+def test_default_study_plans_without_any_data(tmp_path):
+    result = snakemake(tmp_path, "-n")  # config.yaml: CIFAR-10/100 x five batch sizes
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 10 and counts["prepare"] == 2
+    for dataset in ("cifar10", "cifar100"):
+        for batch_size in (32, 64, 128, 256, 512):
+            assert f"results/batch-size-cifar/cells/{dataset}/mobilenet_v2/r160/bs{batch_size}-lr1e-2-rmsprop-all-s0/metrics.json" in result.stdout
