@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, snakemake, tiny_study
-from workflow.study import build_study
+from workflow.aggregate import METRICS
+from workflow.outputs import CHART_FORMATS
+from workflow.study import AXES, build_study
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
@@ -51,12 +53,9 @@ def finished_tiny_study(tmp_path_factory):
 
 def test_end_to_end_summary_table(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
-    summary = pd.read_csv(workdir / "results/tiny/summary.csv")
+    summary = pd.read_csv(workdir / "results/tiny/tables/summary.csv")
     assert len(summary) == 4
-    for column in ["cell", "dataset", "model", "resolution", "batch_size", "lr", "optimizer", "freeze", "seed",
-                   "weights", "status", "test_accuracy", "test_loss", "epochs_run", "best_epoch",
-                   "wall_time_s", "images_per_s"]:
-        assert column in summary.columns, column
+    assert list(summary.columns) == ["cell", *AXES, *METRICS]
     assert sorted(zip(summary["batch_size"], summary["optimizer"])) == [(32, "adam"), (32, "sgd"), (64, "adam"), (64, "sgd")]
     assert set(summary["status"]) == {"ok"}
     assert summary["test_accuracy"].between(0, 1).all() and (summary["images_per_s"] > 0).all()
@@ -64,6 +63,7 @@ def test_end_to_end_summary_table(finished_tiny_study):
     for row in summary.itertuples():
         metrics = json.loads((workdir / "results/tiny/cells" / row.cell / "metrics.json").read_text())
         assert metrics["test_accuracy"] == pytest.approx(row.test_accuracy)
+        assert metrics["best_val_accuracy"] == pytest.approx(row.best_val_accuracy)
         assert metrics["config"]["upstream"] == "digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone"
 
 
@@ -73,27 +73,41 @@ def test_end_to_end_histories_and_upstream_checkpoint(finished_tiny_study):
     upstream = cells / "digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone"
     assert (upstream / "best.pt").exists()
     assert pd.read_csv(upstream / "history.csv")["stage"].tolist() == ["scratch", "scratch"]
-    summary = pd.read_csv(workdir / "results/tiny/summary.csv")
+    summary = pd.read_csv(workdir / "results/tiny/tables/summary.csv")
     for row in summary.itertuples():
         history = pd.read_csv(cells / row.cell / "history.csv")
         assert history["epoch"].tolist() == list(range(1, row.epochs_run + 1))
         assert set(history["stage"]) <= {"head", "finetune"} and history["stage"].iloc[0] == "head"
         log = (workdir / "results/tiny/logs/train" / f"{row.cell}.log").read_text()
         assert "done: status ok" in log
-    histories = pd.read_csv(workdir / "results/tiny/histories.csv")
+    histories = pd.read_parquet(workdir / "results/tiny/tables/histories.parquet")
     assert len(histories) == summary["epochs_run"].sum()
-    assert histories["best_epoch"].sum() == len(summary)
+    assert histories["best"].sum() == len(summary) and histories["stopped"].sum() == len(summary)
+
+
+def test_end_to_end_tables(finished_tiny_study):
+    workdir, _, _ = finished_tiny_study
+    tables = workdir / "results/tiny/tables"
+    best = pd.read_parquet(tables / "best.parquet")
+    summary = pd.read_parquet(tables / "summary.parquet")
+    assert len(best) == 1 and best["mean"].iloc[0] == summary["test_accuracy"].max()
+    batch_size = pd.read_csv(tables / "batch_size.csv")
+    assert batch_size["batch_size"].tolist() == [32, 64]
+    assert (tables / "batch_size.md").read_text().startswith("|   batch_size |")
 
 
 def test_end_to_end_charts(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     charts = workdir / "results/tiny/charts"
-    for name in ["val_accuracy", "test_accuracy"]:
+    names = ["val_accuracy", "train_curves", "accuracy_vs_time"]  # 2 batch sizes, 2 optimizers, 1 seed
+    assert sorted(p.name for p in charts.iterdir()) == sorted(f"{n}.{ext}" for n in names for ext in CHART_FORMATS)
+    for name in names:
         png = (charts / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
         html = (charts / f"{name}.html").read_text()
         assert "vegaEmbed" in html
         assert not re.search(r"<script[^>]+src=[\"']https?://", html), "the HTML must render offline"
+        assert "<svg" in (charts / f"{name}.svg").read_text()
 
 
 def test_finished_study_has_nothing_left_to_do(finished_tiny_study):
