@@ -8,7 +8,7 @@ rule aggregate:
     input:
         metrics=grid_metrics(),
     output:
-        table_files(),
+        for_report(table_files(), "html", "tables"),
     params:
         config=json.dumps(config),
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),

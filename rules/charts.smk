@@ -8,7 +8,7 @@ rule charts:
         summary=f"{OUT}/tables/summary.parquet",
         histories=f"{OUT}/tables/histories.parquet",
     output:
-        chart_files(),
+        for_report(chart_files(), "svg", "charts"),
     params:
         config=json.dumps(config),
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),

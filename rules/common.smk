@@ -78,6 +78,18 @@ def chart_files():
     return [f"{OUT}/charts/{name}.{ext}" for name in study_charts(STUDY) for ext in CHART_FORMATS]
 
 
+def for_report(files, ext, folder):
+    """`files`, with those ending in .`ext` flagged for the report, captioned by report/<folder>/<name>.rst."""
+    flagged = []
+    for path in files:
+        name, suffix = os.path.splitext(os.path.basename(path))
+        if suffix == f".{ext}":
+            path = report(path, caption=f"../report/{folder}/{name}.rst", category=folder.capitalize(),
+                          labels={"name": name})
+        flagged.append(path)
+    return flagged
+
+
 def final_outputs():
     """The final targets: the study's tables and charts."""
     return table_files() + chart_files()

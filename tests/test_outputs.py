@@ -1,5 +1,7 @@
 """Which tables and charts each kind of study plans, from its config alone."""
 
+import re
+
 import pytest
 
 from conftest import REPO, tiny_study
@@ -64,3 +66,19 @@ def test_trainable_layers_from_freeze_values(freeze, layers):
 def test_training_regimes(weights, freeze, name):
     assert regime(weights, freeze) == name
 
+
+def test_every_table_and_chart_has_a_report_caption(tmp_path):
+    from workflow.charts import CHARTS
+    from workflow.tables import TABLES
+
+    study = make_study(tmp_path, batch_size=[16, 64], lr=[1e-3, 1e-2], optimizer=["sgd", "adam"],
+                       freeze=["head", "last:2", "all"], weights=["imagenet", "none"], seed=[0, 1])
+    assert plan(study) == (list(TABLES), list(CHARTS))
+    assert sorted(p.stem for p in (REPO / "report/tables").glob("*.rst")) == sorted(TABLES)
+    assert sorted(p.stem for p in (REPO / "report/charts").glob("*.rst")) == sorted(CHARTS)
+
+
+def test_every_rule_is_described_in_the_report():
+    rules = re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (REPO / "rules").glob("*.smk")), re.M)
+    description = (REPO / "report/workflow.rst").read_text()
+    assert rules and all(f"``{rule}``" in description for rule in rules)

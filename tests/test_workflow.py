@@ -110,6 +110,20 @@ def test_end_to_end_charts(finished_tiny_study):
         assert "<svg" in (charts / f"{name}.svg").read_text()
 
 
+def test_report_is_one_self_contained_file_with_tables_charts_and_rules(finished_tiny_study):
+    workdir, configfile, _ = finished_tiny_study
+    snakemake(workdir, "--configfile", str(configfile), "--report", "results/report.html")
+    report = (workdir / "results/report.html").read_text()
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=[\"']https?://", report), "it must work offline"
+    for name in ["summary.html", "best.html", "batch_size.html", "val_accuracy.svg", "train_curves.svg",
+                 "accuracy_vs_time.svg"]:
+        assert name in report, name
+    assert "Table I of the batch-size paper" in report  # a caption
+    assert "Pareto front" in report
+    for rule in ["prepare", "train", "aggregate", "charts"]:  # each rule described in report/workflow.rst
+        assert re.search(rf'literal\\*">{rule}</tt>', report), rule
+
+
 def test_finished_study_has_nothing_left_to_do(finished_tiny_study):
     workdir, configfile, _ = finished_tiny_study
     result = snakemake(workdir, "-n", "--configfile", str(configfile))
