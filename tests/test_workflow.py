@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO, snakemake, tiny_study
 from workflow.aggregate import METRICS
-from workflow.outputs import CHART_FORMATS
+from workflow.outputs import CHART_FORMATS, TABLE_FORMATS
 from workflow.study import AXES, build_study
 
 
@@ -32,6 +32,19 @@ def test_dry_run_plans_one_train_job_per_cell(tmp_path, study_file):
     result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
     # 2 models x 2 batch sizes x 2 optimizers, plus one pretrain cell per model
     assert job_counts(result.stdout) == {"prepare": 2, "train": 8 + 2, "aggregate": 1, "charts": 1, "all": 1}
+
+
+def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file):
+    config = tiny_study()
+    config["grid"].update({"lr": [0.01, 0.001], "seed": [0, 1]})
+    result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
+    planned = set(re.findall(r"results/tiny/(?:tables|charts)/[\w.]+", result.stdout))
+    for name in ["summary", "best", "configs", "batch_size", "batch_lr"]:
+        assert {f"results/tiny/tables/{name}.{ext}" for ext in TABLE_FORMATS} <= planned, name
+    assert "results/tiny/tables/regimes.csv" not in planned
+    charts = {"val_accuracy", "train_curves", "lr_batch_heatmap", "accuracy_vs_time", "configs"}
+    assert {p for p in planned if "/charts/" in p} == {
+        f"results/tiny/charts/{name}.{ext}" for name in charts for ext in CHART_FORMATS}
 
 
 def test_demo_study_plan(tmp_path):

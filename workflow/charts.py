@@ -195,14 +195,14 @@ def configs_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
 
     One panel per (dataset, model); ties are Welch's t-test p > 0.05 against the best configuration.
     """
-    configs = configurations(summary).dropna(subset=["mean"])  # CIs clipped to the metric's range [0, 1]
+    configs = configurations(summary).dropna(subset=["mean"])
     if configs.empty:
         return placeholder("No configuration has a finished run.")
     verdict = configs["indistinguishable_from_best"].map({True: "ties with the best", False: "worse (p ≤ 0.05)"})
     configs = configs.assign(
         verdict=np.where(configs["rank"] == 1, "best", verdict.fillna("too few seeds to test").astype(object)),
         panel=labels(configs, ["dataset", "model"]),
-        ci95_low=configs["ci95_low"].clip(0, 1), ci95_high=configs["ci95_high"].clip(0, 1))
+        ci95_low=configs["ci95_low"].clip(0, 1), ci95_high=configs["ci95_high"].clip(0, 1))  # the metric's range
     metric = configs["metric"].iloc[0]
     base = alt.Chart(configs).encode(
         y=alt.Y("config:N", title=None, sort=alt.EncodingSortField(field="mean", order="descending"),
