@@ -18,7 +18,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	PATH="$(BIN):$$PATH" snakemake --cores $(CORES) --configfile studies/digits-demo.yaml
-	@echo "Summary: results/digits-demo/summary.csv  Charts: results/digits-demo/charts/"
+	@echo "Tables: results/digits-demo/tables/  Charts: results/digits-demo/charts/"
 
 test: $(STAMP)
 	bash scripts/install-system-deps.sh
