@@ -77,7 +77,7 @@ def test_charts_command_writes_offline_html_png_and_svg(tmp_path, study_file):
     assert main(["aggregate", "--configfile", str(path)]) == 0
     assert main(["charts", "--configfile", str(path)]) == 0
     names = study_charts(study)
-    assert names == ["val_accuracy", "accuracy_vs_time"]
+    assert names == ["val_accuracy", "test_accuracy", "accuracy_vs_time"]
     charts = study.out / "charts"
     assert sorted(p.name for p in charts.iterdir()) == sorted(f"{n}.{ext}" for n in names for ext in CHART_FORMATS)
     for name in names:

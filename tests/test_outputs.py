@@ -18,11 +18,11 @@ def plan(study):
 def test_default_study_batch_size_on_cifar():
     tables, charts = plan(build_study(load_config(REPO / "config.yaml")))
     assert tables == ["summary", "best", "batch_size"]
-    assert charts == ["val_accuracy", "accuracy_vs_time"]
+    assert charts == ["val_accuracy", "test_accuracy", "accuracy_vs_time"]
 
 
 def test_tiny_and_demo_studies_compare_optimizers_too(study_file):
-    expected = (["summary", "best", "batch_size"], ["val_accuracy", "train_curves", "accuracy_vs_time"])
+    expected = (["summary", "best", "batch_size"], ["val_accuracy", "test_accuracy", "train_curves", "accuracy_vs_time"])
     assert plan(build_study(load_config(REPO / "studies/digits-demo.yaml"))) == expected
     assert plan(build_study(load_config(study_file(tiny_study())))) == expected
 
@@ -31,7 +31,7 @@ def test_pcam_study_batch_size_by_learning_rate_per_optimizer(tmp_path):
     tables, charts = plan(make_study(tmp_path, model=["vgg16"], batch_size=[16, 32, 64, 128, 256], lr=[1e-3, 1e-4],
                                      optimizer=["sgd", "adam"]))
     assert tables == ["summary", "best", "batch_size", "batch_lr"]
-    assert charts == ["val_accuracy", "train_curves", "lr_batch_heatmap", "accuracy_vs_time"]
+    assert charts == ["val_accuracy", "test_accuracy", "train_curves", "lr_batch_heatmap", "accuracy_vs_time"]
 
 
 def test_freezing_study_and_densenet_regimes(tmp_path):

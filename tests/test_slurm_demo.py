@@ -49,10 +49,11 @@ def test_demo_study_through_the_slurm_profile(slurm_cluster: SlurmCluster, tmp_p
 
     study = build_study(load_config(DEMO))
     out = tmp_path / "results" / "digits-demo"
-    summary = pd.read_csv(out / "summary.csv")
+    summary = pd.read_csv(out / "tables" / "summary.csv")
     assert sorted(summary["cell"]) == sorted(cell.id for cell in study.grid_cells)
     assert set(summary["status"]) == {"ok"}
     assert all((out / "charts" / f"{name}.png").stat().st_size > 5000 for name in ("val_accuracy", "test_accuracy"))
+    assert (out / "tables" / "best.csv").exists()
 
     (run_log,) = (tmp_path / ".snakemake" / "log").glob("*.snakemake.log")
     submitted = job_ids_by_rule(run_log.read_text())

@@ -42,7 +42,7 @@ def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file
     for name in ["summary", "best", "configs", "batch_size", "batch_lr"]:
         assert {f"results/tiny/tables/{name}.{ext}" for ext in TABLE_FORMATS} <= planned, name
     assert "results/tiny/tables/regimes.csv" not in planned
-    charts = {"val_accuracy", "train_curves", "lr_batch_heatmap", "accuracy_vs_time", "configs"}
+    charts = {"val_accuracy", "test_accuracy", "train_curves", "lr_batch_heatmap", "accuracy_vs_time", "configs"}
     assert {p for p in planned if "/charts/" in p} == {
         f"results/tiny/charts/{name}.{ext}" for name in charts for ext in CHART_FORMATS}
 
@@ -112,7 +112,7 @@ def test_end_to_end_tables(finished_tiny_study):
 def test_end_to_end_charts(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     charts = workdir / "results/tiny/charts"
-    names = ["val_accuracy", "train_curves", "accuracy_vs_time"]  # 2 batch sizes, 2 optimizers, 1 seed
+    names = ["val_accuracy", "test_accuracy", "train_curves", "accuracy_vs_time"]  # 2 batch sizes, 2 optimizers, 1 seed
     assert sorted(p.name for p in charts.iterdir()) == sorted(f"{n}.{ext}" for n in names for ext in CHART_FORMATS)
     for name in names:
         png = (charts / f"{name}.png").read_bytes()
@@ -128,7 +128,7 @@ def test_report_is_one_self_contained_file_with_tables_charts_and_rules(finished
     snakemake(workdir, "--configfile", str(configfile), "--report", "results/report.html")
     report = (workdir / "results/report.html").read_text()
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=[\"']https?://", report), "it must work offline"
-    for name in ["summary.html", "best.html", "batch_size.html", "val_accuracy.svg", "train_curves.svg",
+    for name in ["summary.html", "best.html", "batch_size.html", "val_accuracy.svg", "test_accuracy.svg", "train_curves.svg",
                  "accuracy_vs_time.svg"]:
         assert name in report, name
     assert "Table I of the batch-size paper" in report  # a caption

@@ -72,6 +72,28 @@ def val_accuracy(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
     return _facet(chart, "dataset", rows)
 
 
+def test_metric_bars(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
+    """The primary test metric by batch size, one bar per optimizer, one panel per model (and dataset).
+
+    Bars are means over the cells that share those values (seeds and any other varying axis).
+    """
+    metric = primary_metric(summary)
+    data = summary[summary["status"] == "ok"].dropna(subset=[metric])
+    if data.empty:
+        return placeholder("No run finished.")
+    chart = alt.Chart(data).mark_bar().encode(
+        x=alt.X("batch_size:O", title="batch size"),
+        xOffset="optimizer:N",
+        y=alt.Y(f"mean({metric}):Q", title=metric.replace("_", " "), scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("optimizer:N"),
+        tooltip=["batch_size:O", "optimizer:N", f"mean({metric}):Q", "count():Q"],
+    ).properties(width=WIDTH, height=HEIGHT)
+    facets = {"column": alt.Column("model:N", title=None)}
+    if data["dataset"].nunique() > 1:
+        facets["row"] = alt.Row("dataset:N", title=None)
+    return chart.facet(**facets)
+
+
 def train_curves(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
     """Training accuracy and loss against epoch, one colour per optimizer, one column per model.
 
@@ -218,6 +240,7 @@ def configs_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
 
 CHARTS = {
     "val_accuracy": val_accuracy,
+    "test_accuracy": test_metric_bars,
     "train_curves": train_curves,
     "lr_batch_heatmap": lr_batch_heatmap,
     "trainable_layers": trainable_layers_chart,

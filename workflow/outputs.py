@@ -65,6 +65,8 @@ def study_charts(study: Study) -> list[str]:
     charts = []
     if _varies(study, "batch_size"):
         charts.append("val_accuracy")
+    if _varies(study, "batch_size") or _varies(study, "optimizer"):
+        charts.append("test_accuracy")
     if _varies(study, "optimizer"):
         charts.append("train_curves")
     if _varies(study, "batch_size", "lr"):
