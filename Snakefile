@@ -12,6 +12,7 @@ if not workflow.config_settings.configfiles:
 
 
 include: "rules/common.smk"
+include: "rules/download.smk"
 include: "rules/prepare.smk"
 include: "rules/train.smk"
 include: "rules/aggregate.smk"

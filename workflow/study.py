@@ -14,6 +14,8 @@ import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from workflow.datasets import DatasetConfigError, resolve_datasets
+
 # The batch-size paper's schedule: the new head alone, then every layer,
 # learning rate / 10 when validation accuracy plateaus, early stopping.
 DEFAULT_TRAINING = {
@@ -119,8 +121,9 @@ class Study:
     def cell_dir(self, cell_id: str) -> Path:
         return self.out / "cells" / cell_id
 
-    def shard_path(self, dataset: str, resolution: int) -> Path:
-        return self.data_dir / dataset / f"r{resolution}.h5"
+    def prepared_path(self, dataset: str, resolution: int) -> Path:
+        """The manifest of a dataset prepared at a resolution: what training reads."""
+        return self.data_dir / dataset / f"r{resolution}.json"
 
 
 def _check_dataset(name: str, datasets: dict, where: str) -> None:
@@ -148,17 +151,12 @@ def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: 
     )
 
 
-def _check_split(name: str, spec: dict) -> None:
-    total = sum(spec["split"].values())
-    if abs(total - 1.0) > 1e-6:
-        raise ConfigError(f"datasets.{name}.split: fractions add up to {total:g}, not 1")
-
-
 def build_study(config: dict) -> Study:
     """Expand a schema-validated config into its cells, checking cross references."""
-    datasets = config["datasets"]
-    for name, spec in datasets.items():
-        _check_split(name, spec)
+    try:
+        datasets = resolve_datasets(config["datasets"])
+    except DatasetConfigError as error:
+        raise ConfigError(str(error)) from None
     grid = config["grid"]
     training = merge(DEFAULT_TRAINING, config.get("training", {}))
     axes = ["dataset", "model", "resolution", "batch_size", "lr", "optimizer", "freeze", "seed", "weights"]
