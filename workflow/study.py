@@ -28,7 +28,8 @@ DEFAULT_TRAINING = {
     "weight_decay": 0.0,
     "plateau": {"patience": 3, "factor": 0.1},
     "early_stopping": {"patience": 10},
-    "hflip": False,
+    "augment": {"hflip": False, "crop": 0, "shift": 0.0, "zoom": 0.0, "rotation": 0.0, "fill": "reflect"},
+    "loader": {"memory_share": 0.5, "workers": 0, "buffer_chunks": 4},
     "eval_batch_size": 256,
 }
 
