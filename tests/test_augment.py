@@ -26,15 +26,17 @@ def test_normalize_matches_the_usual_formula_in_channels_last():
     torch.testing.assert_close(x, expected)
 
 
-def test_hflip_mirrors_exactly_the_drawn_images():
+def test_hflip_mirrors_as_many_images_as_coins_came_up():
     images = known_images(8)
     normalize = Normalizer(MEAN, STD, "cpu", {"hflip": True})
     x = normalize(images, torch.Generator().manual_seed(5))
-    flip = Augment(hflip=True).draw(8, torch.Generator().manual_seed(5)).flip
-    assert 0 < flip.sum() < 8
+    flips = Augment(hflip=True).draw(8, torch.Generator().manual_seed(5)).flips
+    assert flips == int((torch.rand(8, generator=torch.Generator().manual_seed(5)) < 0.5).sum()) and 0 < flips < 8
     plain = normalize(images)
     for i in range(8):
-        torch.testing.assert_close(x[i], plain[i].flip(2) if flip[i] else plain[i], rtol=0, atol=0)
+        torch.testing.assert_close(x[i], plain[i].flip(2) if i < flips else plain[i], rtol=0, atol=0)
+    counts = [Augment(hflip=True).draw(64, torch.Generator().manual_seed(s)).flips for s in range(200)]
+    assert abs(sum(counts) / len(counts) - 32) < 1 and min(counts) < 28 < 36 < max(counts)  # Binomial(64, 1/2)
 
 
 @pytest.mark.parametrize("fill, mode", [("reflect", "reflect"), ("edge", "replicate"), ("zeros", "constant")])

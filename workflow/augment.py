@@ -8,7 +8,12 @@ from outside the image are filled by ``fill``: ``reflect`` (mirror, the edge
 not repeated), ``edge`` (nearest edge pixel) or ``zeros`` (0 after
 normalisation: the weights' mean colour). Random numbers are drawn on the CPU
 from the generator passed in, so a seed gives the same batches on any device.
-Flips are applied by ``workflow.data.Normalizer`` while it converts to float.
+
+Flips are applied by ``workflow.data.Normalizer`` while it converts to float:
+the number k of mirrored images is drawn as one fair coin per image, and the
+first k images of the batch are mirrored. Training batches come in random
+order, so this is the same as mirroring each image on its own coin, done in
+two large copies instead of one small one per image.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ GRID_PADDING = {"reflect": "reflection", "edge": "border", "zeros": "zeros"}
 class Params:
     """One batch's random draws (CPU tensors; None where that augmentation is off)."""
 
-    flip: torch.Tensor | None = None  # (N,) bool
+    flips: int = 0  # mirror the first `flips` images
     crop: torch.Tensor | None = None  # (N, 2) top and left offsets into the padded image, 0..2 x crop
     theta: torch.Tensor | None = None  # (N, 2, 3) affine matrices from output to input coordinates
 
@@ -63,8 +68,8 @@ class Augment:
         return self.shift > 0 or self.zoom > 0 or self.rotation > 0
 
     def draw(self, n: int, generator: torch.Generator) -> Params:
-        """Random flips, crop offsets and affine matrices for a batch of `n`."""
-        flip = torch.rand(n, generator=generator) < 0.5 if self.hflip else None
+        """The number of flips, crop offsets and affine matrices for a batch of `n`."""
+        flips = int((torch.rand(n, generator=generator) < 0.5).sum()) if self.hflip else 0
         crop = torch.randint(0, 2 * self.crop + 1, (n, 2), generator=generator) if self.crop else None
         theta = None
         if self.affine:
@@ -74,7 +79,7 @@ class Augment:
             cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
             shift = u[:, 2:] * 2 * self.shift  # normalised coordinates span 2
             theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-        return Params(flip, crop, theta.float() if theta is not None else None)
+        return Params(flips, crop, theta.float() if theta is not None else None)
 
     def geometric(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         """Apply the crop and affine parts of `params` to a float batch (N, C, H, W)."""

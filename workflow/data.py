@@ -8,11 +8,14 @@ order of its blocks (one HDF5 chunk of consecutive images each) is shuffled,
 then the images within a buffer of a few blocks, so every read is one
 sequential chunk. Either way batches come as uint8 (N, 3, H, W) tensors in
 channels-last memory, and ``Normalizer`` turns them into normalised,
-augmented float batches on the device.
+augmented float batches on the device. On the CPU, ``load_splits`` has glibc
+keep freed memory for reuse: a fresh batch of tens of MB would otherwise be
+faulted in page by page every time, which costs more than converting it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -79,7 +82,7 @@ class BlockReader:
 
     def __init__(self, files: list[Path], split: str, pin_memory: bool):
         self.files, self.split, self.pin_memory = files, split, pin_memory
-        self.handles = None
+        self.handles = self.scratch = None
 
     def __call__(self, task: tuple[tuple[Block, ...], np.ndarray | None]):
         """(uint8 images N x H x W x 3, labels) of the task's blocks, permuted by its permutation."""
@@ -89,7 +92,12 @@ class BlockReader:
         n = sum(block.stop - block.start for block in blocks)
         shape = (n, *self.handles[blocks[0].file][self.split]["images"].shape[1:])
         out = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin_memory)
-        images = out.numpy() if perm is None else np.empty(shape, np.uint8)
+        if perm is None:
+            images = out.numpy()
+        else:  # read into a scratch buffer kept between calls, then permute into `out`
+            if self.scratch is None or self.scratch.shape[1:] != shape[1:] or len(self.scratch) < n:
+                self.scratch = np.empty(shape, np.uint8)
+            images = self.scratch[:n]
         labels = np.empty(n, np.int64)
         at = 0
         for block in blocks:
@@ -100,7 +108,7 @@ class BlockReader:
             at += size
         if perm is None:
             return out, torch.from_numpy(labels)
-        np.take(images, perm, axis=0, out=out.numpy())
+        np.take(images, perm, axis=0, out=out.numpy(), mode="clip")  # "raise" would buffer `out`
         return out, torch.from_numpy(labels[perm])
 
     def close(self) -> None:
@@ -239,9 +247,23 @@ def split_bytes(files: list[Path], split: str) -> int:
     return total
 
 
+def keep_freed_memory() -> None:
+    """Have glibc keep freed blocks of up to 1 GiB for reuse instead of returning them to the
+    system (mmap and trim thresholds); nothing happens without glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+
+
 def load_splits(path: str | Path, splits, device: torch.device, loader: dict) -> list:
     """Each split as a DeviceSplit while they fit in `memory_share` of the device's memory, in the
     order given, and as a StreamSplit once they do not (`loader` is `training.loader`)."""
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()
     files = shard_files(path)
     budget = loader["memory_share"] * device_memory(device)
     out = []
@@ -269,24 +291,19 @@ class Normalizer:
         if generator is None or not self.augment.active:
             return self.normalize(images)
         params = self.augment.draw(len(images), generator)
-        return self.augment.geometric(self.normalize(images, params.flip), params)
+        return self.augment.geometric(self.normalize(images, params.flips), params)
 
-    def normalize(self, images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
-        """Convert (N, 3, H, W) uint8 to normalised float, mirroring the images where `flip` is set.
+    def normalize(self, images: torch.Tensor, flips: int = 0) -> torch.Tensor:
+        """Convert (N, 3, H, W) uint8 to normalised float, mirroring the first `flips` images.
 
-        One conversion pass and one multiply-add pass over rows of H x (W x 3)
-        values, both vectorised; flips happen within the conversion.
+        One conversion pass (mirroring within it) and one multiply-add pass
+        over rows of H x (W x 3) values, both vectorised.
         """
         n, c, h, w = images.shape
         pixels = images.permute(0, 2, 3, 1)  # N x H x W x 3: contiguous for channels-last input
         out = torch.empty((n, h, w, c), dtype=torch.float32, device=images.device)
-        if flip is None:
-            out.copy_(pixels)
-        elif out.device.type == "cpu":
-            for i, mirrored in enumerate(flip.tolist()):
-                out[i].copy_(pixels[i].flip(1) if mirrored else pixels[i])
-        else:
-            out.copy_(torch.where(flip.to(out.device).view(-1, 1, 1, 1), pixels.flip(2), pixels))
+        out[:flips].copy_(pixels[:flips].flip(2))
+        out[flips:].copy_(pixels[flips:])
         if w not in self.rows:
             self.rows[w] = (self.scale.repeat(w).view(1, 1, w * c), self.bias.repeat(w).view(1, 1, w * c))
         scale, bias = self.rows[w]
