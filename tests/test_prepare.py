@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archives import jpeg_bytes, make_cifar10, make_petimages
+from archives import jpeg_bytes, make_cifar10, make_pcam, make_petimages
 from workflow.download import ChecksumError, file_digest
 from workflow.prepare import make_plan, prepare_dataset, write_index, write_shard
 from workflow.resize import resize_batch, resize_images
@@ -192,6 +192,36 @@ def test_undecodable_images_are_skipped_and_counted(tmp_path):
 
     with pytest.raises(ValueError, match=r"datasets.cats: split 'val' is empty \(15 images in all\)"):
         make_plan("cats", {**spec, "split": {"train": 0.9, "val": 0.05, "test": 0.05}}, tmp_path)
+
+
+def test_pcam_keeps_its_split_and_checks_all_six_files(tmp_path):
+    written = make_pcam(tmp_path)
+    checksums = {f.name: file_digest(f, "md5") for f in tmp_path.glob("*.h5.gz")}
+    spec = {"source": "pcam", "path": str(tmp_path), "checksums": checksums, "shards": 2}
+    plan = make_plan("pcam", spec, tmp_path)
+    assert {split: len(e["indices"]) for split, e in plan["splits"].items()} == {"train": 7, "val": 3, "test": 4}
+    assert len(plan["sources"]) == 6 and all(record["verified"] for record in plan["sources"])
+    shards = [tmp_path / f"shard-{i}-of-2.h5" for i in range(2)]
+    for i, shard in enumerate(shards):
+        write_shard(plan, 8, i, 2, shard, log=lambda m: None)
+    write_index(plan, 8, shards, tmp_path / "r8.json")
+    images, labels = read_split(tmp_path / "r8.json", "val")
+    order = plan["splits"]["val"]["indices"]
+    np.testing.assert_array_equal(images, written["valid"][0][np.asarray(order) - 7])  # at their own size: kept as they are
+    assert labels.tolist() == written["valid"][1][np.asarray(order) - 7].tolist()
+
+
+def test_imagefolder_with_train_and_test_folders_gets_val_carved(tmp_path):
+    for split, n in (("train", 10), ("test", 2)):
+        for name in ("cat", "dog"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("L", (5, 7), i * 20).save(tmp_path / split / name / f"{i}.png")
+    spec = {"source": "imagefolder", "path": str(tmp_path), "val_fraction": 0.2}
+    manifest = prepare_dataset("pets", spec, 8, tmp_path / "r8.h5", tmp_path / "r8.json")
+    assert manifest["counts"] == {"train": {"cat": 8, "dog": 8}, "val": {"cat": 2, "dog": 2},
+                                  "test": {"cat": 2, "dog": 2}}
+    assert manifest["sources"][0]["files"] == 24 and len(manifest["sources"][0]["listing_sha256"]) == 64
 
 
 @pytest.mark.skipif(shutil.which("h5ls") is None, reason="h5ls (Debian hdf5-tools) is not installed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def cmd_download(args) -> None:
@@ -28,14 +29,14 @@ def cmd_shard(args) -> None:
     from workflow.prepare import write_shard
 
     torch.set_num_threads(args.threads)
-    plan = json.loads(open(args.plan).read())
+    plan = json.loads(Path(args.plan).read_text())
     write_shard(plan, args.resolution, args.part, args.parts, args.out, log=lambda m: print(m, flush=True))
 
 
 def cmd_index(args) -> None:
     from workflow.prepare import write_index
 
-    manifest = write_index(json.loads(open(args.plan).read()), args.resolution, args.shards, args.out)
+    manifest = write_index(json.loads(Path(args.plan).read_text()), args.resolution, args.shards, args.out)
     print(json.dumps({"counts": manifest["counts"], "skipped": manifest["skipped_count"]}, indent=1))
 
 
