@@ -1,6 +1,7 @@
 # Config validation, the study's cells, and the input functions the rules use.
 import json
 import os
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -8,6 +9,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 
+from workflow.datasets import DatasetConfigError, downloads, raw_dir, source_inputs
 from workflow.jobenv import export_package_root
 from workflow.outputs import CHART_FORMATS, HISTORY_FORMATS, TABLE_FORMATS, study_charts, study_tables
 from workflow.study import ConfigError, build_study
@@ -15,9 +17,11 @@ from workflow.study import ConfigError, build_study
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
 validate(config, "../workflow/schemas/config.schema.yaml")
+RAW = config["raw_dir"]
 try:
     STUDY = build_study(config)
-except ConfigError as error:
+    DOWNLOADS = downloads(STUDY.datasets, RAW)
+except (ConfigError, DatasetConfigError) as error:
     raise WorkflowError(f"Invalid study config: {error}")
 
 OUT = str(STUDY.out)
@@ -30,6 +34,10 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     resolution=r"\d+",
     cell=r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/r\d+/[A-Za-z0-9_.-]+",
+    source=r"[a-z0-9_]+",
+    filename=r"[^/]+",
+    part=r"\d+",
+    parts=r"\d+",
 
 
 def get_cell(wildcards):
@@ -42,7 +50,7 @@ def get_cell(wildcards):
 def get_train_inputs(wildcards):
     """A cell's prepared dataset, and its upstream cell's checkpoint when it has one."""
     cell = get_cell(wildcards)
-    inputs = {"shard": str(STUDY.shard_path(cell.dataset, cell.resolution))}
+    inputs = {"shard": str(STUDY.prepared_path(cell.dataset, cell.resolution))}
     if cell.upstream:
         inputs["init"] = str(STUDY.cell_dir(cell.upstream) / "best.pt")
     elif cell.weights not in ("imagenet", "none"):
@@ -58,8 +66,45 @@ def get_cell_json(wildcards):
     return json.dumps(get_cell(wildcards).to_dict(), sort_keys=True)
 
 
+def get_dataset(wildcards):
+    """The resolved config entry of a `dataset` wildcard, or an error naming it."""
+    if wildcards.dataset not in STUDY.datasets:
+        raise WorkflowError(f"{wildcards.dataset!r} is not a dataset of study {STUDY.name!r}")
+    return STUDY.datasets[wildcards.dataset]
+
+
 def get_dataset_json(wildcards):
-    return json.dumps(STUDY.datasets[wildcards.dataset], sort_keys=True)
+    return json.dumps(get_dataset(wildcards), sort_keys=True)
+
+
+def get_download_args(wildcards, output):
+    """--url and --md5 of a file to download, as the study's datasets give them."""
+    dest = os.path.normpath(output[0])
+    if dest not in DOWNLOADS:
+        raise WorkflowError(f"no dataset of study {STUDY.name!r} downloads {dest}")
+    remote = DOWNLOADS[dest]
+    return f"--url {shlex.quote(remote.url)}" + (f" --md5 {remote.md5}" if remote.md5 else "")
+
+
+def get_source_inputs(wildcards):
+    """The files a dataset is prepared from: downloads in the raw folder, or its local copy."""
+    try:
+        return source_inputs(wildcards.dataset, get_dataset(wildcards), RAW)
+    except DatasetConfigError as error:
+        raise WorkflowError(str(error))
+
+
+def get_raw_dir_arg(wildcards):
+    spec = get_dataset(wildcards)
+    if spec["source"] in ("digits", "imagefolder"):
+        return ""
+    return f"--raw-dir {shlex.quote(str(raw_dir(spec, RAW)))}"
+
+
+def get_shards(wildcards):
+    """A dataset's shard files at one resolution, in order."""
+    parts = get_dataset(wildcards)["shards"]
+    return [f"{DATA}/{wildcards.dataset}/r{wildcards.resolution}/shard-{i}-of-{parts}.h5" for i in range(parts)]
 
 
 def grid_metrics():

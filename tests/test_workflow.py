@@ -31,7 +31,8 @@ def test_dry_run_plans_one_train_job_per_cell(tmp_path, study_file):
     config["grid"]["model"] = ["resnet18", "mobilenet_v2"]
     result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
     # 2 models x 2 batch sizes x 2 optimizers, plus one pretrain cell per model
-    assert job_counts(result.stdout) == {"prepare": 2, "train": 8 + 2, "aggregate": 1, "charts": 1, "all": 1}
+    assert job_counts(result.stdout) == {"plan": 2, "prepare_shard": 2, "prepare": 2, "train": 8 + 2, "aggregate": 1,
+                                         "charts": 1, "all": 1}
 
 
 def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file):
@@ -49,7 +50,8 @@ def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file
 
 def test_demo_study_plan(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies/digits-demo.yaml"))
-    assert job_counts(result.stdout) == {"prepare": 2, "train": 12 + 2, "aggregate": 1, "charts": 1, "all": 1}
+    assert job_counts(result.stdout) == {"plan": 2, "prepare_shard": 2, "prepare": 2, "train": 12 + 2, "aggregate": 1,
+                                         "charts": 1, "all": 1}
 
 
 @pytest.fixture(scope="module")

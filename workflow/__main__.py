@@ -5,13 +5,39 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
-def cmd_prepare(args) -> None:
-    from workflow.prepare import prepare_dataset
+def cmd_download(args) -> None:
+    from workflow.download import download
 
-    manifest = prepare_dataset(args.dataset, json.loads(args.spec), args.resolution, args.shard, args.manifest)
-    print(json.dumps(manifest["counts"], indent=1))
+    print(download(args.url, args.dest, md5=args.md5))
+
+
+def cmd_plan(args) -> None:
+    from workflow.atomic import write_json
+    from workflow.prepare import make_plan
+
+    plan = make_plan(args.dataset, json.loads(args.spec), args.raw_dir)
+    write_json(args.out, plan)
+    print(json.dumps({split: len(entry["indices"]) for split, entry in plan["splits"].items()}))
+
+
+def cmd_shard(args) -> None:
+    import torch
+
+    from workflow.prepare import write_shard
+
+    torch.set_num_threads(args.threads)
+    plan = json.loads(Path(args.plan).read_text())
+    write_shard(plan, args.resolution, args.part, args.parts, args.out, log=lambda m: print(m, flush=True))
+
+
+def cmd_index(args) -> None:
+    from workflow.prepare import write_index
+
+    manifest = write_index(json.loads(Path(args.plan).read_text()), args.resolution, args.shards, args.out)
+    print(json.dumps({"counts": manifest["counts"], "skipped": manifest["skipped_count"]}, indent=1))
 
 
 def log(message: str) -> None:
@@ -96,17 +122,38 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m workflow", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare", help="resize a dataset once and write its HDF5 shard and manifest")
+    p = sub.add_parser("download", help="download one file, resuming, and check its md5")
+    p.add_argument("--url", required=True)
+    p.add_argument("--dest", required=True)
+    p.add_argument("--md5", help="the expected md5 (none: not checked)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("plan", help="check and list a dataset's source and assign its splits")
     p.add_argument("--dataset", required=True, help="dataset name in the study config")
     p.add_argument("--spec", required=True, help="the dataset's config entry as JSON")
+    p.add_argument("--raw-dir", help="the folder holding the source's files")
+    p.add_argument("--out", required=True, help="the plan (JSON)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("shard", help="decode, resize and write shard PART of PARTS of a planned dataset")
+    p.add_argument("--plan", required=True)
     p.add_argument("--resolution", required=True, type=int)
-    p.add_argument("--shard", required=True)
-    p.add_argument("--manifest", required=True)
-    p.set_defaults(func=cmd_prepare)
+    p.add_argument("--part", required=True, type=int)
+    p.add_argument("--parts", required=True, type=int)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_shard)
+
+    p = sub.add_parser("index", help="check a dataset's shards and write the manifest that joins them")
+    p.add_argument("--plan", required=True)
+    p.add_argument("--resolution", required=True, type=int)
+    p.add_argument("--shards", required=True, nargs="+", help="the shard files, in order")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("train", help="train one cell")
     p.add_argument("--cell", required=True, help="the resolved cell as JSON (workflow.study.Cell.to_dict)")
-    p.add_argument("--shard", required=True, help="the prepared dataset")
+    p.add_argument("--shard", required=True, help="the prepared dataset: its index JSON or one shard file")
     p.add_argument("--out", required=True, help="the cell's folder")
     p.add_argument("--init", help="checkpoint whose backbone starts the cell")
     p.add_argument("--threads", type=int, default=1)

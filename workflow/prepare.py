@@ -1,74 +1,229 @@
-"""Prepare a dataset once per resolution: load, split, resize, write a shard and a manifest."""
+"""Prepare a dataset in three steps, each a job of its own in the workflow.
+
+1. plan: check the source files against their checksums, list the source,
+   keep the configured classes, assign train/val/test (the source's split, val
+   carved out of train, or stratified fractions), draw per-class subsets, and
+   put each split in a seeded random order (so that reading blocks of
+   consecutive images still gives mixed classes).
+2. shard i of n: decode, resize and write the i-th slice of every split.
+   Undecodable images are skipped and listed, never fatal.
+3. index: check every shard against the plan and its checksums, and write the
+   manifest that joins them (counts per class and split, skipped and ignored
+   files, source checksums, resize method).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
 from workflow.atomic import write_json
-from workflow.resize import RESIZE_METHOD, resize_batch
-from workflow.shards import write_shard
-from workflow.splits import stratified_split
+from workflow.datasets import local_copy, remote_files, resolve_dataset
+from workflow.download import ChecksumError
+from workflow.resize import RESIZE_METHOD, resize_images
+from workflow.shards import shard_writer, verify_shard
+from workflow.sources import Skipped, get_source
+from workflow.sources.digits import data_file as digits_data_file
+from workflow.splits import SPLITS, assign_splits
 
-RESIZE_BLOCK = 1024
-
-
-def load_digits_source() -> tuple[np.ndarray, np.ndarray, str]:
-    """scikit-learn's bundled digits as uint8 8x8 images, labels, and the data file's SHA-256."""
-    import sklearn.datasets
-
-    digits = sklearn.datasets.load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    data_file = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
-    return images, digits.target.astype(np.int64), hashlib.sha256(data_file.read_bytes()).hexdigest()
+RESIZE_BLOCK = 512  # images decoded and resized together
 
 
-def select_classes(images: np.ndarray, labels: np.ndarray, classes: list[int]):
-    """Keep the given source labels, relabelled 0..len(classes)-1 in the given order."""
-    missing = sorted(set(classes) - set(np.unique(labels).tolist()))
+def file_digests(path: Path, chunk_size: int = 1 << 20) -> dict:
+    """Size, MD5 and SHA-256 of a file, in one pass."""
+    md5, sha256 = hashlib.md5(), hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            md5.update(chunk)
+            sha256.update(chunk)
+    return {"bytes": Path(path).stat().st_size, "md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
+
+
+def check_sources(spec: dict, raw_dir: Path) -> list[dict]:
+    """Digests of the files a dataset is made from; ChecksumError where a published or
+    configured md5 differs (names the file, the expected and the found digest)."""
+    if spec["source"] == "digits":
+        return [{"file": str(digits_data_file()), **file_digests(digits_data_file())}]
+    records = []
+    for remote in remote_files(spec):
+        path = local_copy(raw_dir, remote.filename)
+        if path is None:
+            raise FileNotFoundError(f"{raw_dir / remote.filename} does not exist")
+        digests = file_digests(path)
+        verified = remote.md5 is not None and path.name == remote.filename
+        if verified and digests["md5"] != remote.md5.lower():
+            raise ChecksumError(path, "md5", remote.md5, digests["md5"])
+        records.append({"file": str(path), **digests, "md5_expected": remote.md5, "verified": verified})
+    return records
+
+
+def listing_record(folder: str, keys: list[str]) -> dict:
+    """An image folder's fingerprint: the SHA-256 of its file names and sizes."""
+    digest = hashlib.sha256()
+    for key in keys:
+        digest.update(f"{key}\t{(Path(folder) / key).stat().st_size}\n".encode())
+    return {"folder": folder, "files": len(keys), "listing_sha256": digest.hexdigest()}
+
+
+def select_classes(labels: np.ndarray, class_names: list[str], classes: list | None, where: str):
+    """Positions to keep, their new labels 0..k-1 and the new class names, for `classes`
+    given as source labels (int) or class names (str), in that order; None keeps all."""
+    if classes is None:
+        return np.arange(len(labels)), labels, list(class_names)
+    wanted = [c if isinstance(c, int) else (class_names.index(c) if c in class_names else c) for c in classes]
+    missing = [c for c in wanted if not isinstance(c, int) or not 0 <= c < len(class_names)]
     if missing:
-        raise ValueError(f"classes {missing} do not exist in the source (labels {sorted(set(labels.tolist()))})")
-    keep = np.isin(labels, classes)
-    remap = {c: i for i, c in enumerate(classes)}
-    return images[keep], np.array([remap[c] for c in labels[keep]], dtype=np.int64)
+        raise ValueError(f"{where}.classes: classes {missing} do not exist in the source (its classes: {class_names})")
+    keep = np.flatnonzero(np.isin(labels, wanted))
+    remap = np.zeros(len(class_names), np.int64)
+    remap[wanted] = np.arange(len(wanted))
+    return keep, remap[labels[keep]], [class_names[c] for c in wanted]
 
 
-def resize_all(images: np.ndarray, resolution: int) -> np.ndarray:
-    """Resize every image to resolution x resolution RGB, in blocks."""
-    blocks = [resize_batch(images[i:i + RESIZE_BLOCK], resolution) for i in range(0, len(images), RESIZE_BLOCK)]
-    return np.concatenate(blocks)
+def take_per_class(catalog, indices: np.ndarray, labels: np.ndarray, n: int, rng, where: str, class_names):
+    """At most `n` decodable images of each class, drawn in a seeded order; decoding checks
+    the candidates so that undecodable ones are replaced. Returns indices, labels, skipped."""
+    chosen, skipped = [], []
+    for label in np.unique(labels):
+        candidates = rng.permutation(indices[labels == label])
+        good = []
+        while len(good) < n and len(candidates):
+            batch, candidates = candidates[:n - len(good)], candidates[n - len(good):]
+            for index, image in zip(batch, catalog.read(batch)):
+                if isinstance(image, Skipped):
+                    skipped.append({"file": image.key, "reason": image.reason})
+                else:
+                    good.append(index)
+        if len(good) < n:
+            raise ValueError(f"{where}: class {class_names[label]!r} has {len(good)} decodable images, {n} requested")
+        chosen.append(np.array(good, np.int64))
+    kept = np.sort(np.concatenate(chosen))
+    return kept, labels[np.searchsorted(indices, kept)], skipped
 
 
-def prepare_dataset(name: str, spec: dict, resolution: int, shard: str | os.PathLike, manifest: str | os.PathLike) -> dict:
-    """Build the shard and manifest for dataset `name` at `resolution`; returns the manifest."""
-    if spec["source"] != "digits":
-        raise NotImplementedError(f"datasets.{name}.source: preparing {spec['source']!r} is not implemented yet")
-    images, labels, source_sha256 = load_digits_source()
-    classes = spec.get("classes") or sorted(np.unique(labels).tolist())
-    images, labels = select_classes(images, labels, classes)
-    class_names = [str(c) for c in classes]
-    index = stratified_split(labels, spec["split"], spec.get("seed", 0))
-    splits = {split: (resize_all(images[idx], resolution), labels[idx]) for split, idx in index.items()}
-    write_shard(
-        shard, splits, class_names,
-        attrs={"dataset": name, "resolution": resolution, "resize_method": RESIZE_METHOD},
-    )
-    result = {
-        "dataset": name,
+def make_plan(name: str, spec: dict, raw_dir: str | os.PathLike | None) -> dict:
+    """Check and list the source and assign every kept image to a split, in storage order."""
+    spec = resolve_dataset(name, spec)
+    raw_dir = Path(raw_dir) if raw_dir is not None else None
+    sources = check_sources(spec, raw_dir) if spec["source"] != "imagefolder" else []
+    catalog = get_source(spec["source"]).open_catalog(raw_dir, spec)
+    if spec["source"] == "imagefolder":
+        sources = [listing_record(spec["path"], catalog.keys)]
+    keep, labels, class_names = select_classes(catalog.labels, catalog.class_names, spec["classes"],
+                                               f"datasets.{name}")
+    assigned = assign_splits(labels, catalog.splits[keep], spec, f"datasets.{name}")
+    splits, skipped = {}, []
+    for i, split in enumerate(SPLITS):
+        rng = np.random.default_rng([spec["seed"], i])
+        indices, split_labels = keep[assigned[split]], labels[assigned[split]]
+        cap = (spec["per_class"] or {}).get(split)
+        if cap:
+            indices, split_labels, bad = take_per_class(catalog, indices, split_labels, cap, rng,
+                                                        f"datasets.{name}.per_class.{split}", class_names)
+            skipped += [{**entry, "split": split} for entry in bad]
+        if len(indices) == 0:
+            raise ValueError(f"datasets.{name}: split {split!r} is empty ({len(keep)} images in all)")
+        order = rng.permutation(len(indices))
+        splits[split] = {"indices": indices[order].tolist(), "labels": split_labels[order].tolist()}
+    return {
+        "dataset": name, "spec": spec, "raw_dir": str(raw_dir) if raw_dir else None, "class_names": class_names,
+        "splits": splits, "skipped": skipped, "ignored": catalog.ignored, "sources": sources,
+    }
+
+
+def plan_sha256(plan: dict) -> str:
+    """A plan's identity, recorded in every shard written from it."""
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
+def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | os.PathLike, log=print) -> None:
+    """Decode, resize and write the `part`-th of `parts` slices of every split into one shard file."""
+    if not 0 <= part < parts:
+        raise ValueError(f"shard {part} of {parts} does not exist")
+    spec = plan["spec"]
+    catalog = get_source(spec["source"]).open_catalog(plan["raw_dir"], spec)
+    slices = {split: [np.array_split(np.asarray(entry[key], np.int64), parts)[part] for key in ("indices", "labels")]
+              for split, entry in plan["splits"].items()}
+    skipped = []
+    attrs = {"dataset": plan["dataset"], "resolution": resolution, "resize_method": RESIZE_METHOD,
+             "class_names": json.dumps(plan["class_names"]), "part": part, "parts": parts,
+             "plan_sha256": plan_sha256(plan), "skipped": skipped}
+    compression = None if spec["compression"] == "none" else spec["compression"]
+    capacity = {split: len(indices) for split, (indices, _) in slices.items()}
+    started = time.perf_counter()
+    with shard_writer(out, capacity, resolution, attrs, spec["chunk_images"], compression) as writers:
+        for split, (indices, labels) in slices.items():
+            for start in range(0, len(indices), RESIZE_BLOCK):
+                block = catalog.read(indices[start:start + RESIZE_BLOCK])
+                good = [i for i, image in enumerate(block) if not isinstance(image, Skipped)]
+                skipped += [{"file": image.key, "reason": image.reason, "split": split}
+                            for image in block if isinstance(image, Skipped)]
+                writers[split].add(resize_images([block[i] for i in good], resolution),
+                                   labels[start:start + RESIZE_BLOCK][good])
+            log(f"{split}: {len(indices)} images read ({time.perf_counter() - started:.1f} s)")
+    log(f"shard {part} of {parts}: {len(skipped)} skipped")
+
+
+def write_index(plan: dict, resolution: int, shards: list[str | os.PathLike], out: str | os.PathLike) -> dict:
+    """Check the shards (plan, order, checksums, counts) and write the manifest that joins them."""
+    out = Path(out)
+    class_names, digest = plan["class_names"], plan_sha256(plan)
+    planned = {split: np.array_split(np.asarray(entry["indices"]), len(shards))
+               for split, entry in plan["splits"].items()}
+    totals = {split: np.zeros(len(class_names), np.int64) for split in SPLITS}
+    listed, skipped = [], list(plan["skipped"])
+    for part, shard in enumerate(shards):
+        info = verify_shard(shard)
+        attrs = info["attrs"]
+        expected = {"plan_sha256": digest, "part": part, "parts": len(shards), "resolution": resolution}
+        for key, value in expected.items():
+            if attrs.get(key) != value:
+                raise ValueError(f"{shard}: {key} is {attrs.get(key)!r}, expected {value!r}")
+        for split in SPLITS:
+            lost = sum(entry["split"] == split for entry in info["skipped"])
+            if info["splits"][split]["count"] != len(planned[split][part]) - lost:
+                raise ValueError(f"{shard}: {split} holds {info['splits'][split]['count']} images, expected "
+                                 f"{len(planned[split][part])} planned minus {lost} skipped")
+            counts = info["splits"][split]["label_counts"]
+            totals[split][:len(counts)] += np.asarray(counts, np.int64)
+        skipped += info["skipped"]
+        listed.append({"file": os.path.relpath(shard, out.parent),
+                       "counts": {split: info["splits"][split]["count"] for split in SPLITS},
+                       "sha256": {split: info["splits"][split]["sha256"] for split in SPLITS}})
+    for split in SPLITS:
+        if totals[split].sum() == 0:
+            raise ValueError(f"{plan['dataset']}: split {split!r} is empty after skipping undecodable images")
+    spec = plan["spec"]
+    manifest = {
+        "dataset": plan["dataset"],
         "source": spec["source"],
-        "source_sha256": source_sha256,
         "resolution": resolution,
         "resize_method": RESIZE_METHOD,
         "class_names": class_names,
-        "counts": {
-            split: {class_names[c]: int(n) for c, n in zip(*np.unique(split_labels, return_counts=True))}
-            for split, (_, split_labels) in splits.items()
-        },
-        "skipped": [],
+        "counts": {split: dict(zip(class_names, totals[split].tolist())) for split in SPLITS},
+        "totals": {split: int(totals[split].sum()) for split in SPLITS},
+        "shards": listed,
+        "chunk_images": spec["chunk_images"],
+        "compression": spec["compression"],
+        "skipped_count": len(skipped),
+        "skipped": skipped,
+        "ignored_count": len(plan["ignored"]),
+        "ignored": plan["ignored"],
+        "sources": plan["sources"],
         "spec": spec,
     }
-    write_json(manifest, result)
-    return result
+    write_json(out, manifest)
+    return manifest
+
+
+def prepare_dataset(name: str, spec: dict, resolution: int, shard: str | os.PathLike, manifest: str | os.PathLike,
+                    raw_dir: str | os.PathLike | None = None) -> dict:
+    """All three steps in one process, into a single shard file and its manifest; returns the manifest."""
+    plan = make_plan(name, spec, raw_dir)
+    write_shard(plan, resolution, 0, 1, shard, log=lambda message: None)
+    return write_index(plan, resolution, [shard], manifest)

@@ -23,3 +23,32 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int)
         parts["val"].append(members[n_train:n_train + n_val])
         parts["test"].append(members[n_train + n_val:])
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+
+
+def carve(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of `labels` as (kept, carved): round(fraction x n) of each class carved out, seeded."""
+    rng = np.random.default_rng(seed)
+    kept, carved = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        k = round(len(members) * fraction)
+        carved.append(members[:k])
+        kept.append(members[k:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(carved))
+
+
+def assign_splits(labels: np.ndarray, source_splits: np.ndarray, spec: dict, where: str) -> dict[str, np.ndarray]:
+    """Indices per split: the source's own split, `val_fraction` carved out of train where the
+    source has train and test only, or `split` fractions where it has none. `where` names the
+    dataset in errors."""
+    present = set(np.unique(source_splits).tolist()) if len(source_splits) else set()
+    if present <= {""}:
+        return stratified_split(labels, spec["split"], spec["seed"])
+    if present == set(SPLITS):
+        return {name: np.flatnonzero(source_splits == name) for name in SPLITS}
+    if present == {"train", "test"}:
+        train = np.flatnonzero(source_splits == "train")
+        kept, carved = carve(labels[train], spec["val_fraction"], spec["seed"])
+        return {"train": train[kept], "val": train[carved], "test": np.flatnonzero(source_splits == "test")}
+    raise ValueError(f"{where}: the source has the splits {sorted(present)}; it needs train, val and test, "
+                     "or train and test (val is then carved out of train), or none")

@@ -14,6 +14,8 @@ import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from workflow.datasets import DatasetConfigError, resolve_datasets
+
 # The batch-size paper's schedule: the new head alone, then every layer,
 # learning rate / 10 when validation accuracy plateaus, early stopping.
 DEFAULT_TRAINING = {
@@ -26,7 +28,8 @@ DEFAULT_TRAINING = {
     "weight_decay": 0.0,
     "plateau": {"patience": 3, "factor": 0.1},
     "early_stopping": {"patience": 10},
-    "hflip": False,
+    "augment": {"hflip": False, "crop": 0, "shift": 0.0, "zoom": 0.0, "rotation": 0.0, "fill": "reflect"},
+    "loader": {"memory_share": 0.5, "workers": 0, "buffer_chunks": 4},
     "eval_batch_size": 256,
 }
 
@@ -131,8 +134,9 @@ class Study:
     def cell_dir(self, cell_id: str) -> Path:
         return self.out / "cells" / cell_id
 
-    def shard_path(self, dataset: str, resolution: int) -> Path:
-        return self.data_dir / dataset / f"r{resolution}.h5"
+    def prepared_path(self, dataset: str, resolution: int) -> Path:
+        """The manifest of a dataset prepared at a resolution: what training reads."""
+        return self.data_dir / dataset / f"r{resolution}.json"
 
 
 def _check_dataset(name: str, datasets: dict, where: str) -> None:
@@ -158,12 +162,6 @@ def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: 
         batch_size=spec["batch_size"], lr=float(spec["lr"]), optimizer=spec["optimizer"],
         freeze=spec["freeze"], seed=spec["seed"], weights=spec["weights"], training=training,
     )
-
-
-def _check_split(name: str, spec: dict) -> None:
-    total = sum(spec["split"].values())
-    if abs(total - 1.0) > 1e-6:
-        raise ConfigError(f"datasets.{name}.split: fractions add up to {total:g}, not 1")
 
 
 def _matches(values: dict, pattern: dict) -> bool:
@@ -220,9 +218,10 @@ def _check_swept_keys(swept: dict) -> None:
 
 def build_study(config: dict) -> Study:
     """Expand a schema-validated config into its cells, checking cross references."""
-    datasets = config["datasets"]
-    for name, spec in datasets.items():
-        _check_split(name, spec)
+    try:
+        datasets = resolve_datasets(config["datasets"])
+    except DatasetConfigError as error:
+        raise ConfigError(str(error)) from None
     grid = config["grid"]
     _check_swept_keys(grid.get("training", {}))
     training = merge(DEFAULT_TRAINING, config.get("training", {}))

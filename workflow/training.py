@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from workflow.atomic import atomic_path, write_json
-from workflow.data import DeviceSplit, Normalizer
+from workflow.data import DeviceSplit, Normalizer, load_splits
 from workflow.metrics import classification_report
 from workflow.models import apply_freeze, build_classifier, set_train_mode
 from workflow.shards import read_class_names
@@ -51,14 +51,14 @@ class EpochResult:
 
 
 def train_one_epoch(model, split: DeviceSplit, normalize: Normalizer, optimizer, batch_size: int,
-                    freeze: str, generator: torch.Generator, hflip: bool) -> EpochResult:
+                    freeze: str, generator: torch.Generator) -> EpochResult:
     """One pass over the training split; stops early (non-finite loss) if the run diverges."""
     set_train_mode(model, freeze)
     criterion = nn.CrossEntropyLoss()
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     for images, labels in split.batches(batch_size, generator):
-        x = normalize(images, generator if hflip else None)
+        x = normalize(images, generator)  # augmented as training.augment says
         logits = model(x)
         loss = criterion(logits, labels)
         if not torch.isfinite(loss):
@@ -134,8 +134,7 @@ def run_stages(model, cell: dict, train: DeviceSplit, val: DeviceSplit, normaliz
         for _ in range(stage["epochs"]):
             epoch += 1
             lr = optimizer.param_groups[0]["lr"]
-            result = train_one_epoch(model, train, normalize, optimizer, cell["batch_size"], freeze,
-                                     generator, training["hflip"])
+            result = train_one_epoch(model, train, normalize, optimizer, cell["batch_size"], freeze, generator)
             if not math.isfinite(result.loss):
                 state.status, state.diverged_epoch = "diverged", epoch
                 log(f"epoch {epoch} ({stage['name']}): loss is not finite; the run diverged")
@@ -176,11 +175,11 @@ def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | P
     torch.manual_seed(cell["seed"])
     device = pick_device()
     class_names = read_class_names(shard)
-    train, val, test = (DeviceSplit.load(shard, split, device) for split in ("train", "val", "test"))
+    train, val, test = load_splits(shard, ("train", "val", "test"), device, cell["training"]["loader"])
     model, normalization = build_classifier(cell["model"], len(class_names), cell["weights"],
                                             cell["training"]["dropout"], init)
     model = model.to(device, memory_format=torch.channels_last)
-    normalize = Normalizer(*normalization, device)
+    normalize = Normalizer(*normalization, device, cell["training"]["augment"])
     best_path = out_dir / "best.pt"
     log(f"cell {cell['id']} on {device}: {len(train)} train / {len(val)} val / {len(test)} test images")
     state = run_stages(model, cell, train, val, normalize, normalization, best_path, log)

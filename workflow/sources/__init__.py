@@ -1,6 +1,6 @@
 """Dataset sources by name: each lists its remote files and opens a Catalog."""
 
-from . import cats_vs_dogs, imagefolder, pcam
+from . import cats_vs_dogs, digits, imagefolder, pcam
 from .catalog import Catalog, RemoteFile, Skipped
 from .cifar import CIFAR10, CIFAR100
 
@@ -10,6 +10,7 @@ SOURCES = {
     "cats_vs_dogs": cats_vs_dogs,
     "pcam": pcam,
     "imagefolder": imagefolder,
+    "digits": digits,
 }
 
 __all__ = ["SOURCES", "Catalog", "RemoteFile", "Skipped", "get_source"]

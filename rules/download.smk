@@ -1,0 +1,17 @@
+# Downloads run on the machine Snakemake runs on: on a cluster only the login node has internet.
+localrules:
+    download,
+
+
+rule download:
+    """Download one file of a source into the raw folder: resumed when interrupted, checked against its md5."""
+    output:
+        f"{RAW}/{{source}}/{{filename}}",
+    params:
+        args=get_download_args,
+    log:
+        f"{RAW}/logs/{{source}}/{{filename}}.log",
+    conda:
+        ENV
+    shell:
+        "python -m workflow download {params.args} --dest {output:q} > {log} 2>&1"

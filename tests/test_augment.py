@@ -1,0 +1,92 @@
+"""Batched augmentation: shapes, seeded determinism, and flips, crops and rotations on known images."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workflow.augment import Augment, Params, random_crop
+from workflow.data import Normalizer
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def known_images(n=4, size=12):
+    """uint8 (n, 3, size, size) in channels-last memory, every pixel different."""
+    values = torch.arange(n * size * size * 3).reshape(n, size, size, 3) % 251
+    return values.to(torch.uint8).permute(0, 3, 1, 2)
+
+
+def test_normalize_matches_the_usual_formula_in_channels_last():
+    images = known_images()
+    x = Normalizer(MEAN, STD, "cpu")(images)
+    expected = (images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x, expected)
+
+
+def test_hflip_mirrors_as_many_images_as_coins_came_up():
+    images = known_images(8)
+    normalize = Normalizer(MEAN, STD, "cpu", {"hflip": True})
+    x = normalize(images, torch.Generator().manual_seed(5))
+    flips = Augment(hflip=True).draw(8, torch.Generator().manual_seed(5)).flips
+    assert flips == int((torch.rand(8, generator=torch.Generator().manual_seed(5)) < 0.5).sum()) and 0 < flips < 8
+    plain = normalize(images)
+    for i in range(8):
+        torch.testing.assert_close(x[i], plain[i].flip(2) if i < flips else plain[i], rtol=0, atol=0)
+    counts = [Augment(hflip=True).draw(64, torch.Generator().manual_seed(s)).flips for s in range(200)]
+    assert abs(sum(counts) / len(counts) - 32) < 1 and min(counts) < 28 < 36 < max(counts)  # Binomial(64, 1/2)
+
+
+@pytest.mark.parametrize("fill, mode", [("reflect", "reflect"), ("edge", "replicate"), ("zeros", "constant")])
+def test_crop_equals_a_window_of_the_padded_image(fill, mode):
+    x = torch.randn(5, 3, 10, 10)
+    offsets = torch.tensor([[0, 0], [6, 6], [3, 0], [1, 5], [6, 2]])
+    out = random_crop(x, offsets, 3, fill)
+    padded = F.pad(x, (3, 3, 3, 3), mode=mode)
+    for i, (top, left) in enumerate(offsets.tolist()):
+        torch.testing.assert_close(out[i], padded[i, :, top:top + 10, left:left + 10], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="training.augment.crop: padding 10 must be smaller than the image size"):
+        random_crop(x, offsets, 10, fill)
+
+
+def test_affine_identity_and_quarter_turn():
+    x = torch.randn(2, 3, 8, 8)
+    identity = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(2, 2, 3)
+    torch.testing.assert_close(Augment(rotation=1).geometric(x, Params(theta=identity)), x)
+    a = math.pi / 2
+    quarter = torch.tensor([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0]]).expand(2, 2, 3)
+    turned = Augment(rotation=90).geometric(x, Params(theta=quarter))
+    torch.testing.assert_close(turned, torch.rot90(x, 1, dims=(2, 3)), atol=1e-5, rtol=0)
+
+
+def test_shift_by_whole_pixels_moves_the_image():
+    x = torch.randn(1, 3, 8, 8)
+    shift = torch.tensor([[[1.0, 0, 2 * 2 / 8], [0, 1, 0]]])  # sample 2 pixels to the right
+    out = Augment(shift=0.25, fill="edge").geometric(x, Params(theta=shift))
+    torch.testing.assert_close(out[..., :6], x[..., 2:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[..., 6:], x[..., 7:].expand(-1, -1, -1, 2), atol=1e-5, rtol=0)
+
+
+def test_all_augmentations_keep_shape_and_are_seeded():
+    images = known_images(6, 16)
+    normalize = Normalizer(MEAN, STD, "cpu", {"hflip": True, "crop": 2, "shift": 0.1, "zoom": 0.2, "rotation": 15})
+    a = normalize(images, torch.Generator().manual_seed(0))
+    b = normalize(images, torch.Generator().manual_seed(0))
+    c = normalize(images, torch.Generator().manual_seed(1))
+    assert a.shape == (6, 3, 16, 16) and a.dtype == torch.float32
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+    assert not torch.equal(a, normalize(images))  # evaluation batches are not augmented
+
+
+def test_zoom_draws_stay_in_range_and_config_is_checked():
+    theta = Augment(zoom=0.2, rotation=30).draw(1000, torch.Generator().manual_seed(0)).theta
+    scale = 1 / theta[:, 0, :2].norm(dim=1)
+    assert 0.8 - 1e-6 <= scale.min() and scale.max() <= 1.2 + 1e-6 and scale.std() > 0.05
+    angle = torch.atan2(theta[:, 1, 0], theta[:, 0, 0]).rad2deg()
+    assert angle.abs().max() <= 30 + 1e-4 and angle.abs().max() > 25
+    with pytest.raises(ValueError, match=r"training.augment: unknown keys \['flip'\]"):
+        Augment.from_config({"flip": True})
+    assert not Augment.from_config({}).active

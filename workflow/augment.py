@@ -1,0 +1,114 @@
+"""Augmentation of whole batches on the device, drawn from a seeded generator.
+
+Random horizontal flips, random crops of a padded image back to its size
+(``crop`` pixels of padding, by index arithmetic), and random affine
+transforms (``shift`` as a fraction of the size, ``zoom`` as a relative scale
+change, ``rotation`` in degrees) by ``affine_grid``/``grid_sample``. Pixels
+from outside the image are filled by ``fill``: ``reflect`` (mirror, the edge
+not repeated), ``edge`` (nearest edge pixel) or ``zeros`` (0 after
+normalisation: the weights' mean colour). Random numbers are drawn on the CPU
+from the generator passed in, so a seed gives the same batches on any device.
+
+Flips are applied by ``workflow.data.Normalizer`` while it converts to float:
+the number k of mirrored images is drawn as one fair coin per image, and the
+first k images of the batch are mirrored. Training batches come in random
+order, so this is the same as mirroring each image on its own coin, done in
+two large copies instead of one small one per image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+GRID_PADDING = {"reflect": "reflection", "edge": "border", "zeros": "zeros"}
+
+
+@dataclass(frozen=True)
+class Params:
+    """One batch's random draws (CPU tensors; None where that augmentation is off)."""
+
+    flips: int = 0  # mirror the first `flips` images
+    crop: torch.Tensor | None = None  # (N, 2) top and left offsets into the padded image, 0..2 x crop
+    theta: torch.Tensor | None = None  # (N, 2, 3) affine matrices from output to input coordinates
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The `training.augment` settings."""
+
+    hflip: bool = False
+    crop: int = 0
+    shift: float = 0.0
+    zoom: float = 0.0
+    rotation: float = 0.0
+    fill: str = "reflect"
+
+    def __post_init__(self):
+        if self.fill not in GRID_PADDING:
+            raise ValueError(f"training.augment.fill: {self.fill!r} is not one of {sorted(GRID_PADDING)}")
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> "Augment":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config or {}) - known)
+        if unknown:
+            raise ValueError(f"training.augment: unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**(config or {}))
+
+    @property
+    def active(self) -> bool:
+        return self.hflip or self.crop > 0 or self.affine
+
+    @property
+    def affine(self) -> bool:
+        return self.shift > 0 or self.zoom > 0 or self.rotation > 0
+
+    def draw(self, n: int, generator: torch.Generator) -> Params:
+        """The number of flips, crop offsets and affine matrices for a batch of `n`."""
+        flips = int((torch.rand(n, generator=generator) < 0.5).sum()) if self.hflip else 0
+        crop = torch.randint(0, 2 * self.crop + 1, (n, 2), generator=generator) if self.crop else None
+        theta = None
+        if self.affine:
+            u = torch.rand(n, 4, generator=generator, dtype=torch.float64) * 2 - 1  # uniform in [-1, 1]
+            angle = u[:, 0] * math.radians(self.rotation)
+            scale = 1 + u[:, 1] * self.zoom
+            cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+            shift = u[:, 2:] * 2 * self.shift  # normalised coordinates span 2
+            theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        return Params(flips, crop, theta.float() if theta is not None else None)
+
+    def geometric(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        """Apply the crop and affine parts of `params` to a float batch (N, C, H, W)."""
+        if params.crop is not None:
+            x = random_crop(x, params.crop.to(x.device), self.crop, self.fill)
+        if params.theta is not None:
+            grid = F.affine_grid(params.theta.to(x.device), list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode=GRID_PADDING[self.fill], align_corners=False)
+        return x
+
+
+def _source_index(index: torch.Tensor, size: int, fill: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map positions outside 0..size-1 into the image by `fill`; also a mask of those inside."""
+    inside = (index >= 0) & (index < size)
+    if fill == "reflect":
+        index = index.abs()
+        index = torch.where(index >= size, 2 * (size - 1) - index, index)
+    return index.clamp(0, size - 1), inside
+
+
+def random_crop(x: torch.Tensor, offsets: torch.Tensor, padding: int, fill: str) -> torch.Tensor:
+    """Crop each image of (N, C, H, W) from its padded version at (top, left) = `offsets`, in one gather."""
+    n, _, h, w = x.shape
+    if padding >= min(h, w):
+        raise ValueError(f"training.augment.crop: padding {padding} must be smaller than the image size {h}x{w}")
+    rows, row_in = _source_index(offsets[:, :1] - padding + torch.arange(h, device=x.device), h, fill)
+    cols, col_in = _source_index(offsets[:, 1:] - padding + torch.arange(w, device=x.device), w, fill)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    out = x[batch, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C): advanced indices come first
+    if fill == "zeros":
+        out = out * (row_in[:, :, None] & col_in[:, None, :])[..., None]
+    return out.permute(0, 3, 1, 2)
