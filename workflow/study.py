@@ -11,24 +11,57 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from workflow.backbones import resolution_error
 
 # The batch-size paper's schedule: the new head alone, then every layer,
 # learning rate / 10 when validation accuracy plateaus, early stopping.
+# Keys are described in workflow/schemas/config.schema.yaml.
 DEFAULT_TRAINING = {
     "stages": [
         {"name": "head", "freeze": "head", "epochs": 20, "lr_factor": 1.0},
         {"name": "finetune", "freeze": "cell", "epochs": 100, "lr_factor": 0.01},
     ],
-    "dropout": 0.5,
+    "head": "gap",
+    "dropout": None,  # the head's own default: gap 0.5, mlp 0.2
     "momentum": 0.9,
+    "nesterov": False,
     "weight_decay": 0.0,
+    "decay_norm_and_bias": False,
+    "schedule": "plateau",
+    "warmup_epochs": 0,
     "plateau": {"patience": 3, "factor": 0.1},
+    "step": {"every": 30, "factor": 0.1},
+    "cosine": {"min_lr_factor": 0.0},
     "early_stopping": {"patience": 10},
+    "label_smoothing": 0.0,
+    "mixup": 0.0,
+    "aux_loss_weight": 0.4,
     "hflip": False,
     "eval_batch_size": 256,
+    "bf16": True,
+    "compile": False,
+    "deterministic": False,
 }
+
+# Training keys a stage may set for itself (besides name, freeze, epochs and lr_factor).
+STAGE_OVERRIDES = (
+    "optimizer", "momentum", "nesterov", "weight_decay", "decay_norm_and_bias",
+    "schedule", "warmup_epochs", "plateau", "step", "cosine", "early_stopping",
+)
+
+
+def stage_settings(training: dict, stage: dict, optimizer: str, freeze: str) -> dict:
+    """A stage's effective settings: the training keys overridden by the stage's own,
+    the cell's optimizer unless the stage names one, and `freeze: cell` resolved."""
+    base = {key: training[key] for key in STAGE_OVERRIDES if key != "optimizer"}
+    settings = merge({**base, "optimizer": optimizer, "lr_factor": 1.0}, stage)
+    if settings["freeze"] == "cell":
+        settings["freeze"] = freeze
+    return settings
+
 
 PRETRAIN_PREFIX = "pretrain:"
 
@@ -85,7 +118,7 @@ def cell_id(cell: Cell) -> str:
     """Stable, readable id of a cell; adding values to an axis never changes it."""
     run = (
         f"bs{cell.batch_size}-lr{format_lr(cell.lr)}-{cell.optimizer}"
-        f"-{cell.freeze}-s{cell.seed}{weights_tag(cell.weights)}"
+        f"-{cell.freeze.replace(':', '')}-s{cell.seed}{weights_tag(cell.weights)}"
     )
     return f"{cell.dataset}/{cell.model}/r{cell.resolution}/{run}"
 
@@ -141,11 +174,47 @@ def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: 
     if spec["weights"].startswith(PRETRAIN_PREFIX):
         raise ConfigError(f"pretrain.{name}.weights: chains of pretrain cells are not supported")
     training = merge(merge(DEFAULT_TRAINING, config.get("training", {})), spec.get("training", {}))
-    return Cell(
+    _check_training(training, f"pretrain.{name}.training")
+    cell = Cell(
         dataset=spec["dataset"], model=model, resolution=resolution,
         batch_size=spec["batch_size"], lr=float(spec["lr"]), optimizer=spec["optimizer"],
         freeze=spec["freeze"], seed=spec["seed"], weights=spec["weights"], training=training,
     )
+    _check_cell(cell, f"pretrain.{name}")
+    return cell
+
+
+def _check_training(training: dict, where: str) -> None:
+    """Rules across training keys that the schema cannot express."""
+    names = [stage["name"] for stage in training["stages"]]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{where}.stages: stage names must differ; {repeated} repeat")
+    if training["head"] == "own" and training["dropout"] is not None:
+        raise ConfigError(f"{where}.dropout: the 'own' head keeps the model's own dropout; leave dropout unset")
+    for stage in training["stages"]:
+        settings = stage_settings(training, stage, "sgd", "all")
+        if settings["nesterov"] and settings["momentum"] == 0:
+            raise ConfigError(f"{where}: stage {stage['name']!r} asks for nesterov with momentum 0")
+
+
+def _check_cell(cell: Cell, where: str) -> None:
+    """Rules across a cell's axes, with the cell's id in the message."""
+    problem = resolution_error(cell.model, cell.resolution)
+    if problem:
+        raise ConfigError(f"{where}: {problem} (cell {cell.id})")
+    if cell.freeze == "none":
+        if cell.weights != "none":
+            raise ConfigError(
+                f"{where}: freeze 'none' trains from scratch and needs weights 'none', "
+                f"not {cell.weights!r} (cell {cell.id})"
+            )
+        fixed = [stage["name"] for stage in cell.training["stages"] if stage["freeze"] != "cell"]
+        if fixed:
+            raise ConfigError(
+                f"{where}: cell {cell.id} trains from scratch (freeze 'none') but stages {fixed} "
+                f"set their own freeze; give every stage `freeze: cell`"
+            )
 
 
 def _check_split(name: str, spec: dict) -> None:
@@ -161,21 +230,22 @@ def build_study(config: dict) -> Study:
         _check_split(name, spec)
     grid = config["grid"]
     training = merge(DEFAULT_TRAINING, config.get("training", {}))
+    _check_training(training, "training")
     axes = ["dataset", "model", "resolution", "batch_size", "lr", "optimizer", "freeze", "seed", "weights"]
     cells: dict[str, Cell] = {}
     grid_cells = []
     for values in itertools.product(*(grid[axis] for axis in axes)):
         params = dict(zip(axes, values))
         _check_dataset(params["dataset"], datasets, "grid.dataset")
-        upstream = None
+        cell = Cell(**{**params, "lr": float(params["lr"])}, training=training)
+        _check_cell(cell, "grid")
         if params["weights"].startswith(PRETRAIN_PREFIX):
             up = _upstream_cell(
                 config, params["weights"][len(PRETRAIN_PREFIX):],
                 params["model"], params["resolution"], "grid.weights",
             )
             cells[up.id] = up
-            upstream = up.id
-        cell = Cell(**{**params, "lr": float(params["lr"])}, training=training, upstream=upstream)
+            cell = replace(cell, upstream=up.id)
         cells[cell.id] = cell
         grid_cells.append(cell)
     return Study(
