@@ -13,6 +13,7 @@ if not workflow.config_settings.configfiles:
 
 include: "rules/common.smk"
 include: "rules/prepare.smk"
+include: "rules/weights.smk"
 include: "rules/train.smk"
 include: "rules/aggregate.smk"
 include: "rules/charts.smk"

@@ -1,6 +1,7 @@
 # Config validation, the study's cells, and the input functions the rules use.
 import json
 import os
+import re
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -10,6 +11,7 @@ sys.path.insert(0, workflow.basedir)
 
 from workflow.jobenv import export_package_root
 from workflow.study import ConfigError, build_study
+from workflow.weights import imagenet_files
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
@@ -22,6 +24,8 @@ except ConfigError as error:
 OUT = str(STUDY.out)
 DATA = str(STUDY.data_dir)
 RES = config["resources"]
+# {model: (cached file, URL)} of the ImageNet weights the cells start from (torch is imported only if any).
+IMAGENET = imagenet_files(cell.model for cell in STUDY.cells.values() if cell.weights == "imagenet")
 ENV = "../envs/tlsweep.yaml"
 
 
@@ -39,10 +43,13 @@ def get_cell(wildcards):
 
 
 def get_train_inputs(wildcards):
-    """A cell's prepared dataset, and its upstream cell's checkpoint when it has one."""
+    """A cell's prepared dataset, and its starting weights: the cached ImageNet file,
+    its upstream cell's checkpoint or a weights file."""
     cell = get_cell(wildcards)
     inputs = {"shard": str(STUDY.shard_path(cell.dataset, cell.resolution))}
-    if cell.upstream:
+    if cell.weights == "imagenet":
+        inputs["weights"] = IMAGENET[cell.model][0]
+    elif cell.upstream:
         inputs["init"] = str(STUDY.cell_dir(cell.upstream) / "best.pt")
     elif cell.weights not in ("imagenet", "none"):
         inputs["init"] = cell.weights

@@ -23,6 +23,12 @@ def cmd_train(args) -> None:
     train_cell(json.loads(args.cell), args.shard, args.out, init=args.init, threads=args.threads, log=log)
 
 
+def cmd_fetch_weights(args) -> None:
+    from workflow.weights import fetch_weights
+
+    print(fetch_weights(args.url, args.out))
+
+
 def cmd_aggregate(args) -> None:
     from workflow.aggregate import collect, write_csv
 
@@ -63,6 +69,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="checkpoint whose backbone starts the cell")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("fetch-weights", help="download a torchvision weights file into torch's cache")
+    p.add_argument("--url", required=True)
+    p.add_argument("--out", required=True, help="the cached file: $TORCH_HOME/hub/checkpoints/<name in the URL>")
+    p.set_defaults(func=cmd_fetch_weights)
 
     p = sub.add_parser("aggregate", help="collect cells' metrics into tables")
     p.add_argument("--metrics", nargs="+", required=True)
