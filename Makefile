@@ -18,10 +18,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	PATH="$(BIN):$$PATH" snakemake --cores $(CORES) --configfile studies/digits-demo.yaml
-	@echo "Summary: results/digits-demo/summary.csv  Charts: results/digits-demo/charts/"
+	@echo "Tables: results/digits-demo/tables/  Charts: results/digits-demo/charts/"
 
 test: $(STAMP)
-	PATH="$(BIN):$$PATH" python -m pytest
+	bash scripts/install-system-deps.sh
+	PATH="$(BIN):$$PATH" TLSWEEP_REQUIRE_SLURM=$${CI:+1} python -m pytest
 
 clean-results:
 	rm -rf results .snakemake

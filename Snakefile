@@ -5,10 +5,14 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The default study; --configfile replaces it instead of being merged into it.
+# The default study (next to this Snakefile); --configfile replaces it
+# instead of being merged into it.
 if not workflow.config_settings.configfiles:
 
-    configfile: "config.yaml"
+    configfile: f"{workflow.basedir}/config.yaml"
+
+
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"

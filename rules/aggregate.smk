@@ -3,16 +3,18 @@ localrules:
 
 
 rule aggregate:
-    """Collect every grid cell's metrics and history into study-wide tables."""
+    """Collect every grid cell's metrics and history into the study's tables: the summary, the best
+    configuration per dataset and model, and the papers' pivot tables the grid's axes allow."""
     input:
         metrics=grid_metrics(),
     output:
-        summary=f"{OUT}/summary.csv",
-        histories=f"{OUT}/histories.csv",
+        for_report(table_files(), "html", "tables"),
+    params:
+        config=json.dumps(config),
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{OUT}/logs/aggregate.log",
     conda:
         ENV
     shell:
-        "python -m workflow aggregate --metrics {input.metrics}"
-        " --summary {output.summary} --histories {output.histories} > {log} 2>&1"
+        "python -m workflow aggregate --config {params.config:q} --out-dir {params.out_dir} > {log} 2>&1"

@@ -3,18 +3,19 @@ localrules:
 
 
 rule charts:
-    """Draw the study's charts as offline HTML and PNG."""
+    """Draw the charts the study's axes allow, each as offline HTML, PNG and SVG."""
     input:
-        summary=f"{OUT}/summary.csv",
-        histories=f"{OUT}/histories.csv",
+        summary=f"{OUT}/tables/summary.parquet",
+        histories=f"{OUT}/tables/histories.parquet",
     output:
-        expand(f"{OUT}/charts/{{name}}.{{ext}}", name=["val_accuracy", "test_accuracy"], ext=["html", "png"]),
+        for_report(chart_files(), "svg", "charts"),
     params:
+        config=json.dumps(config),
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{OUT}/logs/charts.log",
     conda:
         ENV
     shell:
-        "python -m workflow charts --summary {input.summary} --histories {input.histories}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m workflow charts --config {params.config:q} --summary {input.summary}"
+        " --histories {input.histories} --out-dir {params.out_dir} > {log} 2>&1"

@@ -10,6 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from workflow.jobenv import export_package_root
+from workflow.outputs import CHART_FORMATS, HISTORY_FORMATS, TABLE_FORMATS, study_charts, study_tables
 from workflow.study import ConfigError, build_study
 from workflow.weights import imagenet_files
 
@@ -73,7 +74,29 @@ def grid_metrics():
     return [str(STUDY.cell_dir(cell.id) / "metrics.json") for cell in STUDY.grid_cells]
 
 
+def table_files():
+    """Every table file the study gets (workflow.outputs.study_tables decides which)."""
+    files = [f"{OUT}/tables/histories.{ext}" for ext in HISTORY_FORMATS]
+    return files + [f"{OUT}/tables/{name}.{ext}" for name in study_tables(STUDY) for ext in TABLE_FORMATS]
+
+
+def chart_files():
+    """Every chart file the study gets (workflow.outputs.study_charts decides which)."""
+    return [f"{OUT}/charts/{name}.{ext}" for name in study_charts(STUDY) for ext in CHART_FORMATS]
+
+
+def for_report(files, ext, folder):
+    """`files`, with those ending in .`ext` flagged for the report, captioned by report/<folder>/<name>.rst."""
+    flagged = []
+    for path in files:
+        name, suffix = os.path.splitext(os.path.basename(path))
+        if suffix == f".{ext}":
+            path = report(path, caption=f"../report/{folder}/{name}.rst", category=folder.capitalize(),
+                          labels={"name": name})
+        flagged.append(path)
+    return flagged
+
+
 def final_outputs():
-    """The final targets: the summary table and the charts."""
-    charts = [f"{OUT}/charts/{name}.{ext}" for name in ("val_accuracy", "test_accuracy") for ext in ("html", "png")]
-    return [f"{OUT}/summary.csv", *charts]
+    """The final targets: the study's tables and charts."""
+    return table_files() + chart_files()

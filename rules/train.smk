@@ -16,8 +16,9 @@ rule train:
         f"{OUT}/benchmarks/train/{{cell}}.tsv"
     threads: RES["train_threads"]
     resources:
+        gpu=RES["train_gpus"],
         mem_mb=RES["train_mem_mb"],
-        runtime=RES["train_runtime_min"],
+        runtime=lambda wildcards, attempt: RES["train_runtime_min"] * attempt,
     conda:
         ENV
     shell:

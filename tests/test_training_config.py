@@ -70,6 +70,8 @@ def test_new_axis_values_keep_old_ids_and_render_last_n_without_a_colon():
      "training: stage 'head' asks for nesterov with momentum 0"),
     (lambda c: c["pretrain"]["base"]["training"].update(head="own", dropout=0.1),
      "pretrain.base.training.dropout: the 'own' head"),
+    (lambda c: (c["training"].update(dropout=0.3), c["grid"].update(training={"head": ["gap", "own"]})),
+     "cell digits-5to9/resnet18/r16/bs32-lr1e-2-sgd-all-s0-wbase-headown: training.dropout: the 'own' head"),
 ])
 def test_cross_key_errors_name_the_key_and_the_cell(mutate, message):
     with pytest.raises(ConfigError) as error:

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, snakemake, tiny_study
-from workflow.study import build_study
+from workflow.aggregate import METRICS
+from workflow.outputs import CHART_FORMATS, TABLE_FORMATS
+from workflow.study import AXES, build_study
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
@@ -32,6 +34,19 @@ def test_dry_run_plans_one_train_job_per_cell(tmp_path, study_file):
     assert job_counts(result.stdout) == {"prepare": 2, "train": 8 + 2, "aggregate": 1, "charts": 1, "all": 1}
 
 
+def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file):
+    config = tiny_study()
+    config["grid"].update({"lr": [0.01, 0.001], "seed": [0, 1]})
+    result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
+    planned = set(re.findall(r"results/tiny/(?:tables|charts)/[\w.]+", result.stdout))
+    for name in ["summary", "best", "configs", "batch_size", "batch_lr"]:
+        assert {f"results/tiny/tables/{name}.{ext}" for ext in TABLE_FORMATS} <= planned, name
+    assert "results/tiny/tables/regimes.csv" not in planned
+    charts = {"val_accuracy", "test_accuracy", "train_curves", "lr_batch_heatmap", "accuracy_vs_time", "configs"}
+    assert {p for p in planned if "/charts/" in p} == {
+        f"results/tiny/charts/{name}.{ext}" for name in charts for ext in CHART_FORMATS}
+
+
 def test_demo_study_plan(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies/digits-demo.yaml"))
     assert job_counts(result.stdout) == {"prepare": 2, "train": 12 + 2, "aggregate": 1, "charts": 1, "all": 1}
@@ -51,12 +66,9 @@ def finished_tiny_study(tmp_path_factory):
 
 def test_end_to_end_summary_table(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
-    summary = pd.read_csv(workdir / "results/tiny/summary.csv")
+    summary = pd.read_csv(workdir / "results/tiny/tables/summary.csv")
     assert len(summary) == 4
-    for column in ["cell", "dataset", "model", "resolution", "batch_size", "lr", "optimizer", "freeze", "seed",
-                   "weights", "status", "test_accuracy", "test_loss", "epochs_run", "best_epoch",
-                   "wall_time_s", "images_per_s"]:
-        assert column in summary.columns, column
+    assert list(summary.columns) == ["cell", *AXES, *METRICS]
     assert sorted(zip(summary["batch_size"], summary["optimizer"])) == [(32, "adam"), (32, "sgd"), (64, "adam"), (64, "sgd")]
     assert set(summary["status"]) == {"ok"}
     assert summary["test_accuracy"].between(0, 1).all() and (summary["images_per_s"] > 0).all()
@@ -64,6 +76,7 @@ def test_end_to_end_summary_table(finished_tiny_study):
     for row in summary.itertuples():
         metrics = json.loads((workdir / "results/tiny/cells" / row.cell / "metrics.json").read_text())
         assert metrics["test_accuracy"] == pytest.approx(row.test_accuracy)
+        assert metrics["best_val_accuracy"] == pytest.approx(row.best_val_accuracy)
         assert metrics["config"]["upstream"] == "digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone"
 
 
@@ -73,30 +86,89 @@ def test_end_to_end_histories_and_upstream_checkpoint(finished_tiny_study):
     upstream = cells / "digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone"
     assert (upstream / "best.pt").exists()
     assert pd.read_csv(upstream / "history.csv")["stage"].tolist() == ["scratch", "scratch"]
-    summary = pd.read_csv(workdir / "results/tiny/summary.csv")
+    summary = pd.read_csv(workdir / "results/tiny/tables/summary.csv")
     for row in summary.itertuples():
         history = pd.read_csv(cells / row.cell / "history.csv")
         assert history["epoch"].tolist() == list(range(1, row.epochs_run + 1))
         assert set(history["stage"]) <= {"head", "finetune"} and history["stage"].iloc[0] == "head"
         log = (workdir / "results/tiny/logs/train" / f"{row.cell}.log").read_text()
         assert "done: status ok" in log
-    histories = pd.read_csv(workdir / "results/tiny/histories.csv")
+    histories = pd.read_parquet(workdir / "results/tiny/tables/histories.parquet")
     assert len(histories) == summary["epochs_run"].sum()
-    assert histories["best_epoch"].sum() == len(summary)
+    assert histories["best"].sum() == len(summary) and histories["stopped"].sum() == len(summary)
+
+
+def test_end_to_end_tables(finished_tiny_study):
+    workdir, _, _ = finished_tiny_study
+    tables = workdir / "results/tiny/tables"
+    best = pd.read_parquet(tables / "best.parquet")
+    summary = pd.read_parquet(tables / "summary.parquet")
+    assert len(best) == 1 and best["mean"].iloc[0] == summary["test_accuracy"].max()
+    batch_size = pd.read_csv(tables / "batch_size.csv")
+    assert batch_size["batch_size"].tolist() == [32, 64]
+    assert (tables / "batch_size.md").read_text().startswith("|   batch_size |")
 
 
 def test_end_to_end_charts(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     charts = workdir / "results/tiny/charts"
-    for name in ["val_accuracy", "test_accuracy"]:
+    names = ["val_accuracy", "test_accuracy", "train_curves", "accuracy_vs_time"]  # 2 batch sizes, 2 optimizers, 1 seed
+    assert sorted(p.name for p in charts.iterdir()) == sorted(f"{n}.{ext}" for n in names for ext in CHART_FORMATS)
+    for name in names:
         png = (charts / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
         html = (charts / f"{name}.html").read_text()
         assert "vegaEmbed" in html
         assert not re.search(r"<script[^>]+src=[\"']https?://", html), "the HTML must render offline"
+        assert "<svg" in (charts / f"{name}.svg").read_text()
+
+
+def test_report_is_one_self_contained_file_with_tables_charts_and_rules(finished_tiny_study):
+    workdir, configfile, _ = finished_tiny_study
+    snakemake(workdir, "--configfile", str(configfile), "--report", "results/report.html")
+    report = (workdir / "results/report.html").read_text()
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=[\"']https?://", report), "it must work offline"
+    for name in ["summary.html", "best.html", "batch_size.html", "val_accuracy.svg", "test_accuracy.svg", "train_curves.svg",
+                 "accuracy_vs_time.svg"]:
+        assert name in report, name
+    assert "Table I of the batch-size paper" in report  # a caption
+    assert "Pareto front" in report
+    for rule in ["prepare", "train", "aggregate", "charts"]:  # each rule described in report/workflow.rst
+        assert re.search(rf'literal\\*">{rule}</tt>', report), rule
 
 
 def test_finished_study_has_nothing_left_to_do(finished_tiny_study):
     workdir, configfile, _ = finished_tiny_study
     result = snakemake(workdir, "-n", "--configfile", str(configfile))
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_changed_training_parameter_reruns_only_the_cells_it_touches(finished_tiny_study, tmp_path):
+    workdir, _, _ = finished_tiny_study
+    from conftest import write_config
+
+    config = tiny_study()
+    config["training"]["stages"][1]["epochs"] = 3  # grid cells only: the pretrain cell has stages of its own
+    result = snakemake(workdir, "-n", "--configfile", str(write_config(tmp_path / "changed.yaml", config)))
+    assert job_counts(result.stdout) == {"train": 4, "aggregate": 1, "charts": 1, "all": 1}
+    assert "Params have changed since last execution" in result.stdout
+
+
+def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(finished_tiny_study, tmp_path):
+    workdir, _, _ = finished_tiny_study
+    from conftest import write_config
+
+    config = tiny_study()
+    config["grid"]["batch_size"].append(16)
+    result = snakemake(workdir, "-n", "--configfile", str(write_config(tmp_path / "more.yaml", config)))
+    assert job_counts(result.stdout) == {"train": 2, "aggregate": 1, "charts": 1, "all": 1}
+    assert result.stdout.count("bs16-") >= 2 and "bs32-lr" not in result.stdout.split("rule aggregate")[0]
+
+
+def test_default_study_plans_without_any_data(tmp_path):
+    result = snakemake(tmp_path, "-n")  # config.yaml: CIFAR-10/100 x five batch sizes
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 10 and counts["prepare"] == 2
+    for dataset in ("cifar10", "cifar100"):
+        for batch_size in (32, 64, 128, 256, 512):
+            assert f"results/batch-size-cifar/cells/{dataset}/mobilenet_v2/r160/bs{batch_size}-lr1e-2-rmsprop-all-s0/metrics.json" in result.stdout

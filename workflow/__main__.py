@@ -14,11 +14,15 @@ def cmd_prepare(args) -> None:
     print(json.dumps(manifest["counts"], indent=1))
 
 
-def cmd_train(args) -> None:
-    from workflow.training import train_cell
+def log(message: str) -> None:
+    print(message, flush=True)
 
-    def log(message: str) -> None:
-        print(message, flush=True)
+
+def cmd_train(args) -> None:
+    from workflow.devices import claim_gpu
+
+    claim_gpu(log=log)  # before torch initialises CUDA
+    from workflow.training import train_cell
 
     train_cell(json.loads(args.cell), args.shard, args.out, init=args.init, threads=args.threads, log=log)
 
@@ -29,24 +33,68 @@ def cmd_fetch_weights(args) -> None:
     print(fetch_weights(args.url, args.out))
 
 
-def cmd_aggregate(args) -> None:
-    from workflow.aggregate import collect, write_csv
+def load_study(args):
+    """The study of `--config` (JSON the rules pass, validated by the Snakefile) or `--configfile` (YAML)."""
+    from workflow.config import load_config
+    from workflow.study import build_study
 
-    summary, histories = collect(args.metrics)
-    write_csv(summary, args.summary)
-    write_csv(histories, args.histories)
-    print(summary.to_string(index=False))
+    return build_study(json.loads(args.config) if args.config else load_config(args.configfile))
+
+
+def cmd_aggregate(args) -> None:
+    from workflow.aggregate import collect
+    from workflow.outputs import study_tables
+    from workflow.tables import build_tables, write_histories, write_table
+
+    study = load_study(args)
+    out_dir = args.out_dir or study.out / "tables"
+    summary, histories = collect(study)
+    write_histories(histories, out_dir)
+    tables = build_tables(study_tables(study), summary)
+    for name, table in tables.items():
+        write_table(table, out_dir, name)
+    print(summary[["cell", "status", "test_accuracy", "error"]].to_string(index=False))
+    print(f"\nwrote {', '.join(tables)} and histories to {out_dir}")
 
 
 def cmd_charts(args) -> None:
     import pandas as pd
 
-    from workflow.charts import save_chart, test_accuracy_bars, validation_curves
+    from workflow.charts import draw_charts
+    from workflow.outputs import study_charts
 
-    summary = pd.read_csv(args.summary)
-    histories = pd.read_csv(args.histories)
-    save_chart(validation_curves(histories), args.out_dir + "/val_accuracy.html", args.out_dir + "/val_accuracy.png")
-    save_chart(test_accuracy_bars(summary), args.out_dir + "/test_accuracy.html", args.out_dir + "/test_accuracy.png")
+    study = load_study(args)
+    tables = study.out / "tables"
+    names = study_charts(study)
+    summary = pd.read_parquet(args.summary or tables / "summary.parquet")
+    histories = pd.read_parquet(args.histories or tables / "histories.parquet")
+    draw_charts(names, summary, histories, args.out_dir or study.out / "charts")
+    print(f"drew {', '.join(names) or 'no charts'}")
+
+
+def cmd_cells(args) -> None:
+    import pandas as pd
+
+    from workflow.config import load_config
+    from workflow.study import build_study
+
+    study = build_study(load_config(args.configfile))
+    grid_ids = {cell.id for cell in study.grid_cells}
+    table = pd.DataFrame([
+        {"cell": cell.id, "role": "grid" if cell.id in grid_ids else "upstream",
+         "done": "yes" if (study.cell_dir(cell.id) / "metrics.json").exists() else "no"}
+        for cell in study.cells.values()
+    ])
+    print(table.to_string(index=False))
+    print(f"\n{len(study.grid_cells)} grid cells, {len(study.cells) - len(study.grid_cells)} upstream cells, "
+          f"{int((table['done'] == 'yes').sum())} done")
+
+
+def study_args(p: argparse.ArgumentParser) -> None:
+    """--config or --configfile: the study a results command works on."""
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--config", help="the validated study config as JSON (what the rules pass)")
+    group.add_argument("--configfile", help="a study YAML file, e.g. studies/digits-demo.yaml")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,23 +123,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the cached file: $TORCH_HOME/hub/checkpoints/<name in the URL>")
     p.set_defaults(func=cmd_fetch_weights)
 
-    p = sub.add_parser("aggregate", help="collect cells' metrics into tables")
-    p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--summary", required=True)
-    p.add_argument("--histories", required=True)
+    p = sub.add_parser("aggregate", help="collect the cells' metrics into the study's tables (a cell without "
+                                         "metrics.json counts as failed)")
+    study_args(p)
+    p.add_argument("--out-dir", help="default: <results_dir>/<study>/tables")
     p.set_defaults(func=cmd_aggregate)
 
-    p = sub.add_parser("charts", help="draw the study's charts")
-    p.add_argument("--summary", required=True)
-    p.add_argument("--histories", required=True)
-    p.add_argument("--out-dir", required=True)
+    p = sub.add_parser("charts", help="draw the study's charts from its tables")
+    study_args(p)
+    p.add_argument("--summary", help="default: <results_dir>/<study>/tables/summary.parquet")
+    p.add_argument("--histories", help="default: <results_dir>/<study>/tables/histories.parquet")
+    p.add_argument("--out-dir", help="default: <results_dir>/<study>/charts")
     p.set_defaults(func=cmd_charts)
+
+    p = sub.add_parser("cells", help="list a study's cells before anything runs")
+    p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
+    p.set_defaults(func=cmd_cells)
     return top
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "cells":  # a config check for people: a message, not a traceback
+        try:
+            args.func(args)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     args.func(args)
+    return 0
 
 
 if __name__ == "__main__":

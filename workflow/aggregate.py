@@ -1,44 +1,121 @@
-"""Collect every cell's metrics and history into study-wide tables."""
+"""Collect every grid cell's metrics.json and history.csv into study-wide tables."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from workflow.atomic import atomic_path
+from workflow.study import AXES, Cell, Study, format_lr
 
-AXES = ["dataset", "model", "resolution", "batch_size", "lr", "optimizer", "freeze", "seed", "weights"]
-METRICS = [
-    "status", "test_accuracy", "test_top5_accuracy", "test_loss", "test_macro_f1", "best_val_accuracy",
-    "epochs_run", "best_epoch", "diverged_epoch", "wall_time_s", "train_time_s", "images_per_s", "device",
-]
+# The summary's columns after the cell id and its axes, in order, with their
+# types: the one list of what a summary holds. A key that a metrics.json lacks
+# becomes NaN; best_val_loss comes from history.csv (val_loss at the best epoch).
+METRICS = {
+    "status": "object", "error": "object",
+    "test_accuracy": "float", "test_top5_accuracy": "float", "test_auc": "float",
+    "test_loss": "float", "test_macro_f1": "float",
+    "best_val_accuracy": "float", "best_val_loss": "float",
+    "epochs_run": "Int64", "best_epoch": "Int64", "diverged_epoch": "Int64",
+    "wall_time_s": "float", "train_time_s": "float", "images_per_s": "float", "peak_memory_mb": "float",
+    "device": "object",
+}
+# Per-epoch history columns renamed so they do not clash with the cell's axes.
+HISTORY_RENAMES = {"lr": "epoch_lr", "freeze": "stage_freeze"}
 
 
-def summary_row(metrics: dict) -> dict:
-    """One summary row: the cell id, its axis values and its headline metrics."""
-    config = metrics["config"]
-    return {"cell": metrics["cell"], **{axis: config[axis] for axis in AXES},
-            **{name: metrics.get(name) for name in METRICS}}
+def extra_axes(study: Study) -> list[str]:
+    """Swept `training` keys (grid.training) that some grid cell sets: extra axes beyond AXES."""
+    return sorted({key for cell in study.grid_cells for key in cell.params})
 
 
-def collect(metrics_files: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Summary (one row per cell) and histories (one row per cell and epoch) tables."""
+def axis_values(cell: Cell, extras: list[str]) -> dict:
+    """A cell's value on every axis; an extra axis takes the cell's own training value."""
+    values = {axis: getattr(cell, axis) for axis in AXES}
+    for key in extras:
+        value = cell.training[key]
+        values[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value, sort_keys=True)
+    return values
+
+
+def axis_columns(summary: pd.DataFrame) -> list[str]:
+    """The summary's axis columns: every column but the cell id and the metrics."""
+    return [column for column in summary.columns if column != "cell" and column not in METRICS]
+
+
+def last_line(path: Path) -> str | None:
+    """The last non-empty line of a text file, or None when there is none."""
+    if not path.exists():
+        return None
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def train_log(study: Study, cell_id: str) -> Path:
+    """A cell's training log, where rules/train.smk writes it."""
+    return study.out / "logs" / "train" / f"{cell_id}.log"
+
+
+def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.DataFrame | None]:
+    """A cell's summary row and its history; a cell without metrics.json is `failed`, error from its log."""
+    row = {"cell": cell.id, **axis_values(cell, extras)}
+    folder = study.cell_dir(cell.id)
+    metrics_file = folder / "metrics.json"
+    if not metrics_file.exists():
+        log_line = last_line(train_log(study, cell.id))
+        error = f"no metrics.json; the log ends: {log_line}" if log_line else "no metrics.json and no log: not run"
+        return {**row, "status": "failed", "error": error}, None
+    metrics = json.loads(metrics_file.read_text())
+    row.update({name: metrics.get(name) for name in METRICS})
+    history_file = folder / "history.csv"
+    history = pd.read_csv(history_file) if history_file.exists() else None
+    if history is not None and len(history):
+        best = history.loc[history["epoch"] == row["best_epoch"], "val_loss"]
+        row["best_val_loss"] = float(best.iloc[0]) if len(best) else None
+        history = history.rename(columns=HISTORY_RENAMES)
+        history["best"] = history["epoch"] == row["best_epoch"]
+        history["stopped"] = history["epoch"] == history["epoch"].max()
+        identity = {"cell": cell.id, **axis_values(cell, extras)}
+        history = pd.concat([pd.DataFrame([identity] * len(history)), history], axis=1)
+    return row, history
+
+
+def collect(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The summary (one row per grid cell) and histories (one row per cell and epoch) of a study."""
+    extras = extra_axes(study)
     rows, histories = [], []
-    for path in map(Path, metrics_files):
-        metrics = json.loads(path.read_text())
-        row = summary_row(metrics)
+    for cell in study.grid_cells:
+        row, history = read_cell(study, cell, extras)
         rows.append(row)
-        history = pd.read_csv(path.with_name("history.csv"))
-        history = history.assign(**{column: row[column] for column in ["cell", *AXES]})
-        history["best_epoch"] = history["epoch"] == row["best_epoch"]
-        histories.append(history)
-    summary = pd.DataFrame(rows, columns=["cell", *AXES, *METRICS])
-    return summary, pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+        if history is not None and len(history):
+            histories.append(history)
+    summary = pd.DataFrame(rows, columns=["cell", *AXES, *extras, *METRICS])
+    for column, dtype in METRICS.items():
+        if dtype != "object":
+            summary[column] = pd.to_numeric(summary[column], errors="coerce").astype(dtype)
+    history_columns = ["cell", *AXES, *extras]
+    histories = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(columns=history_columns)
+    return summary, histories
 
 
-def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a table as CSV, atomically."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+def varying_axes(frame: pd.DataFrame, axes: list[str], exclude: tuple[str, ...] = ()) -> list[str]:
+    """The axes among `axes` that take more than one value in `frame`, minus `exclude`."""
+    return [axis for axis in axes if axis not in exclude and frame[axis].nunique(dropna=False) > 1]
+
+
+def format_value(axis: str, value) -> str:
+    """An axis value as a short label: learning rates as 1e-3, the rest as they are."""
+    if axis == "lr" and isinstance(value, float) and math.isfinite(value):
+        return format_lr(value)
+    return str(value)
+
+
+def labels(frame: pd.DataFrame, axes: list[str], empty: str = "") -> pd.Series:
+    """One label per row naming its values on `axes`, e.g. 'batch_size=64 optimizer=adam'."""
+    if not axes:
+        return pd.Series(empty, index=frame.index, dtype=object)
+    return frame[axes].apply(
+        lambda row: " ".join(f"{axis}={format_value(axis, row[axis])}" for axis in axes), axis=1
+    ).astype(object)

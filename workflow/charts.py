@@ -1,42 +1,263 @@
-"""Altair charts of a study, saved as offline HTML (Vega inlined) and PNG."""
+"""Altair charts of a study, each saved as offline HTML (Vega inlined), PNG and SVG.
+
+Every chart function takes the summary and histories tables and returns one
+chart; `CHARTS` maps the names that workflow.outputs.study_charts plans to
+them. Axes that vary but are not the chart's subject split it into panels or
+line styles, so runs are never silently averaged together.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
+from workflow.aggregate import axis_columns, format_value, labels, varying_axes
 from workflow.atomic import atomic_path
+from workflow.outputs import CHART_FORMATS, regime, trainable_layers
+from workflow.stats import configurations, primary_metric
+
+WIDTH, HEIGHT = 260, 180
+LEGEND = alt.Legend(labelLimit=400)  # labels name several axes' values
 
 
-def validation_curves(histories: pd.DataFrame) -> alt.Chart:
-    """Validation accuracy against epoch, one line per cell coloured by batch size; best epochs circled."""
-    base = alt.Chart(histories).encode(
-        x=alt.X("epoch:Q", title="epoch"),
+def placeholder(message: str) -> alt.Chart:
+    """A chart that says why there is nothing to draw (every run failed or diverged at once)."""
+    return alt.Chart(pd.DataFrame({"text": [message]})).mark_text(size=14).encode(
+        text="text:N").properties(width=WIDTH * 2, height=60)
+
+
+def epoch_axis(epochs: pd.Series) -> alt.Axis:
+    """Whole-number ticks, at most ten (Vega's tickMinStep does not stop 0.5 steps in every renderer)."""
+    return alt.Axis(format="d", tickCount=max(1, min(int(epochs.max() - epochs.min()), 10)))
+
+
+def _with_runs(frame: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, list[str] | None]:
+    """`frame` with a column `runs` labelling its values on `axes`, and the labels sorted by those
+    values (None when no axis varies)."""
+    if not axes:
+        return frame, None
+    frame = frame.assign(runs=labels(frame, axes))
+    return frame, list(dict.fromkeys(frame.sort_values(axes)["runs"]))
+
+
+def _facet(chart: alt.Chart, column: str | None, rows: list[str] | None) -> alt.Chart:
+    """One column per value of `column` and one row per `runs` label, where given (else a single panel)."""
+    facets = {"column": alt.Column(f"{column}:N", title=None)} if column else {}
+    if rows is not None:
+        facets["row"] = alt.Row("runs:N", title=None, sort=rows)
+    return chart.facet(**facets) if facets else chart
+
+
+def val_accuracy(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
+    """Validation accuracy against epoch, one line per run coloured by batch size, a dot where it stopped.
+
+    One column per dataset (the batch-size paper's Figure 1); other varying axes give one row each.
+    """
+    if histories.empty:
+        return placeholder("No run finished an epoch.")
+    other = varying_axes(histories, axis_columns(summary), exclude=("dataset", "batch_size", "seed"))
+    data, rows = _with_runs(histories, other)
+    base = alt.Chart(data).encode(
+        x=alt.X("epoch:Q", title="epoch", axis=epoch_axis(data["epoch"])),
         y=alt.Y("val_accuracy:Q", title="validation accuracy", scale=alt.Scale(zero=False)),
         color=alt.Color("batch_size:O", title="batch size"),
         detail="cell:N",
+        tooltip=["cell:N", "epoch:Q", "stage:N", "val_accuracy:Q", "epoch_lr:Q", "best:N"],
     )
-    lines = base.mark_line().encode(tooltip=["cell:N", "epoch:Q", "stage:N", "val_accuracy:Q", "lr:Q"])
-    best = base.mark_point(size=60, filled=False).transform_filter(alt.datum.best_epoch)
-    return (lines + best).properties(width=260, height=180).facet(row="optimizer:N", column="model:N")
+    stops = base.mark_circle(size=50, opacity=1).transform_filter(alt.datum.stopped)
+    chart = (base.mark_line() + stops).properties(width=WIDTH, height=HEIGHT)
+    return _facet(chart, "dataset", rows)
 
 
-def test_accuracy_bars(summary: pd.DataFrame) -> alt.Chart:
-    """Test accuracy by batch size, one bar per optimizer, one panel per model."""
-    return alt.Chart(summary).mark_bar().encode(
+def test_metric_bars(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
+    """The primary test metric by batch size, one bar per optimizer, one panel per model (and dataset).
+
+    Bars are means over the cells that share those values (seeds and any other varying axis).
+    """
+    metric = primary_metric(summary)
+    data = summary[summary["status"] == "ok"].dropna(subset=[metric])
+    if data.empty:
+        return placeholder("No run finished.")
+    chart = alt.Chart(data).mark_bar().encode(
         x=alt.X("batch_size:O", title="batch size"),
         xOffset="optimizer:N",
-        y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y(f"mean({metric}):Q", title=metric.replace("_", " "), scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("optimizer:N"),
-        tooltip=["cell:N", "test_accuracy:Q", "status:N", "epochs_run:Q"],
-    ).properties(width=260, height=200).facet(column="model:N")
+        tooltip=["batch_size:O", "optimizer:N", f"mean({metric}):Q", "count():Q"],
+    ).properties(width=WIDTH, height=HEIGHT)
+    facets = {"column": alt.Column("model:N", title=None)}
+    if data["dataset"].nunique() > 1:
+        facets["row"] = alt.Row("dataset:N", title=None)
+    return chart.facet(**facets)
 
 
-def save_chart(chart: alt.Chart, html: str | Path, png: str | Path) -> None:
-    """Save as self-contained HTML (renders with no network) and as PNG, atomically."""
-    with atomic_path(html) as tmp:
-        chart.save(str(tmp), format="html", inline=True)
-    with atomic_path(png) as tmp:
-        chart.save(str(tmp), format="png")
+def train_curves(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
+    """Training accuracy and loss against epoch, one colour per optimizer, one column per model.
+
+    Other varying axes (batch size, learning rate, ...) set the line dash.
+    """
+    if histories.empty:
+        return placeholder("No run finished an epoch.")
+    dash_axes = varying_axes(histories, axis_columns(summary), exclude=("dataset", "model", "optimizer", "seed"))
+    data = histories.assign(panel=labels(histories, [*varying_axes(histories, ["dataset"]), "model"]))
+    data, dashes = _with_runs(data, dash_axes)
+    encoding = {"strokeDash": alt.StrokeDash("runs:N", title=None, sort=dashes, legend=LEGEND)} if dashes else {}
+    chart = alt.Chart(data).transform_fold(
+        ["train_accuracy", "train_loss"], as_=["measure", "value"]
+    ).mark_line().encode(
+        x=alt.X("epoch:Q", title="epoch", axis=epoch_axis(data["epoch"])),
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+        color=alt.Color("optimizer:N", title="optimizer"),
+        detail="cell:N",
+        tooltip=["cell:N", "epoch:Q", "measure:N", "value:Q"],
+        **encoding,
+    ).properties(width=WIDTH, height=HEIGHT)
+    return chart.facet(row=alt.Row("measure:N", title=None), column=alt.Column("panel:N", title=None)).resolve_scale(
+        y="independent")
+
+
+def lr_batch_heatmap(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
+    """The primary metric (AUC when there is one) over learning rate x batch size, one panel per optimizer.
+
+    Each square is the mean over ok seeds; a grey square names the status of runs that never finished.
+    """
+    metric = primary_metric(summary)
+    other = varying_axes(summary, axis_columns(summary), exclude=("optimizer", "batch_size", "lr", "seed"))
+    keys = [*other, "optimizer", "batch_size", "lr"]
+    squares = []
+    for key, runs in summary.groupby(keys, sort=True):
+        ok = runs[runs["status"] == "ok"][metric].dropna()
+        squares.append({**dict(zip(keys, key)), "value": ok.mean() if len(ok) else None, "n_ok": len(ok),
+                        "text": f"{ok.mean():.3f}" if len(ok) else "/".join(sorted(set(runs["status"])))})
+    data = pd.DataFrame(squares)
+    data["lr_label"] = data["lr"].map(lambda lr: format_value("lr", lr))
+    middle = (data["value"].min() + data["value"].max()) / 2  # viridis is light above the middle
+    data["ink"] = np.where(data["value"].isna() | (data["value"] >= middle), "black", "white")
+    data, rows = _with_runs(data, other)
+    base = alt.Chart(data).encode(
+        x=alt.X("lr_label:O", title="learning rate", sort=[format_value("lr", lr) for lr in sorted(data["lr"].unique())]),
+        y=alt.Y("batch_size:O", title="batch size"),
+        tooltip=["optimizer:N", "batch_size:O", "lr_label:N", "value:Q", "n_ok:Q", "text:N"],
+    )
+    missing = base.mark_rect(color="#dddddd").transform_filter("datum.value === null")
+    coloured = base.mark_rect().encode(color=alt.Color("value:Q", title=metric, scale=alt.Scale(scheme="viridis")))
+    text = [base.mark_text(fontSize=11, color=ink).encode(text="text:N").transform_filter(f"datum.ink === '{ink}'")
+            for ink in ("black", "white")]
+    chart = alt.layer(missing, coloured.transform_filter("datum.value !== null"), *text).properties(
+        width=WIDTH, height=HEIGHT)
+    return _facet(chart, "optimizer", rows)
+
+
+def trainable_layers_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
+    """Test accuracy against the number of trainable backbone layers (freeze `head` = 0, `last:N` = N).
+
+    One dot per ok run, the line through the means; other varying axes get a colour each.
+    """
+    ok = summary[summary["status"] == "ok"]
+    data = ok.assign(layers=ok["freeze"].map(trainable_layers)).dropna(subset=["layers", "test_accuracy"])
+    if data.empty:
+        return placeholder("No run with a head or last:N freeze value finished.")
+    data["layers"] = data["layers"].astype(int)
+    other = varying_axes(data, axis_columns(summary), exclude=("freeze", "seed"))
+    data, colours = _with_runs(data, other)
+    encoding = {"color": alt.Color("runs:N", title=None, sort=colours, legend=LEGEND)} if colours else {}
+    layers = alt.X("layers:Q", title="trainable backbone layers", axis=alt.Axis(values=sorted(set(data["layers"]))))
+    base = alt.Chart(data).encode(x=layers, **encoding)
+    dots = base.mark_circle(size=40, opacity=0.6).encode(
+        y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False)),
+        tooltip=["cell:N", "freeze:N", "test_accuracy:Q"])
+    means = base.mark_line(point=True).encode(y="mean(test_accuracy):Q")
+    return (dots + means).properties(width=WIDTH * 1.5, height=HEIGHT * 1.5)
+
+
+def pareto_front(times: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Which points no other point beats on both time (lower) and score (higher)."""
+    order = np.lexsort((-scores, times))
+    front = np.zeros(len(times), dtype=bool)
+    best = -np.inf
+    for index in order:
+        if scores[index] > best:
+            front[index], best = True, scores[index]
+    return front
+
+
+def accuracy_vs_time(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
+    """The primary metric against training time, one dot per ok run, the Pareto front as a step line.
+
+    One panel per dataset; colour by training regime when it varies, else by model.
+    """
+    metric = primary_metric(summary)
+    data = summary[summary["status"] == "ok"].dropna(subset=[metric, "train_time_s"]).copy()
+    if data.empty:
+        return placeholder("No run finished.")
+    data["regime"] = [regime(w, f) for w, f in zip(data["weights"], data["freeze"])]
+    data["pareto"] = False
+    for _, group in data.groupby("dataset"):
+        data.loc[group.index, "pareto"] = pareto_front(group["train_time_s"].to_numpy(float),
+                                                       group[metric].to_numpy(float))
+    colour = "regime" if data["regime"].nunique() > 1 else "model"
+    base = alt.Chart(data).encode(
+        x=alt.X("train_time_s:Q", title="training time (s)"),
+        y=alt.Y(f"{metric}:Q", title=metric.replace("_", " "), scale=alt.Scale(zero=False)),
+    )
+    dots = base.mark_point(size=60, filled=True).encode(
+        color=alt.Color(f"{colour}:N"), shape=alt.Shape("pareto:N", title="Pareto front"),
+        tooltip=["cell:N", f"{metric}:Q", "train_time_s:Q", "regime:N", "pareto:N"])
+    front = base.mark_line(interpolate="step-after", color="grey", strokeDash=[4, 3]).transform_filter(
+        alt.datum.pareto)
+    chart = (front + dots).properties(width=WIDTH * 1.5, height=HEIGHT * 1.5)
+    return _facet(chart, "dataset" if data["dataset"].nunique() > 1 else None, None)
+
+
+def configs_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
+    """Each configuration's mean over seeds with its 95 % CI, coloured by whether it ties with the best.
+
+    One panel per (dataset, model); ties are Welch's t-test p > 0.05 against the best configuration.
+    """
+    configs = configurations(summary).dropna(subset=["mean"])
+    if configs.empty:
+        return placeholder("No configuration has a finished run.")
+    verdict = configs["indistinguishable_from_best"].map({True: "ties with the best", False: "worse (p ≤ 0.05)"})
+    configs = configs.assign(
+        verdict=np.where(configs["rank"] == 1, "best", verdict.fillna("too few seeds to test").astype(object)),
+        panel=labels(configs, ["dataset", "model"]),
+        ci95_low=configs["ci95_low"].clip(0, 1), ci95_high=configs["ci95_high"].clip(0, 1))  # the metric's range
+    metric = configs["metric"].iloc[0]
+    base = alt.Chart(configs).encode(
+        y=alt.Y("config:N", title=None, sort=alt.EncodingSortField(field="mean", order="descending"),
+                axis=alt.Axis(labelLimit=400)))
+    bars = base.mark_rule().encode(x=alt.X("ci95_low:Q", title=f"{metric.replace('_', ' ')} (mean, 95 % CI)",
+                                           scale=alt.Scale(zero=False)), x2="ci95_high:Q")
+    dots = base.mark_point(filled=True, size=60).encode(
+        x="mean:Q", color=alt.Color("verdict:N", title=None),
+        tooltip=["config:N", "mean:Q", "sd:Q", "ci95_low:Q", "ci95_high:Q", "n_ok:Q", "n_runs:Q", "p_vs_best:Q"])
+    chart = (bars + dots).properties(width=WIDTH * 1.5)
+    return chart.facet(row=alt.Row("panel:N", title=None)).resolve_scale(y="independent")
+
+
+CHARTS = {
+    "val_accuracy": val_accuracy,
+    "test_accuracy": test_metric_bars,
+    "train_curves": train_curves,
+    "lr_batch_heatmap": lr_batch_heatmap,
+    "trainable_layers": trainable_layers_chart,
+    "accuracy_vs_time": accuracy_vs_time,
+    "configs": configs_chart,
+}
+
+
+def save_chart(chart: alt.TopLevelMixin, out_dir: str | Path, name: str) -> None:
+    """Save `<out_dir>/<name>.{html,png,svg}`: HTML that renders offline, PNG at 2x, SVG; atomically."""
+    options = {"html": {"inline": True}, "png": {"scale_factor": 2}, "svg": {}}
+    for fmt in CHART_FORMATS:
+        with atomic_path(Path(out_dir) / f"{name}.{fmt}") as tmp:
+            chart.save(str(tmp), format=fmt, **options[fmt])
+
+
+def draw_charts(names: list[str], summary: pd.DataFrame, histories: pd.DataFrame, out_dir: str | Path) -> None:
+    """Draw and save the named charts (see workflow.outputs.study_charts)."""
+    for name in names:
+        save_chart(CHARTS[name](summary, histories), out_dir, name)

@@ -65,6 +65,9 @@ def stage_settings(training: dict, stage: dict, optimizer: str, freeze: str) -> 
 
 PRETRAIN_PREFIX = "pretrain:"
 
+# The order in which the grid expands; `overrides` may only condition on earlier axes.
+AXES = ("dataset", "model", "resolution", "optimizer", "batch_size", "lr", "freeze", "weights", "seed")
+
 
 class ConfigError(ValueError):
     """A config that passes the schema but does not make sense as a study."""
@@ -85,6 +88,7 @@ class Cell:
     weights: str
     training: dict = field(compare=False)
     upstream: str | None = None  # id of the cell whose checkpoint seeds this one
+    params: dict = field(default_factory=dict)  # swept training keys that differ from the study's
 
     @property
     def id(self) -> str:
@@ -114,11 +118,19 @@ def weights_tag(weights: str) -> str:
     return f"-w{Path(weights).stem}-{digest}"
 
 
+def format_value(value) -> str:
+    """A swept training value as it appears in a cell id."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace(":", "").replace("/", "_")
+
+
 def cell_id(cell: Cell) -> str:
     """Stable, readable id of a cell; adding values to an axis never changes it."""
+    params = "".join(f"-{key}{format_value(value)}" for key, value in sorted(cell.params.items()))
     run = (
         f"bs{cell.batch_size}-lr{format_lr(cell.lr)}-{cell.optimizer}"
-        f"-{cell.freeze.replace(':', '')}-s{cell.seed}{weights_tag(cell.weights)}"
+        f"-{cell.freeze.replace(':', '')}-s{cell.seed}{weights_tag(cell.weights)}{params}"
     )
     return f"{cell.dataset}/{cell.model}/r{cell.resolution}/{run}"
 
@@ -223,31 +235,86 @@ def _check_split(name: str, spec: dict) -> None:
         raise ConfigError(f"datasets.{name}.split: fractions add up to {total:g}, not 1")
 
 
+def _matches(values: dict, pattern: dict) -> bool:
+    return all(values.get(axis) == value for axis, value in pattern.items())
+
+
+def _check_overrides(overrides: list[dict]) -> None:
+    for i, rule in enumerate(overrides):
+        first_set = min(AXES.index(axis) for axis in rule["set"])
+        late = [axis for axis in rule["when"] if AXES.index(axis) >= first_set]
+        if late:
+            raise ConfigError(
+                f"grid.overrides[{i}].when: {late} do not come before {sorted(rule['set'])} "
+                f"in the expansion order {list(AXES)}"
+            )
+
+
+def expand_axes(axis_values: dict, overrides: list[dict]) -> list[dict]:
+    """Every combination of axis values, in AXES order, applying `overrides` as it goes."""
+    combos: list[dict] = [{}]
+    for axis in AXES:
+        expanded = []
+        for combo in combos:
+            values = axis_values[axis]
+            for rule in overrides:
+                if axis in rule["set"] and _matches(combo, rule["when"]):
+                    values = rule["set"][axis]
+            expanded += [{**combo, axis: value} for value in values]
+        combos = expanded
+    return combos
+
+
+def expand_grid(grid: dict) -> list[dict]:
+    """The grid's cells as axis-value dicts: product with overrides, minus exclude, plus include."""
+    overrides = grid.get("overrides", [])
+    _check_overrides(overrides)
+    combos = [c for c in expand_axes(grid, overrides) if not any(_matches(c, e) for e in grid.get("exclude", []))]
+    for entry in grid.get("include", []):
+        combos += expand_axes({**grid, **{axis: [value] for axis, value in entry.items()}}, overrides)
+    swept = grid.get("training", {})
+    keys = sorted(swept)
+    return [
+        {**combo, "params": dict(zip(keys, values))}
+        for combo in combos
+        for values in itertools.product(*(swept[key] for key in keys))
+    ]
+
+
+def _check_swept_keys(swept: dict) -> None:
+    unknown = sorted(set(swept) - set(DEFAULT_TRAINING))
+    if unknown:
+        raise ConfigError(f"grid.training: unknown training keys {unknown}; known: {sorted(DEFAULT_TRAINING)}")
+
+
 def build_study(config: dict) -> Study:
     """Expand a schema-validated config into its cells, checking cross references."""
     datasets = config["datasets"]
     for name, spec in datasets.items():
         _check_split(name, spec)
     grid = config["grid"]
+    _check_swept_keys(grid.get("training", {}))
     training = merge(DEFAULT_TRAINING, config.get("training", {}))
     _check_training(training, "training")
-    axes = ["dataset", "model", "resolution", "batch_size", "lr", "optimizer", "freeze", "seed", "weights"]
     cells: dict[str, Cell] = {}
     grid_cells = []
-    for values in itertools.product(*(grid[axis] for axis in axes)):
-        params = dict(zip(axes, values))
-        _check_dataset(params["dataset"], datasets, "grid.dataset")
-        cell = Cell(**{**params, "lr": float(params["lr"])}, training=training)
+    for values in expand_grid(grid):
+        _check_dataset(values["dataset"], datasets, "grid.dataset")
+        params = {key: value for key, value in values.pop("params").items() if value != training[key]}
+        cell = Cell(**{**values, "lr": float(values["lr"])}, training=merge(training, params), params=params)
+        if params:
+            _check_training(cell.training, f"cell {cell.id}: training")
         _check_cell(cell, "grid")
-        if params["weights"].startswith(PRETRAIN_PREFIX):
+        if values["weights"].startswith(PRETRAIN_PREFIX):
             up = _upstream_cell(
-                config, params["weights"][len(PRETRAIN_PREFIX):],
-                params["model"], params["resolution"], "grid.weights",
+                config, values["weights"][len(PRETRAIN_PREFIX):],
+                values["model"], values["resolution"], "grid.weights",
             )
             cells[up.id] = up
             cell = replace(cell, upstream=up.id)
+        if cell.id not in cells:
+            grid_cells.append(cell)
         cells[cell.id] = cell
-        grid_cells.append(cell)
     return Study(
         name=config["study"],
         results_dir=Path(config.get("results_dir", "results")),

@@ -521,7 +521,7 @@ def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | P
         "test_top5_accuracy": report.get("top5_accuracy"),
         "test_loss": test_loss,
         "test_macro_f1": report.get("macro_f1"),
-        "test_roc_auc": report.get("roc_auc"),
+        "test_auc": report.get("roc_auc"),
         "test_false_negative_rate": report.get("false_negative_rate"),
         "best_val_accuracy": state.best_val_accuracy if state.best_epoch else None,
         "epochs_run": len(state.history),
@@ -530,7 +530,7 @@ def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | P
         "train_time_s": round(state.train_seconds, 3),
         "time_to_best_s": None if state.time_to_best_s is None else round(state.time_to_best_s, 3),
         "images_per_s": round(state.train_images / state.train_seconds, 1) if state.train_seconds else None,
-        "peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        "peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         if device.type == "cuda" else None,
         "device": str(device),
         "stages": stage_summaries(cell, state),

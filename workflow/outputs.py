@@ -1,0 +1,81 @@
+"""Which tables and charts a study gets, decided from its grid before anything runs.
+
+Snakemake must know every output file before the run, so `rules/common.smk`
+asks here; the commands that write the files ask the same functions, so the
+planned and the written files always agree. A table or chart is planned only
+when the grid varies the axes it compares, so none comes out empty.
+"""
+
+from __future__ import annotations
+
+from workflow.study import Study
+
+TABLE_FORMATS = ("csv", "md", "parquet", "html")
+HISTORY_FORMATS = ("csv", "parquet")
+CHART_FORMATS = ("html", "png", "svg")
+
+LAST_PREFIX = "last:"
+
+
+def trainable_layers(freeze: str) -> int | None:
+    """Backbone layers a freeze value trains: `head` 0, `last:N` N; None when it does not say (`all`)."""
+    if freeze == "head":
+        return 0
+    if freeze.startswith(LAST_PREFIX):
+        return int(freeze[len(LAST_PREFIX):])
+    return None
+
+
+def regime(weights: str, freeze: str) -> str:
+    """The training regime of the DenseNet study: from scratch, frozen, fine-tuned, or the last N layers."""
+    if weights == "none":
+        return "from scratch"
+    if freeze == "head":
+        return "frozen"
+    if freeze == "all":
+        return "fine-tuned"
+    return f"last {trainable_layers(freeze)} layers"
+
+
+def grid_values(study: Study, axis: str) -> set:
+    """The distinct values an axis takes over the study's grid cells."""
+    return {getattr(cell, axis) for cell in study.grid_cells}
+
+
+def _varies(study: Study, *axes: str) -> bool:
+    return all(len(grid_values(study, axis)) > 1 for axis in axes)
+
+
+def study_tables(study: Study) -> list[str]:
+    """The study's tables besides `histories`, by name."""
+    tables = ["summary", "best"]
+    if _varies(study, "seed"):
+        tables.append("configs")
+    if _varies(study, "batch_size"):
+        tables.append("batch_size")
+    if _varies(study, "batch_size", "lr"):
+        tables.append("batch_lr")
+    if len({regime(cell.weights, cell.freeze) for cell in study.grid_cells}) > 1:
+        tables.append("regimes")
+    return tables
+
+
+def study_charts(study: Study) -> list[str]:
+    """The study's charts, by name."""
+    charts = []
+    if _varies(study, "batch_size"):
+        charts.append("val_accuracy")
+    if _varies(study, "batch_size") or _varies(study, "optimizer"):
+        charts.append("test_accuracy")
+    if _varies(study, "optimizer"):
+        charts.append("train_curves")
+    if _varies(study, "batch_size", "lr"):
+        charts.append("lr_batch_heatmap")
+    layers = {trainable_layers(cell.freeze) for cell in study.grid_cells} - {None}
+    if len(layers) > 1:
+        charts.append("trainable_layers")
+    if len(study.grid_cells) > 1:
+        charts.append("accuracy_vs_time")
+    if _varies(study, "seed"):
+        charts.append("configs")
+    return charts

@@ -1,0 +1,125 @@
+"""The study's tables in the papers' shapes, and writing each as CSV, Markdown, Parquet and HTML.
+
+Pivot cells are means over the seeds whose status is `ok`; a blank cell means
+no run of that combination finished (see `summary` for why).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from workflow.aggregate import axis_columns, format_value, labels, varying_axes
+from workflow.atomic import atomic_path
+from workflow.outputs import HISTORY_FORMATS, TABLE_FORMATS, regime
+from workflow.stats import best_table, configurations, primary_metric
+
+TIME_COLUMNS = ["train_time_s", "wall_time_s", "epochs_run", "images_per_s", "peak_memory_mb"]
+
+
+def _ok(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary[summary["status"] == "ok"]
+
+
+def _pivot(summary: pd.DataFrame, index: list[str], columns: list[str], metric: str) -> pd.DataFrame:
+    """Mean of `metric` over ok runs; `columns` spread into one column each, labelled by their values."""
+    frame = summary.assign(_column=labels(summary, columns) if len(columns) > 1 else
+                           summary[columns[0]].map(lambda value: format_value(columns[0], value)))
+    order = list(dict.fromkeys(frame.sort_values(columns)["_column"]))
+    values = _ok(frame).groupby([*index, "_column"])[metric].mean().unstack("_column")
+    every = frame[index].drop_duplicates().set_index(index).index
+    table = values.reindex(index=every.sort_values(), columns=order)
+    table.columns.name = None
+    return table.reset_index()
+
+
+def batch_size_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy with batch sizes as rows and datasets as columns (the batch-size paper's Table I)."""
+    other = varying_axes(summary, axis_columns(summary), exclude=("batch_size", "dataset", "seed"))
+    return _pivot(summary, ["batch_size"], ["dataset", *other], "test_accuracy")
+
+
+def batch_lr_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The primary metric (AUC when there is one) by optimizer and batch size (rows) and learning rate (columns)."""
+    metric = primary_metric(summary)
+    other = varying_axes(summary, axis_columns(summary), exclude=("optimizer", "batch_size", "lr", "seed"))
+    table = _pivot(summary, [*other, "optimizer", "batch_size"], ["lr"], metric)
+    table.columns = [f"lr={column}" if i >= len(other) + 2 else column for i, column in enumerate(table.columns)]
+    table.insert(0, "metric", metric)
+    return table
+
+
+def regimes_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy and time per training regime (from scratch / frozen / fine-tuned / last N layers)."""
+    frame = summary.assign(regime=[regime(w, f) for w, f in zip(summary["weights"], summary["freeze"])])
+    other = varying_axes(frame, axis_columns(summary), exclude=("dataset", "model", "weights", "freeze", "seed"))
+    keys = ["dataset", "model", *other, "regime"]
+    runs = frame.groupby(keys, sort=True).agg(n_runs=("cell", "size"))
+    ok = _ok(frame).groupby(keys, sort=True)
+    table = runs.join(ok.agg(
+        n_ok=("cell", "size"),
+        test_accuracy=("test_accuracy", "mean"), test_accuracy_sd=("test_accuracy", "std"),
+        **{f"mean_{column}": (column, "mean") for column in TIME_COLUMNS},
+    ))
+    table["n_ok"] = table["n_ok"].fillna(0).astype(int)
+    return table.reset_index()
+
+
+TABLES = {  # name: table from the summary and its configurations
+    "summary": lambda summary, configs: summary,
+    "best": lambda summary, configs: best_table(configs),
+    "configs": lambda summary, configs: configs,
+    "batch_size": lambda summary, configs: batch_size_table(summary),
+    "batch_lr": lambda summary, configs: batch_lr_table(summary),
+    "regimes": lambda summary, configs: regimes_table(summary),
+}
+
+
+def build_tables(names: list[str], summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The named tables (see workflow.outputs.study_tables) from the summary."""
+    configs = configurations(summary)
+    return {name: TABLES[name](summary, configs) for name in names}
+
+
+def for_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with learning rates written as 1e-3 (a float format would round them away)."""
+    if "lr" not in frame:
+        return frame
+    return frame.assign(lr=frame["lr"].map(lambda lr: format_value("lr", lr)))
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table, floats to 4 decimals, missing values as blanks."""
+    frame = for_display(frame)
+    text = [i for i, dtype in enumerate(frame.dtypes) if not pd.api.types.is_numeric_dtype(dtype)]
+    return frame.astype(object).where(frame.notna(), None).to_markdown(
+        index=False, floatfmt=".4f", missingval="", disable_numparse=text if len(frame) else False)
+
+
+def html_page(frame: pd.DataFrame, title: str) -> str:
+    """A small self-contained HTML page showing the table (what the Snakemake report embeds)."""
+    table = for_display(frame).to_html(index=False, na_rep="", float_format=lambda value: f"{value:.4f}", border=0)
+    style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+             "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}th{background:#f4f4f4}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n{table}\n</body></html>\n")
+
+
+def write_table(frame: pd.DataFrame, out_dir: str | Path, name: str, formats=TABLE_FORMATS) -> None:
+    """Write `<out_dir>/<name>.<format>` for each format, atomically."""
+    writers = {
+        "csv": lambda tmp: frame.to_csv(tmp, index=False),
+        "md": lambda tmp: tmp.write_text(markdown(frame) + "\n"),
+        "parquet": lambda tmp: frame.to_parquet(tmp, index=False),
+        "html": lambda tmp: tmp.write_text(html_page(frame, name)),
+    }
+    for fmt in formats:
+        with atomic_path(Path(out_dir) / f"{name}.{fmt}") as tmp:
+            writers[fmt](tmp)
+
+
+def write_histories(histories: pd.DataFrame, out_dir: str | Path) -> None:
+    """Write the long per-epoch table (CSV and Parquet only)."""
+    write_table(histories, out_dir, "histories", HISTORY_FORMATS)
