@@ -157,10 +157,11 @@ def load_checkpoint(model: Classifier, checkpoint: dict, path, name: str) -> Non
     The head transfers only between two `own` heads (its last layer aside);
     otherwise the head starts fresh.
     """
-    prefixes = tuple(model.new_layers) + (() if checkpoint.get("head") == model.head_kind == "own" else ("head",))
-    state = {k: v for k, v in checkpoint["model"].items() if not k.startswith(tuple(p + "." for p in prefixes))}
+    fresh = model.new_layers + (() if checkpoint.get("head") == model.head_kind == "own" else ("head",))
+    skip = tuple(layer + "." for layer in fresh)
+    state = {k: v for k, v in checkpoint["model"].items() if not k.startswith(skip)}
     load_state(model, state, path, checkpoint["model_name"], name, strict=False)
-    missing = [k for k in model.state_dict() if not k.startswith(tuple(p + "." for p in prefixes)) and k not in state]
+    missing = [k for k in model.state_dict() if not k.startswith(skip) and k not in state]
     if missing:
         raise ValueError(
             f"checkpoint {path} (model {checkpoint['model_name']!r}) does not fit model {name!r}: "
