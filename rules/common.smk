@@ -2,6 +2,7 @@
 import json
 import os
 import shlex
+import re
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -13,6 +14,7 @@ from workflow.datasets import DatasetConfigError, downloads, raw_dir, source_inp
 from workflow.jobenv import export_package_root
 from workflow.outputs import CHART_FORMATS, HISTORY_FORMATS, TABLE_FORMATS, study_charts, study_tables
 from workflow.study import ConfigError, build_study
+from workflow.weights import imagenet_files
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
@@ -27,6 +29,8 @@ except (ConfigError, DatasetConfigError) as error:
 OUT = str(STUDY.out)
 DATA = str(STUDY.data_dir)
 RES = config["resources"]
+# {model: (cached file, URL)} of the ImageNet weights the cells start from (torch is imported only if any).
+IMAGENET = imagenet_files(cell.model for cell in STUDY.cells.values() if cell.weights == "imagenet")
 ENV = "../envs/tlsweep.yaml"
 
 
@@ -48,10 +52,13 @@ def get_cell(wildcards):
 
 
 def get_train_inputs(wildcards):
-    """A cell's prepared dataset, and its upstream cell's checkpoint when it has one."""
+    """A cell's prepared dataset, and its starting weights: the cached ImageNet file,
+    its upstream cell's checkpoint or a weights file."""
     cell = get_cell(wildcards)
     inputs = {"shard": str(STUDY.prepared_path(cell.dataset, cell.resolution))}
-    if cell.upstream:
+    if cell.weights == "imagenet":
+        inputs["weights"] = IMAGENET[cell.model][0]
+    elif cell.upstream:
         inputs["init"] = str(STUDY.cell_dir(cell.upstream) / "best.pt")
     elif cell.weights not in ("imagenet", "none"):
         inputs["init"] = cell.weights

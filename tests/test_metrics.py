@@ -34,3 +34,16 @@ def test_class_never_predicted_has_zero_precision():
     scores = np.eye(3)[[0, 1, 1, 1]]
     report = classification_report(scores, labels, ["a", "b", "c"])
     assert report["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+
+
+def test_binary_roc_auc_and_false_negative_rate_match_sklearn():
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 2, 300)
+    positive = np.round(rng.random(300) * 0.6 + labels * 0.3, 2)  # rounded: many tied scores
+    scores = np.stack([1 - positive, positive], axis=1)
+    report = classification_report(scores, labels, ["negative", "positive"])
+    assert report["roc_auc"] == pytest.approx(skm.roc_auc_score(labels, positive))
+    tn, fp, fn, tp = skm.confusion_matrix(labels, scores.argmax(1)).ravel()
+    assert report["false_negative_rate"] == pytest.approx(fn / (fn + tp))
+    assert "roc_auc" not in classification_report(np.eye(3)[labels], labels, ["a", "b", "c"])
+    assert classification_report(scores[labels == 1], labels[labels == 1], ["n", "p"])["roc_auc"] is None

@@ -4,10 +4,16 @@ import pytest
 import torch
 import torchvision
 
+from workflow.backbones import BACKBONES
 from workflow.models import (
-    BACKBONES, IMAGENET_MEAN, apply_freeze, build_classifier, imagenet_weights, set_train_mode,
+    IMAGENET_MEAN, IMAGENET_STD, PLAIN_MEAN, apply_freeze, build_classifier, imagenet_weights,
+    parameterised_layers, set_train_mode,
 )
 from workflow.training import save_checkpoint
+
+# The head each backbone trains with in the cached-weights test; every head meets several backbones.
+HEAD_OF = {"mobilenet_v2": "own", "resnet18": "gap", "resnet50": "mlp", "inception_v3": "own",
+           "vgg16": "gap", "densenet121": "mlp", "alexnet": "own"}
 
 
 @pytest.fixture
@@ -19,50 +25,187 @@ def torch_home(tmp_path, monkeypatch):
 def place_cached_weights(torch_home, name):
     """Put a weights file where torchvision looks for the ImageNet download; return its state."""
     weights = imagenet_weights(name)
-    full = getattr(torchvision.models, BACKBONES[name].builder)(weights=None).state_dict()
+    kwargs = {"init_weights": False} if name == "inception_v3" else {}
+    full = getattr(torchvision.models, name)(weights=None, **kwargs).state_dict()
     target = torch_home / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.save(full, target)
     return full
 
 
+def small_resolution(name):
+    return max(32, BACKBONES[name].min_resolution)
+
+
+def forward_order(model, x):
+    """Names of the parameterised layers in the order a forward pass runs them."""
+    ran, hooks = [], []
+    for name, module in parameterised_layers(model):
+        hooks.append(module.register_forward_hook(lambda *_, name=name: ran.append(name)))
+    model(x)
+    for hook in hooks:
+        hook.remove()
+    return ran
+
+
+def test_backbone_table_agrees_with_torchvision():
+    for name, spec in BACKBONES.items():
+        weights = imagenet_weights(name)
+        assert spec.min_resolution == weights.meta["min_size"][0], name
+        assert weights.url.rsplit("/", 1)[1].startswith(name.split("_")[0]), name
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_imagenet_weights_load_from_cache_and_train_one_step(torch_home, name):
+def test_every_backbone_loads_cached_imagenet_weights_and_trains_one_step(torch_home, name):
     cached = place_cached_weights(torch_home, name)
-    model, (mean, std) = build_classifier(name, num_classes=3, weights="imagenet", dropout=0.5)
-    assert mean == IMAGENET_MEAN
-    some_key = next(k for k in cached if k.endswith("weight") and cached[k].ndim == 4)
-    assert torch.equal(model.backbone.state_dict()[some_key], cached[some_key])
-    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    head = HEAD_OF[name]
+    model, (mean, std) = build_classifier(name, num_classes=3, weights="imagenet", head=head,
+                                          resolution=small_resolution(name))
+    assert (mean, std) == ((PLAIN_MEAN, (0.5,) * 3) if name == "inception_v3" else (IMAGENET_MEAN, IMAGENET_STD))
+    conv_keys = [k for k in cached if cached[k].ndim == 4]
+    for key in (conv_keys[0], conv_keys[-1]):
+        assert torch.equal(model.backbone.state_dict()[key], cached[key]), key
+    r = small_resolution(name)
+    x, y = torch.randn(2, 3, r, r), torch.tensor([0, 2])
+    # layers are counted in registration order, which is the order a forward pass runs them
+    assert forward_order(model, x) == [n for n, _ in parameterised_layers(model)]
+    model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    before = model.head[1].weight.detach().clone()
+    last = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert last.out_features == 3
+    before = last.weight.detach().clone()
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     optimizer.step()
-    assert model(x).shape == (2, 3) and torch.isfinite(loss)
-    assert not torch.equal(before, model.head[1].weight)
+    assert torch.isfinite(loss) and not torch.equal(before, last.weight)
+    model.eval()
+    assert model(x).shape == (2, 3)
+
+
+def test_heads_keep_or_replace_the_models_own_classifier():
+    gap, _ = build_classifier("alexnet", 4, "none", resolution=63)
+    assert [type(m).__name__ for m in gap.head] == ["Dropout", "Linear"] and gap.head[0].p == 0.5
+    assert gap.head[1].in_features == 256 and isinstance(gap.backbone.avgpool, torch.nn.AdaptiveAvgPool2d)
+    mlp, _ = build_classifier("alexnet", 4, "none", head="mlp", resolution=63)
+    assert [type(m).__name__ for m in mlp.head] == [
+        "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+    assert [m.out_features for m in mlp.head if isinstance(m, torch.nn.Linear)] == [256, 128, 4]
+    assert mlp.head[6].p == 0.2
+    own, _ = build_classifier("alexnet", 4, "none", head="own", resolution=63)
+    assert [m.out_features for m in own.head if isinstance(m, torch.nn.Linear)] == [4096, 4096, 4]
+    assert own.new_layers == ("head.6",)
+    assert own(torch.randn(2, 3, 63, 63)).shape == (2, 4)
+    with pytest.raises(ValueError, match="unknown head 'deep'; choose one of"):
+        build_classifier("resnet18", 2, "none", head="deep")
+    with pytest.raises(ValueError, match="training.dropout: the 'own' head keeps"):
+        build_classifier("resnet18", 2, "none", dropout=0.3, head="own")
+
+
+def test_inception_input_transform_is_done_by_our_normalisation(torch_home):
+    """Our (x - 0.5) / 0.5 input equals torchvision's transform_input applied to ImageNet-normalised input."""
+    place_cached_weights(torch_home, "inception_v3")
+    reference = torchvision.models.inception_v3(weights=imagenet_weights("inception_v3")).eval()
+    assert reference.transform_input
+    reference.fc = torch.nn.Identity()
+    model, (mean, std) = build_classifier("inception_v3", 3, "imagenet", head="own", resolution=80)
+    model.eval()
+    pixels = torch.rand(2, 3, 80, 80)
+    normalise = lambda m, s: (pixels - torch.tensor(m).view(1, 3, 1, 1)) / torch.tensor(s).view(1, 3, 1, 1)  # noqa: E731
+    with torch.no_grad():
+        ours = model.backbone(normalise(mean, std))
+        theirs = reference(normalise(IMAGENET_MEAN, IMAGENET_STD))
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_inception_auxiliary_classifier_trains_at_299_and_is_dropped_below():
+    model, _ = build_classifier("inception_v3", 3, "none", resolution=299)
+    assert model.backbone.AuxLogits.fc.out_features == 3 and "backbone.AuxLogits.fc" in model.new_layers
+    model.train()
+    logits, aux = model(torch.randn(2, 3, 299, 299))
+    assert logits.shape == aux.shape == (2, 3)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 299, 299)).shape == (1, 3)
+    small, _ = build_classifier("inception_v3", 3, "none", resolution=75)
+    assert small.backbone.AuxLogits is None
+    small.train()
+    assert small(torch.randn(2, 3, 75, 75)).shape == (2, 3)
+
+
+def test_resolution_below_the_models_minimum_is_a_clear_error():
+    with pytest.raises(ValueError, match="inception_v3 needs a resolution of at least 75, not 32"):
+        build_classifier("inception_v3", 3, "none", resolution=32)
+
+
+def test_missing_cached_weights_name_the_file_and_the_rule(torch_home):
+    with pytest.raises(FileNotFoundError, match=r"resnet18-f37072fd\.pth is missing; the fetch_weights rule"):
+        build_classifier("resnet18", 3, "imagenet")
+
+
+def trainable(model):
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+def running_stats(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+
+
+def one_step(model, policy, classes=4):
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    set_train_mode(model, policy)
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(8, 3, 32, 32)), torch.arange(8) % classes)
+    loss.backward()
+    optimizer.step()
 
 
 def test_head_freezing_trains_only_the_head_and_keeps_batchnorm_statistics():
     model, _ = build_classifier("resnet18", num_classes=4, weights="none", dropout=0.0)
     apply_freeze(model, "head")
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"head.1.weight", "head.1.bias"}
-    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    assert trainable(model) == {"head.1.weight", "head.1.bias"}
+    stats = running_stats(model)
     frozen_weight = model.backbone.conv1.weight.detach().clone()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    set_train_mode(model, "head")
-    loss = torch.nn.functional.cross_entropy(model(torch.randn(8, 3, 32, 32)), torch.arange(8) % 4)
-    loss.backward()
-    optimizer.step()
+    one_step(model, "head")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
     assert torch.equal(frozen_weight, model.backbone.conv1.weight)
 
-    apply_freeze(model, "all")
-    assert all(p.requires_grad for p in model.parameters())
+    for policy in ("all", "none"):
+        apply_freeze(model, policy)
+        assert all(p.requires_grad for p in model.parameters())
     set_train_mode(model, "all")
     model(torch.randn(8, 3, 32, 32))
     assert not torch.equal(stats["backbone.bn1.running_mean"], model.state_dict()["backbone.bn1.running_mean"])
+
+
+def test_last_n_trains_exactly_the_last_n_parameterised_layers():
+    model, _ = build_classifier("resnet18", num_classes=4, weights="none")
+    layers = parameterised_layers(model)
+    assert len(layers) == 20 + 20 + 1  # 20 convolutions (3 downsampling), 20 batch norms, the head's linear
+    assert [n for n, _ in layers[-3:]] == ["backbone.layer4.1.conv2", "backbone.layer4.1.bn2", "head.1"]
+    apply_freeze(model, "last:3")
+    assert trainable(model) == {
+        "head.1.weight", "head.1.bias", "backbone.layer4.1.bn2.weight", "backbone.layer4.1.bn2.bias",
+        "backbone.layer4.1.conv2.weight",
+    }
+    stats = running_stats(model)
+    one_step(model, "last:3")
+    after = model.state_dict()
+    changed = {k.rsplit(".", 1)[0] for k, v in stats.items() if not torch.equal(v, after[k])}
+    assert changed == {"backbone.layer4.1.bn2"}  # only the trainable batch norm updates its statistics
+    apply_freeze(model, "last:1")
+    assert trainable(model) == {"head.1.weight", "head.1.bias"}
+    with pytest.raises(ValueError, match="freeze 'last:42': this model with the 'gap' head has only 41"):
+        apply_freeze(model, "last:42")
+    with pytest.raises(ValueError, match="unknown freezing policy 'last:0'"):
+        apply_freeze(model, "last:0")
+
+
+def test_last_n_counts_the_mlp_heads_five_layers():
+    model, _ = build_classifier("mobilenet_v2", num_classes=4, weights="none", head="mlp")
+    apply_freeze(model, "last:5")
+    assert trainable(model) == {name for name, _ in model.head.named_parameters(prefix="head")}
+    apply_freeze(model, "last:6")
+    assert trainable(model) - {name for name, _ in model.head.named_parameters(prefix="head")} == {
+        "backbone.features.18.1.weight", "backbone.features.18.1.bias"}
 
 
 def test_checkpoint_backbone_seeds_a_new_head(tmp_path):
@@ -74,6 +217,29 @@ def test_checkpoint_backbone_seeds_a_new_head(tmp_path):
     assert model.head[1].out_features == 7
     for key, value in upstream.backbone.state_dict().items():
         assert torch.equal(value, model.backbone.state_dict()[key])
+
+
+def test_own_head_carries_its_layers_over_but_the_last(tmp_path):
+    upstream, normalization = build_classifier("alexnet", num_classes=5, weights="none", head="own", resolution=63)
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, upstream, {"model": "alexnet"}, normalization, epoch=3)
+    model, _ = build_classifier("alexnet", 7, "pretrain:x", init=path, head="own", resolution=63)
+    assert torch.equal(model.head[1].weight, upstream.head[1].weight)
+    assert model.head[6].out_features == 7
+    fresh, _ = build_classifier("alexnet", 7, "pretrain:x", init=path, head="gap", resolution=63)
+    assert torch.equal(fresh.backbone.features[0].weight, upstream.backbone.features[0].weight)
+
+
+def test_torchvision_state_dict_file_loads_with_imagenet_normalisation(tmp_path):
+    source = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18-elsewhere.pth"
+    torch.save(source.state_dict(), path)
+    model, (mean, _) = build_classifier("resnet18", 3, str(path), init=path)
+    assert mean == IMAGENET_MEAN
+    assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
+    torch.save({"something": "else"}, path)
+    with pytest.raises(ValueError, match="is neither a tlsweep checkpoint nor a torchvision state dict"):
+        build_classifier("resnet18", 3, str(path), init=path)
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):

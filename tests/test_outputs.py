@@ -28,8 +28,8 @@ def test_tiny_and_demo_studies_compare_optimizers_too(study_file):
 
 
 def test_pcam_study_batch_size_by_learning_rate_per_optimizer(tmp_path):
-    tables, charts = plan(make_study(tmp_path, model=["vgg16"], batch_size=[16, 32, 64, 128, 256], lr=[1e-3, 1e-4],
-                                     optimizer=["sgd", "adam"]))
+    tables, charts = plan(make_study(tmp_path, model=["vgg16"], resolution=[96], batch_size=[16, 32, 64, 128, 256],
+                                     lr=[1e-3, 1e-4], optimizer=["sgd", "adam"]))
     assert tables == ["summary", "best", "batch_size", "batch_lr"]
     assert charts == ["val_accuracy", "test_accuracy", "train_curves", "lr_batch_heatmap", "accuracy_vs_time"]
 
@@ -38,7 +38,7 @@ def test_freezing_study_and_densenet_regimes(tmp_path):
     tables, charts = plan(make_study(tmp_path, model=["resnet50"], batch_size=[64], lr=[1e-4],
                                      freeze=["last:15", "last:50", "last:150"]))
     assert "trainable_layers" in charts and "regimes" in tables
-    tables, charts = plan(make_study(tmp_path, model=["densenet121"], weights=["imagenet", "none"],
+    tables, charts = plan(make_study(tmp_path, model=["densenet121"], resolution=[32], weights=["imagenet", "none"],
                                      freeze=["head", "all"]))
     assert "regimes" in tables and charts == ["accuracy_vs_time"]  # head = 0 layers, all = unknown: no comparison
     tables, charts = plan(make_study(tmp_path, freeze=["head", "last:15"]))

@@ -99,7 +99,7 @@ def test_override_on_a_later_axis_is_an_error():
 
 def test_swept_training_keys_become_axes_with_stable_ids():
     base = {c.id for c in build_study(grid_config()).grid_cells}
-    study = build_study(grid_config(training={"dropout": [0.5, 0.2]}))
+    study = build_study(grid_config(training={"dropout": [None, 0.2]}))  # None: the study's (the head's default)
     ids = {c.id for c in study.grid_cells}
     assert base < ids and len(ids) == 2
     (extra,) = ids - base

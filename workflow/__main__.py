@@ -53,6 +53,12 @@ def cmd_train(args) -> None:
     train_cell(json.loads(args.cell), args.shard, args.out, init=args.init, threads=args.threads, log=log)
 
 
+def cmd_fetch_weights(args) -> None:
+    from workflow.weights import fetch_weights
+
+    print(fetch_weights(args.url, args.out))
+
+
 def load_study(args):
     """The study of `--config` (JSON the rules pass, validated by the Snakefile) or `--configfile` (YAML)."""
     from workflow.config import load_config
@@ -158,6 +164,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="checkpoint whose backbone starts the cell")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("fetch-weights", help="download a torchvision weights file into torch's cache")
+    p.add_argument("--url", required=True)
+    p.add_argument("--out", required=True, help="the cached file: $TORCH_HOME/hub/checkpoints/<name in the URL>")
+    p.set_defaults(func=cmd_fetch_weights)
 
     p = sub.add_parser("aggregate", help="collect the cells' metrics into the study's tables (a cell without "
                                          "metrics.json counts as failed)")

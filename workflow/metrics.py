@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -16,8 +17,20 @@ def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
+def roc_auc(positive_scores: np.ndarray, is_positive: np.ndarray) -> float | None:
+    """Area under the ROC curve: the chance that a random positive outranks a random negative
+    (ties count half); None when one of the two classes is absent."""
+    n_pos = int(is_positive.sum())
+    n_neg = len(is_positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(positive_scores)  # 1-based, ties get their average rank
+    return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def classification_report(scores: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy, top-5 accuracy, per-class precision/recall/F1 and the confusion matrix."""
+    """Accuracy, top-5 accuracy (more than 5 classes), per-class precision/recall/F1, the confusion
+    matrix, and for two classes ROC AUC and the false-negative rate (the second class is positive)."""
     num_classes = len(class_names)
     predictions = scores.argmax(axis=1)
     confusion = confusion_matrix(labels, predictions, num_classes)
@@ -39,4 +52,7 @@ def classification_report(scores: np.ndarray, labels: np.ndarray, class_names: l
     }
     if num_classes > 5:
         report["top5_accuracy"] = top_k_accuracy(scores, labels, 5)
+    if num_classes == 2:
+        report["roc_auc"] = roc_auc(scores[:, 1], labels == 1)
+        report["false_negative_rate"] = float(1 - recall[1]) if actual[1] > 0 else None
     return report

@@ -1,55 +1,60 @@
-"""torchvision backbones with a new head, their starting weights, and freezing."""
+"""torchvision backbones with a new head, their starting weights, and freezing.
+
+A model is ``Classifier(backbone, head)``: the backbone is the torchvision
+model with its classifier replaced by Identity, the head maps its features to
+the classes. Heads (``training.head``):
+
+- ``gap``: global average pool -> dropout (0.5) -> linear;
+- ``mlp``: global average pool -> linear 256 -> batch norm -> ReLU -> linear 128
+  -> batch norm -> ReLU -> dropout (0.2) -> linear;
+- ``own``: the model's own classifier (VGG's and AlexNet's fully connected
+  stack, MobileNetV2's dropout + linear, ResNet's fc...) with a new last layer.
+
+Layers, as counted by ``last:N`` freezing, are the modules that own parameters
+directly (convolutions, batch norms, linear layers), in registration order,
+which in torchvision's models is the order of the forward pass; the head's
+layers come last, so ``last:1`` with the ``gap`` head trains the head alone.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.inception import InceptionOutputs
+
+from workflow.backbones import get_backbone, resolution_error
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PLAIN_MEAN = (0.5, 0.5, 0.5)
 PLAIN_STD = (0.5, 0.5, 0.5)
 
-
-@dataclass(frozen=True)
-class Backbone:
-    """How to build a torchvision model and where its classifier sits."""
-
-    builder: str  # function name in torchvision.models
-    weights: str  # weights enum member, e.g. "MobileNet_V2_Weights.IMAGENET1K_V1"
-    classifier: str  # attribute replaced by Identity, leaving pooled features
-    features: int  # width of the pooled features
-
-
-BACKBONES = {
-    "mobilenet_v2": Backbone("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", "classifier", 1280),
-    "resnet18": Backbone("resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc", 512),
-    "resnet50": Backbone("resnet50", "ResNet50_Weights.IMAGENET1K_V2", "fc", 2048),
-    "densenet121": Backbone("densenet121", "DenseNet121_Weights.IMAGENET1K_V1", "classifier", 1024),
-}
-
+HEAD_DROPOUT = {"gap": 0.5, "mlp": 0.2}
+HEADS = ("gap", "mlp", "own")
+FREEZE_POLICIES = "'head', 'all', 'none' or 'last:N'"
 
 class Classifier(nn.Module):
-    """A backbone that outputs pooled features, followed by a head."""
+    """A backbone that outputs features, followed by a head.
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    In training mode an InceptionV3 backbone also returns its auxiliary
+    classifier's logits: forward then returns (logits, aux_logits).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, head_kind: str, new_layers: tuple[str, ...]):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.head_kind = head_kind
+        self.new_layers = new_layers  # freshly initialised layers, never loaded from a checkpoint
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
-
-
-def get_backbone(name: str) -> Backbone:
-    """The Backbone entry for a model name, or an error listing the known ones."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(BACKBONES)}")
-    return BACKBONES[name]
+    def forward(self, x: torch.Tensor):
+        features = self.backbone(x)
+        if isinstance(features, InceptionOutputs):
+            return self.head(features.logits), features.aux_logits
+        return self.head(features)
 
 
 def imagenet_weights(name: str):
@@ -58,58 +63,179 @@ def imagenet_weights(name: str):
     return getattr(getattr(torchvision.models, enum_name), member)
 
 
-def build_backbone(name: str, imagenet: bool) -> nn.Module:
-    """A torchvision model whose classifier is replaced by Identity (outputs pooled features)."""
-    spec = get_backbone(name)
-    weights = imagenet_weights(name) if imagenet else None
-    model = getattr(torchvision.models, spec.builder)(weights=weights)
-    setattr(model, spec.classifier, nn.Identity())
-    return model
+def cached_weights_path(name: str) -> Path:
+    """Where torchvision keeps the ImageNet weights file of `name`: $TORCH_HOME/hub/checkpoints/<file>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / imagenet_weights(name).url.rsplit("/", 1)[1]
 
 
-def load_backbone_checkpoint(backbone: nn.Module, path: str | Path, model_name: str) -> dict:
-    """Load the backbone part of a tlsweep checkpoint; returns the checkpoint's metadata."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state = {k[len("backbone."):]: v for k, v in checkpoint["model"].items() if k.startswith("backbone.")}
+def imagenet_normalization(name: str) -> tuple[tuple, tuple]:
+    """The mean and std that `name`'s ImageNet weights expect."""
+    if get_backbone(name).plain_input:
+        return PLAIN_MEAN, PLAIN_STD
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def build_torchvision(name: str, imagenet: bool) -> nn.Module:
+    """The torchvision model, with ImageNet weights from the cache (never downloaded here)."""
+    kwargs = {}
+    if name == "inception_v3":
+        # Our normaliser already gives the (x - 0.5) / 0.5 input its weights expect.
+        kwargs = {"transform_input": False} if imagenet else {"init_weights": True}
+    if not imagenet:
+        return getattr(torchvision.models, name)(weights=None, **kwargs)
+    path = cached_weights_path(name)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"ImageNet weights of {name} are not in the cache: {path} is missing; the fetch_weights rule "
+            f"puts them there before training (training jobs never download)"
+        )
+    return getattr(torchvision.models, name)(weights=imagenet_weights(name), **kwargs)
+
+
+def read_weights_file(path: str | Path) -> dict:
+    """A tlsweep checkpoint, or a torchvision-format state dict wrapped as {"state_dict": ...}."""
+    loaded = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(loaded, dict) and "model" in loaded and "model_name" in loaded:
+        return loaded
+    if isinstance(loaded, dict) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        return {"state_dict": loaded}
+    raise ValueError(f"{path} is neither a tlsweep checkpoint nor a torchvision state dict")
+
+
+def load_state(module: nn.Module, state: dict, path, source_model: str, model_name: str, strict: bool = True):
+    """load_state_dict with an error that names the file and both models."""
     try:
-        backbone.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=strict)
     except RuntimeError as error:
-        raise ValueError(
-            f"checkpoint {path} (model {checkpoint.get('model_name', '?')!r}) does not fit "
-            f"model {model_name!r}: {error}"
-        ) from None
-    return checkpoint
+        raise ValueError(f"checkpoint {path} (model {source_model!r}) does not fit model {model_name!r}: {error}") from None
 
 
-def build_classifier(name: str, num_classes: int, weights: str, dropout: float, init: str | Path | None = None):
-    """Model with a global-average-pool -> dropout -> linear head, and its input normalisation.
+def split_head(model: nn.Module, name: str, head: str, num_classes: int, dropout: float | None):
+    """Detach the classifier from `model` and return (new head, names of its fresh layers)."""
+    spec = get_backbone(name)
+    own = getattr(model, spec.classifier)
+    setattr(model, spec.classifier, nn.Identity())
+    if head == "own":
+        if dropout is not None:
+            raise ValueError("training.dropout: the 'own' head keeps the model's own dropout; leave it unset")
+        if isinstance(own, nn.Linear):
+            return nn.Linear(own.in_features, num_classes), ("head",)
+        last = max(i for i, layer in enumerate(own) if isinstance(layer, nn.Linear))
+        own[last] = nn.Linear(own[last].in_features, num_classes)
+        return own, (f"head.{last}",)
+    if head not in HEAD_DROPOUT:
+        raise ValueError(f"unknown head {head!r}; choose one of {list(HEADS)}")
+    if spec.grid_pool:
+        model.avgpool = nn.AdaptiveAvgPool2d(1)
+    if spec.pre_dropout:
+        setattr(model, spec.pre_dropout, nn.Identity())
+    p = HEAD_DROPOUT[head] if dropout is None else dropout
+    if head == "gap":
+        return nn.Sequential(nn.Dropout(p), nn.Linear(spec.features, num_classes)), ("head",)
+    return nn.Sequential(
+        nn.Linear(spec.features, 256), nn.BatchNorm1d(256), nn.ReLU(inplace=True),
+        nn.Linear(256, 128), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
+        nn.Dropout(p), nn.Linear(128, num_classes),
+    ), ("head",)
 
-    `weights` is "imagenet", "none", or anything else meaning "load `init`"
-    (an upstream cell's or a user's checkpoint).
-    Returns (model, (mean, std)).
+
+def fit_aux_classifier(model: nn.Module, name: str, num_classes: int, resolution: int | None) -> tuple[str, ...]:
+    """Give InceptionV3's auxiliary classifier a new last layer, or drop it below the size it needs."""
+    low = get_backbone(name).aux_resolution
+    if low is None:
+        return ()
+    if resolution is not None and resolution < low:
+        model.aux_logits, model.AuxLogits = False, None
+        return ()
+    model.AuxLogits.fc = nn.Linear(model.AuxLogits.fc.in_features, num_classes)
+    return ("backbone.AuxLogits.fc",)
+
+
+def load_checkpoint(model: Classifier, checkpoint: dict, path, name: str) -> None:
+    """Load a tlsweep checkpoint's weights into every layer of `model` that is not new.
+
+    The head transfers only between two `own` heads (its last layer aside);
+    otherwise the head starts fresh.
     """
-    backbone = build_backbone(name, imagenet=weights == "imagenet")
-    normalization = (IMAGENET_MEAN, IMAGENET_STD) if weights == "imagenet" else (PLAIN_MEAN, PLAIN_STD)
+    fresh = model.new_layers + (() if checkpoint.get("head") == model.head_kind == "own" else ("head",))
+    skip = tuple(layer + "." for layer in fresh)
+    state = {k: v for k, v in checkpoint["model"].items() if not k.startswith(skip)}
+    load_state(model, state, path, checkpoint["model_name"], name, strict=False)
+    missing = [k for k in model.state_dict() if not k.startswith(skip) and k not in state]
+    if missing:
+        raise ValueError(
+            f"checkpoint {path} (model {checkpoint['model_name']!r}) does not fit model {name!r}: "
+            f"it lacks {len(missing)} weights, e.g. {missing[:3]}"
+        )
+
+
+def build_classifier(name: str, num_classes: int, weights: str, dropout: float | None = None,
+                     init: str | Path | None = None, head: str = "gap", resolution: int | None = None):
+    """A Classifier with the given head and starting weights, and its input normalisation.
+
+    `weights` is "imagenet", "none", or anything else meaning "load `init`":
+    a tlsweep checkpoint (an upstream cell's best.pt; its normalisation comes
+    with it) or a torchvision-format state dict (ImageNet normalisation).
+    `dropout` None means the head's default. Returns (model, (mean, std)).
+    """
+    get_backbone(name)
+    if resolution is not None and (problem := resolution_error(name, resolution)):
+        raise ValueError(problem)
+    model = build_torchvision(name, imagenet=weights == "imagenet")
+    normalization = imagenet_normalization(name) if weights == "imagenet" else (PLAIN_MEAN, PLAIN_STD)
+    checkpoint = None
     if weights not in ("imagenet", "none"):
         if init is None:
             raise ValueError(f"weights {weights!r} need a checkpoint file")
-        checkpoint = load_backbone_checkpoint(backbone, init, name)
-        normalization = tuple(map(tuple, checkpoint.get("normalization", normalization)))
-    head = nn.Sequential(nn.Dropout(dropout), nn.Linear(get_backbone(name).features, num_classes))
-    return Classifier(backbone, head), normalization
+        checkpoint = read_weights_file(init)
+        if "state_dict" in checkpoint:
+            load_state(model, checkpoint["state_dict"], init, "torchvision state dict", name)
+            normalization = imagenet_normalization(name)
+        else:
+            normalization = tuple(map(tuple, checkpoint.get("normalization", normalization)))
+    new_aux = fit_aux_classifier(model, name, num_classes, resolution)
+    new_head, new_head_layers = split_head(model, name, head, num_classes, dropout)
+    classifier = Classifier(model, new_head, head, new_head_layers + new_aux)
+    if checkpoint is not None and "model" in checkpoint:
+        load_checkpoint(classifier, checkpoint, init, name)
+    return classifier, normalization
+
+
+def parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules that own parameters directly, in registration (forward) order."""
+    return [(n, m) for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
 
 
 def apply_freeze(model: Classifier, policy: str) -> None:
-    """Set which parameters train: `head` (backbone frozen) or `all`."""
-    if policy not in ("head", "all"):
-        raise ValueError(f"unknown freezing policy {policy!r}; choose 'head' or 'all'")
-    model.requires_grad_(True)
-    if policy == "head":
+    """Set which parameters train: `head`, `all`, `none` (from scratch: all) or `last:N` layers."""
+    if policy in ("all", "none"):
+        model.requires_grad_(True)
+    elif policy == "head":
+        model.requires_grad_(True)
         model.backbone.requires_grad_(False)
+    elif policy.startswith("last:") and policy[5:].isdigit() and int(policy[5:]) > 0:
+        layers = parameterised_layers(model)
+        n = int(policy[5:])
+        if n > len(layers):
+            raise ValueError(
+                f"freeze {policy!r}: this model with the {model.head_kind!r} head has only {len(layers)} "
+                f"parameterised layers"
+            )
+        model.requires_grad_(False)
+        for _, layer in layers[-n:]:
+            layer.requires_grad_(True)
+    else:
+        raise ValueError(f"unknown freezing policy {policy!r}; choose {FREEZE_POLICIES}")
 
 
 def set_train_mode(model: Classifier, policy: str) -> None:
-    """Training mode, except a frozen backbone keeps its batch-norm statistics (eval mode)."""
+    """Training mode, except frozen parts: a `head`-frozen backbone is in eval mode,
+    and every batch norm whose parameters are frozen keeps its running statistics."""
     model.train()
     if policy == "head":
         model.backbone.eval()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in module.parameters()
+        ):
+            module.eval()

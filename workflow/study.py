@@ -11,27 +11,59 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from workflow.datasets import DatasetConfigError, resolve_datasets
+from workflow.backbones import resolution_error
 
 # The batch-size paper's schedule: the new head alone, then every layer,
 # learning rate / 10 when validation accuracy plateaus, early stopping.
+# Keys are described in workflow/schemas/config.schema.yaml.
 DEFAULT_TRAINING = {
     "stages": [
         {"name": "head", "freeze": "head", "epochs": 20, "lr_factor": 1.0},
         {"name": "finetune", "freeze": "cell", "epochs": 100, "lr_factor": 0.01},
     ],
-    "dropout": 0.5,
+    "head": "gap",
+    "dropout": None,  # the head's own default: gap 0.5, mlp 0.2
     "momentum": 0.9,
+    "nesterov": False,
     "weight_decay": 0.0,
+    "decay_norm_and_bias": False,
+    "schedule": "plateau",
+    "warmup_epochs": 0,
     "plateau": {"patience": 3, "factor": 0.1},
+    "step": {"every": 30, "factor": 0.1},
+    "cosine": {"min_lr_factor": 0.0},
     "early_stopping": {"patience": 10},
     "augment": {"hflip": False, "crop": 0, "shift": 0.0, "zoom": 0.0, "rotation": 0.0, "fill": "reflect"},
     "loader": {"memory_share": 0.5, "workers": 0, "buffer_chunks": 4},
+    "label_smoothing": 0.0,
+    "mixup": 0.0,
+    "aux_loss_weight": 0.4,
     "eval_batch_size": 256,
+    "bf16": True,
+    "compile": False,
+    "deterministic": False,
 }
+
+# Training keys a stage may set for itself (besides name, freeze, epochs and lr_factor).
+STAGE_OVERRIDES = (
+    "optimizer", "momentum", "nesterov", "weight_decay", "decay_norm_and_bias",
+    "schedule", "warmup_epochs", "plateau", "step", "cosine", "early_stopping",
+)
+
+
+def stage_settings(training: dict, stage: dict, optimizer: str, freeze: str) -> dict:
+    """A stage's effective settings: the training keys overridden by the stage's own,
+    the cell's optimizer unless the stage names one, and `freeze: cell` resolved."""
+    base = {key: training[key] for key in STAGE_OVERRIDES if key != "optimizer"}
+    settings = merge({**base, "optimizer": optimizer, "lr_factor": 1.0}, stage)
+    if settings["freeze"] == "cell":
+        settings["freeze"] = freeze
+    return settings
+
 
 PRETRAIN_PREFIX = "pretrain:"
 
@@ -100,7 +132,7 @@ def cell_id(cell: Cell) -> str:
     params = "".join(f"-{key}{format_value(value)}" for key, value in sorted(cell.params.items()))
     run = (
         f"bs{cell.batch_size}-lr{format_lr(cell.lr)}-{cell.optimizer}"
-        f"-{cell.freeze}-s{cell.seed}{weights_tag(cell.weights)}{params}"
+        f"-{cell.freeze.replace(':', '')}-s{cell.seed}{weights_tag(cell.weights)}{params}"
     )
     return f"{cell.dataset}/{cell.model}/r{cell.resolution}/{run}"
 
@@ -157,11 +189,47 @@ def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: 
     if spec["weights"].startswith(PRETRAIN_PREFIX):
         raise ConfigError(f"pretrain.{name}.weights: chains of pretrain cells are not supported")
     training = merge(merge(DEFAULT_TRAINING, config.get("training", {})), spec.get("training", {}))
-    return Cell(
+    _check_training(training, f"pretrain.{name}.training")
+    cell = Cell(
         dataset=spec["dataset"], model=model, resolution=resolution,
         batch_size=spec["batch_size"], lr=float(spec["lr"]), optimizer=spec["optimizer"],
         freeze=spec["freeze"], seed=spec["seed"], weights=spec["weights"], training=training,
     )
+    _check_cell(cell, f"pretrain.{name}")
+    return cell
+
+
+def _check_training(training: dict, where: str) -> None:
+    """Rules across training keys that the schema cannot express."""
+    names = [stage["name"] for stage in training["stages"]]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{where}.stages: stage names must differ; {repeated} repeat")
+    if training["head"] == "own" and training["dropout"] is not None:
+        raise ConfigError(f"{where}.dropout: the 'own' head keeps the model's own dropout; leave dropout unset")
+    for stage in training["stages"]:
+        settings = stage_settings(training, stage, "sgd", "all")
+        if settings["nesterov"] and settings["momentum"] == 0:
+            raise ConfigError(f"{where}: stage {stage['name']!r} asks for nesterov with momentum 0")
+
+
+def _check_cell(cell: Cell, where: str) -> None:
+    """Rules across a cell's axes, with the cell's id in the message."""
+    problem = resolution_error(cell.model, cell.resolution)
+    if problem:
+        raise ConfigError(f"{where}: {problem} (cell {cell.id})")
+    if cell.freeze == "none":
+        if cell.weights != "none":
+            raise ConfigError(
+                f"{where}: freeze 'none' trains from scratch and needs weights 'none', "
+                f"not {cell.weights!r} (cell {cell.id})"
+            )
+        fixed = [stage["name"] for stage in cell.training["stages"] if stage["freeze"] != "cell"]
+        if fixed:
+            raise ConfigError(
+                f"{where}: cell {cell.id} trains from scratch (freeze 'none') but stages {fixed} "
+                f"set their own freeze; give every stage `freeze: cell`"
+            )
 
 
 def _matches(values: dict, pattern: dict) -> bool:
@@ -225,21 +293,23 @@ def build_study(config: dict) -> Study:
     grid = config["grid"]
     _check_swept_keys(grid.get("training", {}))
     training = merge(DEFAULT_TRAINING, config.get("training", {}))
+    _check_training(training, "training")
     cells: dict[str, Cell] = {}
     grid_cells = []
     for values in expand_grid(grid):
         _check_dataset(values["dataset"], datasets, "grid.dataset")
-        upstream = None
+        params = {key: value for key, value in values.pop("params").items() if value != training[key]}
+        cell = Cell(**{**values, "lr": float(values["lr"])}, training=merge(training, params), params=params)
+        if params:
+            _check_training(cell.training, f"cell {cell.id}: training")
+        _check_cell(cell, "grid")
         if values["weights"].startswith(PRETRAIN_PREFIX):
             up = _upstream_cell(
                 config, values["weights"][len(PRETRAIN_PREFIX):],
                 values["model"], values["resolution"], "grid.weights",
             )
             cells[up.id] = up
-            upstream = up.id
-        params = {key: value for key, value in values.pop("params").items() if value != training[key]}
-        cell = Cell(**{**values, "lr": float(values["lr"])}, training=merge(training, params),
-                    upstream=upstream, params=params)
+            cell = replace(cell, upstream=up.id)
         if cell.id not in cells:
             grid_cells.append(cell)
         cells[cell.id] = cell

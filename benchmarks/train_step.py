@@ -1,0 +1,155 @@
+"""Training images/s per backbone: synthetic on-device batches (the ceiling) vs the real data path.
+
+The ceiling times `train_step` on one uint8 batch that already sits on the
+device (normalised each step, as in training). The pipeline times
+`train_one_epoch` on a real prepared shard (scikit-learn's digits, resized to
+the resolution by workflow.prepare) loaded with `DeviceSplit`, so it pays for
+everything a training job does per epoch: shuffling, batching, normalising,
+the partial last batch and the end-of-epoch sync. Both use the same model,
+optimizer, bf16 autocast and channels-last settings as a training job.
+Each is timed `--repeats` times, alternating, and the best run of each counts.
+
+    python benchmarks/train_step.py --models mobilenet_v2 resnet50 --resolutions 160 224 --batch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from workflow.data import DeviceSplit, Normalizer  # noqa: E402
+from workflow.models import PLAIN_MEAN, PLAIN_STD, apply_freeze, build_classifier  # noqa: E402
+from workflow.prepare import prepare_dataset  # noqa: E402
+from workflow.study import DEFAULT_TRAINING, stage_settings  # noqa: E402
+from workflow.training import (  # noqa: E402
+    Objective, configure_backends, make_optimizer, parameter_groups, pick_device, train_one_epoch, train_step,
+)
+
+DIGITS_SPLIT = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def setup(name: str, resolution: int, device: torch.device, args):
+    """A model, optimizer and objective as a training job builds them (random weights)."""
+    model, _ = build_classifier(name, args.classes, "none", head=args.head, resolution=resolution)
+    model = model.to(device, memory_format=torch.channels_last)
+    if args.compile:
+        model.compile()
+    apply_freeze(model, args.freeze)
+    stage = stage_settings(DEFAULT_TRAINING, {"name": "bench", "freeze": args.freeze, "epochs": 1},
+                           args.optimizer, args.freeze)
+    optimizer = make_optimizer(stage, parameter_groups(model, 0.0, False), 1e-3)
+    return model, optimizer, Objective(DEFAULT_TRAINING, seed=0)
+
+
+def ceiling(name: str, resolution: int, device: torch.device, amp: bool, args):
+    """A timer of training steps on one synthetic batch kept on the device: each call returns images/s."""
+    model, optimizer, objective = setup(name, resolution, device, args)
+    model.train()
+    normalize = Normalizer(PLAIN_MEAN, PLAIN_STD, device)
+    images = torch.randint(0, 256, (args.batch_size, 3, resolution, resolution), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
+
+    def steps(count: int) -> float:
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(count):
+            train_step(model, normalize(images), labels, objective, optimizer, amp)
+        sync(device)
+        return count * args.batch_size / (time.perf_counter() - start)
+
+    steps(args.warmup)
+    return lambda: steps(args.steps)
+
+
+def pipeline(name: str, resolution: int, shard: Path, device: torch.device, amp: bool, args):
+    """A timer of whole training epochs through DeviceSplit and train_one_epoch: each call returns images/s."""
+    model, optimizer, objective = setup(name, resolution, device, args)
+    split = DeviceSplit.load(shard, "train", device)
+    normalize = Normalizer(PLAIN_MEAN, PLAIN_STD, device, {"hflip": args.hflip})
+    generator = torch.Generator().manual_seed(0)
+
+    def epochs(images_wanted: int) -> float:
+        sync(device)
+        images, start = 0, time.perf_counter()
+        while images < images_wanted:
+            images += train_one_epoch(model, split, normalize, optimizer, objective, args.batch_size, args.freeze,
+                                      generator, amp).images
+        sync(device)
+        return images / (time.perf_counter() - start)
+
+    epochs(1)  # one epoch of warm-up: every batch shape seen once
+    return lambda: epochs(args.steps * args.batch_size)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet50"])
+    parser.add_argument("--resolutions", nargs="+", type=int, default=[160, 224],
+                        help="one per model, or one for all")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps (the pipeline runs whole epochs)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before the ceiling's timing")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs of each, alternating; the best of each is reported")
+    parser.add_argument("--head", default="gap", choices=["gap", "mlp", "own"])
+    parser.add_argument("--freeze", default="all")
+    parser.add_argument("--optimizer", default="sgd")
+    parser.add_argument("--hflip", action="store_true", help="random flips in the pipeline, as training.augment.hflip")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="no bf16 autocast on the GPU")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--data-dir", type=Path, help="where the digits shards go (default: a temporary folder)")
+    parser.add_argument("--classes", type=int, default=10,
+                        help="digits 0..N-1 in the shard (fewer: shorter epochs; 10 is about 1,400 training images)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if len(args.resolutions) not in (1, len(args.models)):
+        parser.error("give one resolution, or one per model")
+    return args
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = pick_device()
+    configure_backends(device, deterministic=False)
+    amp = args.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    resolutions = args.resolutions * len(args.models) if len(args.resolutions) == 1 else args.resolutions
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({args.threads} threads)"
+    print(f"device: {where}; batch size {args.batch_size}; bf16 {amp}; torch {torch.__version__}")
+    print(f"{'model':<14}{'res':>5}{'ceiling img/s':>16}{'pipeline img/s':>17}{'ratio':>8}")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data_dir or Path(tmp)
+        for name, resolution in zip(args.models, resolutions):
+            shard = data / f"digits{args.classes}-r{resolution}.h5"
+            if not shard.exists():
+                spec = {"source": "digits", "classes": list(range(args.classes)), "split": DIGITS_SPLIT, "seed": 0}
+                prepare_dataset("digits", spec, resolution, shard, shard.with_suffix(".json"))
+            timers = ceiling(name, resolution, device, amp, args), pipeline(name, resolution, shard, device, amp, args)
+            runs = [[timer() for timer in timers] for _ in range(args.repeats)]
+            top, real = (max(column) for column in zip(*runs))
+            results.append({"model": name, "resolution": resolution, "batch_size": args.batch_size,
+                            "device": where, "ceiling_images_per_s": round(top, 1),
+                            "pipeline_images_per_s": round(real, 1), "ratio": round(real / top, 3)})
+            print(f"{name:<14}{resolution:>5}{top:>16.1f}{real:>17.1f}{real / top:>8.1%}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""fetch_weights: torchvision weights files into torch's cache, checked against their SHA-256 prefix."""
+
+import hashlib
+import re
+
+import pytest
+
+from archives import file_server  # noqa: F401 (fixture)
+from conftest import snakemake, tiny_study
+from workflow.download import ChecksumError, DownloadError
+from workflow.weights import fetch_weights
+
+BODY = b"not really resnet weights, but bytes with a known digest" * 1000
+NAME = f"resnet18-{hashlib.sha256(BODY).hexdigest()[:8]}.pth"
+
+
+def test_fetch_weights_downloads_verifies_and_keeps_the_file(file_server, tmp_path):  # noqa: F811
+    file_server.files[f"/models/{NAME}"] = BODY
+    dest = tmp_path / "hub" / "checkpoints" / NAME
+    assert fetch_weights(file_server.url(f"/models/{NAME}"), dest) == dest
+    assert dest.read_bytes() == BODY and sorted(p.name for p in dest.parent.iterdir()) == [NAME]
+    fetch_weights(file_server.url(f"/models/{NAME}"), dest)
+    assert len(file_server.requests) == 1  # a verified cached file is not fetched again
+
+
+def test_interrupted_fetch_resumes(file_server, tmp_path):  # noqa: F811
+    file_server.files[f"/{NAME}"] = BODY
+    file_server.cut_after = 10_000
+    dest = tmp_path / NAME
+    with pytest.raises(DownloadError, match="run again to resume"):
+        fetch_weights(file_server.url(f"/{NAME}"), dest)
+    assert not dest.exists()
+    fetch_weights(file_server.url(f"/{NAME}"), dest)
+    assert dest.read_bytes() == BODY and file_server.requests[-1]["range"] == "bytes=10000-"
+
+
+def test_file_that_does_not_match_its_name_is_kept_aside(file_server, tmp_path):  # noqa: F811
+    wrong = "resnet18-00000000.pth"
+    file_server.files[f"/{wrong}"] = BODY
+    with pytest.raises(ChecksumError, match=r"resnet18-00000000\.pth: sha256 is .*, expected 00000000\.\.\."):
+        fetch_weights(file_server.url(f"/{wrong}"), tmp_path / wrong)
+    assert not (tmp_path / wrong).exists() and (tmp_path / f"{wrong}.bad").read_bytes() == BODY
+    file_server.files["/weights.pth"] = BODY
+    with pytest.raises(ValueError, match="carries no SHA-256 prefix"):
+        fetch_weights(file_server.url("/weights.pth"), tmp_path / "weights.pth")
+
+
+def test_training_jobs_wait_for_the_cached_weights(tmp_path, study_file, monkeypatch):
+    torch_home = tmp_path / "torch"
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    config = tiny_study()
+    config["grid"].update(model=["resnet18", "mobilenet_v2"], weights=["imagenet"], batch_size=[32])
+    result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
+    cached = torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert f"output: {cached}" in result.stdout and f"input: results/data/digits-5to9/r16.json, {cached}" in result.stdout
+    assert re.search(r"^fetch_weights\s+2$", result.stdout, re.M) and re.search(r"^train\s+4$", result.stdout, re.M)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"cached")
+    result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
+    assert re.search(r"^fetch_weights\s+1$", result.stdout, re.M) and f"output: {cached}" not in result.stdout
