@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO, snakemake, tiny_study
 from workflow.aggregate import METRICS
 from workflow.outputs import CHART_FORMATS, TABLE_FORMATS
+from workflow.config import load_config
 from workflow.study import AXES, build_study
 
 
@@ -174,3 +175,13 @@ def test_default_study_plans_without_any_data(tmp_path):
     for dataset in ("cifar10", "cifar100"):
         for batch_size in (32, 64, 128, 256, 512):
             assert f"results/batch-size-cifar/cells/{dataset}/mobilenet_v2/r160/bs{batch_size}-lr1e-2-rmsprop-all-s0/metrics.json" in result.stdout
+
+
+@pytest.mark.parametrize("study", sorted(p.name for p in (REPO / "studies").glob("*.yaml")))
+def test_every_ready_study_dry_runs(tmp_path, study):
+    (tmp_path / "data" / "my-images").mkdir(parents=True)  # the freezing study's image folder
+    config = build_study(load_config(REPO / "studies" / study))
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies" / study))
+    counts = job_counts(result.stdout)
+    assert counts["train"] == len(config.cells), counts
+    assert counts["aggregate"] == counts["charts"] == 1
