@@ -238,3 +238,27 @@ def test_objective_adds_the_auxiliary_loss_smooths_labels_and_mixes_up():
     assert loss.item() == pytest.approx((lam * ce(mixed, labels) + (1 - lam) * ce(mixed, labels[perm])).item())
     plain, _ = Objective(DEFAULT_TRAINING, seed=1)(model, x, labels)
     assert plain.item() == pytest.approx(ce(model(x), labels).item())
+
+
+def run_train_command(cell, shard, out, init=None):
+    command = [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--shard", str(shard),
+               "--out", str(out)] + (["--init", str(init)] if init else [])
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    return subprocess.run(command, capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=300)
+
+
+def test_a_cell_that_cannot_train_is_recorded_as_failed_and_seeds_no_one(shard, tmp_path):
+    broken = make_cell(id="digits-012/resnet18/r16/broken", freeze="last:500")  # resnet18 has far fewer layers
+    result = run_train_command(broken, shard, tmp_path / "broken")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "broken" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "last:500" in metrics["error"]
+    assert pd.read_csv(tmp_path / "broken" / "history.csv").empty
+    assert "done: status failed" in result.stdout
+
+    seeded = make_cell(id="digits-012/resnet18/r16/seeded", weights="pretrain:broken")
+    result = run_train_command(seeded, shard, tmp_path / "seeded", init=tmp_path / "broken" / "best.pt")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "seeded" / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert "holds no weights: cell digits-012/resnet18/r16/broken failed" in metrics["error"]

@@ -48,9 +48,19 @@ def cmd_train(args) -> None:
     from workflow.devices import claim_gpu
 
     claim_gpu(log=log)  # before torch initialises CUDA
-    from workflow.training import train_cell
+    import traceback
 
-    train_cell(json.loads(args.cell), args.shard, args.out, init=args.init, threads=args.threads, log=log)
+    from workflow.training import record_failure, train_cell
+
+    cell = json.loads(args.cell)
+    try:
+        train_cell(cell, args.shard, args.out, init=args.init, threads=args.threads, log=log)
+    except OSError:
+        raise  # files or the machine: worth a retry, not a result
+    except Exception as error:  # the cell itself cannot train: record it, let the sweep go on
+        traceback.print_exc()
+        record_failure(cell, args.out, error)
+        log(f"done: status failed ({type(error).__name__}: {error})")
 
 
 def cmd_fetch_weights(args) -> None:

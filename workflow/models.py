@@ -95,6 +95,8 @@ def build_torchvision(name: str, imagenet: bool) -> nn.Module:
 def read_weights_file(path: str | Path) -> dict:
     """A tlsweep checkpoint, or a torchvision-format state dict wrapped as {"state_dict": ...}."""
     loaded = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(loaded, dict) and loaded.get("failed"):
+        raise ValueError(f"{path} holds no weights: cell {loaded['cell']} failed ({loaded['error']})")
     if isinstance(loaded, dict) and "model" in loaded and "model_name" in loaded:
         return loaded
     if isinstance(loaded, dict) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):

@@ -458,6 +458,19 @@ def stage_summaries(cell: dict, state: RunState) -> list[dict]:
     return rows
 
 
+def record_failure(cell: dict, out_dir: str | Path, error: BaseException) -> dict:
+    """Write a failed cell's outputs: metrics.json with status `failed` and the error, an empty
+    history.csv and a best.pt that says it holds no weights (so seeded cells fail clearly too)."""
+    out_dir = Path(out_dir)
+    message = f"{type(error).__name__}: {error}"
+    with atomic_path(out_dir / "best.pt") as tmp:
+        torch.save({"failed": True, "cell": cell["id"], "error": message}, tmp)
+    write_history(out_dir / "history.csv", [])
+    metrics = {"cell": cell["id"], "status": "failed", "error": message, "versions": versions(), "config": cell}
+    write_json(out_dir / "metrics.json", metrics)  # last, as for a finished cell
+    return metrics
+
+
 def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | Path | None = None,
                threads: int = 1, log=print) -> dict:
     """Train one cell from its resolved config (resuming last.pt if it fits); writes
