@@ -152,7 +152,8 @@ def lr_batch_heatmap(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Char
 
 
 def trainable_layers_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
-    """Test accuracy against the number of trainable backbone layers (freeze `head` = 0, `last:N` = N).
+    """Test accuracy against the number of trainable layers: N for `last:N` (the head's layers
+    included, as workflow.models counts them), 0 for `head` (the new head alone).
 
     One dot per ok run, the line through the means; other varying axes get a colour each.
     """
@@ -164,7 +165,7 @@ def trainable_layers_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> al
     other = varying_axes(data, axis_columns(summary), exclude=("freeze", "seed"))
     data, colours = _with_runs(data, other)
     encoding = {"color": alt.Color("runs:N", title=None, sort=colours, legend=LEGEND)} if colours else {}
-    layers = alt.X("layers:Q", title="trainable backbone layers", axis=alt.Axis(values=sorted(set(data["layers"]))))
+    layers = alt.X("layers:Q", title="trainable layers (last:N, head included; 0 = head only)", axis=alt.Axis(values=sorted(set(data["layers"]))))
     base = alt.Chart(data).encode(x=layers, **encoding)
     dots = base.mark_circle(size=40, opacity=0.6).encode(
         y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False)),

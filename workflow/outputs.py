@@ -18,7 +18,7 @@ LAST_PREFIX = "last:"
 
 
 def trainable_layers(freeze: str) -> int | None:
-    """Backbone layers a freeze value trains: `head` 0, `last:N` N; None when it does not say (`all`)."""
+    """Layers a freeze value trains: `last:N` N (the head's included), `head` 0; None for `all` and `none`."""
     if freeze == "head":
         return 0
     if freeze.startswith(LAST_PREFIX):
