@@ -60,7 +60,7 @@ def get_train_inputs(wildcards):
         inputs["weights"] = IMAGENET[cell.model][0]
     elif cell.upstream:
         inputs["init"] = str(STUDY.cell_dir(cell.upstream) / "best.pt")
-    elif cell.weights not in ("imagenet", "none"):
+    elif cell.weights != "none":
         inputs["init"] = cell.weights
     return inputs
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
 
 
 def cmd_download(args) -> None:
@@ -30,7 +35,7 @@ def cmd_shard(args) -> None:
 
     torch.set_num_threads(args.threads)
     plan = json.loads(Path(args.plan).read_text())
-    write_shard(plan, args.resolution, args.part, args.parts, args.out, log=lambda m: print(m, flush=True))
+    write_shard(plan, args.resolution, args.part, args.parts, args.out, log=log)
 
 
 def cmd_index(args) -> None:
@@ -40,16 +45,10 @@ def cmd_index(args) -> None:
     print(json.dumps({"counts": manifest["counts"], "skipped": manifest["skipped_count"]}, indent=1))
 
 
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
 def cmd_train(args) -> None:
     from workflow.devices import claim_gpu
 
     claim_gpu(log=log)  # before torch initialises CUDA
-    import traceback
-
     from workflow.training import record_failure, train_cell
 
     cell = json.loads(args.cell)
@@ -74,7 +73,10 @@ def load_study(args):
     from workflow.config import load_config
     from workflow.study import build_study
 
-    return build_study(json.loads(args.config) if args.config else load_config(args.configfile))
+    try:
+        return build_study(json.loads(args.config) if args.config else load_config(args.configfile))
+    except ValueError as error:  # a bad study file: a message naming the key, not a traceback
+        sys.exit(f"error: {error}")
 
 
 def cmd_aggregate(args) -> None:
@@ -111,10 +113,7 @@ def cmd_charts(args) -> None:
 def cmd_cells(args) -> None:
     import pandas as pd
 
-    from workflow.config import load_config
-    from workflow.study import build_study
-
-    study = build_study(load_config(args.configfile))
+    study = load_study(args)
     grid_ids = {cell.id for cell in study.grid_cells}
     table = pd.DataFrame([
         {"cell": cell.id, "role": "grid" if cell.id in grid_ids else "upstream",
@@ -195,19 +194,12 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cells", help="list a study's cells before anything runs")
     p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
-    p.set_defaults(func=cmd_cells)
+    p.set_defaults(func=cmd_cells, config=None)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "cells":  # a config check for people: a message, not a traceback
-        try:
-            args.func(args)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        return 0
     args.func(args)
     return 0
 
