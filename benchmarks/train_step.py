@@ -3,9 +3,12 @@
 The ceiling times `train_step` on one uint8 batch that already sits on the
 device (normalised each step, as in training). The pipeline times
 `train_one_epoch` on a real prepared shard (scikit-learn's digits, resized to
-the resolution by workflow.prepare) loaded with `DeviceSplit`, so it pays for
-everything a training job does per epoch: shuffling, batching, normalising,
-the partial last batch and the end-of-epoch sync. Both use the same model,
+the resolution by workflow.prepare), loaded whole on the device
+(`--loader memory`, `DeviceSplit`) or streamed from the shard
+(`--loader stream`, `StreamSplit`), so it pays for everything a training job
+does per epoch: reading, shuffling, batching, normalising, the partial last
+batch and the end-of-epoch sync. 1 - ratio is the share of a training step
+spent on loading. Both use the same model,
 optimizer, bf16 autocast and channels-last settings as a training job.
 Each is timed `--repeats` times, alternating, and the best run of each counts.
 
@@ -25,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workflow.data import DeviceSplit, Normalizer  # noqa: E402
+from workflow.data import Normalizer, load_splits  # noqa: E402
 from workflow.models import PLAIN_MEAN, PLAIN_STD, apply_freeze, build_classifier  # noqa: E402
 from workflow.prepare import prepare_dataset  # noqa: E402
 from workflow.study import DEFAULT_TRAINING, stage_settings  # noqa: E402
@@ -75,9 +78,10 @@ def ceiling(name: str, resolution: int, device: torch.device, amp: bool, args):
 
 
 def pipeline(name: str, resolution: int, shard: Path, device: torch.device, amp: bool, args):
-    """A timer of whole training epochs through DeviceSplit and train_one_epoch: each call returns images/s."""
+    """A timer of whole training epochs through the data path and train_one_epoch: each call returns images/s."""
     model, optimizer, objective = setup(name, resolution, device, args)
-    split = DeviceSplit.load(shard, "train", device)
+    memory_share = 1.0 if args.loader == "memory" else 0.0
+    (split,) = load_splits(shard, ["train"], device, {"memory_share": memory_share, "workers": 0, "buffer_chunks": 4})
     normalize = Normalizer(PLAIN_MEAN, PLAIN_STD, device, {"hflip": args.hflip})
     generator = torch.Generator().manual_seed(0)
 
@@ -104,6 +108,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before the ceiling's timing")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed runs of each, alternating; the best of each is reported")
+    parser.add_argument("--loader", default="memory", choices=["memory", "stream"],
+                        help="the pipeline's split: loaded whole on the device, or streamed from the shard")
     parser.add_argument("--head", default="gap", choices=["gap", "mlp", "own"])
     parser.add_argument("--freeze", default="all")
     parser.add_argument("--optimizer", default="sgd")
@@ -129,7 +135,7 @@ def main(argv=None) -> list[dict]:
     amp = args.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
     resolutions = args.resolutions * len(args.models) if len(args.resolutions) == 1 else args.resolutions
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({args.threads} threads)"
-    print(f"device: {where}; batch size {args.batch_size}; bf16 {amp}; torch {torch.__version__}")
+    print(f"device: {where}; batch size {args.batch_size}; bf16 {amp}; loader {args.loader}; torch {torch.__version__}")
     print(f"{'model':<14}{'res':>5}{'ceiling img/s':>16}{'pipeline img/s':>17}{'ratio':>8}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +149,7 @@ def main(argv=None) -> list[dict]:
             runs = [[timer() for timer in timers] for _ in range(args.repeats)]
             top, real = (max(column) for column in zip(*runs))
             results.append({"model": name, "resolution": resolution, "batch_size": args.batch_size,
-                            "device": where, "ceiling_images_per_s": round(top, 1),
+                            "device": where, "loader": args.loader, "ceiling_images_per_s": round(top, 1),
                             "pipeline_images_per_s": round(real, 1), "ratio": round(real / top, 3)})
             print(f"{name:<14}{resolution:>5}{top:>16.1f}{real:>17.1f}{real / top:>8.1%}", flush=True)
     if args.json:

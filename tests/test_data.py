@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from workflow.data import DeviceSplit, StreamSplit, device_memory, load_splits, split_bytes
+from workflow.data import DeviceSplit, MappedBlocks, StreamSplit, chunk_offsets, device_memory, load_splits, split_bytes
 from workflow.shards import read_split, shard_files, shard_writer
 from workflow.study import DEFAULT_TRAINING, merge
 
@@ -27,15 +27,14 @@ def decode(images: torch.Tensor) -> list[int]:
     return (pixel[:, 0] * 256 + pixel[:, 1]).tolist()
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def write_dataset(folder, compression=None):
     """An index over three shards; each split's label is its global index mod 5."""
-    folder = tmp_path_factory.mktemp("shards")
     shards, start = [], {"train": 0, "val": 0, "test": 0}
     for part, n in enumerate(SIZES):
         path = folder / f"shard-{part}-of-3.h5"
         counts = {"train": n, "val": 3, "test": 2}
-        with shard_writer(path, counts, 4, {"class_names": '["a", "b", "c", "d", "e"]'}, chunk_images=CHUNK) as out:
+        with shard_writer(path, counts, 4, {"class_names": '["a", "b", "c", "d", "e"]'}, chunk_images=CHUNK,
+                          compression=compression) as out:
             for split, count in counts.items():
                 index = np.arange(start[split], start[split] + count)
                 out[split].add(encode(index), index % 5)
@@ -46,17 +45,46 @@ def dataset(tmp_path_factory):
     return index
 
 
-def test_block_shuffle_reads_whole_chunks_and_covers_every_image_once(dataset, monkeypatch):
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("shards"))
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("compressed"), compression="gzip")
+
+
+def spy_reads(monkeypatch, compressed: bool) -> list:
+    """Record the image reads of a stream: (file, first, stop) of every HDF5 read of a compressed
+    split, or of every block a memory-mapped split asks the kernel to read."""
     reads = []
-    original = h5py.Dataset.read_direct
+    if compressed:
+        original = h5py.Dataset.read_direct
 
-    def spy(self, dest, source_sel=None, dest_sel=None):
-        if self.name.endswith("images"):
-            reads.append((self.file.filename, source_sel.start, source_sel.stop))
-        return original(self, dest, source_sel, dest_sel)
+        def spy(self, dest, source_sel=None, dest_sel=None):
+            if self.name.endswith("images"):
+                reads.append((self.file.filename, source_sel.start, source_sel.stop))
+            return original(self, dest, source_sel, dest_sel)
 
-    monkeypatch.setattr(h5py.Dataset, "read_direct", spy)
-    split = StreamSplit.load(dataset, "train", "cpu", buffer_chunks=3)
+        monkeypatch.setattr(h5py.Dataset, "read_direct", spy)
+    else:
+        original = MappedBlocks.will_need
+
+        def spy(self, block):
+            b = self.blocks[block]
+            reads.append((str(self.files[b.file]), b.start, b.stop))
+            return original(self, block)
+
+        monkeypatch.setattr(MappedBlocks, "will_need", spy)
+    return reads
+
+
+@pytest.mark.parametrize("kind", ["mapped", "compressed"])
+def test_block_shuffle_reads_whole_chunks_and_covers_every_image_once(kind, dataset, compressed, monkeypatch):
+    path = dataset if kind == "mapped" else compressed
+    reads = spy_reads(monkeypatch, kind == "compressed")
+    split = StreamSplit.load(path, "train", "cpu", buffer_chunks=3)
     n = sum(SIZES)
     generator = torch.Generator().manual_seed(0)
     epochs = []
@@ -69,7 +97,7 @@ def test_block_shuffle_reads_whole_chunks_and_covers_every_image_once(dataset, m
             labels += batch_labels.tolist()
         assert sorted(seen) == list(range(n)), "every image exactly once per epoch"
         assert labels == [i % 5 for i in seen], "labels travel with their images"
-        size_of = {str(file): n for file, n in zip(shard_files(dataset), SIZES)}
+        size_of = {str(file): n for file, n in zip(shard_files(path), SIZES)}
         runs = sorted(reads)
         assert all(start % CHUNK == 0 and stop == min(start + CHUNK, size_of[file]) for file, start, stop in runs)
         assert sum(stop - start for _, start, stop in runs) == n and len(runs) == len(set(runs))
@@ -95,12 +123,25 @@ def test_stream_is_seeded_and_in_stored_order_without_generator(dataset):
     assert a == b
 
 
-def test_worker_processes_give_the_thread_reader_batches(dataset):
-    thread = StreamSplit.load(dataset, "train", "cpu", workers=0, buffer_chunks=2)
-    workers = StreamSplit.load(dataset, "train", "cpu", workers=2, buffer_chunks=2)
-    a = [(decode(x), y.tolist()) for x, y in thread.batches(7, torch.Generator().manual_seed(1))]
-    b = [(decode(x), y.tolist()) for x, y in workers.batches(7, torch.Generator().manual_seed(1))]
-    assert a == b
+def test_worker_processes_and_memory_maps_give_the_thread_reader_batches(dataset, compressed):
+    thread = StreamSplit.load(compressed, "train", "cpu", workers=0, buffer_chunks=2)
+    workers = StreamSplit.load(compressed, "train", "cpu", workers=2, buffer_chunks=2)
+    mapped = StreamSplit.load(dataset, "train", "cpu", buffer_chunks=2)
+    a, b, c = ([(decode(x), y.tolist()) for x, y in split.batches(7, torch.Generator().manual_seed(1))]
+               for split in (thread, workers, mapped))
+    assert a == b == c
+
+
+def test_chunks_are_mapped_only_when_stored_uncompressed(dataset, compressed):
+    with h5py.File(shard_files(dataset)[0]) as plain, h5py.File(shard_files(compressed)[0]) as packed:
+        offsets = chunk_offsets(plain["train"]["images"])
+        assert chunk_offsets(packed["train"]["images"]) is None
+        assert len(offsets) == -(-SIZES[0] // CHUNK) and len(set(offsets)) == len(offsets)
+        # the bytes at each offset are the chunk's images, as HDF5 reads them
+        raw = shard_files(dataset)[0].read_bytes()
+        for i, offset in enumerate(offsets):
+            stored = plain["train"]["images"][i * CHUNK:(i + 1) * CHUNK]
+            assert raw[offset:offset + stored.nbytes] == stored.tobytes()
 
 
 def test_device_split_reads_every_shard(dataset):

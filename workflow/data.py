@@ -6,7 +6,11 @@ batches are slices of a seeded permutation, gathered where the images live
 (airbench's data path). A larger split is streamed (``StreamSplit``): the
 order of its blocks (one HDF5 chunk of consecutive images each) is shuffled,
 then the images within a buffer of a few blocks, so every read is one
-sequential chunk. Either way batches come as uint8 (N, 3, H, W) tensors in
+sequential chunk. Uncompressed chunks are memory-mapped (FFCV's data path):
+each image is copied once, from the page cache straight into its batch, and
+the kernel is asked to read the next blocks ahead; compressed chunks are read
+and decompressed by HDF5 in a background thread or worker processes. Either
+way batches come as uint8 (N, 3, H, W) tensors in
 channels-last memory, and ``Normalizer`` turns them into normalised,
 augmented float batches on the device. On the CPU, ``load_splits`` has glibc
 keep freed memory for reuse: a fresh batch of tens of MB would otherwise be
@@ -16,6 +20,7 @@ faulted in page by page every time, which costs more than converting it.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -70,11 +75,50 @@ class DeviceSplit:
 
 @dataclass(frozen=True)
 class Block:
-    """One chunk of consecutive images of one shard file's split."""
+    """One chunk of consecutive images of one shard file's split; `offset` is the byte offset of
+    its stored chunk in the file when the chunk is stored uncompressed (None otherwise)."""
 
     file: int
     start: int
     stop: int
+    offset: int | None = None
+
+
+def chunk_offsets(images: h5py.Dataset) -> list[int] | None:
+    """File offsets of an image dataset's chunks, in order, or None if its chunks are filtered
+    (compressed) or not all written."""
+    if images.id.get_create_plist().get_nfilters():
+        return None
+    chunk = images.chunks[0]
+    offsets = [images.id.get_chunk_info_by_coord((start, 0, 0, 0)).byte_offset
+               for start in range(0, len(images), chunk)]
+    return None if None in offsets else offsets
+
+
+class MappedBlocks:
+    """Every block of a split as an array view of its memory-mapped shard file (uncompressed chunks)."""
+
+    def __init__(self, files: list[Path], blocks: list[Block], image_shape: tuple[int, ...]):
+        self.files, self.maps = files, []
+        for file in files:
+            with open(file, "rb") as handle:
+                self.maps.append(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+        self.blocks = blocks
+        self.views = [np.frombuffer(self.maps[b.file], np.uint8, count=(b.stop - b.start) * int(np.prod(image_shape)),
+                                    offset=b.offset).reshape(b.stop - b.start, *image_shape) for b in blocks]
+
+    def will_need(self, block: int) -> None:
+        """Ask the kernel to start reading a block into the page cache (returns at once)."""
+        view, page = self.views[block], mmap.PAGESIZE
+        start = self.blocks[block].offset
+        aligned = start - start % page
+        self.maps[self.blocks[block].file].madvise(mmap.MADV_WILLNEED, aligned, start + view.nbytes - aligned)
+
+    def gather(self, out: np.ndarray, blocks: list[int], rows: list[int]) -> None:
+        """out[i] = row rows[i] of block blocks[i]: one copy of each image, from the page cache."""
+        views = self.views
+        for i, (block, row) in enumerate(zip(blocks, rows)):
+            out[i] = views[block][row]
 
 
 class BlockReader:
@@ -173,24 +217,30 @@ def _join(held):
 
 
 class StreamSplit:
-    """A split streamed from its shard files by shuffled blocks, read ahead by a background
-    thread (`workers` 0) or by DataLoader worker processes, each with its own HDF5 handles."""
+    """A split streamed from its shard files by shuffled blocks: memory-mapped when its chunks are
+    uncompressed, otherwise read ahead by a background thread (`workers` 0) or by DataLoader
+    worker processes, each with its own HDF5 handles."""
 
     def __init__(self, files: list[Path], split: str, device: torch.device, workers: int = 0, buffer_chunks: int = 4):
         self.files, self.split, self.device = files, split, torch.device(device)
         self.workers, self.buffer_chunks = workers, buffer_chunks
-        self.blocks, labels = [], []
+        self.blocks, labels, self.image_shape = [], [], None
         for i, file in enumerate(files):
             with h5py.File(file, "r") as f:
                 if split not in f:
                     raise KeyError(f"{file}: no split {split!r}")
                 images = f[split]["images"]
-                chunk = images.chunks[0]
-                self.blocks += [Block(i, s, min(s + chunk, len(images))) for s in range(0, len(images), chunk)]
+                chunk, self.image_shape = images.chunks[0], images.shape[1:]
+                offsets = chunk_offsets(images) or [None] * len(range(0, len(images), chunk))
+                self.blocks += [Block(i, s, min(s + chunk, len(images)), offset)
+                                for s, offset in zip(range(0, len(images), chunk), offsets)]
                 labels.append(f[split]["labels"][...])
         self.labels = torch.from_numpy(np.concatenate(labels)).to(self.device)
         if len(self.labels) == 0:
             raise ValueError(f"{files[0].parent}: split {split!r} is empty")
+        sizes = [block.stop - block.start for block in self.blocks]
+        self.block_starts = np.cumsum([0] + sizes[:-1])  # each block's first index in `labels`
+        self.mapped = None  # MappedBlocks, opened on first use when every chunk is uncompressed
 
     @classmethod
     def load(cls, path: str | Path, split: str, device: torch.device, workers: int = 0,
@@ -216,8 +266,44 @@ class StreamSplit:
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None):
         """Yield (uint8 images N x 3 x H x W, labels) on the device, block-shuffled with `generator`."""
-        pin = self.device.type == "cuda"
         tasks = self.tasks(generator)
+        if all(block.offset is not None for block in self.blocks):
+            yield from self._mapped_batches(tasks, batch_size)
+        else:
+            yield from self._read_batches(tasks, batch_size)
+
+    def _mapped_batches(self, tasks, batch_size: int, read_ahead: int = 2):
+        """Batches gathered image by image from the memory-mapped chunks, the blocks of the next
+        `read_ahead` batches requested from the kernel before they are needed."""
+        if self.mapped is None:
+            self.mapped = MappedBlocks(self.files, self.blocks, self.image_shape)
+        index = {block: i for i, block in enumerate(self.blocks)}
+        blocks, rows = [], []
+        for buffer, perm in tasks:
+            ids = np.concatenate([np.full(b.stop - b.start, index[b]) for b in buffer])
+            local = np.concatenate([np.arange(b.stop - b.start) for b in buffer])
+            if perm is not None:
+                ids, local = ids[perm], local[perm]
+            blocks.append(ids)
+            rows.append(local)
+        blocks, rows = np.concatenate(blocks), np.concatenate(rows)
+        labels = self.labels[torch.from_numpy(self.block_starts[blocks] + rows).to(self.device)]
+        used, first_row = np.unique(blocks, return_index=True)
+        by_first_use = used[np.argsort(first_row)]
+        needed_by = np.sort(first_row) // batch_size  # the batch that first needs each of by_first_use
+        advised, pin = 0, self.device.type == "cuda"
+        for n, start in enumerate(range(0, len(rows), batch_size)):
+            while advised < len(by_first_use) and needed_by[advised] <= n + read_ahead:
+                self.mapped.will_need(by_first_use[advised])
+                advised += 1
+            stop = min(start + batch_size, len(rows))
+            out = torch.empty((stop - start, *self.image_shape), dtype=torch.uint8, pin_memory=pin)
+            self.mapped.gather(out.numpy(), blocks[start:stop].tolist(), rows[start:stop].tolist())
+            yield out.to(self.device, non_blocking=True).permute(0, 3, 1, 2), labels[start:stop]
+
+    def _read_batches(self, tasks, batch_size: int):
+        """Batches from buffers read (and decompressed) by HDF5 in a background thread or workers."""
+        pin = self.device.type == "cuda"
         if self.workers:  # workers must not touch CUDA: the DataLoader pins in the main process
             reader = BlockReader(self.files, self.split, pin_memory=False)
             pieces = torch.utils.data.DataLoader(_Tasks(reader, tasks), batch_size=None, num_workers=self.workers,
