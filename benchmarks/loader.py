@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import pickle
 import platform
@@ -109,8 +110,6 @@ class TorchvisionEpochs:
 
 def write_shards(images: np.ndarray, size: int, folder: Path) -> Path:
     """Our shard layout for the loader benchmark: one shard, all images in train, and its index."""
-    import json
-
     from workflow.resize import resize_batch
     from workflow.shards import shard_writer
 
@@ -170,8 +169,6 @@ def cifar_tarball(path: Path, n: int) -> None:
 
 
 def _shard_job(plan_path: str, size: int, part: int, parts: int, out: str) -> None:
-    import json
-
     from workflow.prepare import write_shard
 
     torch.set_num_threads(1)
@@ -210,7 +207,8 @@ def bench_prepare(args, folder: Path) -> dict:
     return times
 
 
-def main() -> None:
+def main(argv=None) -> dict:
+    """Run both benchmarks; returns {"loader": {pipeline: median images/CPU-s}, "prepare": times or None}."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--images", type=int, default=8192, help="images in the loader benchmark")
@@ -219,7 +217,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9, help="epochs of each pipeline, alternating (the first ones warm up)")
     parser.add_argument("--prepare-images", type=int, default=60000, help="0 skips the prepare benchmark")
     parser.add_argument("--tmp", default=tempfile.gettempdir(), help="where the shards go (removed after)")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
 
     print(f"machine: {platform.processor() or platform.machine()}, {args.cores} cores used, "
           f"torch {torch.__version__}, {args.size}x{args.size}, batch {args.batch_size}")
@@ -234,6 +233,7 @@ def main() -> None:
             print(f"  {name:16s} {per_cpu[name]:13,.0f} {per_wall[name]:14,.0f}")
         for name in ("streamed shards", "in memory"):
             print(f"  per core, {name} / torchvision: {per_cpu[name] / per_cpu['torchvision']:.1f}x")
+        times = None
         if args.prepare_images:
             times = bench_prepare(args, folder / "prepare")
             print(f"prepare: {times['images']:,} images 32x32 -> {args.size}x{args.size}, {args.cores} shard jobs, "
@@ -242,6 +242,10 @@ def main() -> None:
                   f"total {times['total']:.1f} s = {times['images'] / times['total'] / args.cores:,.0f} images/s/core")
     finally:
         shutil.rmtree(folder)
+    results = {"loader": per_cpu, "prepare": times}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
 
 
 if __name__ == "__main__":

@@ -1,18 +1,26 @@
-"""benchmarks/train_step.py measures both throughputs in one run."""
+"""The benchmarks run end to end (tiny sizes) and report what BENCHMARKS.md records."""
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from conftest import REPO
 
 
-@pytest.mark.parametrize("loader", ["memory", "stream"])
-def test_train_step_benchmark_reports_ceiling_pipeline_and_ratio(loader, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("train_step", REPO / "benchmarks" / "train_step.py")
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.parametrize("loader", ["memory", "stream"])
+def test_train_step_benchmark_reports_ceiling_pipeline_and_ratio(loader, tmp_path, capsys):
+    bench = load_benchmark("train_step")
     results = bench.main(["--models", "resnet18", "mobilenet_v2", "--resolutions", "16", "--batch-size", "16",
                           "--steps", "2", "--warmup", "1", "--repeats", "1", "--threads", "1", "--classes", "2",
                           "--data-dir", str(tmp_path), "--json", str(tmp_path / "results.json"), "--loader", loader])
@@ -23,3 +31,20 @@ def test_train_step_benchmark_reports_ceiling_pipeline_and_ratio(loader, tmp_pat
         assert abs(row["ratio"] - row["pipeline_images_per_s"] / row["ceiling_images_per_s"]) < 0.002
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert "ceiling img/s" in capsys.readouterr().out
+
+
+def test_loader_benchmark_times_every_pipeline_and_prepares_cifar_sized_shards(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    run = subprocess.run(
+        [sys.executable, "benchmarks/loader.py", "--cores", "1", "--images", "300", "--size", "48", "--batch-size", "64",
+         "--repeats", "2", "--prepare-images", "120", "--tmp", str(scratch), "--json", str(tmp_path / "results.json")],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["loader"]) == {"torchvision", "streamed shards", "in memory"}
+    assert all(rate > 0 for rate in results["loader"].values())
+    prepare = results["prepare"]
+    assert prepare["images"] == 120 and prepare["total"] >= prepare["shards"] > 0
+    assert "per core, streamed shards / torchvision" in run.stdout and "images/s/core" in run.stdout
+    assert list(scratch.iterdir()) == [], "the shards are removed afterwards"
