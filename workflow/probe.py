@@ -57,7 +57,7 @@ def measure(spec: dict, device: torch.device, steps: int = 3) -> dict:
     model.eval()
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         model(normalize(batch(spec["eval_batch_size"]))).float().softmax(1)
-    record = {"steps": steps, "bf16": amp, "seconds": None, "peak_mb": None, "reserved_mb": None, "device_mb": None}
+    record = {"steps": steps, "bf16_autocast": amp, "seconds": None, "peak_mb": None, "reserved_mb": None, "device_mb": None}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         record.update(
@@ -78,13 +78,13 @@ def probe(spec: dict, steps: int = 3, log=print) -> dict:
     }
     if device.type != "cuda":
         log("no CUDA device: GPU memory cannot be measured; cells of this combination take whole devices")
-        return {**record, "steps": 0, "bf16": False, "seconds": 0.0, "peak_mb": None, "reserved_mb": None,
+        return {**record, "steps": 0, "bf16_autocast": False, "seconds": 0.0, "peak_mb": None, "reserved_mb": None,
                 "device_mb": None, "note": "no CUDA device: nothing measured"}
     try:
         record.update(measure(spec, device, steps))
     except torch.OutOfMemoryError as error:  # more than the whole device: cells take it all (and record oom)
         log(f"out of memory on the whole device: {error}")
-        return {**record, "steps": steps, "bf16": None, "seconds": None, "peak_mb": None, "reserved_mb": None,
+        return {**record, "steps": steps, "bf16_autocast": None, "seconds": None, "peak_mb": None, "reserved_mb": None,
                 "device_mb": round(torch.cuda.get_device_properties(device).total_memory / 2**20, 1),
                 "note": "out of memory on the whole device"}
     log(f"{record['device']}: peak {record['peak_mb']} MB allocated ({record['reserved_mb']} MB reserved) "
