@@ -73,7 +73,9 @@ def bench_cells(args, dataset: dict, folder: Path) -> list[dict]:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"] = {"cifar10": dataset}
     config["grid"].update(dataset=["cifar10"], resolution=[args.resolution], weights=["none"],
-                          seed=list(range(args.seeds)), **({"batch_size": args.batch_sizes} if args.batch_sizes else {}))
+                          seed=list(range(args.seeds)))
+    if args.batch_sizes:
+        config["grid"]["batch_size"] = args.batch_sizes
     for stage in config["training"]["stages"]:
         stage["epochs"] = args.epochs
     config.update(study="gpu-share", results_dir=str(folder / "results"), data_dir=str(folder / "data"))
@@ -138,7 +140,10 @@ def run_cells(cells: list[dict], shard: Path, per_gpu: int, args, probes: Path, 
     statuses, slots_by_batch = {}, {}
     for job in done:
         metrics_path = job["dir"] / "metrics.json"
-        status = json.loads(metrics_path.read_text())["status"] if metrics_path.exists() else f"exit {job['process'].returncode}"
+        if metrics_path.exists():
+            status = json.loads(metrics_path.read_text())["status"]
+        else:
+            status = f"exit {job['process'].returncode}"
         statuses[status] = statuses.get(status, 0) + 1
         slots_by_batch[job["cell"]["batch_size"]] = job["slots"]
     result = {"per_gpu": per_gpu, "gpus": len(args.gpus), "cells": len(done), "wall_s": round(wall, 1),
@@ -179,8 +184,8 @@ def main(argv=None) -> dict:
         cells = bench_cells(args, dataset, folder)
         shard = folder / "data" / "cifar10" / f"r{args.resolution}.json"
         start = time.perf_counter()
-        manifest = prepare_dataset("cifar10", dataset, args.resolution, shard.with_suffix("") / "shard-0-of-1.h5", shard,
-                                   raw_dir=dataset["path"])
+        manifest = prepare_dataset("cifar10", dataset, args.resolution, shard.with_suffix("") / "shard-0-of-1.h5",
+                                   shard, raw_dir=dataset["path"])
         log(f"prepared {manifest['totals']} images at {args.resolution}x{args.resolution} in "
             f"{time.perf_counter() - start:.0f} s; {len(cells)} cells, GPUs {args.gpus}")
         probes = folder / "probes"
@@ -190,10 +195,12 @@ def main(argv=None) -> dict:
 
         result = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
                   "resolution": args.resolution, "images": manifest["totals"], "epochs_per_stage": args.epochs,
-                  "probes": {name: {k: r[k] for k in ("peak_mb", "reserved_mb", "device_mb")} for name, r in records.items()},
+                  "probes": {name: {k: r[k] for k in ("peak_mb", "reserved_mb", "device_mb")}
+                             for name, r in records.items()},
                   "runs": [run_cells(cells, shard, k, args, probes, folder / f"k{k}", log) for k in args.per_gpu]}
         print(f"\n{device}, {len(args.gpus)} GPU(s), {len(cells)} cells, {args.epochs} epoch(s) per stage")
-        print("| cells per GPU (K) | cells | wall (s) | cells/hour | median cell (s) | slots by batch size | statuses |")
+        print("| cells per GPU (K) | cells | wall (s) | cells/hour | median cell (s) | slots by batch size "
+              "| statuses |")
         print("| ---: | ---: | ---: | ---: | ---: | --- | --- |")
         for run in result["runs"]:
             print(f"| {run['per_gpu']} | {run['cells']} | {run['wall_s']} | {run['cells_per_hour']} | "

@@ -74,7 +74,8 @@ def test_probe_spec_names_what_drives_peak_memory():
     assert probe_spec(sgd)["optimizer_states"] == 1  # momentum 0.9
     sgd["training"] = {**sgd["training"], "momentum": 0.0}
     assert probe_spec(sgd)["optimizer_states"] == 0
-    stages = [{**stage, "optimizer": "adam"} if stage["name"] == "head" else stage for stage in sgd["training"]["stages"]]
+    stages = [{**stage, "optimizer": "adam"} if stage["name"] == "head" else stage
+              for stage in sgd["training"]["stages"]]
     assert probe_spec({**sgd, "training": {**sgd["training"], "stages": stages}})["optimizer_states"] == 2
     assert probe_key("2.14.0", ["NVIDIA H100 80GB HBM3"] * 2) == "torch2.14.0-NVIDIA-H100-80GB-HBM3"
     assert probe_key("2.14.0", []) == "torch2.14.0-nogpu"

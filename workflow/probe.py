@@ -57,7 +57,8 @@ def measure(spec: dict, device: torch.device, steps: int = 3) -> dict:
     model.eval()
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         model(normalize(batch(spec["eval_batch_size"]))).float().softmax(1)
-    record = {"steps": steps, "bf16_autocast": amp, "seconds": None, "peak_mb": None, "reserved_mb": None, "device_mb": None}
+    record = {"steps": steps, "bf16_autocast": amp, "seconds": None, "peak_mb": None, "reserved_mb": None,
+              "device_mb": None}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         record.update(
