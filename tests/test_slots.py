@@ -119,6 +119,42 @@ def test_probe_steps_run_on_the_cpu_but_measure_nothing():
     assert record["peak_mb"] is None and record["device_mb"] is None and record["bf16_autocast"] is False
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_probe_measures_peak_memory_on_a_gpu():
+    spec = {"model": "mobilenet_v2", "resolution": 160, "batch_size": 64, "head": "gap", "optimizer_states": 2,
+            "bf16": True, "eval_batch_size": 256}
+    small = measure({**spec, "batch_size": 16}, torch.device("cuda"), steps=2)
+    large = measure(spec, torch.device("cuda"), steps=2)
+    assert 0 < small["peak_mb"] < large["peak_mb"] < large["device_mb"]
+    assert large["reserved_mb"] >= large["peak_mb"]
+
+
+CAP = """
+import json, torch
+from workflow.data import device_memory
+from workflow.devices import cap_memory
+cap_memory(0.25, log=lambda m: None)
+total = torch.cuda.get_device_properties(0).total_memory
+seen = device_memory(torch.device("cuda"))
+try:
+    torch.empty(int(total * 0.3), dtype=torch.uint8, device="cuda")
+    over = "allocated"
+except torch.OutOfMemoryError:
+    over = "oom"
+print(json.dumps({"share": seen / total, "over": over}))
+"""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_capped_job_runs_out_of_memory_beyond_its_share_and_loads_splits_within_it():
+    result = subprocess.run([sys.executable, "-c", CAP], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["share"] == pytest.approx(0.25, abs=0.01) and record["over"] == "oom"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_probe_command_on_a_machine_without_a_gpu_records_that(tmp_path):
     spec = {"model": "resnet18", "resolution": 16, "batch_size": 8, "head": "gap", "optimizer_states": 1,
             "bf16": True, "eval_batch_size": 256}
@@ -167,7 +203,9 @@ def test_probes_are_cached_across_studies(tmp_path, fake_gpus):
     assert len(files) == 4  # batch size 32/64 x SGD (1 state) / Adam (2), the pretrain cell shares one
     snakemake(tmp_path, "--cores", "2", *files, "--configfile", str(first))  # only the probes
     record = json.loads((tmp_path / files[0]).read_text())
-    assert record["device"] == "cpu" and record["peak_mb"] is None  # this machine has no GPU
+    assert probe_name(record["spec"]) == Path(files[0]).stem
+    # on a machine without a GPU (fake devices here) the probe measures nothing
+    assert (record["device"] == "cpu") == (record["peak_mb"] is None)
     second = write_config(tmp_path / "second.yaml", slot_study("second"))
     counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(second)).stdout)
     assert "probe_memory" not in counts and counts["train"] == 5, "another study reuses the probes"
@@ -229,8 +267,9 @@ def test_cells_share_gpus_within_the_slots_snakemake_grants(tmp_path, fake_gpus)
             assert sum(j["slots"] for j in now if j["gpu"] == gpu) <= 2
         if job["slots"] == 2:
             assert len(now) == 1 and job["what"].startswith("whole device, 2 of 2 slots")
-        else:
-            assert "no CUDA device: memory share 0.450 not applied" in job["log"]
+        else:  # its share: 1 of 2 slots x 0.9; applied only where the fake device is a real one
+            assert ("no CUDA device: memory share 0.450 not applied" in job["log"]
+                    or "capped CUDA memory at 0.450 of the device" in job["log"])
     small = [job for cell, job in jobs.items() if "/bs32-" in cell]
     assert small[0]["gpu"] == small[1]["gpu"], "the fullest device that fits comes first"
     assert max(j["start"] for j in small) < min(j["end"] for j in small), "the two 1-slot cells shared one GPU"
