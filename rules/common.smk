@@ -5,7 +5,7 @@ import shlex
 import re
 import sys
 
-from snakemake.exceptions import WorkflowError
+from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
@@ -13,6 +13,7 @@ sys.path.insert(0, workflow.basedir)
 from workflow.datasets import DatasetConfigError, downloads, raw_dir, source_inputs
 from workflow.jobenv import export_package_root
 from workflow.outputs import CHART_FORMATS, HISTORY_FORMATS, TABLE_FORMATS, study_charts, study_tables
+from workflow.slots import SlotSettings, cell_slots, export_settings, probe_key, probe_name, probe_spec
 from workflow.study import ConfigError, build_study
 from workflow.weights import imagenet_files
 
@@ -29,6 +30,23 @@ except (ConfigError, DatasetConfigError) as error:
 OUT = str(STUDY.out)
 DATA = str(STUDY.data_dir)
 RES = config["resources"]
+# Several cells per GPU (resources.gpu_slots = K > 1, workflow/slots.py): each cell's memory probe is
+# shared by studies under <results_dir>/probes/<torch version and GPU model>/; K, the headroom and that
+# folder reach the training jobs through the environment (the train command line stays as it was).
+# (No schema defaults for these two: every rule's --config JSON stays as it was for studies without them.)
+SLOTS = SlotSettings(
+    per_gpu=RES.get("gpu_slots", 1),
+    headroom=RES.get("gpu_headroom", 0.9),
+    probe_dir=STUDY.results_dir / "probes" / probe_key() if RES.get("gpu_slots", 1) > 1 else None,
+)
+export_settings(SLOTS)
+# {cell id: probe name} and {probe name: what it measures}, with K > 1.
+CELL_PROBES, PROBES = {}, {}
+if SLOTS.probe_dir:
+    for cell in STUDY.cells.values():
+        spec = probe_spec(cell.to_dict())
+        CELL_PROBES[cell.id] = probe_name(spec)
+        PROBES[CELL_PROBES[cell.id]] = spec
 # {model: (cached file, URL)} of the ImageNet weights the cells start from (torch is imported only if any).
 IMAGENET = imagenet_files(cell.model for cell in STUDY.cells.values() if cell.weights == "imagenet")
 ENV = "../envs/tlsweep.yaml"
@@ -62,7 +80,32 @@ def get_train_inputs(wildcards):
         inputs["init"] = str(STUDY.cell_dir(cell.upstream) / "best.pt")
     elif cell.weights != "none":
         inputs["init"] = cell.weights
+    if SLOTS.probe_dir:
+        # Train only after the cell's memory probe. A checkpoint rather than a plain input: once the
+        # probe exists the inputs are the same as without slots, so turning slots on, or a new probe
+        # (another GPU or torch version), never re-runs a finished cell. While the probe is pending, the
+        # cell's other inputs stay listed too, so that a dry run shows the whole plan.
+        try:
+            checkpoints.probe_memory.get(combo=CELL_PROBES[cell.id])
+        except IncompleteCheckpointException as pending:
+            inputs["probe"] = pending.targetfile
     return inputs
+
+
+def get_gpu_slots(wildcards, input):
+    """The `gpu_slots` a training job takes: 1 without slots; with K > 1 what workflow.slots.cell_slots
+    makes of its probe and its manifest, read when the job is ready to run (<TBD> in a dry run while
+    the manifest does not exist yet)."""
+    if SLOTS.per_gpu == 1:
+        return 1
+    cell = get_cell(wildcards)
+    return cell_slots(cell.to_dict(), STUDY.prepared_path(cell.dataset, cell.resolution), SLOTS)
+
+
+def get_probe_json(wildcards):
+    if wildcards.combo not in PROBES:
+        raise WorkflowError(f"{wildcards.combo!r} is not a memory probe of study {STUDY.name!r}")
+    return json.dumps(PROBES[wildcards.combo], sort_keys=True)
 
 
 def get_init_arg(wildcards, input):

@@ -17,6 +17,7 @@ rule train:
     threads: RES["train_threads"]
     resources:
         gpu=RES["train_gpus"],
+        gpu_slots=get_gpu_slots,
         mem_mb=RES["train_mem_mb"],
         runtime=lambda wildcards, attempt: RES["train_runtime_min"] * attempt,
     conda:

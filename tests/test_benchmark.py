@@ -48,3 +48,20 @@ def test_loader_benchmark_times_every_pipeline_and_prepares_cifar_sized_shards(t
     assert prepare["images"] == 120 and prepare["total"] >= prepare["shards"] > 0
     assert "per core, streamed shards / torchvision" in run.stdout and "images/s/core" in run.stdout
     assert list(scratch.iterdir()) == [], "the shards are removed afterwards"
+
+
+def test_gpu_share_benchmark_runs_real_cells_for_each_slot_count(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    bench = load_benchmark("gpu_share")
+    result = bench.main(["--images", "240", "--resolution", "32", "--batch-sizes", "16", "32", "--epochs", "1",
+                         "--seeds", "1", "--per-gpu", "1", "2", "--gpus", "0", "--threads", "1",
+                         "--tmp", str(tmp_path), "--json", str(tmp_path / "results.json")])
+    assert [run["per_gpu"] for run in result["runs"]] == [1, 2]
+    for run in result["runs"]:
+        assert run["cells"] == 2 and run["statuses"] == {"ok": 2} and run["cells_per_hour"] > 0
+        # no GPU here: the probes measure nothing, so with K = 2 every cell takes the whole (fake) device
+        assert run["slots_by_batch_size"] == {16: run["per_gpu"], 32: run["per_gpu"]}
+    assert all(probe["peak_mb"] is None for probe in result["probes"].values()) and result["device"] == "cpu"
+    assert json.loads((tmp_path / "results.json").read_text())["runs"][1]["cells"] == 2
+    assert "| cells per GPU (K) | cells |" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"], "its scratch folder is removed"

@@ -46,12 +46,19 @@ def cmd_index(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from workflow.devices import claim_gpu
-
-    claim_gpu(log=log)  # before torch initialises CUDA
-    from workflow.training import record_failure, train_cell
+    from workflow.devices import cap_memory, claim_gpu
+    from workflow.slots import cell_slots, memory_fraction, settings_from_env
 
     cell = json.loads(args.cell)
+    slots = settings_from_env()  # resources.gpu_slots, passed on by the Snakefile (none: whole devices)
+    need = cell_slots(cell, args.shard, slots)
+    if slots.per_gpu > 1:
+        log(f"needs {need} of the {slots.per_gpu} slots of a GPU (probes in {slots.probe_dir})")
+    gpu = claim_gpu(log=log, slots=need, slots_per_gpu=slots.per_gpu)  # before torch initialises CUDA
+    if gpu is not None and need < slots.per_gpu:
+        cap_memory(memory_fraction(need, slots), log=log)
+    from workflow.training import record_failure, train_cell
+
     try:
         train_cell(cell, args.shard, args.out, init=args.init, threads=args.threads, log=log)
     except OSError:
@@ -60,6 +67,16 @@ def cmd_train(args) -> None:
         traceback.print_exc()
         record_failure(cell, args.out, error)
         log(f"done: status failed ({type(error).__name__}: {error})")
+
+
+def cmd_probe(args) -> None:
+    from workflow.atomic import write_json
+    from workflow.devices import claim_gpu
+
+    claim_gpu(log=log)  # the whole device, before torch initialises CUDA
+    from workflow.probe import probe
+
+    write_json(args.out, probe(json.loads(args.spec), steps=args.steps, log=log))
 
 
 def cmd_fetch_weights(args) -> None:
@@ -173,6 +190,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="checkpoint whose backbone starts the cell")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("probe", help="measure the peak GPU memory of a few training steps of one combination")
+    p.add_argument("--spec", required=True, help="what to probe as JSON (workflow.slots.probe_spec)")
+    p.add_argument("--out", required=True, help="the record (JSON)")
+    p.add_argument("--steps", type=int, default=3, help="training steps before the evaluation pass")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("fetch-weights", help="download a torchvision weights file into torch's cache")
     p.add_argument("--url", required=True)

@@ -316,10 +316,12 @@ class StreamSplit:
 
 
 def device_memory(device: torch.device) -> int:
-    """Bytes of memory on the device: the GPU's, or the machine's RAM for the CPU."""
+    """Bytes of memory on the device that this process may use: the GPU's (its share of it when the
+    job holds slots of a shared GPU, see workflow.devices.cap_memory), or the machine's RAM for the CPU."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
+        share = torch.cuda.get_per_process_memory_fraction(device)
+        return int(torch.cuda.get_device_properties(device).total_memory * share)
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 

@@ -1,0 +1,26 @@
+# Several cells per GPU (resources.gpu_slots > 1): the peak GPU memory of each combination that drives
+# it, measured once and shared by every study (workflow/slots.py, workflow/probe.py). The train rule
+# waits for its cell's probe through checkpoints.probe_memory (rules/common.smk, get_train_inputs).
+if SLOTS.probe_dir:
+
+    checkpoint probe_memory:
+        """Measure the peak GPU memory of a few training steps and an evaluation pass of one combination
+        (model, resolution, batch size, head, optimizer state, bf16, eval batch size) on a whole GPU."""
+        output:
+            f"{SLOTS.probe_dir}/{{combo}}.json",
+        params:
+            spec=get_probe_json,
+        log:
+            f"{SLOTS.probe_dir}/logs/{{combo}}.log",
+        wildcard_constraints:
+            combo="|".join(map(re.escape, PROBES)),
+        threads: 1
+        resources:
+            gpu=RES["train_gpus"],
+            gpu_slots=SLOTS.per_gpu,
+            mem_mb=RES["train_mem_mb"],
+            runtime=30,
+        conda:
+            ENV
+        shell:
+            "python -m workflow probe --spec {params.spec:q} --out {output} > {log} 2>&1"
