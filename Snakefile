@@ -20,6 +20,7 @@ include: "rules/download.smk"
 include: "rules/prepare.smk"
 include: "rules/weights.smk"
 include: "rules/train.smk"
+include: "rules/halving.smk"
 include: "rules/aggregate.smk"
 include: "rules/charts.smk"
 
