@@ -273,3 +273,88 @@ def test_cells_command_shows_rungs_and_where_cells_stopped(tmp_path, study_file)
     assert lines[study.grid_cells[1].id].split()[-4:] == ["1/2", "rung", "1", "(finalist)"]
     assert "successive halving: rungs [1, 3] epochs, keep 0.5 of each dataset x model by val_accuracy" in result.stdout
     assert math.isclose(DEFAULT_HALVING["keep"], 1 / 3)
+
+
+# --- tables and charts ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def halved_study(tmp_path_factory):
+    """8 hand-written cells of a halving study (rungs 1, 2, 4 epochs): 4 pruned at rung 0, 2 at rung 1,
+    2 finalists, and one cell that never finished its first rung."""
+    from fakecells import write_cell
+
+    tmp = tmp_path_factory.mktemp("halved")
+    config = {**study_config(tmp, batch_size=[16, 64], optimizer=["sgd", "adam"], freeze=["head", "last:2"],
+                             seed=[0, 1]),
+              "search": {"method": "halving", "rungs": [1, 2, 4], "keep": 0.5}}
+    study = build_study(config)
+    stops = [0, 0, 0, 0, 1, 1, 2, 2] + [None] * (len(study.grid_cells) - 9) + [None]
+    for i, (cell, rung) in enumerate(zip(study.grid_cells, stops)):
+        if rung is None:
+            continue
+        budget = study.halving.rungs[rung]
+        write_cell(study, cell, test_accuracy=0.9 - 0.05 * i, epochs=budget, best_epoch=1, train_time_s=5.0 * budget,
+                   rung=rung, budget_epochs=budget, pruned=rung < study.halving.last)
+    unfinished = study.grid_cells[8]
+    log = study.out / "logs/train" / unfinished.id / "rung-0.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch 1 (head): ...\nKilled\n")
+    return study
+
+
+def test_the_summary_and_histories_say_where_each_cell_stopped(halved_study):
+    from workflow.aggregate import HALVING_COLUMNS, METRICS, collect
+    from workflow.study import AXES
+
+    summary, histories = collect(halved_study)
+    assert list(summary.columns) == ["cell", *AXES, *METRICS, *HALVING_COLUMNS]
+    assert summary["rung"].tolist()[:9] == [0, 0, 0, 0, 1, 1, 2, 2, pd.NA]
+    assert summary["budget_epochs"].tolist()[:8] == [1, 1, 1, 1, 2, 2, 4, 4]
+    assert summary["pruned"].tolist()[:9] == [True] * 6 + [False] * 2 + [pd.NA]
+    assert str(summary["rung"].dtype) == "Int64" and str(summary["pruned"].dtype) == "boolean"
+    unfinished = summary.iloc[8]
+    assert unfinished["status"] == "failed" and unfinished["error"] == "no metrics.json; the log ends: Killed"
+    finalist = histories[histories["cell"] == halved_study.grid_cells[7].id]
+    assert finalist["epoch_rung"].tolist() == [0, 1, 2, 2] and finalist["rung_budget"].tolist() == [1, 2, 4, 4]
+    assert not finalist["pruned"].any() and histories[histories["cell"] == halved_study.grid_cells[0].id]["pruned"].all()
+
+
+def test_the_ladder_table_and_a_best_configuration_among_the_finalists(halved_study):
+    from workflow.aggregate import collect
+    from workflow.tables import build_tables
+
+    summary, histories = collect(halved_study)
+    tables = build_tables(["best", "configs", "halving"], summary, histories, halved_study.halving.rungs)
+    ladder = tables["halving"]
+    assert ladder.to_dict("list") == {"rung": [0, 1, 2], "budget_epochs": [1, 2, 4], "cells": [8, 4, 2],
+                                      "went_on": [4, 2, 0], "stopped": [4, 2, 2], "epochs_trained": [8, 4, 4]}
+    # pruned cells stopped at smaller budgets: the best configuration is the finalists' (cells 6 and 7, the
+    # two seeds of one configuration) although the pruned cells have higher test accuracies here
+    finalists = summary[summary["pruned"] == False]  # noqa: E712
+    assert len(finalists) == 2 and tables["configs"]["n_ok"].sum() == 2
+    assert tables["best"]["mean"].iloc[0] == pytest.approx(finalists["test_accuracy"].mean())
+    assert tables["best"]["mean"].iloc[0] < summary["test_accuracy"].max()
+
+
+def test_every_chart_of_a_halving_study_is_valid_renders_and_marks_pruned_runs(halved_study):
+    import jsonschema
+    import vl_convert
+    from altair.vegalite.v6.schema import core as vegalite
+
+    from workflow.aggregate import collect
+    from workflow.charts import CHARTS, PRUNED
+    from workflow.outputs import study_charts
+
+    schema = vegalite.load_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    summary, histories = collect(halved_study)
+    names = study_charts(halved_study)
+    assert {"val_accuracy", "train_curves", "trainable_layers", "accuracy_vs_time", "halving"} <= set(names)
+    for name in names:
+        spec = CHARTS[name](summary, histories).to_dict()
+        validator.validate(spec)
+        assert vl_convert.vegalite_to_png(spec).startswith(b"\x89PNG"), name
+        if name in ("val_accuracy", "train_curves", "trainable_layers", "accuracy_vs_time", "halving"):
+            text = json.dumps(spec)
+            assert PRUNED in text and "finalist" in text and "pruned" in text, name
