@@ -21,6 +21,7 @@ include: "rules/prepare.smk"
 include: "rules/weights.smk"
 include: "rules/probe.smk"
 include: "rules/train.smk"
+include: "rules/halving.smk"
 include: "rules/aggregate.smk"
 include: "rules/charts.smk"
 

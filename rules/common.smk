@@ -4,6 +4,7 @@ import os
 import shlex
 import re
 import sys
+from functools import lru_cache
 
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 from snakemake.utils import validate
@@ -11,6 +12,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from workflow.datasets import DatasetConfigError, downloads, raw_dir, source_inputs
+from workflow.halving import CELL_FILES, stopping_rung, survivors
 from workflow.jobenv import export_package_root
 from workflow.outputs import CHART_FORMATS, HISTORY_FORMATS, TABLE_FORMATS, study_charts, study_tables
 from workflow.slots import SlotSettings, cell_slots, export_settings, probe_key, probe_name, probe_spec
@@ -27,8 +29,11 @@ try:
 except (ConfigError, DatasetConfigError) as error:
     raise WorkflowError(f"Invalid study config: {error}")
 
+GRID_IDS = [cell.id for cell in STUDY.grid_cells]
+GRID_SET = set(GRID_IDS)
 OUT = str(STUDY.out)
 DATA = str(STUDY.data_dir)
+HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search
 RES = config["resources"]
 # Several cells per GPU (resources.gpu_slots = K > 1, workflow/slots.py): each cell's memory probe is
 # shared by studies under <results_dir>/probes/<torch version and GPU model>/; K, the headroom and that
@@ -52,14 +57,25 @@ IMAGENET = imagenet_files(cell.model for cell in STUDY.cells.values() if cell.we
 ENV = "../envs/tlsweep.yaml"
 
 
+CELL = r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/r\d+/[A-Za-z0-9_.-]+"
+
+
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     resolution=r"\d+",
-    cell=r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/r\d+/[A-Za-z0-9_.-]+",
+    cell=CELL,
+    rung=r"\d+",
     source=r"[a-z0-9_]+",
     filename=r"[^/]+",
     part=r"\d+",
     parts=r"\d+",
+
+
+@lru_cache(maxsize=64)
+def read_json(path, mtime_ns):
+    """A JSON file's content, read once per version (`mtime_ns` is part of the cache key)."""
+    with open(path) as f:
+        return json.load(f)
 
 
 def get_cell(wildcards):
@@ -106,6 +122,15 @@ def get_probe_json(wildcards):
     if wildcards.combo not in PROBES:
         raise WorkflowError(f"{wildcards.combo!r} is not a memory probe of study {STUDY.name!r}")
     return json.dumps(PROBES[wildcards.combo], sort_keys=True)
+
+
+def trained_cells():
+    """The `cell` wildcard of the train rule: every cell, but in a halving study only the upstream
+    cells (grid cells then train rung by rung, rules/halving.smk)."""
+    if HALVING is None:
+        return CELL
+    upstream = [cell_id for cell_id in STUDY.cells if cell_id not in GRID_SET]
+    return "|".join(map(re.escape, upstream)) or "(?!)"  # (?!) matches nothing
 
 
 def get_init_arg(wildcards, input):
@@ -155,6 +180,82 @@ def get_shards(wildcards):
     """A dataset's shard files at one resolution, in order."""
     parts = get_dataset(wildcards)["shards"]
     return [f"{DATA}/{wildcards.dataset}/r{wildcards.resolution}/shard-{i}-of-{parts}.h5" for i in range(parts)]
+
+
+# Successive halving (rules/halving.smk): its rules' input functions.
+def rung_index(wildcards):
+    """The `rung` wildcard as an index of the ladder, or an error naming it."""
+    rung = int(wildcards.rung)
+    if rung > HALVING.last:
+        raise WorkflowError(f"rung {rung}: study {STUDY.name!r} has rungs 0 to {HALVING.last}")
+    return rung
+
+
+def get_halved_cell(wildcards):
+    """The grid cell of a `cell` wildcard (upstream cells are never halved)."""
+    cell = get_cell(wildcards)
+    if cell.id not in GRID_SET:
+        raise WorkflowError(f"{cell.id!r} is an upstream cell: only grid cells train by rungs")
+    return cell
+
+
+def get_rung_inputs(wildcards):
+    """A rung's inputs: the cell's data and starting weights, and from rung 1 on its previous
+    rung's state and best checkpoint (never a ranking)."""
+    get_halved_cell(wildcards)
+    inputs = get_train_inputs(wildcards)
+    rung = rung_index(wildcards)
+    if rung > 0:
+        previous = STUDY.rung_dir(wildcards.cell, rung - 1)
+        inputs.update(state=str(previous / "state.pt"), previous_best=str(previous / "best.pt"))
+    return inputs
+
+
+def get_previous_arg(wildcards):
+    rung = rung_index(wildcards)
+    return f"--previous {STUDY.rung_dir(wildcards.cell, rung - 1)}" if rung > 0 else ""
+
+
+def ranking_file(rung):
+    """The ranking of a rung, once its checkpoint job is done (else Snakemake waits for it)."""
+    return checkpoints.rank_rung.get(rung=rung).output[0]
+
+
+def read_ranking(rung):
+    """The content of a rung's ranking (workflow.halving.rank_rung), once it is done."""
+    path = ranking_file(rung)
+    return read_json(path, os.stat(path).st_mtime_ns)
+
+
+def get_rank_inputs(wildcards):
+    """The rung's metrics and history of every cell that reached it: all grid cells at rung 0,
+    afterwards the survivors of the previous ranking."""
+    rung = rung_index(wildcards)
+    if rung >= HALVING.last:
+        raise WorkflowError(f"rung {rung} is the last: there is no ranking after it")
+    cells = GRID_IDS if rung == 0 else survivors(read_ranking(rung - 1))
+    return {
+        name: [str(STUDY.rung_dir(cell_id, rung) / f"{name}.{ext}") for cell_id in cells]
+        for name, ext in (("metrics", "json"), ("history", "csv"))
+    }
+
+
+def get_finish_inputs(wildcards):
+    """The outputs of the rung where a cell stopped, and the rankings that decided it."""
+    cell = get_halved_cell(wildcards)
+    rankings = []
+    for rung in range(HALVING.last):
+        rankings.append(read_ranking(rung))
+        if cell.id not in survivors(rankings[-1]):
+            break
+    rung_dir = STUDY.rung_dir(cell.id, stopping_rung(cell.id, rankings))
+    return {"rankings": [ranking_file(k) for k in range(len(rankings))],
+            **{name.split(".")[0]: str(rung_dir / name) for name in CELL_FILES}}
+
+
+def halved_cells():
+    """The `cell` wildcard of finish_cell: every cell but the upstream ones (which `train` makes)."""
+    return rf"(?!(?:{trained_cells()})/){CELL}"
 
 
 def grid_metrics():

@@ -10,6 +10,8 @@ rule train:
         cell=get_cell_json,
         init=get_init_arg,
         out=lambda wildcards: f"{OUT}/cells/{wildcards.cell}",
+    wildcard_constraints:
+        cell=trained_cells(),
     log:
         f"{OUT}/logs/train/{{cell}}.log",
     benchmark:

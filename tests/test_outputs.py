@@ -5,7 +5,7 @@ import re
 import pytest
 
 from conftest import REPO, tiny_study
-from fakecells import make_study
+from fakecells import make_study, study_config
 from workflow.config import load_config
 from workflow.outputs import regime, study_charts, study_tables, trainable_layers
 from workflow.study import build_study
@@ -71,14 +71,23 @@ def test_every_table_and_chart_has_a_report_caption(tmp_path):
     from workflow.charts import CHARTS
     from workflow.tables import TABLES
 
-    study = make_study(tmp_path, batch_size=[16, 64], lr=[1e-3, 1e-2], optimizer=["sgd", "adam"],
-                       freeze=["head", "last:2", "all"], weights=["imagenet", "none"], seed=[0, 1])
+    config = study_config(tmp_path, batch_size=[16, 64], lr=[1e-3, 1e-2], optimizer=["sgd", "adam"],
+                          freeze=["head", "last:2", "all"], weights=["imagenet", "none"], seed=[0, 1])
+    study = build_study({**config, "search": "halving"})
     assert plan(study) == (list(TABLES), list(CHARTS))
     assert sorted(p.stem for p in (REPO / "report/tables").glob("*.rst")) == sorted(TABLES)
     assert sorted(p.stem for p in (REPO / "report/charts").glob("*.rst")) == sorted(CHARTS)
 
 
+def test_halving_adds_its_table_and_chart(tmp_path):
+    grid = plan(make_study(tmp_path, batch_size=[16, 64]))
+    halving = plan(build_study({**study_config(tmp_path, batch_size=[16, 64]), "search": {"method": "halving"}}))
+    assert halving == (grid[0] + ["halving"], grid[1] + ["halving"])
+    assert plan(build_study({**study_config(tmp_path, batch_size=[16, 64]), "search": "grid"})) == grid
+
+
 def test_every_rule_is_described_in_the_report():
-    rules = re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (REPO / "rules").glob("*.smk")), re.M)
+    rules = re.findall(r"^\s*(?:rule|checkpoint) (\w+):", "".join(p.read_text() for p in (REPO / "rules").glob("*.smk")),
+                       re.M)
     description = (REPO / "report/workflow.rst").read_text()
     assert rules and all(f"``{rule}``" in description for rule in rules)

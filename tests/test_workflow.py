@@ -20,7 +20,7 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
 
 
 def test_lint_reports_nothing(tmp_path):
-    for configfile in [REPO / "studies/digits-demo.yaml", None]:
+    for configfile in [REPO / "studies/digits-demo.yaml", REPO / "studies/digits-halving.yaml", None]:
         args = ["--lint"] + (["--configfile", str(configfile)] if configfile else [])
         result = snakemake(REPO, *args)
         assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
@@ -183,5 +183,10 @@ def test_every_ready_study_dry_runs(tmp_path, study):
     config = build_study(load_config(REPO / "studies" / study))
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies" / study))
     counts = job_counts(result.stdout)
-    assert counts["train"] == len(config.cells), counts
+    if config.halving is None:
+        assert counts["train"] == len(config.cells), counts
+    else:  # grid cells train by rungs, all of them to the first before the first ranking
+        assert counts.get("train", 0) == len(config.cells) - len(config.grid_cells), counts
+        assert counts["train_rung"] == counts["finish_cell"] == len(config.grid_cells), counts
+        assert counts["rank_rung"] == 1, counts
     assert counts["aggregate"] == counts["charts"] == 1

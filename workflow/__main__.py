@@ -60,7 +60,8 @@ def cmd_train(args) -> None:
     from workflow.training import record_failure, train_cell
 
     try:
-        train_cell(cell, args.shard, args.out, init=args.init, threads=args.threads, log=log)
+        train_cell(cell, args.shard, args.out, init=args.init, threads=args.threads, log=log,
+                   until_epoch=getattr(args, "until_epoch", None))
     except OSError:
         raise  # files or the machine: worth a retry, not a result
     except Exception as error:  # the cell itself cannot train: record it, let the sweep go on
@@ -77,6 +78,35 @@ def cmd_probe(args) -> None:
     from workflow.probe import probe
 
     write_json(args.out, probe(json.loads(args.spec), steps=args.steps, log=log))
+
+
+def cmd_train_rung(args) -> None:
+    from workflow.halving import finish_rung, start_rung
+
+    start_rung(args.out, args.previous, log=log)  # CPU only: CUDA is not touched before cmd_train claims a GPU
+    cmd_train(args)
+    finish_rung(args.out, args.rung, args.until_epoch, log=log)
+
+
+def cmd_rank_rung(args) -> None:
+    from workflow.atomic import write_json
+    from workflow.halving import rank_rung
+    from workflow.study import Halving
+
+    ranking = rank_rung(args.metrics, Halving.from_dict(json.loads(args.search)), args.rung)
+    write_json(args.out, ranking)
+    for entry in ranking["cells"]:
+        print(f"{entry['rank']:>3}/{entry['of']:<3} {'goes on ' if entry['survives'] else 'pruned  '}"
+              f"{entry['value']!s:>22} {entry['status']:>8}  {entry['cell']}")
+
+
+def cmd_finish_cell(args) -> None:
+    from workflow.halving import finish_cell
+    from workflow.study import Halving
+
+    metrics = finish_cell(args.cell, args.rankings, args.out, Halving.from_dict(json.loads(args.search)))
+    print(f"{args.cell}: stopped at rung {metrics['rung']} ({metrics['budget_epochs']} epochs), "
+          f"{'pruned' if metrics['pruned'] else 'a finalist'}")
 
 
 def cmd_fetch_weights(args) -> None:
@@ -105,7 +135,7 @@ def cmd_aggregate(args) -> None:
     out_dir = args.out_dir or study.out / "tables"
     summary, histories = collect(study)
     write_histories(histories, out_dir)
-    tables = build_tables(study_tables(study), summary)
+    tables = build_tables(study_tables(study), summary, histories, study.halving.rungs if study.halving else ())
     for name, table in tables.items():
         write_table(table, out_dir, name)
     print(summary[["cell", "status", "test_accuracy", "error"]].to_string(index=False))
@@ -132,14 +162,27 @@ def cmd_cells(args) -> None:
 
     study = load_study(args)
     grid_ids = {cell.id for cell in study.grid_cells}
-    table = pd.DataFrame([
-        {"cell": cell.id, "role": "grid" if cell.id in grid_ids else "upstream",
-         "done": "yes" if (study.cell_dir(cell.id) / "metrics.json").exists() else "no"}
-        for cell in study.cells.values()
-    ])
+    rows = []
+    for cell in study.cells.values():
+        row = {"cell": cell.id, "role": "grid" if cell.id in grid_ids else "upstream",
+               "done": "yes" if (study.cell_dir(cell.id) / "metrics.json").exists() else "no"}
+        if study.halving:  # rungs finished, and where a ranking stopped the cell
+            from workflow.halving import progress
+
+            where = progress(study, cell.id) if cell.id in grid_ids else {"rung": None, "stopped": None}
+            row["rungs"] = "" if cell.id not in grid_ids else f"{0 if where['rung'] is None else where['rung'] + 1}" \
+                f"/{len(study.halving.rungs)}"
+            row["stopped"] = "" if where["stopped"] is None else f"rung {where['stopped']} (" + (
+                "finalist)" if where["stopped"] == study.halving.last else "pruned)")
+        rows.append(row)
+    table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     print(f"\n{len(study.grid_cells)} grid cells, {len(study.cells) - len(study.grid_cells)} upstream cells, "
           f"{int((table['done'] == 'yes').sum())} done")
+    if study.halving:
+        halving = study.halving
+        print(f"successive halving: rungs {list(halving.rungs)} epochs, keep {halving.keep:.3g} of each "
+              f"{' x '.join(halving.group_by) or 'study'} by {halving.metric}")
 
 
 def study_args(p: argparse.ArgumentParser) -> None:
@@ -196,6 +239,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the record (JSON)")
     p.add_argument("--steps", type=int, default=3, help="training steps before the evaluation pass")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("train-rung", help="train one grid cell to a rung's budget (successive halving), "
+                                          "continuing from its previous rung")
+    p.add_argument("--cell", required=True, help="the resolved cell as JSON (workflow.study.Cell.to_dict)")
+    p.add_argument("--shard", required=True, help="the prepared dataset: its index JSON or one shard file")
+    p.add_argument("--out", required=True, help="the rung's folder: <cell folder>/rung-<k>")
+    p.add_argument("--init", help="checkpoint whose backbone starts the cell")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rung", required=True, type=int, help="the rung's index, from 0")
+    p.add_argument("--until-epoch", required=True, type=int, help="the rung's budget: epochs, all stages together")
+    p.add_argument("--previous", help="the previous rung's folder (its state.pt and best.pt); none for rung 0")
+    p.set_defaults(func=cmd_train_rung)
+
+    p = sub.add_parser("rank-rung", help="rank the cells that reached a rung; the best go on (successive halving)")
+    p.add_argument("--rung", required=True, type=int)
+    p.add_argument("--search", required=True, help="the study's halving settings as JSON (workflow.study.Halving)")
+    p.add_argument("--metrics", required=True, nargs="+", help="the rung's metrics.json of every cell that reached it")
+    p.add_argument("--out", required=True, help="the ranking (JSON)")
+    p.set_defaults(func=cmd_rank_rung)
+
+    p = sub.add_parser("finish-cell", help="a halved grid cell's results: those of the rung where it stopped")
+    p.add_argument("--cell", required=True, help="the cell's id")
+    p.add_argument("--search", required=True, help="the study's halving settings as JSON (workflow.study.Halving)")
+    p.add_argument("--rankings", required=True, help="the folder of the rankings: rung-<k>.json")
+    p.add_argument("--out", required=True, help="the cell's folder (holding its rung-<k> folders)")
+    p.set_defaults(func=cmd_finish_cell)
 
     p = sub.add_parser("fetch-weights", help="download a torchvision weights file into torch's cache")
     p.add_argument("--url", required=True)

@@ -24,6 +24,10 @@ METRICS = {
 }
 # Per-epoch history columns renamed so they do not clash with the cell's axes.
 HISTORY_RENAMES = {"lr": "epoch_lr", "freeze": "stage_freeze"}
+# A halving study's summary has these columns too (after the metrics): the rung where a cell stopped
+# (from 0), its budget in epochs, and whether it stopped before the last rung. Its histories say each
+# epoch's rung (`epoch_rung`, `rung_budget`) and whether the cell was pruned.
+HALVING_COLUMNS = {"rung": "Int64", "budget_epochs": "Int64", "pruned": "boolean"}
 
 
 def extra_axes(study: Study) -> list[str]:
@@ -41,8 +45,9 @@ def axis_values(cell: Cell, extras: list[str]) -> dict:
 
 
 def axis_columns(summary: pd.DataFrame) -> list[str]:
-    """The summary's axis columns: every column but the cell id and the metrics."""
-    return [column for column in summary.columns if column != "cell" and column not in METRICS]
+    """The summary's axis columns: every column but the cell id, the metrics and the halving columns."""
+    return [column for column in summary.columns
+            if column != "cell" and column not in METRICS and column not in HALVING_COLUMNS]
 
 
 def last_line(path: Path) -> str | None:
@@ -54,8 +59,17 @@ def last_line(path: Path) -> str | None:
 
 
 def train_log(study: Study, cell_id: str) -> Path:
-    """A cell's training log, where rules/train.smk writes it."""
+    """A cell's training log, where rules/train.smk writes it; for a grid cell of a halving study, the log
+    of the last rung it started (rules/halving.smk)."""
+    if study.halving is not None and cell_id in {cell.id for cell in study.grid_cells}:
+        logs = [study.out / "logs" / "train" / cell_id / f"rung-{k}.log" for k in range(len(study.halving.rungs))]
+        return next((log for log in reversed(logs) if log.exists()), logs[0])
     return study.out / "logs" / "train" / f"{cell_id}.log"
+
+
+def epoch_rungs(epochs: pd.Series, rungs: tuple[int, ...]) -> pd.Series:
+    """The rung each epoch was trained in: the first whose budget covers it."""
+    return epochs.map(lambda epoch: next(k for k, budget in enumerate(rungs) if epoch <= budget or k == len(rungs) - 1))
 
 
 def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.DataFrame | None]:
@@ -69,6 +83,8 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
         return {**row, "status": "failed", "error": error}, None
     metrics = json.loads(metrics_file.read_text())
     row.update({name: metrics.get(name) for name in METRICS})
+    if study.halving is not None:
+        row.update({name: metrics.get(name) for name in HALVING_COLUMNS})
     history_file = folder / "history.csv"
     history = pd.read_csv(history_file) if history_file.exists() else None
     if history is not None and len(history):
@@ -77,6 +93,10 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
         history = history.rename(columns=HISTORY_RENAMES)
         history["best"] = history["epoch"] == row["best_epoch"]
         history["stopped"] = history["epoch"] == history["epoch"].max()
+        if study.halving is not None:
+            history["epoch_rung"] = epoch_rungs(history["epoch"], study.halving.rungs)
+            history["rung_budget"] = history["epoch_rung"].map(lambda k: study.halving.rungs[k])
+            history["pruned"] = metrics.get("pruned")
         identity = {"cell": cell.id, **axis_values(cell, extras)}
         history = pd.concat([pd.DataFrame([identity] * len(history)), history], axis=1)
     return row, history
@@ -91,10 +111,13 @@ def collect(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append(row)
         if history is not None and len(history):
             histories.append(history)
-    summary = pd.DataFrame(rows, columns=["cell", *AXES, *extras, *METRICS])
+    halving = HALVING_COLUMNS if study.halving is not None else {}
+    summary = pd.DataFrame(rows, columns=["cell", *AXES, *extras, *METRICS, *halving])
     for column, dtype in METRICS.items():
         if dtype != "object":
             summary[column] = pd.to_numeric(summary[column], errors="coerce").astype(dtype)
+    for column, dtype in halving.items():
+        summary[column] = summary[column].astype(dtype)
     history_columns = ["cell", *AXES, *extras]
     histories = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(columns=history_columns)
     return summary, histories

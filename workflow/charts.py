@@ -29,6 +29,52 @@ def placeholder(message: str) -> alt.Chart:
         text="text:N").properties(width=WIDTH * 2, height=60)
 
 
+# Successive halving: a pruned run (it stopped before the last rung) is drawn faded, its points open.
+PRUNED = "datum.pruned === true"
+
+
+def halved(frame: pd.DataFrame) -> bool:
+    """Whether the table comes from a halving study (it then says which runs were pruned)."""
+    return "pruned" in frame.columns and frame["pruned"].notna().any()
+
+
+def epochs(count) -> str:
+    return f"{int(count)} epoch" + ("" if int(count) == 1 else "s")
+
+
+def with_stop_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with a column `halving` that says where each run stopped, for tooltips and legends."""
+    if "rung" in frame.columns:  # the summary: the rung and budget where the cell stopped
+        stops = [None if pd.isna(rung) else f"rung {int(rung)} ({epochs(budget)})"
+                 for rung, budget in zip(frame["rung"], frame["budget_epochs"])]
+    else:  # histories: the rung of the cell's last epoch
+        last = frame.groupby("cell")["epoch"].transform("max") == frame["epoch"]
+        ends = frame[last].set_index("cell")
+        stops = frame["cell"].map(lambda cell: f"rung {int(ends.loc[cell, 'epoch_rung'])} "
+                                               f"({epochs(ends.loc[cell, 'rung_budget'])})")
+    labels = [None if stop is None else f"{stop}, {'pruned' if pruned is True else 'finalist'}"
+              for stop, pruned in zip(stops, frame["pruned"].astype(object).where(frame["pruned"].notna(), None))]
+    return frame.assign(halving=labels)
+
+
+def faded_if_pruned(frame: pd.DataFrame) -> dict:
+    """Encodings that fade a pruned run's line (none outside halving studies)."""
+    return {"opacity": alt.condition(PRUNED, alt.value(0.35), alt.value(1.0))} if halved(frame) else {}
+
+
+def open_if_pruned(frame: pd.DataFrame, colour: alt.Color) -> dict:
+    """Encodings that fill a point with its colour, or leave it open when its run was pruned."""
+    if not halved(frame):
+        return {}
+    spec = colour.to_dict()
+    fill = alt.Fill(spec["field"], type=spec["type"], legend=None, **({"sort": spec["sort"]} if "sort" in spec else {}))
+    return {"fill": fill, "fillOpacity": alt.condition(PRUNED, alt.value(0.0), alt.value(1.0))}
+
+
+def halving_tooltip(frame: pd.DataFrame) -> list[str]:
+    return ["halving:N"] if halved(frame) else []
+
+
 def epoch_axis(epochs: pd.Series) -> alt.Axis:
     """Whole-number ticks, at most ten (Vega's tickMinStep does not stop 0.5 steps in every renderer)."""
     return alt.Axis(format="d", tickCount=max(1, min(int(epochs.max() - epochs.min()), 10)))
@@ -59,16 +105,21 @@ def val_accuracy(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
     if histories.empty:
         return placeholder("No run finished an epoch.")
     other = varying_axes(histories, axis_columns(summary), exclude=("dataset", "batch_size", "seed"))
-    data, rows = _with_runs(histories, other)
+    data, rows = _with_runs(with_stop_labels(histories) if halved(histories) else histories, other)
+    colour = alt.Color("batch_size:O", title="batch size")
     base = alt.Chart(data).encode(
         x=alt.X("epoch:Q", title="epoch", axis=epoch_axis(data["epoch"])),
         y=alt.Y("val_accuracy:Q", title="validation accuracy", scale=alt.Scale(zero=False)),
-        color=alt.Color("batch_size:O", title="batch size"),
+        color=colour,
         detail="cell:N",
-        tooltip=["cell:N", "epoch:Q", "stage:N", "val_accuracy:Q", "epoch_lr:Q", "best:N"],
+        tooltip=["cell:N", "epoch:Q", "stage:N", "val_accuracy:Q", "epoch_lr:Q", "best:N", *halving_tooltip(data)],
     )
-    stops = base.mark_circle(size=50, opacity=1).transform_filter(alt.datum.stopped)
-    chart = (base.mark_line() + stops).properties(width=WIDTH, height=HEIGHT)
+    if halved(data):  # a pruned run: faded line, open dot where it stopped
+        stops = base.mark_point(shape="circle", size=50, opacity=1, filled=False).encode(**open_if_pruned(data, colour))
+    else:
+        stops = base.mark_circle(size=50, opacity=1)
+    lines = base.mark_line().encode(**faded_if_pruned(data))
+    chart = (lines + stops.transform_filter(alt.datum.stopped)).properties(width=WIDTH, height=HEIGHT)
     return _facet(chart, "dataset", rows)
 
 
@@ -103,8 +154,9 @@ def train_curves(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
         return placeholder("No run finished an epoch.")
     dash_axes = varying_axes(histories, axis_columns(summary), exclude=("dataset", "model", "optimizer", "seed"))
     data = histories.assign(panel=labels(histories, [*varying_axes(histories, ["dataset"]), "model"]))
-    data, dashes = _with_runs(data, dash_axes)
+    data, dashes = _with_runs(with_stop_labels(data) if halved(data) else data, dash_axes)
     encoding = {"strokeDash": alt.StrokeDash("runs:N", title=None, sort=dashes, legend=LEGEND)} if dashes else {}
+    encoding.update(faded_if_pruned(data))
     chart = alt.Chart(data).transform_fold(
         ["train_accuracy", "train_loss"], as_=["measure", "value"]
     ).mark_line().encode(
@@ -112,7 +164,7 @@ def train_curves(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
         y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
         color=alt.Color("optimizer:N", title="optimizer"),
         detail="cell:N",
-        tooltip=["cell:N", "epoch:Q", "measure:N", "value:Q"],
+        tooltip=["cell:N", "epoch:Q", "measure:N", "value:Q", *halving_tooltip(data)],
         **encoding,
     ).properties(width=WIDTH, height=HEIGHT)
     return chart.facet(row=alt.Row("measure:N", title=None), column=alt.Column("panel:N", title=None)).resolve_scale(
@@ -163,13 +215,18 @@ def trainable_layers_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> al
         return placeholder("No run with a head or last:N freeze value finished.")
     data["layers"] = data["layers"].astype(int)
     other = varying_axes(data, axis_columns(summary), exclude=("freeze", "seed"))
-    data, colours = _with_runs(data, other)
+    data, colours = _with_runs(with_stop_labels(data) if halved(data) else data, other)
     encoding = {"color": alt.Color("runs:N", title=None, sort=colours, legend=LEGEND)} if colours else {}
     layers = alt.X("layers:Q", title="trainable layers (last:N, head included; 0 = head only)", axis=alt.Axis(values=sorted(set(data["layers"]))))
     base = alt.Chart(data).encode(x=layers, **encoding)
-    dots = base.mark_circle(size=40, opacity=0.6).encode(
+    if halved(data):  # a pruned run: an open dot
+        dots = base.mark_point(shape="circle", size=40, opacity=0.8, filled=False).encode(
+            **open_if_pruned(data, encoding.get("color", alt.Color("model:N", legend=None))))
+    else:
+        dots = base.mark_circle(size=40, opacity=0.6)
+    dots = dots.encode(
         y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False)),
-        tooltip=["cell:N", "freeze:N", "test_accuracy:Q"])
+        tooltip=["cell:N", "freeze:N", "test_accuracy:Q", *halving_tooltip(data)])
     means = base.mark_line(point=True).encode(y="mean(test_accuracy):Q")
     return (dots + means).properties(width=WIDTH * 1.5, height=HEIGHT * 1.5)
 
@@ -200,13 +257,17 @@ def accuracy_vs_time(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Char
         data.loc[group.index, "pareto"] = pareto_front(group["train_time_s"].to_numpy(float),
                                                        group[metric].to_numpy(float))
     colour = "regime" if data["regime"].nunique() > 1 else "model"
+    if halved(data):
+        data = with_stop_labels(data)
     base = alt.Chart(data).encode(
         x=alt.X("train_time_s:Q", title="training time (s)"),
         y=alt.Y(f"{metric}:Q", title=metric.replace("_", " "), scale=alt.Scale(zero=False)),
     )
-    dots = base.mark_point(size=60, filled=True).encode(
-        color=alt.Color(f"{colour}:N"), shape=alt.Shape("pareto:N", title="Pareto front"),
-        tooltip=["cell:N", f"{metric}:Q", "train_time_s:Q", "regime:N", "pareto:N"])
+    colour_encoding = alt.Color(f"{colour}:N")
+    dots = base.mark_point(size=60, filled=not halved(data)).encode(
+        color=colour_encoding, shape=alt.Shape("pareto:N", title="Pareto front"),
+        tooltip=["cell:N", f"{metric}:Q", "train_time_s:Q", "regime:N", "pareto:N", *halving_tooltip(data)],
+        **open_if_pruned(data, colour_encoding))
     front = base.mark_line(interpolate="step-after", color="grey", strokeDash=[4, 3]).transform_filter(
         alt.datum.pareto)
     chart = (front + dots).properties(width=WIDTH * 1.5, height=HEIGHT * 1.5)
@@ -239,6 +300,38 @@ def configs_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
     return chart.facet(row=alt.Row("panel:N", title=None)).resolve_scale(y="independent")
 
 
+def halving_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
+    """Successive halving: each cell's validation accuracy and loss (log scale) per epoch, the rungs'
+    budgets as dashed rules. A line ends where its cell stopped, coloured by that rung: an open dot for a
+    pruned cell (its line faded), a filled one for a finalist. One column per dataset and model when
+    they vary (cells compete within their group; see the study's search.group_by).
+    """
+    if histories.empty or "epoch_rung" not in histories:
+        return placeholder("No run finished an epoch.")
+    data = with_stop_labels(histories)
+    data = data.assign(panel=labels(data, varying_axes(data, ["dataset", "model"]), empty=""))
+    ends = data[data["stopped"]].sort_values(["epoch_rung", "pruned"], ascending=[False, True])
+    colour = alt.Color("halving:N", title="stopped at", sort=list(dict.fromkeys(ends["halving"])), legend=LEGEND)
+    panels = data["panel"].nunique() > 1
+
+    def measure(column: str, title: str, scale: alt.Scale) -> alt.Chart:
+        rows = data[np.isfinite(data[column].astype(float)) & (data[column] > 0 if scale.type == "log" else True)]
+        base = alt.Chart().encode(
+            x=alt.X("epoch:Q", title="epoch (all stages together)", axis=epoch_axis(data["epoch"])),
+            y=alt.Y(f"{column}:Q", title=title, scale=scale), color=colour, detail="cell:N",
+            tooltip=["cell:N", "epoch:Q", "stage:N", f"{column}:Q", "epoch_rung:Q", "halving:N"])
+        rules = alt.Chart().transform_aggregate(groupby=["rung_budget", "panel"]).mark_rule(
+            color="grey", strokeDash=[4, 3]).encode(x="rung_budget:Q", tooltip=["rung_budget:Q"])
+        lines = base.mark_line().encode(**faded_if_pruned(rows))
+        dots = base.mark_point(shape="circle", size=50, opacity=1, filled=False).encode(
+            **open_if_pruned(rows, colour)).transform_filter(alt.datum.stopped)
+        chart = alt.layer(rules, lines, dots, data=rows).properties(width=WIDTH * 1.5, height=HEIGHT)
+        return chart.facet(column=alt.Column("panel:N", title=None)) if panels else chart
+
+    return alt.vconcat(measure("val_accuracy", "validation accuracy", alt.Scale(zero=False)),
+                       measure("val_loss", "validation loss", alt.Scale(type="log")))
+
+
 CHARTS = {
     "val_accuracy": val_accuracy,
     "test_accuracy": test_metric_bars,
@@ -247,6 +340,7 @@ CHARTS = {
     "trainable_layers": trainable_layers_chart,
     "accuracy_vs_time": accuracy_vs_time,
     "configs": configs_chart,
+    "halving": halving_chart,
 }
 
 

@@ -57,6 +57,8 @@ def study_tables(study: Study) -> list[str]:
         tables.append("batch_lr")
     if len({regime(cell.weights, cell.freeze) for cell in study.grid_cells}) > 1:
         tables.append("regimes")
+    if study.halving is not None:
+        tables.append("halving")
     return tables
 
 
@@ -78,4 +80,6 @@ def study_charts(study: Study) -> list[str]:
         charts.append("accuracy_vs_time")
     if _varies(study, "seed"):
         charts.append("configs")
+    if study.halving is not None:
+        charts.append("halving")
     return charts

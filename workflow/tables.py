@@ -67,20 +67,43 @@ def regimes_table(summary: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-TABLES = {  # name: table from the summary and its configurations
-    "summary": lambda summary, configs: summary,
-    "best": lambda summary, configs: best_table(configs),
-    "configs": lambda summary, configs: configs,
-    "batch_size": lambda summary, configs: batch_size_table(summary),
-    "batch_lr": lambda summary, configs: batch_lr_table(summary),
-    "regimes": lambda summary, configs: regimes_table(summary),
+def halving_table(summary: pd.DataFrame, histories: pd.DataFrame, rungs: tuple[int, ...]) -> pd.DataFrame:
+    """Successive halving's ladder: per rung its budget, the cells that reached it, went on and stopped
+    there, and the epochs trained in it (counted from the histories)."""
+    reached = summary["rung"].dropna().astype(int)
+    epochs = histories["epoch_rung"].value_counts() if "epoch_rung" in histories else pd.Series(dtype=int)
+    rows = [{"rung": k, "budget_epochs": budget, "cells": int((reached >= k).sum()),
+             "went_on": int((reached > k).sum()), "stopped": int((reached == k).sum()),
+             "epochs_trained": int(epochs.get(k, 0))} for k, budget in enumerate(rungs)]
+    return pd.DataFrame(rows, columns=["rung", "budget_epochs", "cells", "went_on", "stopped", "epochs_trained"])
+
+
+TABLES = {  # name: table from the summary, its configurations, the histories and the halving rungs
+    "summary": lambda summary, configs, histories, rungs: summary,
+    "best": lambda summary, configs, histories, rungs: best_table(configs),
+    "configs": lambda summary, configs, histories, rungs: configs,
+    "batch_size": lambda summary, configs, histories, rungs: batch_size_table(summary),
+    "batch_lr": lambda summary, configs, histories, rungs: batch_lr_table(summary),
+    "regimes": lambda summary, configs, histories, rungs: regimes_table(summary),
+    "halving": lambda summary, configs, histories, rungs: halving_table(summary, histories, rungs),
 }
 
 
-def build_tables(names: list[str], summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The named tables (see workflow.outputs.study_tables) from the summary."""
-    configs = configurations(summary)
-    return {name: TABLES[name](summary, configs) for name in names}
+def finalists(summary: pd.DataFrame) -> pd.DataFrame:
+    """The cells that trained their whole budget: in a halving study those not pruned, else all."""
+    if "pruned" not in summary:
+        return summary
+    return summary[~summary["pruned"].fillna(False).astype(bool)]  # a cell that never finished stays, as failed
+
+
+def build_tables(names: list[str], summary: pd.DataFrame, histories: pd.DataFrame | None = None,
+                 rungs: tuple[int, ...] = ()) -> dict[str, pd.DataFrame]:
+    """The named tables (see workflow.outputs.study_tables) from the summary (and for `halving` the
+    histories and the rungs' budgets). In a halving study the configurations, and so the best one, are
+    those of the finalists: a pruned cell stopped at a smaller budget."""
+    configs = configurations(finalists(summary))
+    histories = pd.DataFrame() if histories is None else histories
+    return {name: TABLES[name](summary, configs, histories, rungs) for name in names}
 
 
 def for_display(frame: pd.DataFrame) -> pd.DataFrame:

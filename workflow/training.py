@@ -4,7 +4,8 @@ Every epoch ends with ``last.pt`` in the cell's folder (model, optimizer,
 schedule, RNG states, run state and history), written atomically; a job
 started again with the same cell config and input files resumes from it and,
 on the CPU in deterministic mode, ends with the same history as a run that
-was never stopped. ``last.pt`` is removed once metrics.json is written.
+was never stopped. ``last.pt`` is removed once metrics.json is written, unless the
+job trained to a budget (``until_epoch``) and a later job is to continue from it.
 
 A non-finite training loss ends the cell as ``diverged``, a CUDA out-of-memory
 error as ``oom``; either way the job writes all its outputs and succeeds.
@@ -410,10 +411,15 @@ def run_epoch(job: Job, state: RunState, stage: dict, optimizer, schedule: Sched
     write_history(job.out_dir / "history.csv", state.history)
 
 
-def run_stages(job: Job, state: RunState, resume: dict | None = None) -> None:
-    """Train through the cell's stages from where `state` stands, keeping the best checkpoint."""
+def run_stages(job: Job, state: RunState, resume: dict | None = None, until_epoch: int | None = None) -> None:
+    """Train through the cell's stages from where `state` stands, keeping the best checkpoint;
+    with `until_epoch`, stop once that many epochs (all stages together) are done."""
     stages = resolved_stages(job.cell)
-    while state.stage_index < len(stages) and state.status == "ok":
+
+    def budget_left() -> bool:
+        return until_epoch is None or state.epoch < until_epoch
+
+    while state.stage_index < len(stages) and state.status == "ok" and budget_left():
         index, stage = state.stage_index, stages[state.stage_index]
         apply_freeze(job.model, stage["freeze"])
         state.stage_trainable[stage["name"]] = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
@@ -425,7 +431,7 @@ def run_stages(job: Job, state: RunState, resume: dict | None = None) -> None:
             optimizer.load_state_dict(resume["optimizer"])
             schedule.load_state_dict(resume["schedule"])
         resume = None
-        while state.stage_index == index and state.status == "ok":
+        while state.stage_index == index and state.status == "ok" and budget_left():
             run_epoch(job, state, stage, optimizer, schedule)
 
 
@@ -472,9 +478,13 @@ def record_failure(cell: dict, out_dir: str | Path, error: BaseException) -> dic
 
 
 def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | Path | None = None,
-               threads: int = 1, log=print) -> dict:
+               threads: int = 1, log=print, until_epoch: int | None = None) -> dict:
     """Train one cell from its resolved config (resuming last.pt if it fits); writes
-    metrics.json, history.csv and best.pt."""
+    metrics.json, history.csv and best.pt.
+
+    With `until_epoch` (a budget, all stages together) training stops after that many epochs,
+    the best checkpoint so far is evaluated, and last.pt stays: a later call with a larger
+    budget continues from it (successive halving's rungs, workflow/halving.py)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     training = cell["training"]
@@ -508,7 +518,7 @@ def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | P
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     log(f"cell {cell['id']} on {device}: {len(train)} train / {len(val)} val / {len(test)} test images")
-    run_stages(job, state, resume)
+    run_stages(job, state, resume, until_epoch)
 
     best_path = out_dir / "best.pt"
     if state.best_epoch is None:  # failed before any epoch finished: keep the starting weights
@@ -560,6 +570,7 @@ def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | P
     }
     write_history(out_dir / "history.csv", state.history)
     write_json(out_dir / "metrics.json", metrics)  # after the others: its presence means the cell is complete
-    (out_dir / LAST).unlink(missing_ok=True)
+    if until_epoch is None:
+        (out_dir / LAST).unlink(missing_ok=True)
     log(f"done: status {state.status}, test accuracy {metrics['test_accuracy']}, best epoch {state.best_epoch}")
     return metrics

@@ -1,0 +1,246 @@
+"""Successive halving (``search: halving``): grid cells train rung by rung, and only the best go on.
+
+Each rung of a cell is a job of its own with its own folder,
+``results/<study>/cells/<id>/rung-<k>/``: metrics.json, history.csv and best.pt
+as a whole cell has them, and ``state.pt``, the resumable checkpoint (what
+training.py keeps as last.pt) after the rung's budget. Rung k+1 starts from
+rung k's state.pt and best.pt, so its history continues where rung k stopped.
+After each rung but the last, ``results/<study>/halving/rung-<k>.json`` ranks
+the cells that reached it within their groups; the best `keep` share goes on.
+A cell's results (``cells/<id>/metrics.json`` ...) are those of the rung where
+it stopped, with that rung and whether it was pruned.
+
+Only files decide: the rank of rung k reads rung k's metrics, the next rung's
+jobs read only their own cell's state, so adding a cell re-ranks without
+retraining anyone, and a crashed rung job continues its own last.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from workflow.atomic import atomic_path, write_json
+from workflow.study import HALVING_METRICS, Halving
+
+LAST = "last.pt"  # workflow.training.LAST (not imported: that module imports torch)
+STATE = "state.pt"
+RUNG_FILES = ("metrics.json", "history.csv", "best.pt", STATE)
+CELL_FILES = ("metrics.json", "history.csv", "best.pt")
+
+
+def _load(path: Path) -> dict:
+    """A checkpoint's small parts without reading its tensors into memory."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
+def _copy(source: Path, dest: Path) -> None:
+    """Copy a file atomically (a fresh file with a fresh mtime, never a link)."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def _in_progress(out_dir: Path, previous: dict | None) -> dict | None:
+    """This rung's own last.pt when it can be continued: written for the same run as `previous` and at
+    least as far along, with its best checkpoint still there or still the previous rung's."""
+    path = out_dir / LAST
+    if not path.exists():
+        return None
+    try:
+        current = _load(path)
+    except Exception:  # unreadable: start over from the previous rung
+        return None
+    state = current.get("state", {})
+    if previous is not None and (current.get("fingerprint") != previous["fingerprint"]
+                                 or state.get("epoch", -1) < previous["state"]["epoch"]):
+        return None
+    best_kept = (out_dir / "best.pt").exists() or state.get("best_epoch") is None or (
+        previous is not None and state.get("best_epoch") == previous["state"]["best_epoch"])
+    return current if best_kept else None
+
+
+def start_rung(out_dir: str | Path, previous: str | Path | None, log=print) -> None:
+    """Put the checkpoint a rung continues from into its folder, as last.pt (and best.pt).
+
+    A rung job that was killed left its own last.pt: that one is kept when it continues the previous
+    rung's run and is further along. Snakemake deletes a killed job's declared outputs, best.pt among
+    them; when the best epoch came after the previous rung that checkpoint is lost, and the rung starts
+    over from the previous rung's state rather than end with a best.pt that does not match its history.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if previous is None:  # the first rung: training.py resumes its own last.pt, if any
+        if (out_dir / LAST).exists() and _in_progress(out_dir, None) is None:
+            log(f"starting over: {out_dir / LAST} has a best epoch whose best.pt is gone")
+            (out_dir / LAST).unlink()
+        return
+    previous = Path(previous)
+    before = _load(previous / STATE)
+    if "fingerprint" not in before:
+        raise ValueError(f"{previous / STATE} holds no resumable state (the cell ended as "
+                         f"{before.get('status')!r}); such a cell does not go on to another rung")
+    current = _in_progress(out_dir, before)
+    if current is not None:
+        if not (out_dir / "best.pt").exists() and current["state"].get("best_epoch") is not None:
+            _copy(previous / "best.pt", out_dir / "best.pt")
+        log(f"continuing this rung's own {LAST} after epoch {current['state']['epoch']}")
+        return
+    _copy(previous / "best.pt", out_dir / "best.pt")
+    _copy(previous / STATE, out_dir / LAST)
+    log(f"continuing {previous / STATE} after epoch {before['state']['epoch']}")
+
+
+def finish_rung(out_dir: str | Path, rung: int, budget: int, log=print) -> dict:
+    """After a rung's training: last.pt becomes the rung's state.pt, metrics.json gets the rung and budget.
+
+    A cell whose status is not `ok` goes on to no other rung: its state.pt only says why.
+    """
+    import torch
+
+    out_dir = Path(out_dir)
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    last = out_dir / LAST
+    if metrics["status"] == "ok" and last.exists():
+        os.replace(last, out_dir / STATE)
+    else:
+        with atomic_path(out_dir / STATE) as tmp:
+            torch.save({"resumable": False, "status": metrics["status"], "cell": metrics["cell"]}, tmp)
+        last.unlink(missing_ok=True)
+    metrics.update(rung=rung, budget_epochs=budget)
+    write_json(out_dir / "metrics.json", metrics)
+    log(f"rung {rung} ({budget} epochs): {metrics['epochs_run']} epochs run, status {metrics['status']}")
+    return metrics
+
+
+def rung_value(history: pd.DataFrame, metric: str) -> float | None:
+    """The best value of `metric` so far in a history (None when it has no epoch)."""
+    values = history[metric].dropna() if metric in history else pd.Series(dtype=float)
+    return float(HALVING_METRICS[metric](values)) if len(values) else None
+
+
+def read_rung(metrics_file: str | Path, halving: Halving) -> dict:
+    """One cell's entry for a rung's ranking, from the rung's metrics.json and history.csv."""
+    metrics_file = Path(metrics_file)
+    metrics = json.loads(metrics_file.read_text())
+    history_file = metrics_file.with_name("history.csv")
+    history = pd.read_csv(history_file) if history_file.exists() and history_file.stat().st_size else pd.DataFrame()
+    value = rung_value(history, halving.metric) if len(history) else None
+    if value is not None and not math.isfinite(value):
+        value = None
+    return {"cell": metrics["cell"], "group": halving.group(metrics["config"]), "status": metrics["status"],
+            "value": value, "epochs_run": metrics.get("epochs_run")}
+
+
+def rank(entries: list[dict], halving: Halving) -> list[dict]:
+    """Rank the cells of a rung within their groups: the best value first (highest accuracy, lowest loss),
+    ties to the cell id that sorts first, cells without an `ok` status or a value last. The first
+    ceil(keep x cells) of each group survive, except cells that are not `ok` or have no value."""
+    sign = -1.0 if HALVING_METRICS[halving.metric] is max else 1.0
+
+    def usable(entry: dict) -> bool:
+        return entry["status"] == "ok" and entry["value"] is not None
+
+    def order(entry: dict) -> tuple:
+        return (0, sign * entry["value"], entry["cell"]) if usable(entry) else (1, 0.0, entry["cell"])
+
+    groups: dict[str, list[dict]] = {}
+    for entry in entries:
+        groups.setdefault(json.dumps(entry["group"], sort_keys=True), []).append(entry)
+    ranked = []
+    for key in sorted(groups):
+        members = sorted(groups[key], key=order)
+        keep = halving.survivors(len(members))
+        for position, entry in enumerate(members, start=1):
+            ranked.append({**entry, "rank": position, "of": len(members),
+                           "survives": position <= keep and usable(entry)})
+    return ranked
+
+
+def rank_rung(metrics_files: list[str | Path], halving: Halving, rung: int) -> dict:
+    """The ranking file's content for one rung."""
+    if not 0 <= rung < halving.last:
+        raise ValueError(f"rung {rung}: only rungs 0 to {halving.last - 1} are ranked (the last has no next rung)")
+    cells = rank([read_rung(path, halving) for path in metrics_files], halving)
+    return {
+        "rung": rung, "budget_epochs": halving.rungs[rung], "next_budget_epochs": halving.rungs[rung + 1],
+        **halving.to_dict(), "cells": cells,
+        "survivors": [entry["cell"] for entry in cells if entry["survives"]],
+    }
+
+
+def survivors(ranking: dict) -> list[str]:
+    """The cells of a ranking that go on to the next rung."""
+    return list(ranking["survivors"])
+
+
+def stopping_rung(cell_id: str, rankings: list[dict]) -> int:
+    """The rung where a cell stops, given the rankings from rung 0 on: the first that prunes it, or the
+    rung after the last ranking (the last rung) when it survives them all."""
+    for rung, ranking in enumerate(rankings):
+        entry = next((e for e in ranking["cells"] if e["cell"] == cell_id), None)
+        if entry is None:
+            raise ValueError(f"cell {cell_id} is not in the ranking of rung {rung}")
+        if not entry["survives"]:
+            return rung
+    return len(rankings)
+
+
+def read_rankings(cell_id: str, rankings_dir: str | Path, halving: Halving) -> list[dict]:
+    """The rankings a cell was in, from rung 0 up to the one that pruned it (or the last ranked rung)."""
+    rankings = []
+    for rung in range(halving.last):
+        rankings.append(json.loads((Path(rankings_dir) / f"rung-{rung}.json").read_text()))
+        if cell_id not in survivors(rankings[-1]):
+            break
+    return rankings
+
+
+def finish_cell(cell_id: str, rankings_dir: str | Path, out_dir: str | Path, halving: Halving) -> dict:
+    """A grid cell's results in its folder `out_dir`: the outputs of the rung where it stopped (as the
+    rankings in `rankings_dir` say), with `rung`, `budget_epochs`, `pruned` and its place in each
+    ranking it was in."""
+    ranked = read_rankings(cell_id, rankings_dir, halving)
+    rung = stopping_rung(cell_id, ranked)
+    out_dir = Path(out_dir)
+    rung_dir = out_dir / f"rung-{rung}"
+    metrics = json.loads((rung_dir / "metrics.json").read_text())
+    if metrics.get("rung") != rung or metrics["cell"] != cell_id:
+        raise ValueError(f"{rung_dir} holds rung {metrics.get('rung')} of {metrics['cell']}, not rung {rung} of {cell_id}")
+    for name in ("history.csv", "best.pt"):
+        _copy(rung_dir / name, out_dir / name)
+    places = [{key: entry[key] for key in ("rank", "of", "value", "survives")} | {"rung": k}
+              for k, ranking in enumerate(ranked) for entry in ranking["cells"] if entry["cell"] == cell_id]
+    metrics.update(rung=rung, budget_epochs=halving.rungs[rung], pruned=rung < halving.last,
+                   halving={**halving.to_dict(), "ranks": places})
+    write_json(out_dir / "metrics.json", metrics)  # last: its presence means the cell is complete
+    return metrics
+
+
+def progress(study, cell_id: str) -> dict:
+    """How far a grid cell of a halving study got: the last rung it finished and, once a ranking says so,
+    where it stopped (for `python -m workflow cells`)."""
+    halving = study.halving
+    finished = [k for k in range(len(halving.rungs)) if (study.rung_dir(cell_id, k) / "metrics.json").exists()]
+    stopped = None
+    rankings = []
+    for k in range(halving.last):
+        path = study.ranking_path(k)
+        if not path.exists():
+            break
+        rankings.append(json.loads(path.read_text()))
+        if cell_id not in {entry["cell"] for entry in rankings[-1]["cells"]}:
+            rankings.pop()
+            break
+        if cell_id not in survivors(rankings[-1]):
+            stopped = k
+            break
+    if stopped is None and len(rankings) == halving.last:
+        stopped = halving.last
+    return {"rung": max(finished) if finished else None, "stopped": stopped}
