@@ -55,11 +55,14 @@ class DeviceSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None):
-        """Yield (uint8 images N x 3 x H x W, labels); shuffled with `generator`, in order without."""
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if generator is not None else None
-        for start in range(0, n, batch_size):
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0):
+        """An iterator of (uint8 images N x 3 x H x W, labels); shuffled with `generator`, in order
+        without. The order is drawn at the call; the first `skip` batches are left out (a resumed epoch)."""
+        order = torch.randperm(len(self), generator=generator) if generator is not None else None
+        return self._batches(order, batch_size, skip)
+
+    def _batches(self, order: torch.Tensor | None, batch_size: int, skip: int):
+        for start in range(skip * batch_size, len(self), batch_size):
             if order is None:
                 images, labels = self.images[start:start + batch_size], self.labels[start:start + batch_size]
             else:
@@ -166,6 +169,19 @@ def _rebatch(pieces, batch_size: int):
         yield _join(held)
 
 
+def _task_size(task) -> int:
+    """Images one read task returns."""
+    return sum(block.stop - block.start for block in task[0])
+
+
+def _drop_first(pieces, count: int):
+    """The stream of (images, labels) pieces without its first `count` images (fewer than the first piece's)."""
+    for images, labels in pieces:
+        if count:
+            images, labels, count = images[count:], labels[count:], 0
+        yield images, labels
+
+
 def _join(held):
     if len(held) == 1:
         return held[0]
@@ -214,17 +230,24 @@ class StreamSplit:
             tasks.append((buffer, perm))
         return tasks
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None):
-        """Yield (uint8 images N x 3 x H x W, labels) on the device, block-shuffled with `generator`."""
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0):
+        """An iterator of (uint8 images N x 3 x H x W, labels) on the device, block-shuffled with
+        `generator`. The order is drawn at the call; the first `skip` batches are left out (a resumed
+        epoch) and the reads they would have needed are not made."""
+        tasks, offset = self.tasks(generator), skip * batch_size
+        while tasks and offset >= _task_size(tasks[0]):
+            offset -= _task_size(tasks.pop(0))
+        return self._batches(tasks, batch_size, offset)
+
+    def _batches(self, tasks: list, batch_size: int, offset: int):
         pin = self.device.type == "cuda"
-        tasks = self.tasks(generator)
         if self.workers:  # workers must not touch CUDA: the DataLoader pins in the main process
             reader = BlockReader(self.files, self.split, pin_memory=False)
             pieces = torch.utils.data.DataLoader(_Tasks(reader, tasks), batch_size=None, num_workers=self.workers,
                                                  pin_memory=pin)
         else:
             pieces = _read_ahead(BlockReader(self.files, self.split, pin_memory=pin), tasks)
-        for images, labels in _rebatch(pieces, batch_size):
+        for images, labels in _rebatch(_drop_first(pieces, offset), batch_size):
             images = images.to(self.device, non_blocking=True)
             yield images.permute(0, 3, 1, 2), labels.to(self.device, non_blocking=True)
 
