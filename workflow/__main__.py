@@ -49,11 +49,15 @@ def cmd_train(args) -> None:
     from workflow.devices import claim_gpu
 
     claim_gpu(log=log)  # before torch initialises CUDA
-    from workflow.training import record_failure, train_cell
+    from workflow.training import EXIT_STOPPED, StopFlag, Stopped, record_failure, train_cell
 
+    stop = StopFlag().install()  # SIGTERM and the warning signals: checkpoint at a batch boundary, then exit
     cell = json.loads(args.cell)
     try:
-        train_cell(cell, args.shard, args.out, init=args.init, threads=args.threads, log=log)
+        train_cell(cell, args.shard, args.out, init=args.init, threads=args.threads, log=log, stop=stop)
+    except Stopped as stopped:  # not a result: the retry resumes from last.pt
+        log(str(stopped))
+        sys.exit(EXIT_STOPPED)
     except OSError:
         raise  # files or the machine: worth a retry, not a result
     except Exception as error:  # the cell itself cannot train: record it, let the sweep go on
