@@ -29,6 +29,14 @@ except (ConfigError, DatasetConfigError) as error:
 OUT = str(STUDY.out)
 DATA = str(STUDY.data_dir)
 RES = config["resources"]
+if RES["train_warning_s"] >= RES["train_runtime_min"] * 60:
+    raise WorkflowError(
+        f"Invalid study config: resources.train_warning_s ({RES['train_warning_s']}) must be less than "
+        f"train_runtime_min ({RES['train_runtime_min']}) minutes, or 0 for no warning signal"
+    )
+# SLURM's warning before the time limit: SIGURG, which every other process of the job step
+# (Snakemake's own, srun's) ignores; SIGUSR1 would kill the Snakemake process in the step.
+TRAIN_SLURM_EXTRA = f"--signal=URG@{RES['train_warning_s']}" if RES["train_warning_s"] else ""
 # {model: (cached file, URL)} of the ImageNet weights the cells start from (torch is imported only if any).
 IMAGENET = imagenet_files(cell.model for cell in STUDY.cells.values() if cell.weights == "imagenet")
 ENV = "../envs/tlsweep.yaml"
@@ -63,6 +71,11 @@ def get_train_inputs(wildcards):
     elif cell.weights != "none":
         inputs["init"] = cell.weights
     return inputs
+
+
+def get_train_runtime(wildcards, attempt):
+    """Minutes a training job may run: train_runtime_min, times the attempt unless train_runtime_grows is false."""
+    return RES["train_runtime_min"] * (attempt if RES["train_runtime_grows"] else 1)
 
 
 def get_init_arg(wildcards, input):
