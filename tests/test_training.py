@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from conftest import REPO, snakemake, write_config
+from conftest import REPO, write_config
 from workflow.__main__ import main
 from workflow.data import DeviceSplit
 from workflow.models import build_classifier
@@ -267,21 +267,23 @@ def test_snakemake_retries_a_signalled_training_job_which_resumes_mid_run(tmp_pa
     args = [f"results/signalled/cells/{cell}/metrics.json", "--snakefile", str(REPO / "Snakefile"),
             "--directory", str(tmp_path / "work"), "--cores", "2", "--retries", "1", "--configfile", str(configfile)]
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    run = subprocess.Popen([sys.executable, "-m", "snakemake", *args], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, env=env)
+    out = tmp_path / "snakemake.out"  # a file, not a pipe that nobody reads while it runs
+    with open(out, "w") as sink:
+        run = subprocess.Popen([sys.executable, "-m", "snakemake", *args], stdout=sink, stderr=subprocess.STDOUT,
+                               env=env)
     try:
         deadline = time.monotonic() + 300
         while not (folder / LAST).exists():  # an epoch is done
-            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-4000:]
+            assert run.poll() is None and time.monotonic() < deadline, out.read_text()[-4000:]
             time.sleep(0.05)
         pid = find_trainer(tmp_path / "work")
         assert pid is not None
         os.kill(pid, signal.SIGTERM)  # what SLURM sends at the time limit
-        output, _ = run.communicate(timeout=300)
+        run.wait(timeout=300)
     finally:
         if run.poll() is None:
             run.kill()
-    assert run.returncode == 0, output[-6000:]
+    assert run.returncode == 0, out.read_text()[-6000:]
     # the attempt failed with the trainer's status; Snakemake deleted its outputs and ran it again
     (log,) = (tmp_path / "work/.snakemake/log").glob("*.snakemake.log")
     log = log.read_text()
