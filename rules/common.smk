@@ -34,8 +34,8 @@ if RES["train_warning_s"] >= RES["train_runtime_min"] * 60:
         f"Invalid study config: resources.train_warning_s ({RES['train_warning_s']}) must be less than "
         f"train_runtime_min ({RES['train_runtime_min']}) minutes, or 0 for no warning signal"
     )
-# SLURM's warning before the time limit: SIGURG, which every other process of the job step
-# (Snakemake's own, srun's) ignores; SIGUSR1 would kill the Snakemake process in the step.
+# SLURM's warning before the time limit: SIGURG, which the job step's other process (Snakemake)
+# ignores by default; SIGUSR1 would kill it (profiles/README.md).
 TRAIN_SLURM_EXTRA = f"--signal=URG@{RES['train_warning_s']}" if RES["train_warning_s"] else ""
 # {model: (cached file, URL)} of the ImageNet weights the cells start from (torch is imported only if any).
 IMAGENET = imagenet_files(cell.model for cell in STUDY.cells.values() if cell.weights == "imagenet")
