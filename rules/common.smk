@@ -52,6 +52,14 @@ if SLOTS.probe_dir:
         spec = probe_spec(cell.to_dict())
         CELL_PROBES[cell.id] = probe_name(spec)
         PROBES[CELL_PROBES[cell.id]] = spec
+if RES["train_warning_s"] >= RES["train_runtime_min"] * 60:
+    raise WorkflowError(
+        f"Invalid study config: resources.train_warning_s ({RES['train_warning_s']}) must be less than "
+        f"train_runtime_min ({RES['train_runtime_min']}) minutes, or 0 for no warning signal"
+    )
+# SLURM's warning before the time limit: SIGURG, which the job step's other process (Snakemake)
+# ignores by default; SIGUSR1 would kill it (profiles/README.md).
+TRAIN_SLURM_EXTRA = f"--signal=URG@{RES['train_warning_s']}" if RES["train_warning_s"] else ""
 # {model: (cached file, URL)} of the ImageNet weights the cells start from (torch is imported only if any).
 IMAGENET = imagenet_files(cell.model for cell in STUDY.cells.values() if cell.weights == "imagenet")
 ENV = "../envs/tlsweep.yaml"
@@ -131,6 +139,11 @@ def trained_cells():
         return CELL
     upstream = [cell_id for cell_id in STUDY.cells if cell_id not in GRID_SET]
     return "|".join(map(re.escape, upstream)) or "(?!)"  # (?!) matches nothing
+
+
+def get_train_runtime(wildcards, attempt):
+    """Minutes a training job may run: train_runtime_min, times the attempt unless train_runtime_grows is false."""
+    return RES["train_runtime_min"] * (attempt if RES["train_runtime_grows"] else 1)
 
 
 def get_init_arg(wildcards, input):

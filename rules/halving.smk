@@ -32,11 +32,12 @@ if HALVING:
             gpu=RES["train_gpus"],
             gpu_slots=get_gpu_slots,
             mem_mb=RES["train_mem_mb"],
-            runtime=lambda wildcards, attempt: RES["train_runtime_min"] * attempt,
+            runtime=get_train_runtime,
+            slurm_extra=TRAIN_SLURM_EXTRA,  # as rule train
         conda:
             ENV
         shell:
-            "python -m workflow train-rung --cell {params.cell:q} --shard {input.shard} {params.init}"
+            "exec python -m workflow train-rung --cell {params.cell:q} --shard {input.shard} {params.init}"
             " --rung {wildcards.rung} --until-epoch {params.budget} {params.previous}"
             " --out {params.out} --threads {threads} > {log} 2>&1"
 

@@ -21,9 +21,12 @@ rule train:
         gpu=RES["train_gpus"],
         gpu_slots=get_gpu_slots,
         mem_mb=RES["train_mem_mb"],
-        runtime=lambda wildcards, attempt: RES["train_runtime_min"] * attempt,
+        runtime=get_train_runtime,
+        # SLURM: SIGURG train_warning_s before the time limit (profiles/README.md)
+        slurm_extra=TRAIN_SLURM_EXTRA,
     conda:
         ENV
+    # exec: no shell between Snakemake and the trainer, which checkpoints on SIGTERM (a shell would die of it)
     shell:
-        "python -m workflow train --cell {params.cell:q} --shard {input.shard} {params.init}"
+        "exec python -m workflow train --cell {params.cell:q} --shard {input.shard} {params.init}"
         " --out {params.out} --threads {threads} > {log} 2>&1"

@@ -1,26 +1,32 @@
 """One cell's training on real digits: stages, schedules, optimizers, history, checkpoints,
-resuming a killed job, and the diverged and out-of-memory paths."""
+resuming a killed or signalled job (also through Snakemake's retries), micro-batches after an
+out-of-memory error, and the diverged and out-of-memory paths."""
 
+import copy
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from conftest import REPO
+from conftest import REPO, write_config
 from workflow.__main__ import main
+from workflow.data import DeviceSplit
 from workflow.models import build_classifier
 from workflow.prepare import prepare_dataset
 from workflow.study import DEFAULT_TRAINING, merge
 from workflow.training import (
-    HISTORY_COLUMNS, LAST, OOM_HOOK, TIMING_COLUMNS, Objective, Schedule, make_optimizer, parameter_groups,
-    train_cell,
+    BEST_SO_FAR, EXIT_STOPPED, HISTORY_COLUMNS, LAST, OOM_ABOVE_HOOK, OOM_HOOK, SIGNAL_HOOK, TIMING_COLUMNS,
+    FaultHooks, MicroBatching, Objective, Schedule, make_optimizer, parameter_groups, train_cell, train_step,
 )
 
 
@@ -126,9 +132,9 @@ def test_last_checkpoint_of_another_config_is_not_resumed(shard, tmp_path):
     assert metrics["epochs_run"] == 1 and metrics["run"]["resumed_after_epochs"] == []
 
 
-def start_training(cell, shard, out, log_name):
-    """`python -m workflow train` for one cell, as the train rule runs it."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+def start_training(cell, shard, out, log_name, **env_vars):
+    """`python -m workflow train` for one cell, as the train rule runs it (with `env_vars` added)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **env_vars)
     log = open(out.parent / log_name, "w")
     return subprocess.Popen(
         [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--shard", str(shard),
@@ -177,6 +183,207 @@ def test_killed_job_resumes_to_the_same_history_as_an_uninterrupted_run(shard, t
         assert ours[key] == theirs[key], key
     assert len(ours["run"]["resumed_after_epochs"]) == 2 and ours["run"]["resumed_after_epochs"][0] >= 2
     assert "resuming from" in (tmp_path / "run3.log").read_text()
+
+
+def steps_per_epoch(shard, batch_size=32):
+    return -(-len(DeviceSplit.load(shard, "train", torch.device("cpu"))) // batch_size)
+
+
+@pytest.mark.parametrize("memory_share", [0.5, 0.0], ids=["device-split", "streamed-split"])
+def test_a_stop_signal_checkpoints_mid_epoch_and_the_retry_ends_with_the_same_history(shard, tmp_path, memory_share):
+    training = merge(DEFAULT_TRAINING, {
+        "stages": [{"name": "head", "freeze": "head", "epochs": 2, "optimizer": "sgd", "nesterov": True},
+                   {"name": "finetune", "freeze": "cell", "epochs": 2, "lr_factor": 0.1}],
+        "augment": {"hflip": True}, "mixup": 0.2, "label_smoothing": 0.1, "deterministic": True,
+        "loader": {"memory_share": memory_share, "workers": 0, "buffer_chunks": 2},  # 0: stream every split
+    })
+    cell = make_cell(training=training)
+    steps = steps_per_epoch(shard)  # 11: 322 images in batches of 32
+    reference = start_training(cell, shard, tmp_path / "reference", "reference.log")
+    out = tmp_path / "stopped"
+    # each run sends itself SIGTERM before its N-th step and stops right after it, at a batch boundary
+    first = start_training(cell, shard, out, "run1.log", **{SIGNAL_HOOK: str(steps + 5)})
+    assert first.wait(timeout=300) == EXIT_STOPPED, (tmp_path / "run1.log").read_text()
+    log1 = (tmp_path / "run1.log").read_text()
+    assert "stopped by SIGTERM in epoch 2 after 5 batches" in log1 and "exiting with status 75" in log1
+    saved = torch.load(out / LAST, weights_only=False)
+    assert saved["stopped_by"] == "SIGTERM" and saved["state"]["epoch"] == 1
+    assert saved["position"]["epoch"] == 2 and saved["position"]["batches"] == 5
+    assert saved["position"]["seen"] == 5 * 32
+    assert (out / BEST_SO_FAR).exists()  # best weights so far: not an output, so Snakemake keeps them
+    assert not (out / "metrics.json").exists() and not (out / "best.pt").exists()
+
+    # the next run picks up at batch 6 of epoch 2 and is stopped inside epoch 3, the second stage's first
+    second = start_training(cell, shard, out, "run2.log", **{SIGNAL_HOOK: str(steps - 5 + 4)})
+    assert second.wait(timeout=300) == EXIT_STOPPED, (tmp_path / "run2.log").read_text()
+    log2 = (tmp_path / "run2.log").read_text()
+    assert "after epoch 1 and 5 batches of epoch 2 (the last job was stopped by SIGTERM)" in log2
+    assert "stopped by SIGTERM in epoch 3 after 4 batches" in log2
+    third = start_training(cell, shard, out, "run3.log")
+    assert third.wait(timeout=300) == 0 and reference.wait(timeout=300) == 0, (tmp_path / "run3.log").read_text()
+
+    expected = pd.read_csv(tmp_path / "reference" / "history.csv").drop(columns=list(TIMING_COLUMNS))
+    resumed = pd.read_csv(out / "history.csv").drop(columns=list(TIMING_COLUMNS))
+    assert resumed["epoch"].tolist() == [1, 2, 3, 4]  # no gap, no repeat
+    pd.testing.assert_frame_equal(resumed, expected, check_exact=True)
+    ours, theirs = (json.loads((d / "metrics.json").read_text()) for d in (out, tmp_path / "reference"))
+    for key in ("status", "test_accuracy", "test_loss", "best_epoch", "best_val_accuracy", "confusion_matrix"):
+        assert ours[key] == theirs[key], key
+    assert ours["run"]["resumes"] == [{"epoch": 1, "batch": 5, "signal": "SIGTERM"},
+                                      {"epoch": 2, "batch": 4, "signal": "SIGTERM"}]
+    assert ours["run"]["resumed_after_epochs"] == [1, 2] and theirs["run"]["resumes"] == []
+    assert torch.load(out / "best.pt", weights_only=False)["epoch"] == ours["best_epoch"]
+    assert not (out / LAST).exists() and not (out / BEST_SO_FAR).exists()
+
+
+def find_trainer(workdir: Path) -> int | None:
+    """The pid of the `python -m workflow train` running in `workdir` (a test's own folder)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = (proc / "cwd").resolve()
+        except OSError:
+            continue
+        if args[1:4] == [b"-m", b"workflow", b"train"] and cwd == workdir.resolve():
+            return int(proc.name)
+    return None
+
+
+def test_snakemake_retries_a_signalled_training_job_which_resumes_mid_run(tmp_path):
+    config = {
+        "study": "signalled",
+        "datasets": {"digits-012": {"source": "digits", "classes": [0, 1, 2], "seed": 0,
+                                    "split": {"train": 0.6, "val": 0.2, "test": 0.2}}},
+        "grid": {"dataset": ["digits-012"], "model": ["resnet18"], "resolution": [16], "batch_size": [32],
+                 "lr": [0.01], "optimizer": ["adam"], "weights": ["none"]},
+        "training": {"stages": [{"name": "head", "freeze": "head", "epochs": 2},
+                                {"name": "finetune", "freeze": "all", "epochs": 4, "lr_factor": 0.1}],
+                     "deterministic": True},
+        "resources": {"train_threads": 1},
+    }
+    configfile = write_config(tmp_path / "study.yaml", config)
+    cell = "digits-012/resnet18/r16/bs32-lr1e-2-adam-all-s0-wnone"
+    folder = tmp_path / "work/results/signalled/cells" / cell
+    args = [f"results/signalled/cells/{cell}/metrics.json", "--snakefile", str(REPO / "Snakefile"),
+            "--directory", str(tmp_path / "work"), "--cores", "2", "--retries", "1", "--configfile", str(configfile)]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "snakemake.out"  # a file, not a pipe that nobody reads while it runs
+    with open(out, "w") as sink:
+        run = subprocess.Popen([sys.executable, "-m", "snakemake", *args], stdout=sink, stderr=subprocess.STDOUT,
+                               env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not (folder / LAST).exists():  # an epoch is done
+            assert run.poll() is None and time.monotonic() < deadline, out.read_text()[-4000:]
+            time.sleep(0.05)
+        pid = find_trainer(tmp_path / "work")
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)  # what SLURM sends at the time limit
+        run.wait(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, out.read_text()[-6000:]
+    # the attempt failed with the trainer's status; Snakemake deleted its outputs and ran it again
+    (log,) = (tmp_path / "work/.snakemake/log").glob("*.snakemake.log")
+    log = log.read_text()
+    assert log.count("localrule train:") == 2 and "Trying to restart job" in log, log[-6000:]
+    assert "stopped by SIGTERM" in log and "Removing output files of failed job train" in log
+    metrics = json.loads((folder / "metrics.json").read_text())
+    history = pd.read_csv(folder / "history.csv")
+    assert metrics["status"] == "ok" and history["epoch"].tolist() == list(range(1, 7))
+    (resume,) = metrics["run"]["resumes"]
+    assert resume["signal"] == "SIGTERM" and resume["epoch"] >= 1, resume
+    assert torch.load(folder / "best.pt", weights_only=False)["epoch"] == metrics["best_epoch"]
+    assert "resuming from" in (tmp_path / "work/results/signalled/logs/train" / f"{cell}.log").read_text()
+
+    # the same cell, never stopped
+    train_cell(metrics["config"], tmp_path / "work/results/data/digits-012/r16.json", tmp_path / "reference", log=quiet)
+    expected = pd.read_csv(tmp_path / "reference" / "history.csv")
+    pd.testing.assert_frame_equal(history.drop(columns=list(TIMING_COLUMNS)),
+                                  expected.drop(columns=list(TIMING_COLUMNS)), check_exact=True)
+
+
+def micro_batch_cell(**training):
+    """One stage with the backbone frozen (its batch norms in eval mode) and no dropout: micro-batches
+    then compute what the whole batch would, up to floating-point rounding."""
+    return make_cell(training=merge(DEFAULT_TRAINING, {
+        "stages": [{"name": "head", "freeze": "head", "epochs": 3}], "dropout": 0.0, "mixup": 0.2,
+        "label_smoothing": 0.1, "augment": {"hflip": True}, "deterministic": True, **training}))
+
+
+def count_optimizer_steps():
+    counter = {"steps": 0}
+
+    def hook(optimizer, args, kwargs):
+        counter["steps"] += 1
+
+    return counter, register_optimizer_step_post_hook(hook)
+
+
+def test_out_of_memory_steps_go_on_in_micro_batches_with_the_same_history(shard, tmp_path, monkeypatch):
+    cell = micro_batch_cell(oom_micro_batches=True)
+    counter, handle = count_optimizer_steps()
+    try:
+        reference = train_cell(cell, shard, tmp_path / "reference", log=quiet)
+        reference_steps, counter["steps"] = counter["steps"], 0
+        monkeypatch.setenv(OOM_ABOVE_HOOK, "12")  # more than 12 images in a forward pass: out of memory
+        messages = []
+        metrics = train_cell(cell, shard, tmp_path / "micro", log=messages.append)
+    finally:
+        handle.remove()
+    assert reference_steps == counter["steps"] == 3 * steps_per_epoch(shard)  # the effective batch size stays
+    assert metrics["status"] == "ok" and metrics["oom"] is None
+    assert metrics["micro_batch_size"] == 8 and reference["micro_batch_size"] is None  # 32 -> 2 x 16 -> 4 x 8
+    assert metrics["run"]["micro_batches"] == [{"epoch": 1, "batch": 1, "batch_size": 32, "micro_batch_size": 8}]
+    assert any("epoch 1, batch 1: out of memory on 32 images; from now on micro-batches of at most 8" in m
+               for m in messages)
+    expected = pd.read_csv(tmp_path / "reference" / "history.csv").drop(columns=list(TIMING_COLUMNS))
+    micro = pd.read_csv(tmp_path / "micro" / "history.csv").drop(columns=list(TIMING_COLUMNS))
+    pd.testing.assert_frame_equal(micro, expected, check_exact=False, rtol=1e-4, atol=1e-6)
+    assert metrics["test_accuracy"] == pytest.approx(reference["test_accuracy"], abs=1e-9)
+
+
+def test_out_of_memory_without_micro_batches_or_below_two_images_ends_the_cell_as_oom(shard, tmp_path, monkeypatch):
+    monkeypatch.setenv(OOM_ABOVE_HOOK, "12")
+    metrics = train_cell(micro_batch_cell(), shard, tmp_path / "off", log=quiet)  # oom_micro_batches: false
+    assert metrics["status"] == "oom" and metrics["oom"] == {"phase": "train", "epoch": 1, "batch_size": 32}
+    assert metrics["micro_batch_size"] is None and metrics["epochs_run"] == 0
+
+    monkeypatch.setenv(OOM_ABOVE_HOOK, "1")  # training batch norms cannot take micro-batches of one image
+    cell = micro_batch_cell(oom_micro_batches=True, stages=[{"name": "all", "freeze": "all", "epochs": 1}])
+    metrics = train_cell(cell, shard, tmp_path / "floor", log=quiet)
+    assert metrics["status"] == "oom" and metrics["micro_batch_size"] == 2 and metrics["run"]["micro_batches"] == []
+
+
+def test_micro_batches_accumulate_the_whole_batch_gradient_with_mixup_and_inceptions_aux_loss():
+    torch.manual_seed(0)
+    whole, _ = build_classifier("inception_v3", 3, "none", resolution=299)
+    x, labels = torch.randn(4, 3, 299, 299), torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():  # running statistics of this batch, so that activations stay in range
+        for module in whole.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.momentum = 1.0
+        whole.train()(x)
+    for module in whole.modules():  # batch norms and dropout as in a frozen backbone: no batch statistics
+        if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Dropout)):
+            module.eval()
+    split = copy.deepcopy(whole)
+    training = merge(DEFAULT_TRAINING, {"mixup": 0.4, "label_smoothing": 0.1})
+    results = {}
+    for name, model, micro, hooks in [
+        ("whole", whole, None, FaultHooks({})),
+        ("split", split, MicroBatching(allowed=True), FaultHooks({OOM_ABOVE_HOOK: "2"})),
+    ]:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # leaves the gradients for a look
+        results[name] = train_step(model, x, labels, Objective(training, seed=3), optimizer, False, micro, hooks)
+    assert micro.size == 2  # 4 images ran out of memory: two micro-batches of 2
+    (loss, correct), (split_loss, split_correct) = results["whole"], results["split"]
+    assert split_loss.item() == pytest.approx(loss.item(), rel=1e-5) and split_correct == correct
+    for (name, p), q in zip(whole.named_parameters(), split.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-4 * p.grad.abs().max().item(), msg=name)
+    assert split.backbone.AuxLogits.fc.weight.grad.abs().sum() > 0  # the auxiliary loss took part
 
 
 def test_schedules_warm_up_then_plateau_cosine_or_step():

@@ -20,6 +20,7 @@ METRICS = {
     "best_val_accuracy": "float", "best_val_loss": "float",
     "epochs_run": "Int64", "best_epoch": "Int64", "diverged_epoch": "Int64",
     "wall_time_s": "float", "train_time_s": "float", "images_per_s": "float", "peak_memory_mb": "float",
+    "micro_batch_size": "Int64",  # set only where training.oom_micro_batches split the batches
     "device": "object",
 }
 # Per-epoch history columns renamed so they do not clash with the cell's axes.

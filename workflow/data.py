@@ -60,11 +60,14 @@ class DeviceSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None):
-        """Yield (uint8 images N x 3 x H x W, labels); shuffled with `generator`, in order without."""
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if generator is not None else None
-        for start in range(0, n, batch_size):
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0):
+        """An iterator of (uint8 images N x 3 x H x W, labels); shuffled with `generator`, in order
+        without. The order is drawn at the call; the first `skip` batches are left out (a resumed epoch)."""
+        order = torch.randperm(len(self), generator=generator) if generator is not None else None
+        return self._batches(order, batch_size, skip)
+
+    def _batches(self, order: torch.Tensor | None, batch_size: int, skip: int):
+        for start in range(skip * batch_size, len(self), batch_size):
             if order is None:
                 images, labels = self.images[start:start + batch_size], self.labels[start:start + batch_size]
             else:
@@ -210,6 +213,19 @@ def _rebatch(pieces, batch_size: int):
         yield _join(held)
 
 
+def _task_size(task) -> int:
+    """Images one read task returns."""
+    return sum(block.stop - block.start for block in task[0])
+
+
+def _drop_first(pieces, count: int):
+    """The stream of (images, labels) pieces without its first `count` images (fewer than the first piece's)."""
+    for images, labels in pieces:
+        if count:
+            images, labels, count = images[count:], labels[count:], 0
+        yield images, labels
+
+
 def _join(held):
     if len(held) == 1:
         return held[0]
@@ -264,17 +280,21 @@ class StreamSplit:
             tasks.append((buffer, perm))
         return tasks
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None):
-        """Yield (uint8 images N x 3 x H x W, labels) on the device, block-shuffled with `generator`."""
-        tasks = self.tasks(generator)
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0):
+        """An iterator of (uint8 images N x 3 x H x W, labels) on the device, block-shuffled with
+        `generator`. The order is drawn at the call; the first `skip` batches are left out (a resumed
+        epoch) and the reads they would have needed are not made."""
+        tasks, offset = self.tasks(generator), skip * batch_size
         if all(block.offset is not None for block in self.blocks):
-            yield from self._mapped_batches(tasks, batch_size)
-        else:
-            yield from self._read_batches(tasks, batch_size)
+            return self._mapped_batches(tasks, batch_size, offset)
+        while tasks and offset >= _task_size(tasks[0]):
+            offset -= _task_size(tasks.pop(0))
+        return self._read_batches(tasks, batch_size, offset)
 
-    def _mapped_batches(self, tasks, batch_size: int, read_ahead: int = 2):
-        """Batches gathered image by image from the memory-mapped chunks, the blocks of the next
-        `read_ahead` batches requested from the kernel before they are needed."""
+    def _mapped_batches(self, tasks, batch_size: int, offset: int, read_ahead: int = 2):
+        """Batches gathered image by image from the memory-mapped chunks, from the `offset`-th image of
+        the epoch on, the blocks of the next `read_ahead` batches requested from the kernel before they
+        are needed."""
         if self.mapped is None:
             self.mapped = MappedBlocks(self.files, self.blocks, self.image_shape)
         index = {block: i for i, block in enumerate(self.blocks)}
@@ -286,7 +306,7 @@ class StreamSplit:
                 ids, local = ids[perm], local[perm]
             blocks.append(ids)
             rows.append(local)
-        blocks, rows = np.concatenate(blocks), np.concatenate(rows)
+        blocks, rows = np.concatenate(blocks)[offset:], np.concatenate(rows)[offset:]
         labels = self.labels[torch.from_numpy(self.block_starts[blocks] + rows).to(self.device)]
         used, first_row = np.unique(blocks, return_index=True)
         by_first_use = used[np.argsort(first_row)]
@@ -301,8 +321,9 @@ class StreamSplit:
             self.mapped.gather(out.numpy(), blocks[start:stop].tolist(), rows[start:stop].tolist())
             yield out.to(self.device, non_blocking=True).permute(0, 3, 1, 2), labels[start:stop]
 
-    def _read_batches(self, tasks, batch_size: int):
-        """Batches from buffers read (and decompressed) by HDF5 in a background thread or workers."""
+    def _read_batches(self, tasks: list, batch_size: int, offset: int):
+        """Batches from buffers read (and decompressed) by HDF5 in a background thread or workers,
+        without the first `offset` images of the first task."""
         pin = self.device.type == "cuda"
         if self.workers:  # workers must not touch CUDA: the DataLoader pins in the main process
             reader = BlockReader(self.files, self.split, pin_memory=False)
@@ -310,7 +331,7 @@ class StreamSplit:
                                                  pin_memory=pin)
         else:
             pieces = _read_ahead(BlockReader(self.files, self.split, pin_memory=pin), tasks)
-        for images, labels in _rebatch(pieces, batch_size):
+        for images, labels in _rebatch(_drop_first(pieces, offset), batch_size):
             images = images.to(self.device, non_blocking=True)
             yield images.permute(0, 3, 1, 2), labels.to(self.device, non_blocking=True)
 

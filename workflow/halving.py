@@ -28,7 +28,8 @@ import pandas as pd
 from workflow.atomic import atomic_path, write_json
 from workflow.study import HALVING_METRICS, Halving
 
-LAST = "last.pt"  # workflow.training.LAST (not imported: that module imports torch)
+LAST = "last.pt"  # workflow.training.LAST and BEST_SO_FAR (not imported: that module imports torch)
+BEST_SO_FAR = "best-so-far.pt"
 STATE = "state.pt"
 RUNG_FILES = ("metrics.json", "history.csv", "best.pt", STATE)
 CELL_FILES = ("metrics.json", "history.csv", "best.pt")
@@ -47,9 +48,9 @@ def _copy(source: Path, dest: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def _in_progress(out_dir: Path, previous: dict | None) -> dict | None:
+def _in_progress(out_dir: Path, previous: dict) -> dict | None:
     """This rung's own last.pt when it can be continued: written for the same run as `previous` and at
-    least as far along, with its best checkpoint still there or still the previous rung's."""
+    least as far along."""
     path = out_dir / LAST
     if not path.exists():
         return None
@@ -57,29 +58,23 @@ def _in_progress(out_dir: Path, previous: dict | None) -> dict | None:
         current = _load(path)
     except Exception:  # unreadable: start over from the previous rung
         return None
-    state = current.get("state", {})
-    if previous is not None and (current.get("fingerprint") != previous["fingerprint"]
-                                 or state.get("epoch", -1) < previous["state"]["epoch"]):
+    if current.get("fingerprint") != previous["fingerprint"] or \
+            current.get("state", {}).get("epoch", -1) < previous["state"]["epoch"]:
         return None
-    best_kept = (out_dir / "best.pt").exists() or state.get("best_epoch") is None or (
-        previous is not None and state.get("best_epoch") == previous["state"]["best_epoch"])
-    return current if best_kept else None
+    return current
 
 
 def start_rung(out_dir: str | Path, previous: str | Path | None, log=print) -> None:
-    """Put the checkpoint a rung continues from into its folder, as last.pt (and best.pt).
+    """Put the checkpoint a rung continues from into its folder: the previous rung's state.pt as
+    last.pt and its best.pt as best-so-far.pt (what training.py resumes from).
 
-    A rung job that was killed left its own last.pt: that one is kept when it continues the previous
-    rung's run and is further along. Snakemake deletes a killed job's declared outputs, best.pt among
-    them; when the best epoch came after the previous rung that checkpoint is lost, and the rung starts
-    over from the previous rung's state rather than end with a best.pt that does not match its history.
+    A rung job that was stopped or killed left its own last.pt and best-so-far.pt (Snakemake deletes
+    only declared outputs): those are kept when they continue the previous rung's run and are further
+    along. The first rung has nothing to continue; training.py resumes its own last.pt, if any.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if previous is None:  # the first rung: training.py resumes its own last.pt, if any
-        if (out_dir / LAST).exists() and _in_progress(out_dir, None) is None:
-            log(f"starting over: {out_dir / LAST} has a best epoch whose best.pt is gone")
-            (out_dir / LAST).unlink()
+    if previous is None:
         return
     previous = Path(previous)
     before = _load(previous / STATE)
@@ -87,12 +82,10 @@ def start_rung(out_dir: str | Path, previous: str | Path | None, log=print) -> N
         raise ValueError(f"{previous / STATE} holds no resumable state (the cell ended as "
                          f"{before.get('status')!r}); such a cell does not go on to another rung")
     current = _in_progress(out_dir, before)
-    if current is not None:
-        if not (out_dir / "best.pt").exists() and current["state"].get("best_epoch") is not None:
-            _copy(previous / "best.pt", out_dir / "best.pt")
+    if current is not None and (out_dir / BEST_SO_FAR).exists():
         log(f"continuing this rung's own {LAST} after epoch {current['state']['epoch']}")
         return
-    _copy(previous / "best.pt", out_dir / "best.pt")
+    _copy(previous / "best.pt", out_dir / BEST_SO_FAR)
     _copy(previous / STATE, out_dir / LAST)
     log(f"continuing {previous / STATE} after epoch {before['state']['epoch']}")
 
@@ -109,10 +102,12 @@ def finish_rung(out_dir: str | Path, rung: int, budget: int, log=print) -> dict:
     last = out_dir / LAST
     if metrics["status"] == "ok" and last.exists():
         os.replace(last, out_dir / STATE)
+        (out_dir / BEST_SO_FAR).unlink(missing_ok=True)  # best.pt holds the same weights
     else:
         with atomic_path(out_dir / STATE) as tmp:
             torch.save({"resumable": False, "status": metrics["status"], "cell": metrics["cell"]}, tmp)
         last.unlink(missing_ok=True)
+        (out_dir / BEST_SO_FAR).unlink(missing_ok=True)
     metrics.update(rung=rung, budget_epochs=budget)
     write_json(out_dir / "metrics.json", metrics)
     log(f"rung {rung} ({budget} epochs): {metrics['epochs_run']} epochs run, status {metrics['status']}")

@@ -241,3 +241,8 @@ def set_train_mode(model: Classifier, policy: str) -> None:
             p.requires_grad for p in module.parameters()
         ):
             module.eval()
+
+
+def batch_norm_training(model: nn.Module) -> bool:
+    """Whether any batch norm of `model` is in training mode (and so needs more than one image)."""
+    return any(m.training for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))

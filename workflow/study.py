@@ -44,6 +44,7 @@ DEFAULT_TRAINING = {
     "mixup": 0.0,
     "aux_loss_weight": 0.4,
     "eval_batch_size": 256,
+    "oom_micro_batches": False,
     "bf16": True,
     "compile": False,
     "deterministic": False,

@@ -4,24 +4,54 @@ Every epoch ends with ``last.pt`` in the cell's folder (model, optimizer,
 schedule, RNG states, run state and history), written atomically; a job
 started again with the same cell config and input files resumes from it and,
 on the CPU in deterministic mode, ends with the same history as a run that
-was never stopped. ``last.pt`` is removed once metrics.json is written, unless the
-job trained to a budget (``until_epoch``) and a later job is to continue from it.
+was never stopped.
+
+Stop signals: SIGTERM (SLURM's time limit, preemption, scancel) and the
+warning signals SIGURG and SIGUSR1 (SLURM's ``--signal``, see rules/train.smk)
+only set a flag (``StopFlag``, installed by ``python -m workflow train``).
+The training loop checks it at every batch boundary and epoch end, writes
+``last.pt`` with the epoch's position (batches done, the shuffle generator's
+state when the epoch drew its order, the partial loss and accuracy sums) and
+raises ``Stopped``; the command then exits with status 75 (``EXIT_STOPPED``)
+so that Snakemake's retry resumes mid-epoch, with the same history as a run
+that was never stopped (CPU, deterministic mode).
+
+Snakemake deletes the outputs of a failed job, so while a cell trains its best
+weights live in ``best-so-far.pt``; best.pt and metrics.json are written only
+once the cell is complete (history.csv also after every epoch, as a progress
+view rebuilt from last.pt). ``last.pt`` and ``best-so-far.pt`` are removed
+once metrics.json is written, unless the job trained to a budget
+(``until_epoch``): then both stay for a later job to continue from
+(successive halving's rungs, workflow/halving.py).
 
 A non-finite training loss ends the cell as ``diverged``, a CUDA out-of-memory
-error as ``oom``; either way the job writes all its outputs and succeeds.
-Test hook: with ``TLSWEEP_INJECT_OOM_AT_STEP=N`` in the environment, the N-th
-training step of the job raises ``torch.OutOfMemoryError``.
+error as ``oom``; either way the job writes all its outputs and succeeds. With
+``training.oom_micro_batches`` an out-of-memory training step is first retried
+in 2, 4, ... micro-batches with their gradients accumulated (one optimizer
+step per batch, so the effective batch size stays; batch norm sees the
+micro-batch), and the working micro-batch size is kept for the rest of the cell.
+
+Test hooks (``FaultHooks``), read from the environment:
+
+- ``TLSWEEP_INJECT_OOM_AT_STEP=N``: the first forward pass of the job's N-th
+  training step raises ``torch.OutOfMemoryError``;
+- ``TLSWEEP_INJECT_OOM_ABOVE=N``: every training forward pass of more than N
+  images raises it;
+- ``TLSWEEP_SIGNAL_AT_STEP=N``: the process sends itself SIGTERM just before
+  its N-th training step, so it stops right after that step (only for
+  ``python -m workflow train``, which handles the signal).
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import math
 import os
 import pickle
 import platform
 import random
+import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +65,7 @@ from torch import nn
 from workflow.atomic import atomic_path, write_json
 from workflow.data import DeviceSplit, Normalizer, load_splits
 from workflow.metrics import classification_report
-from workflow.models import Classifier, apply_freeze, build_classifier, set_train_mode
+from workflow.models import Classifier, apply_freeze, batch_norm_training, build_classifier, set_train_mode
 from workflow.shards import read_class_names
 from workflow.study import stage_settings
 
@@ -47,7 +77,14 @@ TIMING_COLUMNS = ("seconds", "images_per_s")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("cosine", "plateau", "step")
 OOM_HOOK = "TLSWEEP_INJECT_OOM_AT_STEP"
+OOM_ABOVE_HOOK = "TLSWEEP_INJECT_OOM_ABOVE"
+SIGNAL_HOOK = "TLSWEEP_SIGNAL_AT_STEP"
 LAST = "last.pt"
+BEST_SO_FAR = "best-so-far.pt"
+# SIGTERM: the time limit or preemption; SIGURG: the warning rules/train.smk asks SLURM for (every
+# other process of the job step ignores it); SIGUSR1: the usual warning signal elsewhere.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGURG, signal.SIGUSR1)
+EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, try again
 
 
 def pick_device() -> torch.device:
@@ -150,40 +187,180 @@ class Objective:
             return self.criterion(output[0].float(), labels) + self.aux_weight * self.criterion(output[1].float(), labels)
         return self.criterion(output.float(), labels)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor):
-        """(loss, logits) of a normalised batch."""
+    def mix(self, x: torch.Tensor, labels: torch.Tensor):
+        """(what the model sees, targets): mixup blends the batch with a shuffled copy of itself,
+        drawn here once per batch (so micro-batches share it); without mixup, the batch itself."""
         if self.mixup > 0:
             lam = float(self.rng.beta(self.mixup, self.mixup))
             perm = torch.from_numpy(self.rng.permutation(len(labels))).to(labels.device)
-            output = model(lam * x + (1 - lam) * x[perm])
-            loss = lam * self.loss(output, labels) + (1 - lam) * self.loss(output, labels[perm])
-        else:
-            output = model(x)
-            loss = self.loss(output, labels)
-        return loss, output[0] if isinstance(output, tuple) else output
+            return lam * x + (1 - lam) * x[perm], (labels, labels[perm], lam)
+        return x, (labels, None, 1.0)
+
+    def score(self, output, targets, part: slice = slice(None)) -> torch.Tensor:
+        """The mean loss of `output` against the images `part` of `targets` (from `mix`)."""
+        labels, mixed_with, lam = targets
+        if mixed_with is None:
+            return self.loss(output, labels[part])
+        return lam * self.loss(output, labels[part]) + (1 - lam) * self.loss(output, mixed_with[part])
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor):
+        """(loss, logits) of a normalised batch."""
+        inputs, targets = self.mix(x, labels)
+        output = model(inputs)
+        return self.score(output, targets), logits_of(output)
+
+
+def logits_of(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output  # (logits, auxiliary logits) in training
+
+
+class FaultHooks:
+    """The test hooks of the module docstring (TLSWEEP_INJECT_OOM_AT_STEP, TLSWEEP_INJECT_OOM_ABOVE,
+    TLSWEEP_SIGNAL_AT_STEP), read from `environ`; all off when it sets none of them."""
+
+    def __init__(self, environ=None):
+        environ = os.environ if environ is None else environ
+        self.oom_at_step = int(environ.get(OOM_HOOK) or 0)
+        self.oom_above = int(environ.get(OOM_ABOVE_HOOK) or 0)
+        self.signal_at_step = int(environ.get(SIGNAL_HOOK) or 0)
+        self.steps = 0  # training steps begun by this process
+        self.injected_at_step = False
+
+    def before_step(self) -> None:
+        """Call once before each training step."""
+        self.steps += 1
+        if self.steps == self.signal_at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def before_forward(self, images: int) -> None:
+        """Call before each forward pass of a training step (one per micro-batch)."""
+        if self.oom_at_step and self.steps == self.oom_at_step and not self.injected_at_step:
+            self.injected_at_step = True
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {OOM_HOOK}={self.oom_at_step})")
+        if self.oom_above and images > self.oom_above:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {OOM_ABOVE_HOOK}={self.oom_above}: "
+                                         f"{images} images)")
+
+
+NO_HOOKS = FaultHooks({})
+
+
+@dataclass
+class MicroBatching:
+    """training.oom_micro_batches: after an out-of-memory error a training batch is split into twice
+    as many micro-batches as it had; `size` (None: whole batches) then holds for the rest of the cell."""
+
+    allowed: bool = False
+    size: int | None = None  # the working micro-batch size
+    changes: list[dict] = field(default_factory=list)  # {"epoch", "batch", "batch_size", "micro_batch_size"}
+
+    def split_further(self, batch: int, smallest: int) -> None:
+        """After an out-of-memory error on a batch of `batch` images: halve the micro-batches,
+        or raise torch.OutOfMemoryError when they would get smaller than `smallest`."""
+        current = min(self.size or batch, batch)
+        size = -(-batch // (2 * -(-batch // current)))  # ceil(batch / twice the parts it had)
+        if size < smallest or size >= current:
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory at batch size {batch}, even in micro-batches of {current} images")
+        self.size = size
 
 
 def train_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, objective: Objective,
-               optimizer: torch.optim.Optimizer, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step; returns the batch's summed loss and correct count as tensors (no sync)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss, logits = objective(model, x, labels)
+               optimizer: torch.optim.Optimizer, amp: bool, micro: MicroBatching | None = None,
+               hooks: FaultHooks = NO_HOOKS) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step; returns the batch's summed loss and correct count as tensors (no sync).
+
+    With `micro`, the batch goes through the model in micro-batches of at most `micro.size` images,
+    each one's loss weighted by its share of the batch and the gradients accumulated, so the
+    optimizer still steps once per batch. An out-of-memory error then frees what the attempt held
+    and retries the batch (same mixup draw) in twice as many micro-batches, if `micro.allowed`.
+    """
+    inputs, targets = objective.mix(x, labels)
+    while True:
+        try:
+            return accumulate_step(model, inputs, targets, labels, objective, optimizer, amp,
+                                   micro.size if micro else None, hooks)
+        except torch.OutOfMemoryError:
+            if micro is None or not micro.allowed:
+                raise
+        # outside the except block, so that the failed attempt's tensors are already released
+        optimizer.zero_grad(set_to_none=True)
+        if inputs.device.type == "cuda":
+            torch.cuda.empty_cache()
+        micro.split_further(len(labels), smallest=2 if batch_norm_training(model) else 1)
+
+
+def accumulate_step(model, inputs, targets, labels, objective: Objective, optimizer, amp: bool,
+                    micro_batch_size: int | None, hooks: FaultHooks = NO_HOOKS):
+    """Zero the gradients, run the batch forward and backward in nearly equal micro-batches of at
+    most `micro_batch_size` images (None: whole), step the optimizer once; (summed loss, correct)."""
+    n = len(labels)
+    parts = 1 if micro_batch_size is None else -(-n // micro_batch_size)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total_loss = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), dtype=torch.long, device=labels.device)
+    start = 0
+    for i in range(parts):
+        stop = start + n // parts + (i < n % parts)
+        part = slice(start, stop)
+        hooks.before_forward(stop - start)
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
+            output = model(inputs[part])
+            loss = objective.score(output, targets, part)
+        (loss if parts == 1 else loss * ((stop - start) / n)).backward()
+        total_loss += loss.detach() * (stop - start)
+        correct += (logits_of(output).argmax(1) == labels[part]).sum()
+        start = stop
     optimizer.step()
-    return loss.detach() * len(labels), (logits.argmax(1) == labels).sum()
+    return total_loss, correct
 
 
-def oom_injector() -> Callable[[], None]:
-    """The TLSWEEP_INJECT_OOM_AT_STEP test hook: call once before each training step."""
-    at = int(os.environ.get(OOM_HOOK) or 0)
-    steps = itertools.count(1)
+class StopFlag:
+    """Set by a stop signal (see the module docstring); the training loop checks it at batch boundaries."""
 
-    def before_step() -> None:
-        if next(steps) == at:
-            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {OOM_HOOK}={at})")
+    def __init__(self):
+        self.signal: str | None = None  # the first stop signal's name
 
-    return before_step
+    def __call__(self, signum, frame=None) -> None:
+        self.signal = self.signal or signal.Signals(signum).name
+
+    def install(self, signals=STOP_SIGNALS) -> "StopFlag":
+        """Make `signals` set this flag (main thread only), instead of their default action."""
+        for sig in signals:
+            signal.signal(sig, self)
+        return self
+
+
+@dataclass
+class EpochPosition:
+    """How far an epoch's training pass got: enough for another process to go on from there."""
+
+    epoch: int  # 1-based, all stages together
+    shuffle_state: torch.Tensor | None = None  # the shuffle generator before the epoch drew its order
+    batches: int = 0  # batches done (a skipped one-image batch counts)
+    loss_sum: torch.Tensor | None = None  # summed training loss of the images seen, on the device
+    correct: torch.Tensor | None = None
+    seen: int = 0
+    seconds: float = 0.0  # training time so far
+
+    @classmethod
+    def restore(cls, saved: dict | None, device: torch.device) -> "EpochPosition | None":
+        if saved is None:
+            return None
+        position = cls(**saved)
+        position.loss_sum, position.correct = position.loss_sum.to(device), position.correct.to(device)
+        return position
+
+
+class Stopped(Exception):
+    """A stop signal ended training; last.pt holds where it stood."""
+
+    def __init__(self, signal_name: str, epochs: int, position: EpochPosition | None = None):
+        self.signal, self.epochs, self.position = signal_name, epochs, position
+        where = f"after epoch {epochs}" if position is None else \
+            f"in epoch {position.epoch} after {position.batches} batches"
+        super().__init__(f"stopped by {signal_name} {where}: last.pt holds the run; exiting with status "
+                         f"{EXIT_STOPPED} so that a retry resumes it")
 
 
 @dataclass
@@ -196,26 +373,46 @@ class EpochResult:
 
 def train_one_epoch(model, split: DeviceSplit, normalize: Normalizer, optimizer, objective: Objective,
                     batch_size: int, freeze: str, generator: torch.Generator, amp: bool,
-                    before_step: Callable[[], None] = lambda: None) -> EpochResult:
-    """One pass over the training split; a diverged run shows as a non-finite loss."""
+                    hooks: FaultHooks = NO_HOOKS, *, position: EpochPosition | None = None,
+                    stop: StopFlag | None = None, micro: MicroBatching | None = None) -> EpochResult:
+    """One pass over the training split, or the rest of one: `position` (updated as it goes) says
+    how far it got; one without a shuffle state is a new epoch. A diverged run shows as a non-finite
+    loss. A set `stop` flag ends the pass at the next batch boundary with `Stopped`."""
     set_train_mode(model, freeze)
-    total_loss = torch.zeros((), device=split.labels.device)
-    correct = torch.zeros((), dtype=torch.long, device=split.labels.device)
-    seen = 0
+    device = split.labels.device
+    position = position or EpochPosition(epoch=0)
+    if position.shuffle_state is None:  # a new epoch: its order comes next from the generator
+        position.shuffle_state = generator.get_state()
+        position.loss_sum = torch.zeros((), device=device)
+        position.correct = torch.zeros((), dtype=torch.long, device=device)
+        batches = split.batches(batch_size, generator)
+    else:  # redraw the epoch's order, then go on with the generator where it was
+        now = generator.get_state()
+        generator.set_state(position.shuffle_state)
+        batches = split.batches(batch_size, generator, skip=position.batches)
+        generator.set_state(now)
     start = time.perf_counter()
-    for images, labels in split.batches(batch_size, generator):
-        if len(labels) == 1:  # batch norm cannot train on a single image
-            continue
-        before_step()
-        x = normalize(images, generator)  # augmented as training.augment says
-        batch_loss, hits = train_step(model, x, labels, objective, optimizer, amp)
-        total_loss += batch_loss
-        correct += hits
-        seen += len(labels)
-    if seen == 0:
+    for images, labels in batches:
+        if stop is not None and stop.signal:
+            position.seconds += time.perf_counter() - start
+            raise Stopped(stop.signal, position.epoch - 1, position)
+        if len(labels) > 1:  # batch norm cannot train on a single image
+            hooks.before_step()
+            x = normalize(images, generator)  # augmented as training.augment says
+            size = micro.size if micro else None
+            batch_loss, hits = train_step(model, x, labels, objective, optimizer, amp, micro, hooks)
+            if micro and micro.size != size:
+                micro.changes.append({"epoch": position.epoch, "batch": position.batches + 1,
+                                      "batch_size": len(labels), "micro_batch_size": micro.size})
+            position.loss_sum += batch_loss
+            position.correct += hits
+            position.seen += len(labels)
+        position.batches += 1
+    position.seconds += time.perf_counter() - start
+    if position.seen == 0:
         raise ValueError(f"the training split has {len(split)} image(s); batch norm needs at least 2")
-    loss, accuracy = total_loss.item() / seen, correct.item() / seen
-    return EpochResult(loss, accuracy, seen, time.perf_counter() - start)
+    loss, accuracy = position.loss_sum.item() / position.seen, position.correct.item() / position.seen
+    return EpochResult(loss, accuracy, position.seen, position.seconds)
 
 
 @torch.inference_mode()
@@ -253,6 +450,11 @@ class RunState:
     stage_seconds: dict = field(default_factory=dict)
     stage_trainable: dict = field(default_factory=dict)  # stage name -> trainable parameter count
     resumed_after: list[int] = field(default_factory=list)  # epochs after which the job was restarted
+    # one per restart: {"epoch": epochs finished, "batch": batches done in the next one (None: at the
+    # epoch's end), "signal": what stopped the attempt before (None: it was killed)}
+    resumes: list[dict] = field(default_factory=list)
+    micro_batch_size: int | None = None  # training.oom_micro_batches: the working size (None: whole batches)
+    micro_batch_changes: list[dict] = field(default_factory=list)  # MicroBatching.changes
 
 
 @dataclass
@@ -271,7 +473,9 @@ class Job:
     objective: Objective
     amp: bool
     log: Callable[[str], None]
-    before_step: Callable[[], None]
+    hooks: FaultHooks
+    stop: StopFlag
+    micro: MicroBatching
 
 
 def save_checkpoint(path: Path, model, cell: dict, normalization, epoch: int) -> None:
@@ -312,12 +516,15 @@ def restore_rng_states(job: Job, states: dict) -> None:
     job.objective.rng.bit_generator.state = states["mixup"]
 
 
-def save_last(job: Job, state: RunState, optimizer, schedule: Schedule) -> None:
-    """The resumable checkpoint, written atomically."""
+def save_last(job: Job, state: RunState, optimizer, schedule: Schedule, position: EpochPosition | None = None,
+              stopped_by: str | None = None) -> None:
+    """The resumable checkpoint, written atomically: at an epoch's end, or inside one at `position`."""
+    state.micro_batch_size, state.micro_batch_changes = job.micro.size, list(job.micro.changes)
     with atomic_path(job.out_dir / LAST) as tmp:
         torch.save({
             "fingerprint": job.fingerprint, "model": job.model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "state": asdict(state), "rng": rng_states(job),
+            "position": None if position is None else asdict(position), "stopped_by": stopped_by,
         }, tmp)
 
 
@@ -350,21 +557,34 @@ def resolved_stages(cell: dict) -> list[dict]:
             for stage in cell["training"]["stages"]]
 
 
-def run_epoch(job: Job, state: RunState, stage: dict, optimizer, schedule: Schedule) -> None:
-    """Train and validate one epoch, then checkpoint; a failure only sets state.status."""
+def run_epoch(job: Job, state: RunState, stage: dict, optimizer, schedule: Schedule,
+              position: EpochPosition | None = None) -> None:
+    """Train (from `position` if the epoch was begun by an earlier job) and validate one epoch, then
+    checkpoint; a failure only sets state.status, a stop signal checkpoints and raises `Stopped`."""
     cell, training = job.cell, job.cell["training"]
-    started = time.perf_counter()
     epoch = state.epoch + 1
+    position = position or EpochPosition(epoch)
+    started = time.perf_counter() - position.seconds  # an earlier job's part of the epoch counts
     lr = schedule.lr()
     for group in optimizer.param_groups:
         group["lr"] = lr
+    micro_changes = len(job.micro.changes)
     try:
         result = train_one_epoch(job.model, job.train, job.normalize, optimizer, job.objective, cell["batch_size"],
-                                 stage["freeze"], job.generator, job.amp, job.before_step)
+                                 stage["freeze"], job.generator, job.amp, job.hooks, position=position,
+                                 stop=job.stop, micro=job.micro)
     except torch.OutOfMemoryError:
         state.status, state.oom = "oom", {"phase": "train", "epoch": epoch, "batch_size": cell["batch_size"]}
         job.log(f"epoch {epoch} ({stage['name']}): CUDA out of memory at batch size {cell['batch_size']}")
         return
+    except Stopped:
+        save_last(job, state, optimizer, schedule, position, stopped_by=job.stop.signal)
+        raise
+    finally:
+        for change in job.micro.changes[micro_changes:]:
+            job.log(f"epoch {change['epoch']}, batch {change['batch']}: out of memory on {change['batch_size']} "
+                    f"images; from now on micro-batches of at most {change['micro_batch_size']} with their "
+                    f"gradients accumulated (one optimizer step per batch; batch norm sees the micro-batch)")
     if not math.isfinite(result.loss):
         state.status, state.diverged_epoch = "diverged", epoch
         job.log(f"epoch {epoch} ({stage['name']}): loss is not finite; the run diverged")
@@ -391,7 +611,7 @@ def run_epoch(job: Job, state: RunState, stage: dict, optimizer, schedule: Sched
     improved = val_accuracy > state.best_val_accuracy
     if improved:
         state.best_val_accuracy, state.best_epoch = val_accuracy, epoch
-        save_checkpoint(job.out_dir / "best.pt", job.model, cell, job.normalization, epoch)
+        save_checkpoint(job.out_dir / BEST_SO_FAR, job.model, cell, job.normalization, epoch)
     schedule.step(val_accuracy)
     if val_accuracy > state.stage_best:
         state.stage_best, state.since_best = val_accuracy, 0
@@ -411,9 +631,11 @@ def run_epoch(job: Job, state: RunState, stage: dict, optimizer, schedule: Sched
     write_history(job.out_dir / "history.csv", state.history)
 
 
-def run_stages(job: Job, state: RunState, resume: dict | None = None, until_epoch: int | None = None) -> None:
-    """Train through the cell's stages from where `state` stands, keeping the best checkpoint;
-    with `until_epoch`, stop once that many epochs (all stages together) are done."""
+def run_stages(job: Job, state: RunState, resume: dict | None = None, position: EpochPosition | None = None,
+               until_epoch: int | None = None) -> None:
+    """Train through the cell's stages from where `state` (and `position`, inside an epoch) stands,
+    keeping the best checkpoint; with `until_epoch`, stop once that many epochs (all stages together)
+    are done. A stop signal ends it with `Stopped` once last.pt is written."""
     stages = resolved_stages(job.cell)
 
     def budget_left() -> bool:
@@ -427,12 +649,17 @@ def run_stages(job: Job, state: RunState, resume: dict | None = None, until_epoc
         optimizer = make_optimizer(
             stage, parameter_groups(job.model, stage["weight_decay"], stage["decay_norm_and_bias"]), base_lr)
         schedule = Schedule(stage, base_lr)
-        if resume is not None and state.stage_epoch > 0:  # the job stopped inside this stage
+        if resume is not None and (state.stage_epoch > 0 or position is not None):  # it stopped inside this stage
             optimizer.load_state_dict(resume["optimizer"])
             schedule.load_state_dict(resume["schedule"])
         resume = None
         while state.stage_index == index and state.status == "ok" and budget_left():
-            run_epoch(job, state, stage, optimizer, schedule)
+            run_epoch(job, state, stage, optimizer, schedule, position)
+            position = None
+            if job.stop.signal and state.status == "ok" and state.stage_index < len(stages):
+                # the signal came while validating or checkpointing: stop at the epoch's end
+                save_last(job, state, optimizer, schedule, stopped_by=job.stop.signal)
+                raise Stopped(job.stop.signal, state.epoch)
 
 
 def seed_everything(seed: int) -> None:
@@ -478,13 +705,14 @@ def record_failure(cell: dict, out_dir: str | Path, error: BaseException) -> dic
 
 
 def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | Path | None = None,
-               threads: int = 1, log=print, until_epoch: int | None = None) -> dict:
+               threads: int = 1, log=print, stop: StopFlag | None = None, until_epoch: int | None = None) -> dict:
     """Train one cell from its resolved config (resuming last.pt if it fits); writes
-    metrics.json, history.csv and best.pt.
+    metrics.json, history.csv and best.pt. A set `stop` flag (see StopFlag) ends it early
+    with `Stopped` and last.pt, and no outputs.
 
     With `until_epoch` (a budget, all stages together) training stops after that many epochs,
-    the best checkpoint so far is evaluated, and last.pt stays: a later call with a larger
-    budget continues from it (successive halving's rungs, workflow/halving.py)."""
+    the best checkpoint so far is evaluated, and last.pt and best-so-far.pt stay: a later call
+    with a larger budget continues from them (successive halving's rungs, workflow/halving.py)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     training = cell["training"]
@@ -505,22 +733,31 @@ def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | P
         normalization=normalization, out_dir=out_dir,
         fingerprint={"cell": cell, "shard": file_identity(shard), "init": file_identity(init) if init else None},
         generator=torch.Generator().manual_seed(cell["seed"]), objective=Objective(training, cell["seed"]),
-        amp=amp, log=log, before_step=oom_injector(),
+        amp=amp, log=log, hooks=FaultHooks(), stop=stop or StopFlag(),
+        micro=MicroBatching(allowed=training["oom_micro_batches"]),
     )
-    state = RunState()
+    state, position = RunState(), None
     resume = load_last(out_dir / LAST, job.fingerprint, log)
     if resume is not None:
         model.load_state_dict(resume["model"])
         state = RunState(**resume["state"])
         restore_rng_states(job, resume["rng"])
+        job.micro.size, job.micro.changes = state.micro_batch_size, list(state.micro_batch_changes)
+        position, stopped_by = EpochPosition.restore(resume.get("position"), device), resume.get("stopped_by")
         state.resumed_after.append(state.epoch)
-        log(f"resuming from {out_dir / LAST} after epoch {state.epoch}")
+        state.resumes.append({"epoch": state.epoch, "batch": position.batches if position else None,
+                              "signal": stopped_by})
+        log(f"resuming from {out_dir / LAST} after epoch {state.epoch}"
+            + (f" and {position.batches} batches of epoch {position.epoch}" if position else "")
+            + (f" (the last job was stopped by {stopped_by})" if stopped_by else ""))
+    else:  # best weights of an earlier, unrelated run
+        (out_dir / BEST_SO_FAR).unlink(missing_ok=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     log(f"cell {cell['id']} on {device}: {len(train)} train / {len(val)} val / {len(test)} test images")
-    run_stages(job, state, resume, until_epoch)
+    run_stages(job, state, resume, position, until_epoch)
 
-    best_path = out_dir / "best.pt"
+    best_path = out_dir / BEST_SO_FAR
     if state.best_epoch is None:  # failed before any epoch finished: keep the starting weights
         save_checkpoint(best_path, model, cell, normalization, 0)
     else:
@@ -555,6 +792,7 @@ def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | P
         "images_per_s": round(state.train_images / state.train_seconds, 1) if state.train_seconds else None,
         "peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         if device.type == "cuda" else None,
+        "micro_batch_size": job.micro.size,  # training.oom_micro_batches; None: never split
         "device": str(device),
         "stages": stage_summaries(cell, state),
         "per_class": report.get("per_class"),
@@ -564,13 +802,17 @@ def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | P
             "head": model.head_kind, "normalization": {"mean": list(normalization[0]), "std": list(normalization[1])},
             "aux_classifier": getattr(model.backbone, "AuxLogits", None) is not None, "bf16": amp,
             "compiled": training["compile"], "deterministic": training["deterministic"], "threads": threads,
-            "resumed_after_epochs": state.resumed_after,
+            "resumed_after_epochs": state.resumed_after, "resumes": state.resumes,
+            "micro_batches": job.micro.changes,
         },
         "config": cell,
     }
+    with atomic_path(out_dir / "best.pt") as tmp:
+        shutil.copyfile(best_path, tmp)
     write_history(out_dir / "history.csv", state.history)
     write_json(out_dir / "metrics.json", metrics)  # after the others: its presence means the cell is complete
     if until_epoch is None:
         (out_dir / LAST).unlink(missing_ok=True)
+        best_path.unlink()  # after last.pt: a job killed in between starts afresh, never resumes without it
     log(f"done: status {state.status}, test accuracy {metrics['test_accuracy']}, best epoch {state.best_epoch}")
     return metrics
