@@ -12,7 +12,6 @@ from fakecells import HISTORY_COLUMNS, make_study, study_config
 from workflow.halving import (
     LAST, STATE, finish_cell, finish_rung, rank, rank_rung, read_rung, start_rung, stopping_rung,
 )
-from workflow.prepare import prepare_dataset
 from workflow.study import DEFAULT_HALVING, DEFAULT_TRAINING, ConfigError, Halving, build_study, merge
 from workflow.training import train_cell
 
@@ -179,14 +178,6 @@ def test_a_rung_is_ranked_from_its_files_and_each_cell_finishes_where_it_stopped
 
 
 # --- a rung continues its cell's run -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def shard(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    spec = {"source": "digits", "classes": [0, 1, 2], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}
-    prepare_dataset("digits-012", spec, 16, folder / "r16.h5", folder / "r16.json")
-    return folder / "r16.h5"
 
 
 def cell():

@@ -30,14 +30,6 @@ from workflow.training import (
 )
 
 
-@pytest.fixture(scope="module")
-def shard(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    spec = {"source": "digits", "classes": [0, 1, 2], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}
-    prepare_dataset("digits-012", spec, 16, folder / "r16.h5", folder / "r16.json")
-    return folder / "r16.h5"
-
-
 def quiet(_):
     pass
 
