@@ -203,12 +203,6 @@ class Objective:
             return self.loss(output, labels[part])
         return lam * self.loss(output, labels[part]) + (1 - lam) * self.loss(output, mixed_with[part])
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor):
-        """(loss, logits) of a normalised batch."""
-        inputs, targets = self.mix(x, labels)
-        output = model(inputs)
-        return self.score(output, targets), logits_of(output)
-
 
 def logits_of(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output  # (logits, auxiliary logits) in training
@@ -453,8 +447,6 @@ class RunState:
     # one per restart: {"epoch": epochs finished, "batch": batches done in the next one (None: at the
     # epoch's end), "signal": what stopped the attempt before (None: it was killed)}
     resumes: list[dict] = field(default_factory=list)
-    micro_batch_size: int | None = None  # training.oom_micro_batches: the working size (None: whole batches)
-    micro_batch_changes: list[dict] = field(default_factory=list)  # MicroBatching.changes
 
 
 @dataclass
@@ -519,11 +511,11 @@ def restore_rng_states(job: Job, states: dict) -> None:
 def save_last(job: Job, state: RunState, optimizer, schedule: Schedule, position: EpochPosition | None = None,
               stopped_by: str | None = None) -> None:
     """The resumable checkpoint, written atomically: at an epoch's end, or inside one at `position`."""
-    state.micro_batch_size, state.micro_batch_changes = job.micro.size, list(job.micro.changes)
     with atomic_path(job.out_dir / LAST) as tmp:
         torch.save({
             "fingerprint": job.fingerprint, "model": job.model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "state": asdict(state), "rng": rng_states(job),
+            "micro": asdict(job.micro),
             "position": None if position is None else asdict(position), "stopped_by": stopped_by,
         }, tmp)
 
@@ -742,7 +734,7 @@ def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | P
         model.load_state_dict(resume["model"])
         state = RunState(**resume["state"])
         restore_rng_states(job, resume["rng"])
-        job.micro.size, job.micro.changes = state.micro_batch_size, list(state.micro_batch_changes)
+        job.micro = MicroBatching(**resume["micro"])
         position, stopped_by = EpochPosition.restore(resume.get("position"), device), resume.get("stopped_by")
         state.resumed_after.append(state.epoch)
         state.resumes.append({"epoch": state.epoch, "batch": position.batches if position else None,
