@@ -13,7 +13,7 @@ first (`python -m workflow probe`, as the probe_memory rule runs it).
 For each K in `--per-gpu`, all cells run through a small scheduler that does
 what `snakemake --resources gpu_slots=<GPUs x K>` does: it starts a waiting
 cell (first fit, in the study's order) as soon as the slots it needs
-(workflow.slots.cell_slots, the train rule's `gpu_slots`) are free; each job
+(workflow.gpu.slots.cell_slots, the train rule's `gpu_slots`) are free; each job
 then claims its slots through the real device locks and caps its memory to
 its share. Cells per hour = cells / wall time from the first start to the
 last end. K = 1 is the workflow without slots: one cell per GPU.
@@ -45,14 +45,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workflow.config import load_config  # noqa: E402
-from workflow.devices import GPU_LIST_ENV, LOCK_DIR_ENV, local_gpus  # noqa: E402
-from workflow.download import file_digest  # noqa: E402
-from workflow.prepare import prepare_dataset  # noqa: E402
-from workflow.slots import (  # noqa: E402
+from workflow.study.config import load_config  # noqa: E402
+from workflow.gpu.devices import GPU_LIST_ENV, LOCK_DIR_ENV, local_gpus  # noqa: E402
+from workflow.data.download import file_digest  # noqa: E402
+from workflow.data.prepare import prepare_dataset  # noqa: E402
+from workflow.gpu.slots import (  # noqa: E402
     HEADROOM_ENV, PROBE_DIR_ENV, SLOTS_ENV, SlotSettings, cell_slots, probe_name, probe_spec,
 )
-from workflow.study import build_study  # noqa: E402
+from workflow.study.grid import build_study  # noqa: E402
 
 
 def generated_cifar10(folder: Path, images: int) -> dict:

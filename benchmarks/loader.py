@@ -110,8 +110,8 @@ class TorchvisionEpochs:
 
 def write_shards(images: np.ndarray, size: int, folder: Path) -> Path:
     """Our shard layout for the loader benchmark: one shard, all images in train, and its index."""
-    from workflow.resize import resize_batch
-    from workflow.shards import shard_writer
+    from workflow.data.resize import resize_batch
+    from workflow.data.shards import shard_writer
 
     path = folder / "r160" / "shard-0-of-1.h5"
     attrs = {"class_names": json.dumps([str(i) for i in range(10)])}
@@ -126,7 +126,7 @@ def write_shards(images: np.ndarray, size: int, folder: Path) -> Path:
 
 def bench_loader(args, folder: Path) -> dict:
     """{pipeline: [(images, wall s, cpu s) per epoch]}, epochs of the pipelines alternating."""
-    from workflow.data import Normalizer, load_splits
+    from workflow.data.batches import Normalizer, load_splits
 
     images = np.random.default_rng(0).integers(0, 256, (args.images, 32, 32, 3), dtype=np.uint8)
     index = write_shards(images, args.size, folder)
@@ -169,7 +169,7 @@ def cifar_tarball(path: Path, n: int) -> None:
 
 
 def _shard_job(plan_path: str, size: int, part: int, parts: int, out: str) -> None:
-    from workflow.prepare import write_shard
+    from workflow.data.prepare import write_shard
 
     torch.set_num_threads(1)
     write_shard(json.loads(Path(plan_path).read_text()), size, part, parts, out, log=lambda m: None)
@@ -177,8 +177,8 @@ def _shard_job(plan_path: str, size: int, part: int, parts: int, out: str) -> No
 
 def bench_prepare(args, folder: Path) -> dict:
     from workflow.atomic import write_json
-    from workflow.download import file_digest
-    from workflow.prepare import make_plan, write_index
+    from workflow.data.download import file_digest
+    from workflow.data.prepare import make_plan, write_index
 
     raw = folder / "raw"
     raw.mkdir(parents=True)

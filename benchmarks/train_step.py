@@ -3,7 +3,7 @@
 The ceiling times `train_step` on one uint8 batch that already sits on the
 device (normalised each step, as in training). The pipeline times
 `train_one_epoch` on a real prepared shard (scikit-learn's digits, resized to
-the resolution by workflow.prepare), loaded whole on the device
+the resolution by workflow.data.prepare), loaded whole on the device
 (`--loader memory`, `DeviceSplit`) or streamed from the shard
 (`--loader stream`, `StreamSplit`), so it pays for everything a training job
 does per epoch: reading, shuffling, batching, normalising, the partial last
@@ -28,11 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workflow.data import Normalizer, load_splits  # noqa: E402
-from workflow.models import PLAIN_MEAN, PLAIN_STD, apply_freeze, build_classifier  # noqa: E402
-from workflow.prepare import prepare_dataset  # noqa: E402
-from workflow.study import DEFAULT_TRAINING, stage_settings  # noqa: E402
-from workflow.training import (  # noqa: E402
+from workflow.data.batches import Normalizer, load_splits  # noqa: E402
+from workflow.train.models import PLAIN_MEAN, PLAIN_STD, apply_freeze, build_classifier  # noqa: E402
+from workflow.data.prepare import prepare_dataset  # noqa: E402
+from workflow.study.grid import DEFAULT_TRAINING, stage_settings  # noqa: E402
+from workflow.train.loop import (  # noqa: E402
     Objective, configure_backends, make_optimizer, parameter_groups, pick_device, train_one_epoch, train_step,
 )
 

@@ -11,13 +11,13 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 
-from workflow.datasets import DatasetConfigError, downloads, raw_dir, source_inputs
-from workflow.halving import CELL_FILES, stopping_rung, survivors
-from workflow.jobenv import export_package_root
-from workflow.outputs import CHART_FORMATS, HISTORY_FORMATS, TABLE_FORMATS, study_charts, study_tables
-from workflow.slots import SlotSettings, cell_slots, export_settings, probe_key, probe_name, probe_spec
-from workflow.study import ConfigError, build_study
-from workflow.weights import imagenet_files
+from workflow.data.datasets import DatasetConfigError, downloads, raw_dir, source_inputs
+from workflow.sweep.halving import CELL_FILES, stopping_rung, survivors
+from workflow.study.jobenv import export_package_root
+from workflow.study.outputs import CHART_FORMATS, HISTORY_FORMATS, TABLE_FORMATS, study_charts, study_tables
+from workflow.gpu.slots import SlotSettings, cell_slots, export_settings, probe_key, probe_name, probe_spec
+from workflow.study.grid import ConfigError, build_study
+from workflow.train.weights import imagenet_files
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
@@ -117,7 +117,7 @@ def get_train_inputs(wildcards):
 
 
 def get_gpu_slots(wildcards, input):
-    """The `gpu_slots` a training job takes: 1 without slots; with K > 1 what workflow.slots.cell_slots
+    """The `gpu_slots` a training job takes: 1 without slots; with K > 1 what workflow.gpu.slots.cell_slots
     makes of its probe and its manifest, read when the job is ready to run (<TBD> in a dry run while
     the manifest does not exist yet)."""
     if SLOTS.per_gpu == 1:
@@ -235,7 +235,7 @@ def ranking_file(rung):
 
 
 def read_ranking(rung):
-    """The content of a rung's ranking (workflow.halving.rank_rung), once it is done."""
+    """The content of a rung's ranking (workflow.sweep.halving.rank_rung), once it is done."""
     path = ranking_file(rung)
     return read_json(path, os.stat(path).st_mtime_ns)
 
@@ -277,13 +277,13 @@ def grid_metrics():
 
 
 def table_files():
-    """Every table file the study gets (workflow.outputs.study_tables decides which)."""
+    """Every table file the study gets (workflow.study.outputs.study_tables decides which)."""
     files = [f"{OUT}/tables/histories.{ext}" for ext in HISTORY_FORMATS]
     return files + [f"{OUT}/tables/{name}.{ext}" for name in study_tables(STUDY) for ext in TABLE_FORMATS]
 
 
 def chart_files():
-    """Every chart file the study gets (workflow.outputs.study_charts decides which)."""
+    """Every chart file the study gets (workflow.study.outputs.study_charts decides which)."""
     return [f"{OUT}/charts/{name}.{ext}" for name in study_charts(STUDY) for ext in CHART_FORMATS]
 
 

@@ -66,7 +66,7 @@ def tiny_study(name: str = "tiny") -> dict:
 @pytest.fixture(scope="module")
 def shard(tmp_path_factory):
     """Digits 0-2 at 16x16 in one shard file (60/20/20 split): small enough to train a cell in seconds."""
-    from workflow.prepare import prepare_dataset
+    from workflow.data.prepare import prepare_dataset
 
     folder = tmp_path_factory.mktemp("data")
     spec = {"source": "digits", "classes": [0, 1, 2], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}

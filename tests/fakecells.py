@@ -6,11 +6,11 @@ import json
 
 import pandas as pd
 
-from workflow.aggregate import METRICS
-from workflow.study import AXES, Study, build_study
+from workflow.results.aggregate import METRICS
+from workflow.study.grid import AXES, Study, build_study
 
 HISTORY_COLUMNS = ["epoch", "stage", "freeze", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                   "seconds", "images_per_s"]  # workflow.training.HISTORY_COLUMNS, without importing torch
+                   "seconds", "images_per_s"]  # workflow.train.loop.HISTORY_COLUMNS, without importing torch
 
 
 def study_config(tmp_path, name: str = "hand", **grid) -> dict:
@@ -81,7 +81,7 @@ def mixed_study(tmp_path) -> Study:
 
 
 def summary_frame(rows: list[dict]) -> pd.DataFrame:
-    """A summary table shaped as workflow.aggregate.collect makes it, from rows that give only what differs."""
+    """A summary table shaped as workflow.results.aggregate.collect makes it, from rows that give only what differs."""
     defaults = {"dataset": "d1", "model": "resnet18", "resolution": 16, "optimizer": "sgd", "batch_size": 16,
                 "lr": 0.01, "freeze": "all", "weights": "imagenet", "seed": 0, "status": "ok"}
     frame = pd.DataFrame([{**defaults, **row} for row in rows])

@@ -8,9 +8,9 @@ import pytest
 import fakecells
 from fakecells import find, make_study, write_cell
 from workflow.__main__ import main
-from workflow.aggregate import METRICS, collect, labels
-from workflow.outputs import HISTORY_FORMATS, TABLE_FORMATS, study_tables
-from workflow.study import AXES
+from workflow.results.aggregate import METRICS, collect, labels
+from workflow.study.outputs import HISTORY_FORMATS, TABLE_FORMATS, study_tables
+from workflow.study.grid import AXES
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from altair.vegalite.v6.schema import core as vegalite
 
 from fakecells import make_study, study_config, write_cell
 from workflow.__main__ import main
-from workflow.aggregate import collect
-from workflow.charts import CHARTS, pareto_front
-from workflow.outputs import CHART_FORMATS, study_charts
+from workflow.results.aggregate import collect
+from workflow.results.charts import CHARTS, pareto_front
+from workflow.study.outputs import CHART_FORMATS, study_charts
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from workflow.data import DeviceSplit, MappedBlocks, StreamSplit, chunk_offsets, device_memory, load_splits, split_bytes
-from workflow.shards import read_split, shard_files, shard_writer
-from workflow.study import DEFAULT_TRAINING, merge
+from workflow.data.batches import DeviceSplit, MappedBlocks, StreamSplit, chunk_offsets, device_memory, load_splits, split_bytes
+from workflow.data.shards import read_split, shard_files, shard_writer
+from workflow.study.grid import DEFAULT_TRAINING, merge
 
 CHUNK = 8
 SIZES = (50, 37, 8)  # images of the train split in each shard: partial last chunks, one single-chunk shard
@@ -166,8 +166,8 @@ def test_splits_load_whole_while_they_fit_the_memory_share(dataset):
 
 def test_training_from_a_streamed_split_with_augmentation(tmp_path):
     from test_training import make_cell
-    from workflow.prepare import prepare_dataset
-    from workflow.training import train_cell
+    from workflow.data.prepare import prepare_dataset
+    from workflow.train.loop import train_cell
 
     spec = {"source": "digits", "classes": [0, 1], "split": {"train": 0.6, "val": 0.2, "test": 0.2}}
     prepare_dataset("d", spec, 16, tmp_path / "r16.h5", tmp_path / "r16.json")

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from workflow.datasets import (
+from workflow.data.datasets import (
     COMMON,
     PER_SOURCE,
     DatasetConfigError,

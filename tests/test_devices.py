@@ -9,11 +9,11 @@ import time
 import pytest
 
 from conftest import REPO
-from workflow.prepare import prepare_dataset
+from workflow.data.prepare import prepare_dataset
 
 CLAIM = """
 import json, os, sys, time
-from workflow.devices import claim_gpu
+from workflow.gpu.devices import claim_gpu
 start = time.time()
 gpu = claim_gpu(log=lambda m: None)
 claimed = time.time()
@@ -83,7 +83,7 @@ def test_two_real_training_jobs_claim_different_devices(fake_gpus, tmp_path):
 
 CLAIM_SLOTS = """
 import json, os, sys, time
-from workflow import devices
+from workflow.gpu import devices
 hold_s, slots, per_gpu = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 start = time.time()
 gpu = devices.claim_gpu(log=lambda m: None, slots=slots, slots_per_gpu=per_gpu, poll_s=0.1)

@@ -1,4 +1,4 @@
-"""Tests of workflow.download against a local HTTP server."""
+"""Tests of workflow.data.download against a local HTTP server."""
 
 import hashlib
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from archives import file_server  # noqa: F401  (fixture)
-from workflow.download import ChecksumError, DownloadError, download, verify
+from workflow.data.download import ChecksumError, DownloadError, download, verify
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 MD5 = hashlib.md5(PAYLOAD).hexdigest()

@@ -9,11 +9,11 @@ import torch
 
 from conftest import REPO, tiny_study
 from fakecells import HISTORY_COLUMNS, make_study, study_config
-from workflow.halving import (
+from workflow.sweep.halving import (
     LAST, STATE, finish_cell, finish_rung, rank, rank_rung, read_rung, start_rung, stopping_rung,
 )
-from workflow.study import DEFAULT_HALVING, DEFAULT_TRAINING, ConfigError, Halving, build_study, merge
-from workflow.training import train_cell
+from workflow.study.grid import DEFAULT_HALVING, DEFAULT_TRAINING, ConfigError, Halving, build_study, merge
+from workflow.train.loop import train_cell
 
 
 def validated(config):
@@ -295,8 +295,8 @@ def halved_study(tmp_path_factory):
 
 
 def test_the_summary_and_histories_say_where_each_cell_stopped(halved_study):
-    from workflow.aggregate import HALVING_COLUMNS, METRICS, collect
-    from workflow.study import AXES
+    from workflow.results.aggregate import HALVING_COLUMNS, METRICS, collect
+    from workflow.study.grid import AXES
 
     summary, histories = collect(halved_study)
     assert list(summary.columns) == ["cell", *AXES, *METRICS, *HALVING_COLUMNS]
@@ -312,8 +312,8 @@ def test_the_summary_and_histories_say_where_each_cell_stopped(halved_study):
 
 
 def test_the_ladder_table_and_a_best_configuration_among_the_finalists(halved_study):
-    from workflow.aggregate import collect
-    from workflow.tables import build_tables
+    from workflow.results.aggregate import collect
+    from workflow.results.tables import build_tables
 
     summary, histories = collect(halved_study)
     tables = build_tables(["best", "configs", "halving"], summary, histories, halved_study.halving.rungs)
@@ -333,9 +333,9 @@ def test_every_chart_of_a_halving_study_is_valid_renders_and_marks_pruned_runs(h
     import vl_convert
     from altair.vegalite.v6.schema import core as vegalite
 
-    from workflow.aggregate import collect
-    from workflow.charts import CHARTS, PRUNED
-    from workflow.outputs import study_charts
+    from workflow.results.aggregate import collect
+    from workflow.results.charts import CHARTS, PRUNED
+    from workflow.study.outputs import study_charts
 
     schema = vegalite.load_schema()
     validator = jsonschema.validators.validator_for(schema)(schema)

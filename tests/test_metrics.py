@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import sklearn.metrics as skm
 
-from workflow.metrics import classification_report
+from workflow.train.metrics import classification_report
 
 
 @pytest.mark.parametrize("num_classes", [3, 10])

@@ -4,12 +4,12 @@ import pytest
 import torch
 import torchvision
 
-from workflow.backbones import BACKBONES
-from workflow.models import (
+from workflow.train.backbones import BACKBONES
+from workflow.train.models import (
     IMAGENET_MEAN, IMAGENET_STD, PLAIN_MEAN, apply_freeze, build_classifier, imagenet_weights,
     parameterised_layers, set_train_mode,
 )
-from workflow.training import save_checkpoint
+from workflow.train.loop import save_checkpoint
 
 # The head each backbone trains with in the cached-weights test; every head meets several backbones.
 HEAD_OF = {"mobilenet_v2": "own", "resnet18": "gap", "resnet50": "mlp", "inception_v3": "own",

@@ -6,9 +6,9 @@ import pytest
 
 from conftest import REPO, tiny_study
 from fakecells import make_study, study_config
-from workflow.config import load_config
-from workflow.outputs import regime, study_charts, study_tables, trainable_layers
-from workflow.study import build_study
+from workflow.study.config import load_config
+from workflow.study.outputs import regime, study_charts, study_tables, trainable_layers
+from workflow.study.grid import build_study
 
 
 def plan(study):
@@ -68,8 +68,8 @@ def test_training_regimes(weights, freeze, name):
 
 
 def test_every_table_and_chart_has_a_report_caption(tmp_path):
-    from workflow.charts import CHARTS
-    from workflow.tables import TABLES
+    from workflow.results.charts import CHARTS
+    from workflow.results.tables import TABLES
 
     config = study_config(tmp_path, batch_size=[16, 64], lr=[1e-3, 1e-2], optimizer=["sgd", "adam"],
                           freeze=["head", "last:2", "all"], weights=["imagenet", "none"], seed=[0, 1])

@@ -15,7 +15,7 @@ from PIL import Image
 
 from archives import file_server, jpeg_bytes, make_cifar10, make_petimages  # noqa: F401  (fixture)
 from conftest import REPO, snakemake, tiny_study, write_config
-from workflow.shards import read_split, shard_files
+from workflow.data.shards import read_split, shard_files
 from test_workflow import job_counts
 
 CIFAR = "cifar-10-python.tar.gz"

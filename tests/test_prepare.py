@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from archives import jpeg_bytes, make_cifar10, make_pcam, make_petimages
-from workflow.download import ChecksumError, file_digest
-from workflow.prepare import make_plan, prepare_dataset, write_index, write_shard
-from workflow.resize import resize_batch, resize_images
-from workflow.shards import array_sha256, read_split
-from workflow.sources.digits import data_file
-from workflow.splits import assign_splits, carve, stratified_split
+from workflow.data.download import ChecksumError, file_digest
+from workflow.data.prepare import make_plan, prepare_dataset, write_index, write_shard
+from workflow.data.resize import resize_batch, resize_images
+from workflow.data.shards import array_sha256, read_split
+from workflow.data.sources.digits import data_file
+from workflow.data.splits import assign_splits, carve, stratified_split
 
 SPEC = {"source": "digits", "classes": [5, 6, 7, 8, 9], "split": {"train": 0.7, "val": 0.15, "test": 0.15}, "seed": 0}
 

@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from conftest import REPO, snakemake, tiny_study, write_config
-from workflow.config import SCHEMA, load_config
-from workflow.data import split_bytes
-from workflow.prepare import prepare_dataset
-from workflow.probe import measure
-from workflow.shards import shard_files
-from workflow.slots import (
+from workflow.study.config import SCHEMA, load_config
+from workflow.data.batches import split_bytes
+from workflow.data.prepare import prepare_dataset
+from workflow.gpu.probe import measure
+from workflow.data.shards import shard_files
+from workflow.gpu.slots import (
     SlotSettings, cell_slots, memory_fraction, probe_key, probe_name, probe_spec, slots_needed, split_mb,
 )
-from workflow.study import build_study
+from workflow.study.grid import build_study
 
 
 def study_of(config: dict):
@@ -131,8 +131,8 @@ def test_probe_measures_peak_memory_on_a_gpu():
 
 CAP = """
 import json, torch
-from workflow.data import device_memory
-from workflow.devices import cap_memory
+from workflow.data.batches import device_memory
+from workflow.gpu.devices import cap_memory
 cap_memory(0.25, log=lambda m: None)
 total = torch.cuda.get_device_properties(0).total_memory
 seen = device_memory(torch.device("cuda"))

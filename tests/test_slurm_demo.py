@@ -12,8 +12,8 @@ import pandas as pd
 from conftest import REPO
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
 from test_slurm_cluster import max_overlap
-from workflow.config import load_config
-from workflow.study import build_study
+from workflow.study.config import load_config
+from workflow.study.grid import build_study
 
 DEMO = REPO / "studies" / "digits-demo.yaml"
 

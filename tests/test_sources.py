@@ -18,9 +18,9 @@ from archives import (
     make_petimages,
     png_bytes,
 )
-from workflow.download import download, file_digest
-from workflow.sources import SOURCES, Skipped, get_source
-from workflow.sources.pcam import MD5 as PCAM_MD5
+from workflow.data.download import download, file_digest
+from workflow.data.sources import SOURCES, Skipped, get_source
+from workflow.data.sources.pcam import MD5 as PCAM_MD5
 
 
 def test_get_source_lists_known_names():

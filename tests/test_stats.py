@@ -9,8 +9,8 @@ from scipy import stats
 
 import fakecells
 from fakecells import summary_frame
-from workflow.aggregate import collect
-from workflow.stats import best_table, configurations, mean_ci, primary_metric, welch_p
+from workflow.results.aggregate import collect
+from workflow.results.stats import best_table, configurations, mean_ci, primary_metric, welch_p
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
-"""Grid expansion, cell ids and cross-reference checks of workflow.study."""
+"""Grid expansion, cell ids and cross-reference checks of workflow.study.grid."""
 
 import pytest
 
 from conftest import tiny_study
-from workflow.study import ConfigError, build_study, format_lr
+from workflow.study.grid import ConfigError, build_study, format_lr
 
 
 def validated(config):

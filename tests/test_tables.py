@@ -7,8 +7,8 @@ import pytest
 
 import fakecells
 from fakecells import summary_frame
-from workflow.aggregate import collect
-from workflow.tables import batch_lr_table, batch_size_table, build_tables, markdown, regimes_table
+from workflow.results.aggregate import collect
+from workflow.results.tables import batch_lr_table, batch_size_table, build_tables, markdown, regimes_table
 
 
 def test_batch_size_table_is_table_one_of_the_batch_size_paper(tmp_path):

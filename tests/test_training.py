@@ -20,11 +20,11 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from conftest import REPO, write_config
 from workflow.__main__ import main
-from workflow.data import DeviceSplit
-from workflow.models import build_classifier
-from workflow.prepare import prepare_dataset
-from workflow.study import DEFAULT_TRAINING, merge
-from workflow.training import (
+from workflow.data.batches import DeviceSplit
+from workflow.train.models import build_classifier
+from workflow.data.prepare import prepare_dataset
+from workflow.study.grid import DEFAULT_TRAINING, merge
+from workflow.train.loop import (
     BEST_SO_FAR, EXIT_STOPPED, HISTORY_COLUMNS, LAST, OOM_ABOVE_HOOK, OOM_HOOK, SIGNAL_HOOK, TIMING_COLUMNS,
     FaultHooks, MicroBatching, Objective, Schedule, make_optimizer, parameter_groups, train_cell, train_step,
 )

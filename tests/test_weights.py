@@ -7,8 +7,8 @@ import pytest
 
 from archives import file_server  # noqa: F401 (fixture)
 from conftest import snakemake, tiny_study
-from workflow.download import ChecksumError, DownloadError
-from workflow.weights import fetch_weights
+from workflow.data.download import ChecksumError, DownloadError
+from workflow.train.weights import fetch_weights
 
 BODY = b"not really resnet weights, but bytes with a known digest" * 1000
 NAME = f"resnet18-{hashlib.sha256(BODY).hexdigest()[:8]}.pth"

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, snakemake, tiny_study
-from workflow.aggregate import METRICS
-from workflow.outputs import CHART_FORMATS, TABLE_FORMATS
-from workflow.config import load_config
-from workflow.study import AXES, build_study
+from workflow.results.aggregate import METRICS
+from workflow.study.outputs import CHART_FORMATS, TABLE_FORMATS
+from workflow.study.config import load_config
+from workflow.study.grid import AXES, build_study
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:

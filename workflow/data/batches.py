@@ -31,8 +31,8 @@ import h5py
 import numpy as np
 import torch
 
-from workflow.augment import Augment
-from workflow.shards import read_split, shard_files
+from workflow.data.augment import Augment
+from workflow.data.shards import read_split, shard_files
 
 
 def gather_rows(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -338,7 +338,7 @@ class StreamSplit:
 
 def device_memory(device: torch.device) -> int:
     """Bytes of memory on the device that this process may use: the GPU's (its share of it when the
-    job holds slots of a shared GPU, see workflow.devices.cap_memory), or the machine's RAM for the CPU."""
+    job holds slots of a shared GPU, see workflow.gpu.devices.cap_memory), or the machine's RAM for the CPU."""
     device = torch.device(device)
     if device.type == "cuda":
         share = torch.cuda.get_per_process_memory_fraction(device)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow.study import AXES, Cell, Study, format_lr
+from workflow.study.grid import AXES, Cell, Study, format_lr
 
 # The summary's columns after the cell id and its axes, in order, with their
 # types: the one list of what a summary holds. A key that a metrics.json lacks

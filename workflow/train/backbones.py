@@ -1,7 +1,7 @@
 """What tlsweep knows about each torchvision backbone, without importing torch.
 
-The Snakefile reads this table (through workflow.study) to check resolutions
-when the config loads; workflow.models builds the models from it.
+The Snakefile reads this table (through workflow.study.grid) to check resolutions
+when the config loads; workflow.train.models builds the models from it.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).parents[1] / "schemas" / "config.schema.yaml"
 
 
 def load_config(path: str | Path) -> dict:

@@ -4,7 +4,7 @@ A few training steps (normalise, forward, backward, optimizer step) with every
 layer trainable, then one evaluation pass at the evaluation batch size, on
 synthetic uint8 batches that sit on the device as training's batches do;
 the record holds ``torch.cuda.max_memory_allocated`` over all of it and the
-device's total memory. The spec is ``workflow.slots.probe_spec``.
+device's total memory. The spec is ``workflow.gpu.slots.probe_spec``.
 
 Without CUDA nothing can be measured: the record says so (``peak_mb`` null,
 ``device`` "cpu") and the cells of that combination take whole devices; so do
@@ -18,10 +18,10 @@ import time
 import torch
 import torchvision
 
-from workflow.data import Normalizer
-from workflow.models import PLAIN_MEAN, PLAIN_STD, apply_freeze, build_classifier, set_train_mode
-from workflow.study import DEFAULT_TRAINING, stage_settings
-from workflow.training import Objective, configure_backends, make_optimizer, parameter_groups, pick_device, train_step
+from workflow.data.batches import Normalizer
+from workflow.train.models import PLAIN_MEAN, PLAIN_STD, apply_freeze, build_classifier, set_train_mode
+from workflow.study.grid import DEFAULT_TRAINING, stage_settings
+from workflow.train.loop import Objective, configure_backends, make_optimizer, parameter_groups, pick_device, train_step
 
 CLASSES = 10  # the head's width hardly matters next to the backbone's
 OPTIMIZER_FOR_STATES = {0: ("sgd", 0.0), 1: ("sgd", 0.9), 2: ("adam", 0.0)}  # one with that many states per parameter

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
-from workflow.download import ChecksumError, download, file_digest
+from workflow.data.download import ChecksumError, download, file_digest
 
 HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's convention
 
@@ -23,7 +23,7 @@ def imagenet_files(models) -> dict[str, tuple[str, str]]:
     models = sorted(set(models))
     if not models:
         return {}
-    from workflow.models import cached_weights_path, imagenet_weights
+    from workflow.train.models import cached_weights_path, imagenet_weights
 
     return {name: (str(cached_weights_path(name)), imagenet_weights(name).url) for name in models}
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow.aggregate import axis_columns, format_value, labels, varying_axes
+from workflow.results.aggregate import axis_columns, format_value, labels, varying_axes
 from workflow.atomic import atomic_path
-from workflow.outputs import HISTORY_FORMATS, TABLE_FORMATS, regime
-from workflow.stats import best_table, configurations, primary_metric
+from workflow.study.outputs import HISTORY_FORMATS, TABLE_FORMATS, regime
+from workflow.results.stats import best_table, configurations, primary_metric
 
 TIME_COLUMNS = ["train_time_s", "wall_time_s", "epochs_run", "images_per_s", "peak_memory_mb"]
 
@@ -98,7 +98,7 @@ def finalists(summary: pd.DataFrame) -> pd.DataFrame:
 
 def build_tables(names: list[str], summary: pd.DataFrame, histories: pd.DataFrame | None = None,
                  rungs: tuple[int, ...] = ()) -> dict[str, pd.DataFrame]:
-    """The named tables (see workflow.outputs.study_tables) from the summary (and for `halving` the
+    """The named tables (see workflow.study.outputs.study_tables) from the summary (and for `halving` the
     histories and the rungs' budgets). In a halving study the configurations, and so the best one, are
     those of the finalists: a pruned cell stopped at a smaller budget."""
     configs = configurations(finalists(summary))

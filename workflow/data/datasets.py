@@ -6,7 +6,7 @@ import copy
 import os
 from pathlib import Path
 
-from workflow.sources import RemoteFile, get_source
+from workflow.data.sources import RemoteFile, get_source
 
 
 class DatasetConfigError(ValueError):

@@ -25,7 +25,7 @@ import torchvision
 from torch import nn
 from torchvision.models.inception import InceptionOutputs
 
-from workflow.backbones import get_backbone, resolution_error
+from workflow.train.backbones import get_backbone, resolution_error
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

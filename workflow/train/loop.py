@@ -63,11 +63,11 @@ import torchvision
 from torch import nn
 
 from workflow.atomic import atomic_path, write_json
-from workflow.data import DeviceSplit, Normalizer, load_splits
-from workflow.metrics import classification_report
-from workflow.models import Classifier, apply_freeze, batch_norm_training, build_classifier, set_train_mode
-from workflow.shards import read_class_names
-from workflow.study import stage_settings
+from workflow.data.batches import DeviceSplit, Normalizer, load_splits
+from workflow.train.metrics import classification_report
+from workflow.train.models import Classifier, apply_freeze, batch_norm_training, build_classifier, set_train_mode
+from workflow.data.shards import read_class_names
+from workflow.study.grid import stage_settings
 
 HISTORY_COLUMNS = [
     "epoch", "stage", "freeze", "lr", "train_loss", "train_accuracy",

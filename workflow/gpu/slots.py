@@ -10,7 +10,7 @@ With ``resources.gpu_slots: K`` (K > 1) every local GPU counts as K slots of
   with every layer trainable (the worst freezing) and an evaluation pass on
   synthetic uint8 batches, ``torch.cuda.max_memory_allocated``; plus
 - the splits the cell keeps whole on the device: ``training.loader.memory_share``
-  of its share, filled in the order train, val, test as ``workflow.data.load_splits``
+  of its share, filled in the order train, val, test as ``workflow.data.batches.load_splits``
   does (a training job with a share sees only its share, see ``device_memory``).
 
 Without a measured peak (no probe yet, or a probe that ran without a GPU) a
@@ -39,7 +39,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from workflow.study import stage_settings
+from workflow.study.grid import stage_settings
 
 SLOTS_ENV = "TLSWEEP_GPU_SLOTS"
 HEADROOM_ENV = "TLSWEEP_GPU_HEADROOM"
@@ -106,7 +106,7 @@ def probe_name(spec: dict) -> str:
 
 def gpu_names() -> list[str]:
     """Names of the local GPUs that jobs may claim (those in $TLSWEEP_GPUS, if set), from nvidia-smi."""
-    from workflow.devices import local_gpus
+    from workflow.gpu.devices import local_gpus
 
     if shutil.which("nvidia-smi") is None:
         return []
@@ -146,7 +146,7 @@ def read_probe(path: str | Path) -> dict | None:
 
 def split_mb(path: str | Path) -> list[float]:
     """MB that each split (train, val, test) of a prepared dataset takes in memory, images and labels
-    (the manifest JSON, or a shard file), as workflow.data.split_bytes counts them."""
+    (the manifest JSON, or a shard file), as workflow.data.batches.split_bytes counts them."""
     path = Path(path)
     if path.suffix == ".json":
         manifest = json.loads(path.read_text())

@@ -15,8 +15,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from workflow.datasets import DatasetConfigError, resolve_datasets
-from workflow.backbones import resolution_error
+from workflow.data.datasets import DatasetConfigError, resolve_datasets
+from workflow.train.backbones import resolution_error
 
 # The batch-size paper's schedule: the new head alone, then every layer,
 # learning rate / 10 when validation accuracy plateaus, early stopping.

@@ -1,7 +1,7 @@
 """Altair charts of a study, each saved as offline HTML (Vega inlined), PNG and SVG.
 
 Every chart function takes the summary and histories tables and returns one
-chart; `CHARTS` maps the names that workflow.outputs.study_charts plans to
+chart; `CHARTS` maps the names that workflow.study.outputs.study_charts plans to
 them. Axes that vary but are not the chart's subject split it into panels or
 line styles, so runs are never silently averaged together.
 """
@@ -14,10 +14,10 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from workflow.aggregate import axis_columns, format_value, labels, varying_axes
+from workflow.results.aggregate import axis_columns, format_value, labels, varying_axes
 from workflow.atomic import atomic_path
-from workflow.outputs import CHART_FORMATS, regime, trainable_layers
-from workflow.stats import configurations, primary_metric
+from workflow.study.outputs import CHART_FORMATS, regime, trainable_layers
+from workflow.results.stats import configurations, primary_metric
 
 WIDTH, HEIGHT = 260, 180
 LEGEND = alt.Legend(labelLimit=400)  # labels name several axes' values
@@ -205,7 +205,7 @@ def lr_batch_heatmap(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Char
 
 def trainable_layers_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
     """Test accuracy against the number of trainable layers: N for `last:N` (the head's layers
-    included, as workflow.models counts them), 0 for `head` (the new head alone).
+    included, as workflow.train.models counts them), 0 for `head` (the new head alone).
 
     One dot per ok run, the line through the means; other varying axes get a colour each.
     """
@@ -353,6 +353,6 @@ def save_chart(chart: alt.TopLevelMixin, out_dir: str | Path, name: str) -> None
 
 
 def draw_charts(names: list[str], summary: pd.DataFrame, histories: pd.DataFrame, out_dir: str | Path) -> None:
-    """Draw and save the named charts (see workflow.outputs.study_charts)."""
+    """Draw and save the named charts (see workflow.study.outputs.study_charts)."""
     for name in names:
         save_chart(CHARTS[name](summary, histories), out_dir, name)

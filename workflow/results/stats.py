@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from workflow.aggregate import axis_columns, labels, varying_axes
+from workflow.results.aggregate import axis_columns, labels, varying_axes
 
 ALPHA = 0.05
 GROUP = ["dataset", "model"]

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from workflow.atomic import write_json
-from workflow.datasets import local_copy, remote_files, resolve_dataset
-from workflow.download import ChecksumError
-from workflow.resize import RESIZE_METHOD, resize_images
-from workflow.shards import shard_writer, verify_shard
-from workflow.sources import Skipped, get_source
-from workflow.sources.digits import data_file as digits_data_file
-from workflow.splits import SPLITS, assign_splits
+from workflow.data.datasets import local_copy, remote_files, resolve_dataset
+from workflow.data.download import ChecksumError
+from workflow.data.resize import RESIZE_METHOD, resize_images
+from workflow.data.shards import shard_writer, verify_shard
+from workflow.data.sources import Skipped, get_source
+from workflow.data.sources.digits import data_file as digits_data_file
+from workflow.data.splits import SPLITS, assign_splits
 
 RESIZE_BLOCK = 512  # images decoded and resized together
 

@@ -1,0 +1,301 @@
+"""Command line entry points the rules call: ``python -m workflow <command> ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_download(args) -> None:
+    from workflow.data.download import download
+
+    print(download(args.url, args.dest, md5=args.md5))
+
+
+def cmd_plan(args) -> None:
+    from workflow.atomic import write_json
+    from workflow.data.prepare import make_plan
+
+    plan = make_plan(args.dataset, json.loads(args.spec), args.raw_dir)
+    write_json(args.out, plan)
+    print(json.dumps({split: len(entry["indices"]) for split, entry in plan["splits"].items()}))
+
+
+def cmd_shard(args) -> None:
+    import torch
+
+    from workflow.data.prepare import write_shard
+
+    torch.set_num_threads(args.threads)
+    plan = json.loads(Path(args.plan).read_text())
+    write_shard(plan, args.resolution, args.part, args.parts, args.out, log=log)
+
+
+def cmd_index(args) -> None:
+    from workflow.data.prepare import write_index
+
+    manifest = write_index(json.loads(Path(args.plan).read_text()), args.resolution, args.shards, args.out)
+    print(json.dumps({"counts": manifest["counts"], "skipped": manifest["skipped_count"]}, indent=1))
+
+
+def cmd_train(args) -> None:
+    from workflow.gpu.devices import cap_memory, claim_gpu
+    from workflow.gpu.slots import cell_slots, memory_fraction, settings_from_env
+
+    cell = json.loads(args.cell)
+    slots = settings_from_env()  # resources.gpu_slots, passed on by the Snakefile (none: whole devices)
+    need = cell_slots(cell, args.shard, slots)
+    if slots.per_gpu > 1:
+        log(f"needs {need} of the {slots.per_gpu} slots of a GPU (probes in {slots.probe_dir})")
+    gpu = claim_gpu(log=log, slots=need, slots_per_gpu=slots.per_gpu)  # before torch initialises CUDA
+    if gpu is not None and need < slots.per_gpu:
+        cap_memory(memory_fraction(need, slots), log=log)
+    from workflow.train.loop import EXIT_STOPPED, StopFlag, Stopped, record_failure, train_cell
+
+    stop = StopFlag().install()  # SIGTERM and the warning signals: checkpoint at a batch boundary, then exit
+    try:
+        train_cell(cell, args.shard, args.out, init=args.init, threads=args.threads, log=log, stop=stop,
+                   until_epoch=getattr(args, "until_epoch", None))
+    except Stopped as stopped:  # not a result: the retry resumes from last.pt
+        log(str(stopped))
+        sys.exit(EXIT_STOPPED)
+    except OSError:
+        raise  # files or the machine: worth a retry, not a result
+    except Exception as error:  # the cell itself cannot train: record it, let the sweep go on
+        traceback.print_exc()
+        record_failure(cell, args.out, error)
+        log(f"done: status failed ({type(error).__name__}: {error})")
+
+
+def cmd_probe(args) -> None:
+    from workflow.atomic import write_json
+    from workflow.gpu.devices import claim_gpu
+
+    claim_gpu(log=log)  # the whole device, before torch initialises CUDA
+    from workflow.gpu.probe import probe
+
+    write_json(args.out, probe(json.loads(args.spec), steps=args.steps, log=log))
+
+
+def cmd_train_rung(args) -> None:
+    from workflow.sweep.halving import finish_rung, start_rung
+
+    start_rung(args.out, args.previous, log=log)  # CPU only: CUDA is not touched before cmd_train claims a GPU
+    cmd_train(args)
+    finish_rung(args.out, args.rung, args.until_epoch, log=log)
+
+
+def cmd_rank_rung(args) -> None:
+    from workflow.atomic import write_json
+    from workflow.sweep.halving import rank_rung
+    from workflow.study.grid import Halving
+
+    ranking = rank_rung(args.metrics, Halving.from_dict(json.loads(args.search)), args.rung)
+    write_json(args.out, ranking)
+    for entry in ranking["cells"]:
+        print(f"{entry['rank']:>3}/{entry['of']:<3} {'goes on ' if entry['survives'] else 'pruned  '}"
+              f"{entry['value']!s:>22} {entry['status']:>8}  {entry['cell']}")
+
+
+def cmd_finish_cell(args) -> None:
+    from workflow.sweep.halving import finish_cell
+    from workflow.study.grid import Halving
+
+    metrics = finish_cell(args.cell, args.rankings, args.out, Halving.from_dict(json.loads(args.search)))
+    print(f"{args.cell}: stopped at rung {metrics['rung']} ({metrics['budget_epochs']} epochs), "
+          f"{'pruned' if metrics['pruned'] else 'a finalist'}")
+
+
+def cmd_fetch_weights(args) -> None:
+    from workflow.train.weights import fetch_weights
+
+    print(fetch_weights(args.url, args.out))
+
+
+def load_study(args):
+    """The study of `--config` (JSON the rules pass, validated by the Snakefile) or `--configfile` (YAML)."""
+    from workflow.study.config import load_config
+    from workflow.study.grid import build_study
+
+    try:
+        return build_study(json.loads(args.config) if args.config else load_config(args.configfile))
+    except ValueError as error:  # a bad study file: a message naming the key, not a traceback
+        sys.exit(f"error: {error}")
+
+
+def cmd_aggregate(args) -> None:
+    from workflow.results.aggregate import collect
+    from workflow.study.outputs import study_tables
+    from workflow.results.tables import build_tables, write_histories, write_table
+
+    study = load_study(args)
+    out_dir = args.out_dir or study.out / "tables"
+    summary, histories = collect(study)
+    write_histories(histories, out_dir)
+    tables = build_tables(study_tables(study), summary, histories, study.halving.rungs if study.halving else ())
+    for name, table in tables.items():
+        write_table(table, out_dir, name)
+    print(summary[["cell", "status", "test_accuracy", "error"]].to_string(index=False))
+    print(f"\nwrote {', '.join(tables)} and histories to {out_dir}")
+
+
+def cmd_charts(args) -> None:
+    import pandas as pd
+
+    from workflow.results.charts import draw_charts
+    from workflow.study.outputs import study_charts
+
+    study = load_study(args)
+    tables = study.out / "tables"
+    names = study_charts(study)
+    summary = pd.read_parquet(args.summary or tables / "summary.parquet")
+    histories = pd.read_parquet(args.histories or tables / "histories.parquet")
+    draw_charts(names, summary, histories, args.out_dir or study.out / "charts")
+    print(f"drew {', '.join(names) or 'no charts'}")
+
+
+def cmd_cells(args) -> None:
+    import pandas as pd
+
+    study = load_study(args)
+    grid_ids = {cell.id for cell in study.grid_cells}
+    rows = []
+    for cell in study.cells.values():
+        row = {"cell": cell.id, "role": "grid" if cell.id in grid_ids else "upstream",
+               "done": "yes" if (study.cell_dir(cell.id) / "metrics.json").exists() else "no"}
+        if study.halving:  # rungs finished, and where a ranking stopped the cell
+            from workflow.sweep.halving import progress
+
+            where = progress(study, cell.id) if cell.id in grid_ids else {"rung": None, "stopped": None}
+            row["rungs"] = "" if cell.id not in grid_ids else f"{0 if where['rung'] is None else where['rung'] + 1}" \
+                f"/{len(study.halving.rungs)}"
+            row["stopped"] = "" if where["stopped"] is None else f"rung {where['stopped']} (" + (
+                "finalist)" if where["stopped"] == study.halving.last else "pruned)")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    print(f"\n{len(study.grid_cells)} grid cells, {len(study.cells) - len(study.grid_cells)} upstream cells, "
+          f"{int((table['done'] == 'yes').sum())} done")
+    if study.halving:
+        halving = study.halving
+        print(f"successive halving: rungs {list(halving.rungs)} epochs, keep {halving.keep:.3g} of each "
+              f"{' x '.join(halving.group_by) or 'study'} by {halving.metric}")
+
+
+def study_args(p: argparse.ArgumentParser) -> None:
+    """--config or --configfile: the study a results command works on."""
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--config", help="the validated study config as JSON (what the rules pass)")
+    group.add_argument("--configfile", help="a study YAML file, e.g. studies/digits-demo.yaml")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser: one sub-command per rule."""
+    top = argparse.ArgumentParser(prog="python -m workflow", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("download", help="download one file, resuming, and check its md5")
+    p.add_argument("--url", required=True)
+    p.add_argument("--dest", required=True)
+    p.add_argument("--md5", help="the expected md5 (none: not checked)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("plan", help="check and list a dataset's source and assign its splits")
+    p.add_argument("--dataset", required=True, help="dataset name in the study config")
+    p.add_argument("--spec", required=True, help="the dataset's config entry as JSON")
+    p.add_argument("--raw-dir", help="the folder holding the source's files")
+    p.add_argument("--out", required=True, help="the plan (JSON)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("shard", help="decode, resize and write shard PART of PARTS of a planned dataset")
+    p.add_argument("--plan", required=True)
+    p.add_argument("--resolution", required=True, type=int)
+    p.add_argument("--part", required=True, type=int)
+    p.add_argument("--parts", required=True, type=int)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_shard)
+
+    p = sub.add_parser("index", help="check a dataset's shards and write the manifest that joins them")
+    p.add_argument("--plan", required=True)
+    p.add_argument("--resolution", required=True, type=int)
+    p.add_argument("--shards", required=True, nargs="+", help="the shard files, in order")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("train", help="train one cell")
+    p.add_argument("--cell", required=True, help="the resolved cell as JSON (workflow.study.grid.Cell.to_dict)")
+    p.add_argument("--shard", required=True, help="the prepared dataset: its index JSON or one shard file")
+    p.add_argument("--out", required=True, help="the cell's folder")
+    p.add_argument("--init", help="checkpoint whose backbone starts the cell")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("probe", help="measure the peak GPU memory of a few training steps of one combination")
+    p.add_argument("--spec", required=True, help="what to probe as JSON (workflow.gpu.slots.probe_spec)")
+    p.add_argument("--out", required=True, help="the record (JSON)")
+    p.add_argument("--steps", type=int, default=3, help="training steps before the evaluation pass")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("train-rung", help="train one grid cell to a rung's budget (successive halving), "
+                                          "continuing from its previous rung")
+    p.add_argument("--cell", required=True, help="the resolved cell as JSON (workflow.study.grid.Cell.to_dict)")
+    p.add_argument("--shard", required=True, help="the prepared dataset: its index JSON or one shard file")
+    p.add_argument("--out", required=True, help="the rung's folder: <cell folder>/rung-<k>")
+    p.add_argument("--init", help="checkpoint whose backbone starts the cell")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rung", required=True, type=int, help="the rung's index, from 0")
+    p.add_argument("--until-epoch", required=True, type=int, help="the rung's budget: epochs, all stages together")
+    p.add_argument("--previous", help="the previous rung's folder (its state.pt and best.pt); none for rung 0")
+    p.set_defaults(func=cmd_train_rung)
+
+    p = sub.add_parser("rank-rung", help="rank the cells that reached a rung; the best go on (successive halving)")
+    p.add_argument("--rung", required=True, type=int)
+    p.add_argument("--search", required=True, help="the study's halving settings as JSON (workflow.study.grid.Halving)")
+    p.add_argument("--metrics", required=True, nargs="+", help="the rung's metrics.json of every cell that reached it")
+    p.add_argument("--out", required=True, help="the ranking (JSON)")
+    p.set_defaults(func=cmd_rank_rung)
+
+    p = sub.add_parser("finish-cell", help="a halved grid cell's results: those of the rung where it stopped")
+    p.add_argument("--cell", required=True, help="the cell's id")
+    p.add_argument("--search", required=True, help="the study's halving settings as JSON (workflow.study.grid.Halving)")
+    p.add_argument("--rankings", required=True, help="the folder of the rankings: rung-<k>.json")
+    p.add_argument("--out", required=True, help="the cell's folder (holding its rung-<k> folders)")
+    p.set_defaults(func=cmd_finish_cell)
+
+    p = sub.add_parser("fetch-weights", help="download a torchvision weights file into torch's cache")
+    p.add_argument("--url", required=True)
+    p.add_argument("--out", required=True, help="the cached file: $TORCH_HOME/hub/checkpoints/<name in the URL>")
+    p.set_defaults(func=cmd_fetch_weights)
+
+    p = sub.add_parser("aggregate", help="collect the cells' metrics into the study's tables (a cell without "
+                                         "metrics.json counts as failed)")
+    study_args(p)
+    p.add_argument("--out-dir", help="default: <results_dir>/<study>/tables")
+    p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("charts", help="draw the study's charts from its tables")
+    study_args(p)
+    p.add_argument("--summary", help="default: <results_dir>/<study>/tables/summary.parquet")
+    p.add_argument("--histories", help="default: <results_dir>/<study>/tables/histories.parquet")
+    p.add_argument("--out-dir", help="default: <results_dir>/<study>/charts")
+    p.set_defaults(func=cmd_charts)
+
+    p = sub.add_parser("cells", help="list a study's cells before anything runs")
+    p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
+    p.set_defaults(func=cmd_cells, config=None)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.func(args)
+    return 0
+

@@ -1,0 +1,4 @@
+"""How a study searches its grid beyond training every cell: successive halving
+(rungs, rankings, where each cell stopped). May import `workflow.study` and
+`workflow.atomic`; it reads the files that training writes, never its code.
+"""
