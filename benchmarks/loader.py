@@ -178,7 +178,7 @@ def _shard_job(plan_path: str, size: int, part: int, parts: int, out: str) -> No
 def bench_prepare(args, folder: Path) -> dict:
     from workflow.atomic import write_json
     from workflow.data.download import file_digest
-    from workflow.data.prepare import make_plan, write_index
+    from workflow.data.prepare import make_plan, write_manifest
 
     raw = folder / "raw"
     raw.mkdir(parents=True)
@@ -199,7 +199,7 @@ def bench_prepare(args, folder: Path) -> dict:
             future.result()
     times["shards"] = time.perf_counter() - start
     start = time.perf_counter()
-    manifest = write_index(plan, args.size, shards, folder / "r160.json")
+    manifest = write_manifest(plan, args.size, shards, folder / "r160.json")
     times["index"] = time.perf_counter() - start
     times["total"] = sum(times.values())
     times["images"] = sum(manifest["totals"].values())

@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workflow.data.batches import Normalizer, load_splits  # noqa: E402
-from workflow.train.models import PLAIN_MEAN, PLAIN_STD, apply_freeze, build_classifier  # noqa: E402
+from workflow.train.models import PLAIN_MEAN, PLAIN_STD, build_classifier, set_trainable  # noqa: E402
 from workflow.data.prepare import prepare_dataset  # noqa: E402
 from workflow.study.grid import DEFAULT_TRAINING, stage_settings  # noqa: E402
 from workflow.train.loop import (  # noqa: E402
@@ -50,9 +50,9 @@ def setup(name: str, resolution: int, device: torch.device, args):
     model = model.to(device, memory_format=torch.channels_last)
     if args.compile:
         model.compile()
-    apply_freeze(model, args.freeze)
-    stage = stage_settings(DEFAULT_TRAINING, {"name": "bench", "freeze": args.freeze, "epochs": 1},
-                           args.optimizer, args.freeze)
+    set_trainable(model, args.train)
+    stage = stage_settings(DEFAULT_TRAINING, {"name": "bench", "train": args.train, "epochs": 1},
+                           args.optimizer, args.train)
     optimizer = make_optimizer(stage, parameter_groups(model, 0.0, False), 1e-3)
     return model, optimizer, Objective(DEFAULT_TRAINING, seed=0)
 
@@ -89,7 +89,7 @@ def pipeline(name: str, resolution: int, shard: Path, device: torch.device, amp:
         sync(device)
         images, start = 0, time.perf_counter()
         while images < images_wanted:
-            images += train_one_epoch(model, split, normalize, optimizer, objective, args.batch_size, args.freeze,
+            images += train_one_epoch(model, split, normalize, optimizer, objective, args.batch_size, args.train,
                                       generator, amp).images
         sync(device)
         return images / (time.perf_counter() - start)
@@ -111,7 +111,7 @@ def parse_args(argv=None):
     parser.add_argument("--loader", default="memory", choices=["memory", "stream"],
                         help="the pipeline's split: loaded whole on the device, or streamed from the shard")
     parser.add_argument("--head", default="gap", choices=["gap", "mlp", "own"])
-    parser.add_argument("--freeze", default="all")
+    parser.add_argument("--train", default="all", help="what trains: head, all, last:N or from:<module>")
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--hflip", action="store_true", help="random flips in the pipeline, as training.augment.hflip")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="no bf16 autocast on the GPU")

@@ -7,27 +7,28 @@ import sys
 from functools import lru_cache
 
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
-from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 
-from workflow.data.datasets import DatasetConfigError, downloads, raw_dir, source_inputs
+from workflow.data.datasets import DatasetConfigError, downloads, source_inputs, source_raw_dir
 from workflow.sweep.halving import CELL_FILES, stopping_rung, survivors
 from workflow.study.jobenv import export_package_root
 from workflow.study.outputs import CHART_FORMATS, HISTORY_FORMATS, TABLE_FORMATS, study_charts, study_tables
 from workflow.gpu.slots import SlotSettings, cell_slots, export_settings, probe_key, probe_name, probe_spec
-from workflow.study.grid import ConfigError, build_study
+from workflow.study.config import ConfigError, check_config
+from workflow.study.grid import build_study
 from workflow.train.weights import imagenet_files
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
-validate(config, "../workflow/schemas/config.schema.yaml")
-RAW = config["raw_dir"]
 try:
+    check_config(config)
     STUDY = build_study(config)
-    DOWNLOADS = downloads(STUDY.datasets, RAW)
+    DOWNLOADS = downloads(STUDY.datasets, config["raw_dir"])
 except (ConfigError, DatasetConfigError) as error:
-    raise WorkflowError(f"Invalid study config: {error}")
+    files = ", ".join(map(str, workflow.config_settings.configfiles)) or "config.yaml"
+    raise WorkflowError(f"Invalid study config {files}: {error}")
+RAW = config["raw_dir"]
 
 GRID_IDS = [cell.id for cell in STUDY.grid_cells]
 GRID_SET = set(GRID_IDS)
@@ -183,10 +184,8 @@ def get_source_inputs(wildcards):
 
 
 def get_raw_dir_arg(wildcards):
-    spec = get_dataset(wildcards)
-    if spec["source"] in ("digits", "imagefolder"):
-        return ""
-    return f"--raw-dir {shlex.quote(str(raw_dir(spec, RAW)))}"
+    folder = source_raw_dir(get_dataset(wildcards), RAW)
+    return "" if folder is None else f"--raw-dir {shlex.quote(str(folder))}"
 
 
 def get_shards(wildcards):

@@ -41,7 +41,7 @@ def tiny_study(name: str = "tiny") -> dict:
         "pretrain": {
             "base": {
                 "dataset": "digits-0to4", "batch_size": 64, "lr": 0.001, "optimizer": "adam", "weights": "none",
-                "training": {"stages": [{"name": "scratch", "freeze": "all", "epochs": 2}]},
+                "training": {"stages": [{"name": "scratch", "train": "all", "epochs": 2}]},
             }
         },
         "grid": {
@@ -55,8 +55,8 @@ def tiny_study(name: str = "tiny") -> dict:
         },
         "training": {
             "stages": [
-                {"name": "head", "freeze": "head", "epochs": 2},
-                {"name": "finetune", "freeze": "cell", "epochs": 2, "lr_factor": 0.01},
+                {"name": "head", "train": "head", "epochs": 2},
+                {"name": "finetune", "train": "cell", "epochs": 2, "lr_factor": 0.01},
             ],
         },
         "resources": {"train_threads": 1},

@@ -9,14 +9,14 @@ import pandas as pd
 from workflow.results.aggregate import METRICS
 from workflow.study.grid import AXES, Study, build_study
 
-HISTORY_COLUMNS = ["epoch", "stage", "freeze", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+HISTORY_COLUMNS = ["epoch", "stage", "train", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                    "seconds", "images_per_s"]  # workflow.train.loop.HISTORY_COLUMNS, without importing torch
 
 
 def study_config(tmp_path, name: str = "hand", **grid) -> dict:
     """A complete study config (the schema's defaults written out) whose results go under tmp_path."""
     full_grid = {"dataset": ["d1"], "model": ["resnet18"], "resolution": [16], "batch_size": [16], "lr": [0.01],
-                 "optimizer": ["sgd"], "freeze": ["all"], "seed": [0], "weights": ["imagenet"], **grid}
+                 "optimizer": ["sgd"], "train": ["all"], "seed": [0], "weights": ["imagenet"], **grid}
     return {
         "study": name,
         "results_dir": str(tmp_path / "results"),
@@ -42,7 +42,7 @@ def write_cell(study: Study, cell, status: str = "ok", test_accuracy: float | No
     best_epoch = epochs if best_epoch is None else best_epoch
     folder = study.cell_dir(cell.id)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"epoch": e, "stage": "head" if e <= 2 else "finetune", "freeze": "head" if e <= 2 else cell.freeze,
+    rows = [{"epoch": e, "stage": "head" if e <= 2 else "finetune", "train": "head" if e <= 2 else cell.train,
              "lr": cell.lr if e <= 2 else cell.lr / 100, "train_loss": 2.0 / e, "train_accuracy": 0.5 + e / 100,
              "val_loss": 1.0 + abs(e - best_epoch) / 10, "val_accuracy": 0.6 - abs(e - best_epoch) / 100,
              "seconds": train_time_s / epochs, "images_per_s": 100.0} for e in range(1, epochs + 1)]
@@ -83,7 +83,7 @@ def mixed_study(tmp_path) -> Study:
 def summary_frame(rows: list[dict]) -> pd.DataFrame:
     """A summary table shaped as workflow.results.aggregate.collect makes it, from rows that give only what differs."""
     defaults = {"dataset": "d1", "model": "resnet18", "resolution": 16, "optimizer": "sgd", "batch_size": 16,
-                "lr": 0.01, "freeze": "all", "weights": "imagenet", "seed": 0, "status": "ok"}
+                "lr": 0.01, "train": "all", "weights": "imagenet", "seed": 0, "status": "ok"}
     frame = pd.DataFrame([{**defaults, **row} for row in rows])
     frame["cell"] = [f"cell{i}" for i in range(len(frame))]
     return frame.reindex(columns=["cell", *AXES, *METRICS]).astype(

@@ -47,7 +47,7 @@ def test_histories_keep_per_epoch_lr_and_mark_best_and_stopping_epochs(mixed_stu
     assert run["best"].tolist() == [False, False, True, False]
     assert run["stopped"].tolist() == [False, False, False, True]
     assert run["lr"].tolist() == [0.01] * 4 and run["epoch_lr"].tolist() == [0.01, 0.01, 0.0001, 0.0001]
-    assert run["stage_freeze"].tolist() == ["head", "head", "all", "all"]
+    assert run["stage_train"].tolist() == ["head", "head", "all", "all"]
     assert set(AXES) <= set(histories.columns)
 
 

@@ -28,7 +28,7 @@ def vegalite_schema():
 def rich_study(tmp_path_factory):
     """A grid that varies every axis a chart needs, with a diverged cell, its summary and histories."""
     study = make_study(tmp_path_factory.mktemp("rich"), batch_size=[16, 64], lr=[1e-3, 1e-2], optimizer=["sgd", "adam"],
-                       freeze=["head", "last:2", "all"], seed=[0, 1])
+                       train=["head", "last:2", "all"], seed=[0, 1])
     rng = np.random.default_rng(0)
     for i, cell in enumerate(study.grid_cells):
         if i in (4, 5):  # both seeds of one combination
@@ -60,7 +60,7 @@ def test_chart_spec_is_valid_vega_lite_with_data_and_renders(name, rich_study, v
 
 
 def test_chart_without_finished_runs_says_so(tmp_path, vegalite_schema):
-    study = make_study(tmp_path, batch_size=[16, 64], optimizer=["sgd", "adam"], freeze=["head", "last:2"])
+    study = make_study(tmp_path, batch_size=[16, 64], optimizer=["sgd", "adam"], train=["head", "last:2"])
     for cell in study.grid_cells:
         write_cell(study, cell, status="diverged", test_accuracy=0.1, epochs=0)
     summary, histories = collect(study)

@@ -173,7 +173,7 @@ def test_training_from_a_streamed_split_with_augmentation(tmp_path):
     prepare_dataset("d", spec, 16, tmp_path / "r16.h5", tmp_path / "r16.json")
     cell = make_cell()
     cell["training"] = merge(DEFAULT_TRAINING, {
-        "stages": [{"name": "all", "freeze": "all", "epochs": 1}],
+        "stages": [{"name": "all", "train": "all", "epochs": 1}],
         "augment": {"hflip": True, "crop": 2, "rotation": 10},
         "loader": {"memory_share": 0.0},
     })

@@ -139,7 +139,7 @@ def write_rung(study, cell, rung, val_accuracy: list[float], status="ok", budget
     """A rung's metrics.json and history.csv, written by hand."""
     folder = study.rung_dir(cell.id, rung)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"epoch": e, "stage": "s", "freeze": "all", "lr": 0.01, "train_loss": 1.0, "train_accuracy": 0.5,
+    rows = [{"epoch": e, "stage": "s", "train": "all", "lr": 0.01, "train_loss": 1.0, "train_accuracy": 0.5,
              "val_loss": 1 - acc, "val_accuracy": acc, "seconds": 1.0, "images_per_s": 10.0}
             for e, acc in enumerate(val_accuracy, start=1)]
     pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(folder / "history.csv", index=False)
@@ -182,11 +182,11 @@ def test_a_rung_is_ranked_from_its_files_and_each_cell_finishes_where_it_stopped
 
 def cell():
     training = merge(DEFAULT_TRAINING, {
-        "stages": [{"name": "head", "freeze": "head", "epochs": 1}, {"name": "all", "freeze": "cell", "epochs": 2}],
+        "stages": [{"name": "head", "train": "head", "epochs": 1}, {"name": "all", "train": "cell", "epochs": 2}],
         "early_stopping": {"patience": 5}, "deterministic": True,
     })
     return {"id": "digits-012/resnet18/r16/halving", "dataset": "digits-012", "model": "resnet18", "resolution": 16,
-            "batch_size": 32, "lr": 0.01, "optimizer": "adam", "freeze": "all", "seed": 0, "weights": "none",
+            "batch_size": 32, "lr": 0.01, "optimizer": "adam", "train": "all", "seed": 0, "weights": "none",
             "training": training, "upstream": None}
 
 
@@ -276,7 +276,7 @@ def halved_study(tmp_path_factory):
     from fakecells import write_cell
 
     tmp = tmp_path_factory.mktemp("halved")
-    config = {**study_config(tmp, batch_size=[16, 64], optimizer=["sgd", "adam"], freeze=["head", "last:2"],
+    config = {**study_config(tmp, batch_size=[16, 64], optimizer=["sgd", "adam"], train=["head", "last:2"],
                              seed=[0, 1]),
               "search": {"method": "halving", "rungs": [1, 2, 4], "keep": 0.5}}
     study = build_study(config)

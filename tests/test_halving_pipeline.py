@@ -34,7 +34,7 @@ def study(name: str, adam_lrs=(1e-5, 1e-4, 1e-2), halving: bool = False) -> dict
         },
         "pretrain": {"base": {
             "dataset": "digits-0to4", "batch_size": 32, "lr": 0.001, "optimizer": "adam", "weights": "none",
-            "training": {"stages": [{"name": "scratch", "freeze": "all", "epochs": 6}]},
+            "training": {"stages": [{"name": "scratch", "train": "all", "epochs": 6}]},
         }},
         "grid": {
             "dataset": ["digits-5to9"], "model": ["resnet18"], "resolution": [16], "batch_size": [32],
@@ -43,7 +43,7 @@ def study(name: str, adam_lrs=(1e-5, 1e-4, 1e-2), halving: bool = False) -> dict
             "weights": ["pretrain:base"],
         },
         "training": {
-            "stages": [{"name": "finetune", "freeze": "cell", "epochs": 9}],
+            "stages": [{"name": "finetune", "train": "cell", "epochs": 9}],
             "plateau": {"patience": 2, "factor": 0.1},
             "early_stopping": {"patience": 9},  # none: the grid's epoch count is exactly 9 per cell
             "deterministic": True,

@@ -6,7 +6,7 @@ import torchvision
 
 from workflow.train.backbones import BACKBONES
 from workflow.train.models import (
-    IMAGENET_MEAN, IMAGENET_STD, PLAIN_MEAN, apply_freeze, build_classifier, imagenet_weights,
+    IMAGENET_MEAN, IMAGENET_STD, PLAIN_MEAN, set_trainable, build_classifier, imagenet_weights,
     parameterised_layers, set_train_mode,
 )
 from workflow.train.loop import save_checkpoint
@@ -158,9 +158,9 @@ def one_step(model, policy, classes=4):
     optimizer.step()
 
 
-def test_head_freezing_trains_only_the_head_and_keeps_batchnorm_statistics():
+def test_train_head_trains_only_the_head_and_keeps_batchnorm_statistics():
     model, _ = build_classifier("resnet18", num_classes=4, weights="none", dropout=0.0)
-    apply_freeze(model, "head")
+    set_trainable(model, "head")
     assert trainable(model) == {"head.1.weight", "head.1.bias"}
     stats = running_stats(model)
     frozen_weight = model.backbone.conv1.weight.detach().clone()
@@ -168,9 +168,8 @@ def test_head_freezing_trains_only_the_head_and_keeps_batchnorm_statistics():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
     assert torch.equal(frozen_weight, model.backbone.conv1.weight)
 
-    for policy in ("all", "none"):
-        apply_freeze(model, policy)
-        assert all(p.requires_grad for p in model.parameters())
+    set_trainable(model, "all")
+    assert all(p.requires_grad for p in model.parameters())
     set_train_mode(model, "all")
     model(torch.randn(8, 3, 32, 32))
     assert not torch.equal(stats["backbone.bn1.running_mean"], model.state_dict()["backbone.bn1.running_mean"])
@@ -181,7 +180,7 @@ def test_last_n_trains_exactly_the_last_n_parameterised_layers():
     layers = parameterised_layers(model)
     assert len(layers) == 20 + 20 + 1  # 20 convolutions (3 downsampling), 20 batch norms, the head's linear
     assert [n for n, _ in layers[-3:]] == ["backbone.layer4.1.conv2", "backbone.layer4.1.bn2", "head.1"]
-    apply_freeze(model, "last:3")
+    set_trainable(model, "last:3")
     assert trainable(model) == {
         "head.1.weight", "head.1.bias", "backbone.layer4.1.bn2.weight", "backbone.layer4.1.bn2.bias",
         "backbone.layer4.1.conv2.weight",
@@ -191,19 +190,36 @@ def test_last_n_trains_exactly_the_last_n_parameterised_layers():
     after = model.state_dict()
     changed = {k.rsplit(".", 1)[0] for k, v in stats.items() if not torch.equal(v, after[k])}
     assert changed == {"backbone.layer4.1.bn2"}  # only the trainable batch norm updates its statistics
-    apply_freeze(model, "last:1")
+    set_trainable(model, "last:1")
     assert trainable(model) == {"head.1.weight", "head.1.bias"}
-    with pytest.raises(ValueError, match="freeze 'last:42': this model with the 'gap' head has only 41"):
-        apply_freeze(model, "last:42")
-    with pytest.raises(ValueError, match="unknown freezing policy 'last:0'"):
-        apply_freeze(model, "last:0")
+    with pytest.raises(ValueError, match="train 'last:42': this model with the 'gap' head has only 41"):
+        set_trainable(model, "last:42")
+    with pytest.raises(ValueError, match="unknown value 'last:0' for what trains"):
+        set_trainable(model, "last:0")
+
+
+@pytest.mark.parametrize("name, module, first", [
+    ("resnet18", "layer4", "backbone.layer4.0.conv1"),
+    ("densenet121", "features.denseblock4", "backbone.features.denseblock4.denselayer1.norm1"),
+    ("mobilenet_v2", "features.17", "backbone.features.17.conv.0.0"),
+])
+def test_train_from_a_module_trains_it_everything_after_it_and_the_head(name, module, first):
+    model, _ = build_classifier(name, num_classes=4, weights="none", resolution=32)
+    set_trainable(model, f"from:{module}")
+    names = [n for n, _ in parameterised_layers(model)]
+    expected = {f"{layer}.{p}" for layer in names[names.index(first):]
+                for p, _ in dict(model.named_modules())[layer].named_parameters(recurse=False)}
+    assert trainable(model) == expected
+    assert {"head.1.weight", "head.1.bias"} <= trainable(model)
+    with pytest.raises(ValueError, match="train 'from:layer9': the backbone has no module 'layer9'"):
+        set_trainable(model, "from:layer9")
 
 
 def test_last_n_counts_the_mlp_heads_five_layers():
     model, _ = build_classifier("mobilenet_v2", num_classes=4, weights="none", head="mlp")
-    apply_freeze(model, "last:5")
+    set_trainable(model, "last:5")
     assert trainable(model) == {name for name, _ in model.head.named_parameters(prefix="head")}
-    apply_freeze(model, "last:6")
+    set_trainable(model, "last:6")
     assert trainable(model) - {name for name, _ in model.head.named_parameters(prefix="head")} == {
         "backbone.features.18.1.weight", "backbone.features.18.1.bias"}
 

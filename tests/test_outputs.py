@@ -36,12 +36,12 @@ def test_pcam_study_batch_size_by_learning_rate_per_optimizer(tmp_path):
 
 def test_freezing_study_and_densenet_regimes(tmp_path):
     tables, charts = plan(make_study(tmp_path, model=["resnet50"], batch_size=[64], lr=[1e-4],
-                                     freeze=["last:15", "last:50", "last:150"]))
+                                     train=["last:15", "last:50", "last:150"]))
     assert "trainable_layers" in charts and "regimes" in tables
     tables, charts = plan(make_study(tmp_path, model=["densenet121"], resolution=[32], weights=["imagenet", "none"],
-                                     freeze=["head", "all"]))
+                                     train=["head", "all"]))
     assert "regimes" in tables and charts == ["accuracy_vs_time"]  # head = 0 layers, all = unknown: no comparison
-    tables, charts = plan(make_study(tmp_path, freeze=["head", "last:15"]))
+    tables, charts = plan(make_study(tmp_path, train=["head", "last:15"]))
     assert "trainable_layers" in charts
 
 
@@ -55,16 +55,18 @@ def test_a_single_cell_gets_tables_but_no_chart(tmp_path):
     assert plan(make_study(tmp_path)) == (["summary", "best"], [])
 
 
-@pytest.mark.parametrize("freeze, layers", [("head", 0), ("last:15", 15), ("last:150", 150), ("all", None)])
-def test_trainable_layers_from_freeze_values(freeze, layers):
-    assert trainable_layers(freeze) == layers
+@pytest.mark.parametrize("train, layers", [("head", 0), ("last:15", 15), ("last:150", 150), ("all", None),
+                                           ("from:layer4", None)])
+def test_trainable_layers_from_train_values(train, layers):
+    assert trainable_layers(train) == layers
 
 
-@pytest.mark.parametrize("weights, freeze, name", [
+@pytest.mark.parametrize("weights, train, name", [
     ("none", "all", "from scratch"), ("none", "head", "from scratch"), ("imagenet", "head", "frozen"),
-    ("pretrain:base", "all", "fine-tuned"), ("imagenet", "last:2", "last 2 layers")])
-def test_training_regimes(weights, freeze, name):
-    assert regime(weights, freeze) == name
+    ("pretrain:base", "all", "fine-tuned"), ("imagenet", "last:2", "last 2 layers"),
+    ("imagenet", "from:features.denseblock4", "from features.denseblock4")])
+def test_training_regimes(weights, train, name):
+    assert regime(weights, train) == name
 
 
 def test_every_table_and_chart_has_a_report_caption(tmp_path):
@@ -72,7 +74,7 @@ def test_every_table_and_chart_has_a_report_caption(tmp_path):
     from workflow.results.tables import TABLES
 
     config = study_config(tmp_path, batch_size=[16, 64], lr=[1e-3, 1e-2], optimizer=["sgd", "adam"],
-                          freeze=["head", "last:2", "all"], weights=["imagenet", "none"], seed=[0, 1])
+                          train=["head", "last:2", "all"], weights=["imagenet", "none"], seed=[0, 1])
     study = build_study({**config, "search": "halving"})
     assert plan(study) == (list(TABLES), list(CHARTS))
     assert sorted(p.stem for p in (REPO / "report/tables").glob("*.rst")) == sorted(TABLES)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from archives import jpeg_bytes, make_cifar10, make_pcam, make_petimages
 from workflow.data.download import ChecksumError, file_digest
-from workflow.data.prepare import make_plan, prepare_dataset, write_index, write_shard
+from workflow.data.prepare import make_plan, prepare_dataset, write_manifest, write_shard
 from workflow.data.resize import resize_batch, resize_images
 from workflow.data.shards import array_sha256, read_split
 from workflow.data.sources.digits import data_file
@@ -126,7 +126,7 @@ def test_cifar_in_three_shards_joined_by_the_index(cifar, tmp_path):
     shards = [tmp_path / "r16" / f"shard-{i}-of-3.h5" for i in range(3)]
     for i, shard in enumerate(shards):
         write_shard(plan, 16, i, 3, shard, log=lambda m: None)
-    manifest = write_index(plan, 16, shards, tmp_path / "r16.json")
+    manifest = write_manifest(plan, 16, shards, tmp_path / "r16.json")
     assert [s["file"] for s in manifest["shards"]] == [f"r16/shard-{i}-of-3.h5" for i in range(3)]
     assert manifest["totals"] == sizes and manifest["compression"] == "gzip"
     assert sum(s["counts"]["train"] for s in manifest["shards"]) == 180
@@ -145,9 +145,9 @@ def test_cifar_in_three_shards_joined_by_the_index(cifar, tmp_path):
     with h5py.File(shards[2], "r+") as f:
         f["val"]["images"][0, 0, 0, 0] ^= 1
     with pytest.raises(ValueError, match=f"{shards[2]}: val/images has sha256"):
-        write_index(plan, 16, shards, tmp_path / "bad.json")
+        write_manifest(plan, 16, shards, tmp_path / "bad.json")
     with pytest.raises(ValueError, match="plan_sha256"):
-        write_index(make_plan("c10", {**spec, "seed": 1}, raw), 16, shards[:2] + shards[:1], tmp_path / "bad.json")
+        write_manifest(make_plan("c10", {**spec, "seed": 1}, raw), 16, shards[:2] + shards[:1], tmp_path / "bad.json")
     assert not (tmp_path / "bad.json").exists()
 
 
@@ -204,7 +204,7 @@ def test_pcam_keeps_its_split_and_checks_all_six_files(tmp_path):
     shards = [tmp_path / f"shard-{i}-of-2.h5" for i in range(2)]
     for i, shard in enumerate(shards):
         write_shard(plan, 8, i, 2, shard, log=lambda m: None)
-    write_index(plan, 8, shards, tmp_path / "r8.json")
+    write_manifest(plan, 8, shards, tmp_path / "r8.json")
     images, labels = read_split(tmp_path / "r8.json", "val")
     order = plan["splits"]["val"]["indices"]
     np.testing.assert_array_equal(images, written["valid"][0][np.asarray(order) - 7])  # at their own size: kept as they are

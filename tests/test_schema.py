@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import snakemake, tiny_study
+from conftest import REPO, snakemake, tiny_study
 
 
 def dry_run_error(tmp_path, study_file, config) -> str:
@@ -13,12 +13,14 @@ def dry_run_error(tmp_path, study_file, config) -> str:
 
 @pytest.mark.parametrize("mutate, expected", [
     (lambda c: c.update(epochz=3), ["Additional properties are not allowed ('epochz' was unexpected)"]),
-    (lambda c: c["grid"].update(batch_size=[32, 0]), ["0 is less than the minimum of 1", "['grid']['batch_size'][1]"]),
-    (lambda c: c["grid"].update(lr="fast"), ["'fast' is not of type 'array'", "['grid']['lr']"]),
-    (lambda c: c["grid"].update(model=["resnet18", "lenet"]), ["'lenet' is not one of", "['grid']['model'][1]"]),
-    (lambda c: c["grid"].update(optimizer=["adagrad"]), ["'adagrad' is not one of", "['grid']['optimizer'][0]"]),
-    (lambda c: c["datasets"]["digits-0to4"].update(source="mnist"), ["'mnist' is not one of", "['datasets']['digits-0to4']['source']"]),
+    (lambda c: c["grid"].update(batch_size=[32, 0]), ["grid.batch_size[1]: 0 is less than the minimum of 1"]),
+    (lambda c: c["grid"].update(lr="fast"), ["grid.lr: 'fast' is not of type 'array'"]),
+    (lambda c: c["grid"].update(model=["resnet18", "lenet"]), ["grid.model[1]: 'lenet' is not one of"]),
+    (lambda c: c["grid"].update(optimizer=["adagrad"]), ["grid.optimizer[0]: 'adagrad' is not one of", "(allowed: sgd, adam, adamw, rmsprop)"]),
+    (lambda c: c["datasets"]["digits-0to4"].update(source="mnist"), ["datasets.digits-0to4.source: 'mnist' is not one of"]),
     (lambda c: c["grid"].update(dataset=["digits-5to9", "cifar11"]), ["grid.dataset: unknown dataset 'cifar11'"]),
+    (lambda c: c["grid"].update(freeze=["head"]), ["grid.freeze: `freeze` is now `train`"]),
+    (lambda c: c["grid"].update(train=["none"]), ["grid.train: 'none' is gone: training from scratch is `weights: none`"]),
 ])
 def test_bad_config_fails_dry_run_naming_key_and_value(tmp_path, study_file, mutate, expected):
     config = tiny_study()
@@ -31,3 +33,45 @@ def test_bad_config_fails_dry_run_naming_key_and_value(tmp_path, study_file, mut
 def test_valid_config_passes(tmp_path, study_file):
     result = snakemake(tmp_path, "-n", "--configfile", str(study_file(tiny_study())))
     assert "This was a dry-run" in result.stdout
+
+
+def test_a_schema_error_is_one_short_message_naming_the_file(tmp_path, study_file):
+    config = tiny_study()
+    config["grid"]["batch_size"] = [32, 0]
+    path = study_file(config)
+    output = dry_run_error(tmp_path, lambda _: path, config)
+    error_lines = [line for line in output.splitlines() if "Invalid study config" in line]
+    assert len(error_lines) == 1 and str(path) in error_lines[0], output[-3000:]
+    assert "$defs" not in output and "description" not in output  # no schema dump
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda c: c["training"]["stages"][0].update(freeze=c["training"]["stages"][0].pop("train")),
+     "training.stages[0].freeze: `freeze` is now `train`"),
+    (lambda c: c["grid"]["include"].append({"freeze": "all"}), "grid.include[0].freeze: `freeze` is now `train`"),
+    (lambda c: c["grid"].update(lr=["1e-3"]), "YAML reads '1e-3' as a string"),
+    (lambda c: c.update(epochz=3), "(top level): Additional properties are not allowed ('epochz' was unexpected)"),
+])
+def test_check_config_says_the_key_and_how_to_write_it(mutate, expected):
+    from workflow.study.config import ConfigError, check_config
+
+    config = tiny_study()
+    config["grid"].setdefault("include", [])
+    mutate(config)
+    with pytest.raises(ConfigError) as error:
+        check_config(config)
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("path", sorted(REPO.glob("studies/*.yaml")) + [REPO / "config.yaml"], ids=lambda p: p.name)
+def test_check_config_fills_the_same_defaults_as_snakemakes_validate(path):
+
+    import yaml
+    from snakemake.utils import validate
+
+    from workflow.study.config import SCHEMA, check_config
+
+    ours, snakemakes = yaml.safe_load(path.read_text()), yaml.safe_load(path.read_text())
+    check_config(ours)
+    validate(snakemakes, str(SCHEMA))
+    assert ours == snakemakes and ours != yaml.safe_load(path.read_text())

@@ -37,8 +37,8 @@ def study() -> dict:
                  "lr": [0.01], "optimizer": ["adam"], "weights": ["none"]},
         "training": {
             # about 60 s on one CPU core: 1 s for the head, then 4 s per epoch (40 batches)
-            "stages": [{"name": "head", "freeze": "head", "epochs": 1},
-                       {"name": "all", "freeze": "all", "epochs": 14, "lr_factor": 0.1}],
+            "stages": [{"name": "head", "train": "head", "epochs": 1},
+                       {"name": "all", "train": "all", "epochs": 14, "lr_factor": 0.1}],
             "early_stopping": {"patience": 20},
             "deterministic": True,
         },

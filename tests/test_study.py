@@ -138,4 +138,4 @@ def test_cells_command_reports_a_bad_config(tmp_path, study_file):
     result = subprocess.run([sys.executable, "-m", "workflow", "cells", "--configfile", str(study_file(config))],
                             capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert result.returncode != 0
-    assert "0 is less than the minimum of 1" in result.stderr and "['grid']['batch_size'][0]" in result.stderr
+    assert "grid.batch_size[0]: 0 is less than the minimum of 1" in result.stderr

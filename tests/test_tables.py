@@ -41,7 +41,7 @@ def test_batch_lr_table_uses_auc_per_optimizer_in_the_pcam_studys_shape():
 
 
 def test_regimes_table_gives_accuracy_and_time_per_regime():
-    rows = [{"weights": w, "freeze": f, "seed": s, "test_accuracy": acc + s / 100, "train_time_s": t, "wall_time_s": t + 1}
+    rows = [{"weights": w, "train": f, "seed": s, "test_accuracy": acc + s / 100, "train_time_s": t, "wall_time_s": t + 1}
             for w, f, acc, t in [("none", "all", 0.70, 300.0), ("imagenet", "head", 0.80, 100.0),
                                  ("imagenet", "all", 0.90, 200.0), ("imagenet", "last:15", 0.85, 150.0)]
             for s in (0, 2)]

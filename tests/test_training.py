@@ -36,12 +36,12 @@ def quiet(_):
 
 def make_cell(**overrides):
     training = merge(DEFAULT_TRAINING, {
-        "stages": [{"name": "head", "freeze": "head", "epochs": 2, "lr_factor": 1.0},
-                   {"name": "finetune", "freeze": "cell", "epochs": 3, "lr_factor": 0.1}],
+        "stages": [{"name": "head", "train": "head", "epochs": 2, "lr_factor": 1.0},
+                   {"name": "finetune", "train": "cell", "epochs": 3, "lr_factor": 0.1}],
         "early_stopping": {"patience": 5},
     })
     cell = {"id": "digits-012/resnet18/r16/test", "dataset": "digits-012", "model": "resnet18", "resolution": 16,
-            "batch_size": 32, "lr": 0.01, "optimizer": "adam", "freeze": "all", "seed": 0, "weights": "none",
+            "batch_size": 32, "lr": 0.01, "optimizer": "adam", "train": "all", "seed": 0, "weights": "none",
             "training": training, "upstream": None}
     return {**cell, **overrides}
 
@@ -53,7 +53,7 @@ def test_two_stage_training_writes_history_metrics_and_best_checkpoint(shard, tm
     assert list(history.columns) == HISTORY_COLUMNS
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert history["stage"].tolist() == ["head", "head", "finetune", "finetune", "finetune"]
-    assert history["freeze"].tolist() == ["head", "head", "all", "all", "all"]
+    assert history["train"].tolist() == ["head", "head", "all", "all", "all"]
     assert history["lr"].iloc[0] == pytest.approx(0.01) and history["lr"].iloc[2] == pytest.approx(0.001)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
@@ -66,7 +66,7 @@ def test_two_stage_training_writes_history_metrics_and_best_checkpoint(shard, tm
     assert 0 <= on_disk["test_accuracy"] <= 1 and sum(map(sum, on_disk["confusion_matrix"])) > 0
     assert on_disk["test_top5_accuracy"] is None and on_disk["test_auc"] is None  # 3 classes
     head, finetune = on_disk["stages"]
-    assert (head["name"], head["freeze"], head["epochs_run"], head["lr"]) == ("head", "head", 2, 0.01)
+    assert (head["name"], head["train"], head["epochs_run"], head["lr"]) == ("head", "head", 2, 0.01)
     assert finetune["optimizer"] == "adam" and finetune["lr"] == pytest.approx(0.001)
     assert head["trainable_parameters"] == 512 * 3 + 3 < finetune["trainable_parameters"]
     assert head["wall_time_s"] > 0 and finetune["wall_time_s"] > 0
@@ -98,7 +98,7 @@ def test_diverged_run_is_recorded_not_raised(shard, tmp_path):
 def test_two_classes_report_roc_auc_and_false_negative_rate(tmp_path):
     spec = {"source": "digits", "classes": [3, 8], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}
     prepare_dataset("digits-38", spec, 16, tmp_path / "r16.h5", tmp_path / "r16.json")
-    cell = make_cell(training=merge(DEFAULT_TRAINING, {"stages": [{"name": "all", "freeze": "all", "epochs": 1}]}))
+    cell = make_cell(training=merge(DEFAULT_TRAINING, {"stages": [{"name": "all", "train": "all", "epochs": 1}]}))
     metrics = train_cell(cell, tmp_path / "r16.h5", tmp_path / "cell", log=quiet)
     assert 0 <= metrics["test_auc"] <= 1 and 0 <= metrics["test_false_negative_rate"] <= 1
     assert metrics["test_false_negative_rate"] == pytest.approx(1 - metrics["per_class"]["8"]["recall"])
@@ -118,7 +118,7 @@ def test_out_of_memory_is_recorded_with_the_batch_size_and_the_job_succeeds(shar
 def test_last_checkpoint_of_another_config_is_not_resumed(shard, tmp_path):
     torch.save({"fingerprint": {"cell": "another"}}, tmp_path / LAST)
     messages = []
-    cell = make_cell(training=merge(DEFAULT_TRAINING, {"stages": [{"name": "all", "freeze": "all", "epochs": 1}]}))
+    cell = make_cell(training=merge(DEFAULT_TRAINING, {"stages": [{"name": "all", "train": "all", "epochs": 1}]}))
     metrics = train_cell(cell, shard, tmp_path, log=messages.append)
     assert any("not resuming" in m and "belongs to another cell config" in m for m in messages)
     assert metrics["epochs_run"] == 1 and metrics["run"]["resumed_after_epochs"] == []
@@ -150,8 +150,8 @@ def kill_after_epoch(process, out, epoch, timeout=300):
 
 def test_killed_job_resumes_to_the_same_history_as_an_uninterrupted_run(shard, tmp_path):
     training = merge(DEFAULT_TRAINING, {
-        "stages": [{"name": "head", "freeze": "head", "epochs": 2, "optimizer": "sgd", "nesterov": True},
-                   {"name": "finetune", "freeze": "cell", "epochs": 3, "lr_factor": 0.1, "warmup_epochs": 1,
+        "stages": [{"name": "head", "train": "head", "epochs": 2, "optimizer": "sgd", "nesterov": True},
+                   {"name": "finetune", "train": "cell", "epochs": 3, "lr_factor": 0.1, "warmup_epochs": 1,
                     "plateau": {"patience": 0}}],
         "augment": {"hflip": True}, "mixup": 0.2, "label_smoothing": 0.1, "weight_decay": 1e-4, "deterministic": True,
     })
@@ -184,8 +184,8 @@ def steps_per_epoch(shard, batch_size=32):
 @pytest.mark.parametrize("memory_share", [0.5, 0.0], ids=["device-split", "streamed-split"])
 def test_a_stop_signal_checkpoints_mid_epoch_and_the_retry_ends_with_the_same_history(shard, tmp_path, memory_share):
     training = merge(DEFAULT_TRAINING, {
-        "stages": [{"name": "head", "freeze": "head", "epochs": 2, "optimizer": "sgd", "nesterov": True},
-                   {"name": "finetune", "freeze": "cell", "epochs": 2, "lr_factor": 0.1}],
+        "stages": [{"name": "head", "train": "head", "epochs": 2, "optimizer": "sgd", "nesterov": True},
+                   {"name": "finetune", "train": "cell", "epochs": 2, "lr_factor": 0.1}],
         "augment": {"hflip": True}, "mixup": 0.2, "label_smoothing": 0.1, "deterministic": True,
         "loader": {"memory_share": memory_share, "workers": 0, "buffer_chunks": 2},  # 0: stream every split
     })
@@ -248,8 +248,8 @@ def test_snakemake_retries_a_signalled_training_job_which_resumes_mid_run(tmp_pa
                                     "split": {"train": 0.6, "val": 0.2, "test": 0.2}}},
         "grid": {"dataset": ["digits-012"], "model": ["resnet18"], "resolution": [16], "batch_size": [32],
                  "lr": [0.01], "optimizer": ["adam"], "weights": ["none"]},
-        "training": {"stages": [{"name": "head", "freeze": "head", "epochs": 2},
-                                {"name": "finetune", "freeze": "all", "epochs": 4, "lr_factor": 0.1}],
+        "training": {"stages": [{"name": "head", "train": "head", "epochs": 2},
+                                {"name": "finetune", "train": "all", "epochs": 4, "lr_factor": 0.1}],
                      "deterministic": True},
         "resources": {"train_threads": 1},
     }
@@ -300,7 +300,7 @@ def micro_batch_cell(**training):
     """One stage with the backbone frozen (its batch norms in eval mode) and no dropout: micro-batches
     then compute what the whole batch would, up to floating-point rounding."""
     return make_cell(training=merge(DEFAULT_TRAINING, {
-        "stages": [{"name": "head", "freeze": "head", "epochs": 3}], "dropout": 0.0, "mixup": 0.2,
+        "stages": [{"name": "head", "train": "head", "epochs": 3}], "dropout": 0.0, "mixup": 0.2,
         "label_smoothing": 0.1, "augment": {"hflip": True}, "deterministic": True, **training}))
 
 
@@ -343,7 +343,7 @@ def test_out_of_memory_without_micro_batches_or_below_two_images_ends_the_cell_a
     assert metrics["micro_batch_size"] is None and metrics["epochs_run"] == 0
 
     monkeypatch.setenv(OOM_ABOVE_HOOK, "1")  # training batch norms cannot take micro-batches of one image
-    cell = micro_batch_cell(oom_micro_batches=True, stages=[{"name": "all", "freeze": "all", "epochs": 1}])
+    cell = micro_batch_cell(oom_micro_batches=True, stages=[{"name": "all", "train": "all", "epochs": 1}])
     metrics = train_cell(cell, shard, tmp_path / "floor", log=quiet)
     assert metrics["status"] == "oom" and metrics["micro_batch_size"] == 2 and metrics["run"]["micro_batches"] == []
 
@@ -449,7 +449,7 @@ def run_train_command(cell, shard, out, init=None):
 
 
 def test_a_cell_that_cannot_train_is_recorded_as_failed_and_seeds_no_one(shard, tmp_path):
-    broken = make_cell(id="digits-012/resnet18/r16/broken", freeze="last:500")  # resnet18 has far fewer layers
+    broken = make_cell(id="digits-012/resnet18/r16/broken", train="last:500")  # resnet18 has far fewer layers
     result = run_train_command(broken, shard, tmp_path / "broken")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "broken" / "metrics.json").read_text())

@@ -1,4 +1,4 @@
-"""The `training` config: stage settings, freezing values in cell ids, and cross-key errors."""
+"""The `training` config: stage settings, what trains in cell ids, and cross-key errors."""
 
 import pytest
 from snakemake.utils import validate
@@ -18,8 +18,8 @@ def study(mutate):
 
 def test_default_is_the_batch_size_papers_two_stages():
     head, finetune = (stage_settings(DEFAULT_TRAINING, s, "rmsprop", "all") for s in DEFAULT_TRAINING["stages"])
-    assert (head["freeze"], head["epochs"], head["lr_factor"]) == ("head", 20, 1.0)
-    assert (finetune["freeze"], finetune["epochs"], finetune["lr_factor"]) == ("all", 100, 0.01)
+    assert (head["train"], head["epochs"], head["lr_factor"]) == ("head", 20, 1.0)
+    assert (finetune["train"], finetune["epochs"], finetune["lr_factor"]) == ("all", 100, 0.01)
     for stage in (head, finetune):
         assert stage["optimizer"] == "rmsprop" and stage["schedule"] == "plateau"
         assert stage["plateau"] == {"patience": 3, "factor": 0.1} and stage["early_stopping"] == {"patience": 10}
@@ -28,22 +28,22 @@ def test_default_is_the_batch_size_papers_two_stages():
 
 def test_a_stage_overrides_only_what_it_sets():
     training = merge(DEFAULT_TRAINING, {"schedule": "cosine", "weight_decay": 1e-4, "plateau": {"patience": 5}})
-    stage = {"name": "s", "freeze": "last:15", "epochs": 3, "optimizer": "sgd", "nesterov": True,
+    stage = {"name": "s", "train": "last:15", "epochs": 3, "optimizer": "sgd", "nesterov": True,
              "schedule": "step", "step": {"every": 2}, "early_stopping": {"patience": 2}}
     settings = stage_settings(training, stage, "adam", "all")
-    assert settings["optimizer"] == "sgd" and settings["nesterov"] and settings["freeze"] == "last:15"
+    assert settings["optimizer"] == "sgd" and settings["nesterov"] and settings["train"] == "last:15"
     assert settings["schedule"] == "step" and settings["step"] == {"every": 2, "factor": 0.1}
     assert settings["weight_decay"] == 1e-4 and settings["plateau"] == {"patience": 5, "factor": 0.1}
     assert settings["early_stopping"] == {"patience": 2} and settings["lr_factor"] == 1.0
-    cell_stage = stage_settings(training, {"name": "t", "freeze": "cell", "epochs": 1}, "adam", "none")
-    assert cell_stage["optimizer"] == "adam" and cell_stage["freeze"] == "none" and cell_stage["schedule"] == "cosine"
+    cell_stage = stage_settings(training, {"name": "t", "train": "cell", "epochs": 1}, "adam", "none")
+    assert cell_stage["optimizer"] == "adam" and cell_stage["train"] == "none" and cell_stage["schedule"] == "cosine"
 
 
 def test_new_axis_values_keep_old_ids_and_render_last_n_without_a_colon():
     before = {c.id for c in study(lambda c: None).grid_cells}
 
     def more(c):
-        c["grid"]["freeze"] = ["all", "last:15"]
+        c["grid"]["train"] = ["all", "last:15"]
         c["grid"]["optimizer"] += ["adamw"]
         c["grid"]["resolution"] = [16, 75]
         c["training"].update(head="mlp", schedule="cosine", warmup_epochs=1, mixup=0.2)
@@ -57,14 +57,9 @@ def test_new_axis_values_keep_old_ids_and_render_last_n_without_a_colon():
 @pytest.mark.parametrize("mutate, message", [
     (lambda c: c["grid"].update(model=["inception_v3"]),
      "grid: inception_v3 needs a resolution of at least 75, not 16 (cell digits-5to9/inception_v3/r16/"),
-    (lambda c: c["grid"].update(freeze=["none"]),
-     "grid: freeze 'none' trains from scratch and needs weights 'none', not 'pretrain:base'"),
-    (lambda c: c["grid"].update(freeze=["none"], weights=["none"]),
-     "grid: cell digits-5to9/resnet18/r16/bs32-lr1e-2-sgd-none-s0-wnone trains from scratch (freeze 'none') "
-     "but stages ['head'] set their own freeze"),
     (lambda c: c["training"].update(head="own", dropout=0.3),
      "training.dropout: the 'own' head keeps the model's own dropout"),
-    (lambda c: c["training"]["stages"].append({"name": "head", "freeze": "all", "epochs": 1}),
+    (lambda c: c["training"]["stages"].append({"name": "head", "train": "all", "epochs": 1}),
      "training.stages: stage names must differ; ['head'] repeat"),
     (lambda c: c["training"].update(nesterov=True, momentum=0),
      "training: stage 'head' asks for nesterov with momentum 0"),
@@ -82,9 +77,9 @@ def test_cross_key_errors_name_the_key_and_the_cell(mutate, message):
 def test_schema_rejects_bad_training_values():
     from snakemake.exceptions import WorkflowError
 
-    for mutate in (lambda c: c["grid"].update(freeze=["last:0"]),
+    for mutate in (lambda c: c["grid"].update(train=["last:0"]),
                    lambda c: c["training"].update(schedule="onecycle"),
-                   lambda c: c["training"]["stages"][0].update(freeze="none"),
+                   lambda c: c["training"]["stages"][0].update(train="none"),
                    lambda c: c["training"].update(head="deep")):
         config = tiny_study()
         mutate(config)

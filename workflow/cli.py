@@ -39,9 +39,9 @@ def cmd_shard(args) -> None:
 
 
 def cmd_index(args) -> None:
-    from workflow.data.prepare import write_index
+    from workflow.data.prepare import write_manifest
 
-    manifest = write_index(json.loads(Path(args.plan).read_text()), args.resolution, args.shards, args.out)
+    manifest = write_manifest(json.loads(Path(args.plan).read_text()), args.resolution, args.shards, args.out)
     print(json.dumps({"counts": manifest["counts"], "skipped": manifest["skipped_count"]}, indent=1))
 
 

@@ -83,6 +83,14 @@ def raw_dir(spec: dict, raw_root: str | Path) -> Path:
     return Path(spec["path"]) if spec.get("path") else Path(raw_root) / spec["source"]
 
 
+def source_raw_dir(spec: dict, raw_root: str | Path) -> Path | None:
+    """The folder a resolved entry's plan reads source files from, or None for a source that reads
+    none there (bundled with a package, or a folder of images named by `path`)."""
+    if not get_source(spec["source"]).READS_RAW_FILES:
+        return None
+    return raw_dir(spec, raw_root)
+
+
 def downloads(datasets: dict, raw_root: str | Path) -> dict[str, RemoteFile]:
     """Every file the study downloads, by destination path; datasets sharing a file must agree on it."""
     table, owner = {}, {}

@@ -169,7 +169,7 @@ def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | o
     log(f"shard {part} of {parts}: {len(skipped)} skipped")
 
 
-def write_index(plan: dict, resolution: int, shards: list[str | os.PathLike], out: str | os.PathLike) -> dict:
+def write_manifest(plan: dict, resolution: int, shards: list[str | os.PathLike], out: str | os.PathLike) -> dict:
     """Check the shards (plan, order, checksums, counts) and write the manifest that joins them."""
     out = Path(out)
     class_names, digest = plan["class_names"], plan_sha256(plan)
@@ -226,4 +226,4 @@ def prepare_dataset(name: str, spec: dict, resolution: int, shard: str | os.Path
     """All three steps in one process, into a single shard file and its manifest; returns the manifest."""
     plan = make_plan(name, spec, raw_dir)
     write_shard(plan, resolution, 0, 1, shard, log=lambda message: None)
-    return write_index(plan, resolution, [shard], manifest)
+    return write_manifest(plan, resolution, [shard], manifest)

@@ -19,7 +19,7 @@ import torch
 import torchvision
 
 from workflow.data.batches import Normalizer
-from workflow.train.models import PLAIN_MEAN, PLAIN_STD, apply_freeze, build_classifier, set_train_mode
+from workflow.train.models import PLAIN_MEAN, PLAIN_STD, set_trainable, build_classifier, set_train_mode
 from workflow.study.grid import DEFAULT_TRAINING, stage_settings
 from workflow.train.loop import Objective, configure_backends, make_optimizer, parameter_groups, pick_device, train_step
 
@@ -35,10 +35,10 @@ def measure(spec: dict, device: torch.device, steps: int = 3) -> dict:
     torch.manual_seed(0)
     model, _ = build_classifier(spec["model"], CLASSES, "none", head=spec["head"], resolution=spec["resolution"])
     model = model.to(device, memory_format=torch.channels_last)
-    apply_freeze(model, "all")
+    set_trainable(model, "all")
     optimizer_name, momentum = OPTIMIZER_FOR_STATES[spec["optimizer_states"]]
     stage = stage_settings({**DEFAULT_TRAINING, "momentum": momentum},
-                           {"name": "probe", "freeze": "all", "epochs": 1}, optimizer_name, "all")
+                           {"name": "probe", "train": "all", "epochs": 1}, optimizer_name, "all")
     optimizer = make_optimizer(stage, parameter_groups(model, 0.0, False), 1e-3)
     objective = Objective(DEFAULT_TRAINING, seed=0)
     amp = spec["bf16"] and device.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -85,7 +85,7 @@ def probe_spec(cell: dict) -> dict:
     """What a cell's peak GPU memory depends on materially (a resolved cell, as Cell.to_dict gives it).
     The optimizer counts by its state per parameter, the most of any of the cell's stages."""
     training = cell["training"]
-    stages = [stage_settings(training, stage, cell["optimizer"], cell["freeze"]) for stage in training["stages"]]
+    stages = [stage_settings(training, stage, cell["optimizer"], cell["train"]) for stage in training["stages"]]
     return {
         "model": cell["model"],
         "resolution": int(cell["resolution"]),

@@ -24,7 +24,7 @@ METRICS = {
     "device": "object",
 }
 # Per-epoch history columns renamed so they do not clash with the cell's axes.
-HISTORY_RENAMES = {"lr": "epoch_lr", "freeze": "stage_freeze"}
+HISTORY_RENAMES = {"lr": "epoch_lr", "train": "stage_train"}
 # A halving study's summary has these columns too (after the metrics): the rung where a cell stopped
 # (from 0), its budget in epochs, and whether it stopped before the last rung. Its histories say each
 # epoch's rung (`epoch_rung`, `rung_budget`) and whether the cell was pruned.

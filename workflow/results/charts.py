@@ -210,11 +210,11 @@ def trainable_layers_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> al
     One dot per ok run, the line through the means; other varying axes get a colour each.
     """
     ok = summary[summary["status"] == "ok"]
-    data = ok.assign(layers=ok["freeze"].map(trainable_layers)).dropna(subset=["layers", "test_accuracy"])
+    data = ok.assign(layers=ok["train"].map(trainable_layers)).dropna(subset=["layers", "test_accuracy"])
     if data.empty:
-        return placeholder("No run with a head or last:N freeze value finished.")
+        return placeholder("No run that trains the head or the last N layers finished.")
     data["layers"] = data["layers"].astype(int)
-    other = varying_axes(data, axis_columns(summary), exclude=("freeze", "seed"))
+    other = varying_axes(data, axis_columns(summary), exclude=("train", "seed"))
     data, colours = _with_runs(with_stop_labels(data) if halved(data) else data, other)
     encoding = {"color": alt.Color("runs:N", title=None, sort=colours, legend=LEGEND)} if colours else {}
     layers = alt.X("layers:Q", title="trainable layers (last:N, head included; 0 = head only)", axis=alt.Axis(values=sorted(set(data["layers"]))))
@@ -226,7 +226,7 @@ def trainable_layers_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> al
         dots = base.mark_circle(size=40, opacity=0.6)
     dots = dots.encode(
         y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False)),
-        tooltip=["cell:N", "freeze:N", "test_accuracy:Q", *halving_tooltip(data)])
+        tooltip=["cell:N", "train:N", "test_accuracy:Q", *halving_tooltip(data)])
     means = base.mark_line(point=True).encode(y="mean(test_accuracy):Q")
     return (dots + means).properties(width=WIDTH * 1.5, height=HEIGHT * 1.5)
 
@@ -251,7 +251,7 @@ def accuracy_vs_time(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Char
     data = summary[summary["status"] == "ok"].dropna(subset=[metric, "train_time_s"]).copy()
     if data.empty:
         return placeholder("No run finished.")
-    data["regime"] = [regime(w, f) for w, f in zip(data["weights"], data["freeze"])]
+    data["regime"] = [regime(w, f) for w, f in zip(data["weights"], data["train"])]
     data["pareto"] = False
     for _, group in data.groupby("dataset"):
         data.loc[group.index, "pareto"] = pareto_front(group["train_time_s"].to_numpy(float),

@@ -53,8 +53,8 @@ def batch_lr_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 def regimes_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Accuracy and time per training regime (from scratch / frozen / fine-tuned / last N layers)."""
-    frame = summary.assign(regime=[regime(w, f) for w, f in zip(summary["weights"], summary["freeze"])])
-    other = varying_axes(frame, axis_columns(summary), exclude=("dataset", "model", "weights", "freeze", "seed"))
+    frame = summary.assign(regime=[regime(w, f) for w, f in zip(summary["weights"], summary["train"])])
+    other = varying_axes(frame, axis_columns(summary), exclude=("dataset", "model", "weights", "train", "seed"))
     keys = ["dataset", "model", *other, "regime"]
     runs = frame.groupby(keys, sort=True).agg(n_runs=("cell", "size"))
     ok = _ok(frame).groupby(keys, sort=True)

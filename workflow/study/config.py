@@ -1,4 +1,8 @@
-"""Load and validate a study config outside Snakemake (the Snakefile validates its own)."""
+"""Read a study config and check it against the schema, with one short message per problem.
+
+Both the Snakefile (rules/common.smk) and the commands (``--configfile``) go
+through `check_config`, so a bad study reads the same wherever it is loaded.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,110 @@ from pathlib import Path
 import yaml
 
 SCHEMA = Path(__file__).parents[1] / "schemas" / "config.schema.yaml"
+# Where a config may still spell the axis of what trains the old way (`freeze`).
+OLD_SPELLING = (
+    "`freeze` is now `train` and says what trains: `train: head | all | last:N | from:<module>`; "
+    "training from scratch is `weights: none` with `train: all`"
+)
+
+
+class ConfigError(ValueError):
+    """A config that the schema or the study's own rules refuse; the message names the key."""
 
 
 def load_config(path: str | Path) -> dict:
-    """Read a study YAML file and validate it against the schema, filling in defaults."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
-    config = yaml.safe_load(Path(path).read_text())
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: a study config must be a YAML mapping")
+    """Read a study YAML file and check it (`check_config`), filling in the schema's defaults."""
     try:
-        validate(config, str(SCHEMA))
-    except WorkflowError as error:
-        raise ValueError(f"{path}: {error}") from None
+        config = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a study config must be a YAML mapping")
+    try:
+        check_config(config)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     return config
+
+
+def key_path(path) -> str:
+    """A schema error's location as the user writes it: grid.batch_size[1]."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _old_spelling(config: dict) -> str | None:
+    """Where `config` uses `freeze` or the value `none` for what trains, or None."""
+    places = [("grid", config.get("grid", {}))]
+    places += [(f"grid.{key}[{i}]", entry) for key in ("include", "exclude")
+               for i, entry in enumerate(config.get("grid", {}).get(key, []) or [])]
+    places += [(f"pretrain.{name}", spec) for name, spec in (config.get("pretrain") or {}).items()]
+    stages = (config.get("training") or {}).get("stages") or []
+    places += [(f"training.stages[{i}]", stage) for i, stage in enumerate(stages)]
+    for where, mapping in places:
+        if not isinstance(mapping, dict):
+            continue
+        if "freeze" in mapping:
+            return f"{where}.freeze: {OLD_SPELLING}"
+        values = mapping.get("train")
+        if values == "none" or (isinstance(values, list) and "none" in values):
+            return f"{where}.train: 'none' is gone: training from scratch is `weights: none` with `train: all`"
+    return None
+
+
+def _schema_problem(config: dict, schema: dict) -> str | None:
+    """The most relevant schema violation in one line, naming the key and what is allowed."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return None
+    allowed = ""
+    if error.validator == "enum":
+        allowed = f" (allowed: {', '.join(map(str, error.validator_value))})"
+    elif error.validator == "additionalProperties":
+        allowed = f" (allowed: {', '.join(sorted(error.schema.get('properties', {})))})"
+    elif error.validator == "type" and isinstance(error.instance, str) and _is_number(error.instance):
+        allowed = (f" (YAML reads {error.instance!r} as a string: write it with a decimal point and a signed "
+                   f"exponent, e.g. 1.0e-3, or as 0.001)")
+    message = error.message if len(error.message) < 300 else error.message[:300] + "..."
+    return f"{key_path(error.absolute_path)}: {message}{allowed}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def fill_defaults(config: dict, schema: dict) -> None:
+    """Set every `default` the schema gives for a key the config leaves out (as Snakemake's
+    `validate` does), at every level the config has."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    properties = base.VALIDATORS["properties"]
+
+    def with_defaults(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if "default" in sub:
+                    instance.setdefault(key, sub["default"])
+        yield from properties(validator, props, instance, schema)
+
+    jsonschema.validators.extend(base, {"properties": with_defaults})(schema).validate(config)
+
+
+def check_config(config: dict) -> None:
+    """Check a study config in place: the old spelling and the schema, each in one line; then fill
+    in the schema's defaults. Raises ConfigError."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    problem = _old_spelling(config) or _schema_problem(config, schema)
+    if problem is not None:
+        raise ConfigError(problem)
+    fill_defaults(config, schema)

@@ -1,7 +1,7 @@
 """A study's grid of training cells, built from its validated config.
 
 A *cell* is one training job: dataset x model x resolution x batch size x
-learning rate x optimizer x freezing x seed x starting weights. Its id is also
+learning rate x optimizer x what trains x seed x starting weights. Its id is also
 its folder under ``results/<study>/cells/``, readable and stable:
 ``digits-5to9/resnet18/r32/bs16-lr1e-3-adam-all-s0-wdigits-0to4``.
 """
@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from workflow.data.datasets import DatasetConfigError, resolve_datasets
+from workflow.study.config import ConfigError
 from workflow.train.backbones import resolution_error
 
 # The batch-size paper's schedule: the new head alone, then every layer,
@@ -23,8 +24,8 @@ from workflow.train.backbones import resolution_error
 # Keys are described in workflow/schemas/config.schema.yaml.
 DEFAULT_TRAINING = {
     "stages": [
-        {"name": "head", "freeze": "head", "epochs": 20, "lr_factor": 1.0},
-        {"name": "finetune", "freeze": "cell", "epochs": 100, "lr_factor": 0.01},
+        {"name": "head", "train": "head", "epochs": 20, "lr_factor": 1.0},
+        {"name": "finetune", "train": "cell", "epochs": 100, "lr_factor": 0.01},
     ],
     "head": "gap",
     "dropout": None,  # the head's own default: gap 0.5, mlp 0.2
@@ -50,31 +51,27 @@ DEFAULT_TRAINING = {
     "deterministic": False,
 }
 
-# Training keys a stage may set for itself (besides name, freeze, epochs and lr_factor).
+# Training keys a stage may set for itself (besides name, train, epochs and lr_factor).
 STAGE_OVERRIDES = (
     "optimizer", "momentum", "nesterov", "weight_decay", "decay_norm_and_bias",
     "schedule", "warmup_epochs", "plateau", "step", "cosine", "early_stopping",
 )
 
 
-def stage_settings(training: dict, stage: dict, optimizer: str, freeze: str) -> dict:
+def stage_settings(training: dict, stage: dict, optimizer: str, train: str) -> dict:
     """A stage's effective settings: the training keys overridden by the stage's own,
-    the cell's optimizer unless the stage names one, and `freeze: cell` resolved."""
+    the cell's optimizer unless the stage names one, and `train: cell` resolved."""
     base = {key: training[key] for key in STAGE_OVERRIDES if key != "optimizer"}
     settings = merge({**base, "optimizer": optimizer, "lr_factor": 1.0}, stage)
-    if settings["freeze"] == "cell":
-        settings["freeze"] = freeze
+    if settings["train"] == "cell":
+        settings["train"] = train
     return settings
 
 
 PRETRAIN_PREFIX = "pretrain:"
 
 # The order in which the grid expands; `overrides` may only condition on earlier axes.
-AXES = ("dataset", "model", "resolution", "optimizer", "batch_size", "lr", "freeze", "weights", "seed")
-
-
-class ConfigError(ValueError):
-    """A config that passes the schema but does not make sense as a study."""
+AXES = ("dataset", "model", "resolution", "optimizer", "batch_size", "lr", "train", "weights", "seed")
 
 
 # Successive halving's settings that a study may leave out (see `search` in the schema).
@@ -126,7 +123,7 @@ class Cell:
     batch_size: int
     lr: float
     optimizer: str
-    freeze: str
+    train: str
     seed: int
     weights: str
     training: dict = field(compare=False)
@@ -173,7 +170,7 @@ def cell_id(cell: Cell) -> str:
     params = "".join(f"-{key}{format_value(value)}" for key, value in sorted(cell.params.items()))
     run = (
         f"bs{cell.batch_size}-lr{format_lr(cell.lr)}-{cell.optimizer}"
-        f"-{cell.freeze.replace(':', '')}-s{cell.seed}{weights_tag(cell.weights)}{params}"
+        f"-{cell.train.replace(':', '')}-s{cell.seed}{weights_tag(cell.weights)}{params}"
     )
     return f"{cell.dataset}/{cell.model}/r{cell.resolution}/{run}"
 
@@ -243,7 +240,7 @@ def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: 
     cell = Cell(
         dataset=spec["dataset"], model=model, resolution=resolution,
         batch_size=spec["batch_size"], lr=float(spec["lr"]), optimizer=spec["optimizer"],
-        freeze=spec["freeze"], seed=spec["seed"], weights=spec["weights"], training=training,
+        train=spec["train"], seed=spec["seed"], weights=spec["weights"], training=training,
     )
     _check_cell(cell, f"pretrain.{name}")
     return cell
@@ -268,18 +265,6 @@ def _check_cell(cell: Cell, where: str) -> None:
     problem = resolution_error(cell.model, cell.resolution)
     if problem:
         raise ConfigError(f"{where}: {problem} (cell {cell.id})")
-    if cell.freeze == "none":
-        if cell.weights != "none":
-            raise ConfigError(
-                f"{where}: freeze 'none' trains from scratch and needs weights 'none', "
-                f"not {cell.weights!r} (cell {cell.id})"
-            )
-        fixed = [stage["name"] for stage in cell.training["stages"] if stage["freeze"] != "cell"]
-        if fixed:
-            raise ConfigError(
-                f"{where}: cell {cell.id} trains from scratch (freeze 'none') but stages {fixed} "
-                f"set their own freeze; give every stage `freeze: cell`"
-            )
 
 
 def _matches(values: dict, pattern: dict) -> bool:

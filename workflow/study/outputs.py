@@ -15,26 +15,30 @@ HISTORY_FORMATS = ("csv", "parquet")
 CHART_FORMATS = ("html", "png", "svg")
 
 LAST_PREFIX = "last:"
+FROM_PREFIX = "from:"
 
 
-def trainable_layers(freeze: str) -> int | None:
-    """Layers a freeze value trains: `last:N` N (the head's included), `head` 0; None for `all` and `none`."""
-    if freeze == "head":
+def trainable_layers(train: str) -> int | None:
+    """Layers a `train` value trains: `last:N` N (the head's included), `head` 0; None otherwise."""
+    if train == "head":
         return 0
-    if freeze.startswith(LAST_PREFIX):
-        return int(freeze[len(LAST_PREFIX):])
+    if train.startswith(LAST_PREFIX):
+        return int(train[len(LAST_PREFIX):])
     return None
 
 
-def regime(weights: str, freeze: str) -> str:
-    """The training regime of the DenseNet study: from scratch, frozen, fine-tuned, or the last N layers."""
+def regime(weights: str, train: str) -> str:
+    """The training regime of the DenseNet study: from scratch, frozen, fine-tuned, the last N layers,
+    or from a named module on."""
     if weights == "none":
         return "from scratch"
-    if freeze == "head":
+    if train == "head":
         return "frozen"
-    if freeze == "all":
+    if train == "all":
         return "fine-tuned"
-    return f"last {trainable_layers(freeze)} layers"
+    if train.startswith(FROM_PREFIX):
+        return f"from {train[len(FROM_PREFIX):]}"
+    return f"last {trainable_layers(train)} layers"
 
 
 def grid_values(study: Study, axis: str) -> set:
@@ -55,7 +59,7 @@ def study_tables(study: Study) -> list[str]:
         tables.append("batch_size")
     if _varies(study, "batch_size", "lr"):
         tables.append("batch_lr")
-    if len({regime(cell.weights, cell.freeze) for cell in study.grid_cells}) > 1:
+    if len({regime(cell.weights, cell.train) for cell in study.grid_cells}) > 1:
         tables.append("regimes")
     if study.halving is not None:
         tables.append("halving")
@@ -73,7 +77,7 @@ def study_charts(study: Study) -> list[str]:
         charts.append("train_curves")
     if _varies(study, "batch_size", "lr"):
         charts.append("lr_batch_heatmap")
-    layers = {trainable_layers(cell.freeze) for cell in study.grid_cells} - {None}
+    layers = {trainable_layers(cell.train) for cell in study.grid_cells} - {None}
     if len(layers) > 1:
         charts.append("trainable_layers")
     if len(study.grid_cells) > 1:

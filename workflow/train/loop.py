@@ -65,12 +65,12 @@ from torch import nn
 from workflow.atomic import atomic_path, write_json
 from workflow.data.batches import DeviceSplit, Normalizer, load_splits
 from workflow.train.metrics import classification_report
-from workflow.train.models import Classifier, apply_freeze, batch_norm_training, build_classifier, set_train_mode
+from workflow.train.models import Classifier, set_trainable, batch_norm_training, build_classifier, set_train_mode
 from workflow.data.shards import read_class_names
 from workflow.study.grid import stage_settings
 
 HISTORY_COLUMNS = [
-    "epoch", "stage", "freeze", "lr", "train_loss", "train_accuracy",
+    "epoch", "stage", "train", "lr", "train_loss", "train_accuracy",
     "val_loss", "val_accuracy", "seconds", "images_per_s",
 ]
 TIMING_COLUMNS = ("seconds", "images_per_s")
@@ -366,13 +366,13 @@ class EpochResult:
 
 
 def train_one_epoch(model, split: DeviceSplit, normalize: Normalizer, optimizer, objective: Objective,
-                    batch_size: int, freeze: str, generator: torch.Generator, amp: bool,
+                    batch_size: int, train: str, generator: torch.Generator, amp: bool,
                     hooks: FaultHooks = NO_HOOKS, *, position: EpochPosition | None = None,
                     stop: StopFlag | None = None, micro: MicroBatching | None = None) -> EpochResult:
     """One pass over the training split, or the rest of one: `position` (updated as it goes) says
     how far it got; one without a shuffle state is a new epoch. A diverged run shows as a non-finite
     loss. A set `stop` flag ends the pass at the next batch boundary with `Stopped`."""
-    set_train_mode(model, freeze)
+    set_train_mode(model, train)
     device = split.labels.device
     position = position or EpochPosition(epoch=0)
     if position.shuffle_state is None:  # a new epoch: its order comes next from the generator
@@ -545,7 +545,7 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 def resolved_stages(cell: dict) -> list[dict]:
     """The cell's stages with every setting resolved."""
-    return [stage_settings(cell["training"], stage, cell["optimizer"], cell["freeze"])
+    return [stage_settings(cell["training"], stage, cell["optimizer"], cell["train"])
             for stage in cell["training"]["stages"]]
 
 
@@ -563,7 +563,7 @@ def run_epoch(job: Job, state: RunState, stage: dict, optimizer, schedule: Sched
     micro_changes = len(job.micro.changes)
     try:
         result = train_one_epoch(job.model, job.train, job.normalize, optimizer, job.objective, cell["batch_size"],
-                                 stage["freeze"], job.generator, job.amp, job.hooks, position=position,
+                                 stage["train"], job.generator, job.amp, job.hooks, position=position,
                                  stop=job.stop, micro=job.micro)
     except torch.OutOfMemoryError:
         state.status, state.oom = "oom", {"phase": "train", "epoch": epoch, "batch_size": cell["batch_size"]}
@@ -592,7 +592,7 @@ def run_epoch(job: Job, state: RunState, stage: dict, optimizer, schedule: Sched
     state.train_images += result.images
     state.train_seconds += result.seconds
     state.history.append({
-        "epoch": epoch, "stage": stage["name"], "freeze": stage["freeze"], "lr": lr,
+        "epoch": epoch, "stage": stage["name"], "train": stage["train"], "lr": lr,
         "train_loss": result.loss, "train_accuracy": result.accuracy,
         "val_loss": val_loss, "val_accuracy": val_accuracy,
         "seconds": round(result.seconds, 4), "images_per_s": round(result.images / result.seconds, 1),
@@ -635,7 +635,7 @@ def run_stages(job: Job, state: RunState, resume: dict | None = None, position: 
 
     while state.stage_index < len(stages) and state.status == "ok" and budget_left():
         index, stage = state.stage_index, stages[state.stage_index]
-        apply_freeze(job.model, stage["freeze"])
+        set_trainable(job.model, stage["train"])
         state.stage_trainable[stage["name"]] = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
         base_lr = job.cell["lr"] * stage["lr_factor"]
         optimizer = make_optimizer(

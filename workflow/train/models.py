@@ -1,4 +1,4 @@
-"""torchvision backbones with a new head, their starting weights, and freezing.
+"""torchvision backbones with a new head, their starting weights, and what trains.
 
 A model is ``Classifier(backbone, head)``: the backbone is the torchvision
 model with its classifier replaced by Identity, the head maps its features to
@@ -10,7 +10,7 @@ the classes. Heads (``training.head``):
 - ``own``: the model's own classifier (VGG's and AlexNet's fully connected
   stack, MobileNetV2's dropout + linear, ResNet's fc...) with a new last layer.
 
-Layers, as counted by ``last:N`` freezing, are the modules that own parameters
+Layers, as counted by ``train: last:N``, are the modules that own parameters
 directly (convolutions, batch norms, linear layers), in registration order,
 which in torchvision's models is the order of the forward pass; the head's
 layers come last, so ``last:1`` with the ``gap`` head trains the head alone.
@@ -34,7 +34,7 @@ PLAIN_STD = (0.5, 0.5, 0.5)
 
 HEAD_DROPOUT = {"gap": 0.5, "mlp": 0.2}
 HEADS = ("gap", "mlp", "own")
-FREEZE_POLICIES = "'head', 'all', 'none' or 'last:N'"
+TRAIN_VALUES = "'head', 'all', 'last:N' or 'from:<module>'"
 
 class Classifier(nn.Module):
     """A backbone that outputs features, followed by a head.
@@ -208,33 +208,53 @@ def parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
 
 
-def apply_freeze(model: Classifier, policy: str) -> None:
-    """Set which parameters train: `head`, `all`, `none` (from scratch: all) or `last:N` layers."""
-    if policy in ("all", "none"):
+def set_trainable(model: Classifier, train: str) -> None:
+    """Set which parameters train: `head`, `all`, the last N layers (`last:N`) or a backbone module
+    and everything registered after it, with the head (`from:<module>`)."""
+    if train == "all":
         model.requires_grad_(True)
-    elif policy == "head":
+    elif train == "head":
         model.requires_grad_(True)
         model.backbone.requires_grad_(False)
-    elif policy.startswith("last:") and policy[5:].isdigit() and int(policy[5:]) > 0:
+    elif train.startswith("last:") and train[5:].isdigit() and int(train[5:]) > 0:
         layers = parameterised_layers(model)
-        n = int(policy[5:])
+        n = int(train[5:])
         if n > len(layers):
             raise ValueError(
-                f"freeze {policy!r}: this model with the {model.head_kind!r} head has only {len(layers)} "
+                f"train {train!r}: this model with the {model.head_kind!r} head has only {len(layers)} "
                 f"parameterised layers"
             )
         model.requires_grad_(False)
         for _, layer in layers[-n:]:
             layer.requires_grad_(True)
+    elif train.startswith("from:") and len(train) > 5:
+        model.requires_grad_(False)
+        for _, module in modules_from(model, train[5:]):
+            module.requires_grad_(True)
     else:
-        raise ValueError(f"unknown freezing policy {policy!r}; choose {FREEZE_POLICIES}")
+        raise ValueError(f"unknown value {train!r} for what trains; choose {TRAIN_VALUES}")
 
 
-def set_train_mode(model: Classifier, policy: str) -> None:
+def modules_from(model: Classifier, name: str) -> list[tuple[str, nn.Module]]:
+    """The parameterised layers from backbone module `name` (e.g. `layer4`) on, the head's included."""
+    modules = dict(model.backbone.named_modules())
+    if name not in modules or not name:
+        tops = [n for n, _ in model.backbone.named_children()]
+        raise ValueError(f"train 'from:{name}': the backbone has no module {name!r}; its top-level modules "
+                         f"are {tops}")
+    layers = parameterised_layers(model)
+    first = next((i for i, (n, _) in enumerate(layers)
+                  if n == f"backbone.{name}" or n.startswith(f"backbone.{name}.")), None)
+    if first is None:
+        raise ValueError(f"train 'from:{name}': module {name!r} holds no parameters")
+    return layers[first:]
+
+
+def set_train_mode(model: Classifier, train: str) -> None:
     """Training mode, except frozen parts: a `head`-frozen backbone is in eval mode,
     and every batch norm whose parameters are frozen keeps its running statistics."""
     model.train()
-    if policy == "head":
+    if train == "head":
         model.backbone.eval()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(

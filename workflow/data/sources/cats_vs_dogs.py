@@ -30,6 +30,10 @@ class ZipReader:
             return [decode(io.BytesIO(zf.read(self.members[i])), self.members[i]) for i in indices]
 
 
+# Whether the plan reads source files from the raw folder (or the entry's local copy).
+READS_RAW_FILES = True
+
+
 def remote_files(spec: dict) -> list[RemoteFile]:
     return [REMOTE]
 

@@ -30,6 +30,7 @@ class Cifar:
     test: tuple[str, ...]
     meta: str
     label_keys: dict  # label_type -> (labels key, names key) in the pickles
+    READS_RAW_FILES = True  # the plan reads the tarball from the raw folder (not a dataclass field)
 
     def remote_files(self, spec: dict) -> list[RemoteFile]:
         return [self.remote]

@@ -15,6 +15,10 @@ def data_file() -> Path:
     return Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
 
 
+# Whether the plan reads source files from the raw folder (or the entry's local copy).
+READS_RAW_FILES = False
+
+
 def remote_files(spec: dict) -> list[RemoteFile]:
     return []
 

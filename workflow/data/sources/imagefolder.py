@@ -22,6 +22,10 @@ class FileReader:
         return [decode(self.root / self.keys[i], self.keys[i]) for i in indices]
 
 
+# Whether the plan reads source files from the raw folder (or the entry's local copy).
+READS_RAW_FILES = False
+
+
 def remote_files(spec: dict) -> list[RemoteFile]:
     return []
 

@@ -54,6 +54,10 @@ class H5Reader:
         return out
 
 
+# Whether the plan reads source files from the raw folder (or the entry's local copy).
+READS_RAW_FILES = True
+
+
 def remote_files(spec: dict) -> list[RemoteFile]:
     return [RemoteFile(URL.format(name), name, md5) for name, md5 in MD5.items()]
 
