@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from workflow.data.batches import DeviceSplit, MappedBlocks, StreamSplit, chunk_offsets, device_memory, load_splits, split_bytes
+from workflow.data.batches import device_memory, load_splits, split_bytes
+from workflow.data.device_split import DeviceSplit
+from workflow.data.stream_split import MappedBlocks, StreamSplit, chunk_offsets
 from workflow.data.shards import read_split, shard_files, shard_writer
 from workflow.study.grid import DEFAULT_TRAINING, merge
 

@@ -20,7 +20,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from conftest import REPO, write_config
 from workflow.cli import main
-from workflow.data.batches import DeviceSplit
+from workflow.data.device_split import DeviceSplit
 from workflow.train.models import build_classifier
 from workflow.data.prepare import prepare_dataset
 from workflow.study.grid import DEFAULT_TRAINING, merge
