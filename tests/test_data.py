@@ -30,7 +30,7 @@ def decode(images: torch.Tensor) -> list[int]:
 
 
 def write_dataset(folder, compression=None):
-    """An index over three shards; each split's label is its global index mod 5."""
+    """A manifest over three shards; each split's label is its global index mod 5."""
     shards, start = [], {"train": 0, "val": 0, "test": 0}
     for part, n in enumerate(SIZES):
         path = folder / f"shard-{part}-of-3.h5"
@@ -42,9 +42,9 @@ def write_dataset(folder, compression=None):
                 out[split].add(encode(index), index % 5)
                 start[split] += count
         shards.append({"file": path.name})
-    index = folder / "r4.json"
-    index.write_text(json.dumps({"class_names": ["a", "b", "c", "d", "e"], "shards": shards}))
-    return index
+    manifest = folder / "r4.json"
+    manifest.write_text(json.dumps({"class_names": ["a", "b", "c", "d", "e"], "shards": shards}))
+    return manifest
 
 
 @pytest.fixture(scope="module")

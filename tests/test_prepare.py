@@ -113,7 +113,7 @@ def cifar(tmp_path_factory):
     return raw, written
 
 
-def test_cifar_in_three_shards_joined_by_the_index(cifar, tmp_path):
+def test_cifar_in_three_shards_joined_by_the_manifest(cifar, tmp_path):
     raw, written = cifar
     md5 = {"cifar-10-python.tar.gz": file_digest(raw / "cifar-10-python.tar.gz", "md5")}
     spec = {"source": "cifar10", "path": str(raw), "checksums": md5, "shards": 3, "chunk_images": 8,

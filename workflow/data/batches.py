@@ -56,8 +56,9 @@ def keep_freed_memory() -> None:
 
 
 def load_splits(path: str | Path, splits, device: torch.device, loader: dict) -> list:
-    """Each split as a DeviceSplit while they fit in `memory_share` of the device's memory, in the
-    order given, and as a StreamSplit once they do not (`loader` is `training.loader`)."""
+    """Each split of a prepared dataset (its manifest or a shard file) as a DeviceSplit while they fit
+    in `memory_share` of the device's memory, in the order given, and as a StreamSplit once they do
+    not (`loader` is `training.loader`)."""
     if torch.device(device).type == "cpu":
         keep_freed_memory()
     files = shard_files(path)

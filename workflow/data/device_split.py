@@ -27,11 +27,11 @@ class DeviceSplit:
     labels: torch.Tensor
 
     @classmethod
-    def load(cls, shard: str | Path, split: str, device: torch.device) -> "DeviceSplit":
-        """Load a split from a prepared dataset's index or a shard file."""
-        images, labels = read_split(shard, split)
+    def load(cls, path: str | Path, split: str, device: torch.device) -> "DeviceSplit":
+        """Load a split from a prepared dataset's manifest or a shard file."""
+        images, labels = read_split(path, split)
         if len(images) == 0:
-            raise ValueError(f"{shard}: split {split!r} is empty")
+            raise ValueError(f"{path}: split {split!r} is empty")
         return cls(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device))
 
     def __len__(self) -> int:

@@ -7,8 +7,8 @@
    consecutive images still gives mixed classes).
 2. shard i of n: decode, resize and write the i-th slice of every split.
    Undecodable images are skipped and listed, never fatal.
-3. index: check every shard against the plan and its checksums, and write the
-   manifest that joins them (counts per class and split, skipped and ignored
+3. manifest: check every shard against the plan and its checksums, and write
+   the manifest that joins them (counts per class and split, skipped and ignored
    files, source checksums, resize method).
 """
 

@@ -209,6 +209,7 @@ class StreamSplit:
     @classmethod
     def load(cls, path: str | Path, split: str, device: torch.device, workers: int = 0,
              buffer_chunks: int = 4) -> "StreamSplit":
+        """Stream a split of a prepared dataset's manifest or a shard file."""
         return cls(shard_files(path), split, device, workers, buffer_chunks)
 
     def __len__(self) -> int:
