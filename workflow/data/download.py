@@ -55,13 +55,6 @@ def _mismatch(path, md5, sha256):
     return None
 
 
-def verify(path, md5=None, sha256=None) -> None:
-    """Raise ChecksumError unless `path` has the given digests (None: not checked)."""
-    bad = _mismatch(path, md5, sha256)
-    if bad:
-        raise ChecksumError(path, *bad)
-
-
 def _content_range(header):
     """(start, total) from a Content-Range header; None for unknown parts."""
     m = re.fullmatch(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)", (header or "").strip())

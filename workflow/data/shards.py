@@ -28,11 +28,6 @@ import numpy as np
 from workflow.atomic import atomic_path
 
 
-def array_sha256(array: np.ndarray) -> str:
-    """SHA-256 of an array's raw bytes."""
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-
-
 class _SplitWriter:
     """Appends one split's images in whole chunks, hashing as it goes."""
 

@@ -1,6 +1,6 @@
 """Dataset sources by name, each a `Source` (see base.py): its defaults, checks, files and Catalog."""
 
-from .base import DatasetConfigError, Source
+from .base import Source
 from .catalog import Catalog, RemoteFile, Skipped
 from .cats_vs_dogs import CATS_VS_DOGS
 from .cifar import CIFAR10, CIFAR100
@@ -17,7 +17,7 @@ SOURCES: dict[str, Source] = {
     "digits": DIGITS,
 }
 
-__all__ = ["SOURCES", "Catalog", "DatasetConfigError", "RemoteFile", "Skipped", "Source", "get_source"]
+__all__ = ["SOURCES", "Catalog", "RemoteFile", "Skipped", "Source", "get_source"]
 
 
 def get_source(name: str) -> Source:
