@@ -1,4 +1,4 @@
-"""Resumable, checksum-verified downloads using only the standard library."""
+"""Resumable, checksum-verified downloads and file digests, using only the standard library."""
 
 import hashlib
 import http.client
