@@ -126,7 +126,8 @@ def write_shards(images: np.ndarray, size: int, folder: Path) -> Path:
 
 def bench_loader(args, folder: Path) -> dict:
     """{pipeline: [(images, wall s, cpu s) per epoch]}, epochs of the pipelines alternating."""
-    from workflow.data.batches import Normalizer, load_splits
+    from workflow.data.batches import load_splits
+    from workflow.data.normalize import Normalizer
 
     images = np.random.default_rng(0).integers(0, 256, (args.images, 32, 32, 3), dtype=np.uint8)
     index = write_shards(images, args.size, folder)

@@ -28,7 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workflow.data.batches import Normalizer, load_splits  # noqa: E402
+from workflow.data.batches import load_splits  # noqa: E402
+from workflow.data.normalize import Normalizer  # noqa: E402
 from workflow.train.models import PLAIN_MEAN, PLAIN_STD, build_classifier, set_trainable  # noqa: E402
 from workflow.data.prepare import prepare_dataset  # noqa: E402
 from workflow.study.grid import DEFAULT_TRAINING, stage_settings  # noqa: E402

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from workflow.data.augment import Augment, Params, random_crop
-from workflow.data.batches import Normalizer
+from workflow.data.normalize import Normalizer
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from workflow.data.batches import DeviceSplit, MappedBlocks, StreamSplit, chunk_offsets, device_memory, load_splits, split_bytes
+from workflow.data.batches import device_memory, load_splits, split_bytes
+from workflow.data.device_split import DeviceSplit
+from workflow.data.stream_split import MappedBlocks, StreamSplit, chunk_offsets
 from workflow.data.shards import read_split, shard_files, shard_writer
 from workflow.study.grid import DEFAULT_TRAINING, merge
 
@@ -28,7 +30,7 @@ def decode(images: torch.Tensor) -> list[int]:
 
 
 def write_dataset(folder, compression=None):
-    """An index over three shards; each split's label is its global index mod 5."""
+    """A manifest over three shards; each split's label is its global index mod 5."""
     shards, start = [], {"train": 0, "val": 0, "test": 0}
     for part, n in enumerate(SIZES):
         path = folder / f"shard-{part}-of-3.h5"
@@ -40,9 +42,9 @@ def write_dataset(folder, compression=None):
                 out[split].add(encode(index), index % 5)
                 start[split] += count
         shards.append({"file": path.name})
-    index = folder / "r4.json"
-    index.write_text(json.dumps({"class_names": ["a", "b", "c", "d", "e"], "shards": shards}))
-    return index
+    manifest = folder / "r4.json"
+    manifest.write_text(json.dumps({"class_names": ["a", "b", "c", "d", "e"], "shards": shards}))
+    return manifest
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,10 @@ import pytest
 import yaml
 
 from conftest import REPO
-from workflow.data.datasets import (
-    COMMON,
-    PER_SOURCE,
-    DatasetConfigError,
-    downloads,
-    remote_files,
-    resolve_dataset,
-    source_inputs,
-)
+from workflow.data.datasets import COMMON, DatasetConfigError, downloads, resolve_dataset, source_inputs
+from workflow.data.sources import SOURCES, get_source
+
+PER_SOURCE = {name: source.DEFAULTS for name, source in SOURCES.items()}
 
 
 def test_per_source_defaults():
@@ -57,7 +52,7 @@ def test_bad_combinations_name_the_key(spec, message):
 def test_mirror_and_checksums_replace_the_published_ones():
     spec = resolve_dataset("p", {"source": "pcam", "mirror": "http://127.0.0.1:8000/pcam/",
                                  "checksums": {"camelyonpatch_level_2_split_test_y.h5.gz": "a" * 32}})
-    files = {f.filename: f for f in remote_files(spec)}
+    files = {f.filename: f for f in get_source("pcam").remote_files(spec)}
     test_y = files["camelyonpatch_level_2_split_test_y.h5.gz"]
     assert test_y.url == "http://127.0.0.1:8000/pcam/camelyonpatch_level_2_split_test_y.h5.gz"
     assert test_y.md5 == "a" * 32

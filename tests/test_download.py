@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 
 from archives import file_server  # noqa: F401  (fixture)
-from workflow.data.download import ChecksumError, DownloadError, download, verify
+from workflow.data.download import ChecksumError, DownloadError, _mismatch, download
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def verify(path, md5=None, sha256=None) -> None:
+    """Raise ChecksumError unless `path` has the given digests (None: not checked), as download checks them."""
+    bad = _mismatch(path, md5, sha256)
+    if bad:
+        raise ChecksumError(path, *bad)
 
 
 @pytest.fixture

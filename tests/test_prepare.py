@@ -1,5 +1,6 @@
 """Preparing datasets: splits, resizing, plans, shards written in parts, and the manifest that joins them."""
 
+import hashlib
 import itertools
 import json
 import shutil
@@ -15,9 +16,14 @@ from archives import jpeg_bytes, make_cifar10, make_pcam, make_petimages
 from workflow.data.download import ChecksumError, file_digest
 from workflow.data.prepare import make_plan, prepare_dataset, write_manifest, write_shard
 from workflow.data.resize import resize_batch, resize_images
-from workflow.data.shards import array_sha256, read_split
+from workflow.data.shards import read_split
 from workflow.data.sources.digits import data_file
 from workflow.data.splits import assign_splits, carve, stratified_split
+
+def array_sha256(array: np.ndarray) -> str:
+    """SHA-256 of an array's raw bytes, as shards record them."""
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
 
 SPEC = {"source": "digits", "classes": [5, 6, 7, 8, 9], "split": {"train": 0.7, "val": 0.15, "test": 0.15}, "seed": 0}
 
@@ -113,7 +119,7 @@ def cifar(tmp_path_factory):
     return raw, written
 
 
-def test_cifar_in_three_shards_joined_by_the_index(cifar, tmp_path):
+def test_cifar_in_three_shards_joined_by_the_manifest(cifar, tmp_path):
     raw, written = cifar
     md5 = {"cifar-10-python.tar.gz": file_digest(raw / "cifar-10-python.tar.gz", "md5")}
     spec = {"source": "cifar10", "path": str(raw), "checksums": md5, "shards": 3, "chunk_images": 8,

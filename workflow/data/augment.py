@@ -9,7 +9,7 @@ not repeated), ``edge`` (nearest edge pixel) or ``zeros`` (0 after
 normalisation: the weights' mean colour). Random numbers are drawn on the CPU
 from the generator passed in, so a seed gives the same batches on any device.
 
-Flips are applied by ``workflow.data.batches.Normalizer`` while it converts to float:
+Flips are applied by ``workflow.data.normalize.Normalizer`` while it converts to float:
 the number k of mirrored images is drawn as one fair coin per image, and the
 first k images of the batch are mirrored. Training batches come in random
 order, so this is the same as mirroring each image on its own coin, done in

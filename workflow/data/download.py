@@ -1,4 +1,4 @@
-"""Resumable, checksum-verified downloads using only the standard library."""
+"""Resumable, checksum-verified downloads and file digests, using only the standard library."""
 
 import hashlib
 import http.client
@@ -35,6 +35,16 @@ def file_digest(path, algorithm="sha256", chunk_size=1 << 20) -> str:
     return digest.hexdigest()
 
 
+def size_and_digests(path, chunk_size=1 << 20) -> dict:
+    """Size, MD5 and SHA-256 of a file, in one pass."""
+    md5, sha256 = hashlib.md5(), hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            md5.update(chunk)
+            sha256.update(chunk)
+    return {"bytes": Path(path).stat().st_size, "md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
+
+
 def _mismatch(path, md5, sha256):
     """(algorithm, expected, found) for the first digest that differs, else None."""
     for algorithm, expected in (("md5", md5), ("sha256", sha256)):
@@ -43,13 +53,6 @@ def _mismatch(path, md5, sha256):
             if found != expected.lower():
                 return algorithm, expected, found
     return None
-
-
-def verify(path, md5=None, sha256=None) -> None:
-    """Raise ChecksumError unless `path` has the given digests (None: not checked)."""
-    bad = _mismatch(path, md5, sha256)
-    if bad:
-        raise ChecksumError(path, *bad)
 
 
 def _content_range(header):

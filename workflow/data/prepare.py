@@ -7,8 +7,8 @@
    consecutive images still gives mixed classes).
 2. shard i of n: decode, resize and write the i-th slice of every split.
    Undecodable images are skipped and listed, never fatal.
-3. index: check every shard against the plan and its checksums, and write the
-   manifest that joins them (counts per class and split, skipped and ignored
+3. manifest: check every shard against the plan and its checksums, and write
+   the manifest that joins them (counts per class and split, skipped and ignored
    files, source checksums, resize method).
 """
 
@@ -23,51 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from workflow.atomic import write_json
-from workflow.data.datasets import local_copy, remote_files, resolve_dataset
-from workflow.data.download import ChecksumError
+from workflow.data.datasets import resolve_dataset
 from workflow.data.resize import RESIZE_METHOD, resize_images
 from workflow.data.shards import shard_writer, verify_shard
 from workflow.data.sources import Skipped, get_source
-from workflow.data.sources.digits import data_file as digits_data_file
 from workflow.data.splits import SPLITS, assign_splits
 
 RESIZE_BLOCK = 512  # images decoded and resized together
-
-
-def file_digests(path: Path, chunk_size: int = 1 << 20) -> dict:
-    """Size, MD5 and SHA-256 of a file, in one pass."""
-    md5, sha256 = hashlib.md5(), hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            md5.update(chunk)
-            sha256.update(chunk)
-    return {"bytes": Path(path).stat().st_size, "md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
-
-
-def check_sources(spec: dict, raw_dir: Path) -> list[dict]:
-    """Digests of the files a dataset is made from; ChecksumError where a published or
-    configured md5 differs (names the file, the expected and the found digest)."""
-    if spec["source"] == "digits":
-        return [{"file": str(digits_data_file()), **file_digests(digits_data_file())}]
-    records = []
-    for remote in remote_files(spec):
-        path = local_copy(raw_dir, remote.filename)
-        if path is None:
-            raise FileNotFoundError(f"{raw_dir / remote.filename} does not exist")
-        digests = file_digests(path)
-        verified = remote.md5 is not None and path.name == remote.filename
-        if verified and digests["md5"] != remote.md5.lower():
-            raise ChecksumError(path, "md5", remote.md5, digests["md5"])
-        records.append({"file": str(path), **digests, "md5_expected": remote.md5, "verified": verified})
-    return records
-
-
-def listing_record(folder: str, keys: list[str]) -> dict:
-    """An image folder's fingerprint: the SHA-256 of its file names and sizes."""
-    digest = hashlib.sha256()
-    for key in keys:
-        digest.update(f"{key}\t{(Path(folder) / key).stat().st_size}\n".encode())
-    return {"folder": folder, "files": len(keys), "listing_sha256": digest.hexdigest()}
 
 
 def select_classes(labels: np.ndarray, class_names: list[str], classes: list | None, where: str):
@@ -110,10 +72,9 @@ def make_plan(name: str, spec: dict, raw_dir: str | os.PathLike | None) -> dict:
     """Check and list the source and assign every kept image to a split, in storage order."""
     spec = resolve_dataset(name, spec)
     raw_dir = Path(raw_dir) if raw_dir is not None else None
-    sources = check_sources(spec, raw_dir) if spec["source"] != "imagefolder" else []
-    catalog = get_source(spec["source"]).open_catalog(raw_dir, spec)
-    if spec["source"] == "imagefolder":
-        sources = [listing_record(spec["path"], catalog.keys)]
+    source = get_source(spec["source"])
+    records = source.source_records(spec, raw_dir)  # checksums first: a bad file is not opened
+    catalog = source.open_catalog(raw_dir, spec)
     keep, labels, class_names = select_classes(catalog.labels, catalog.class_names, spec["classes"],
                                                f"datasets.{name}")
     assigned = assign_splits(labels, catalog.splits[keep], spec, f"datasets.{name}")
@@ -132,7 +93,7 @@ def make_plan(name: str, spec: dict, raw_dir: str | os.PathLike | None) -> dict:
         splits[split] = {"indices": indices[order].tolist(), "labels": split_labels[order].tolist()}
     return {
         "dataset": name, "spec": spec, "raw_dir": str(raw_dir) if raw_dir else None, "class_names": class_names,
-        "splits": splits, "skipped": skipped, "ignored": catalog.ignored, "sources": sources,
+        "splits": splits, "skipped": skipped, "ignored": catalog.ignored, "sources": records,
     }
 
 

@@ -1,4 +1,4 @@
-"""HDF5 shards of pre-resized images, and the index that joins a dataset's shards.
+"""HDF5 shards of pre-resized images, and the manifest that joins a dataset's shards.
 
 A shard file holds, for each split, ``<split>/images`` (uint8, N x H x W x 3,
 chunked by blocks of consecutive images so that one read returns a block,
@@ -9,9 +9,9 @@ hold ``dataset``, ``resolution``, ``resize_method``, ``class_names`` (JSON),
 assignment it was written from); the scalar dataset ``skipped`` lists, as
 JSON, the source images that could not be decoded. Readable with ``h5ls -r``.
 
-A dataset prepared at one resolution is its shards plus an index (the
-manifest JSON) listing them relative to itself; every reader here takes the
-index or a single shard file.
+A dataset prepared at one resolution is its shards plus a manifest (JSON)
+listing them relative to itself; every reader here takes the manifest or a
+single shard file.
 """
 
 from __future__ import annotations
@@ -26,11 +26,6 @@ import h5py
 import numpy as np
 
 from workflow.atomic import atomic_path
-
-
-def array_sha256(array: np.ndarray) -> str:
-    """SHA-256 of an array's raw bytes."""
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 class _SplitWriter:
@@ -99,16 +94,16 @@ def shard_writer(path: str | os.PathLike, capacity: dict[str, int], size: int, a
 
 
 def shard_files(path: str | os.PathLike) -> list[Path]:
-    """The shard files of a prepared dataset: those its index lists, or the shard file itself."""
+    """The shard files of a prepared dataset: those its manifest lists, or the shard file itself."""
     path = Path(path)
     if path.suffix == ".json":
-        index = json.loads(path.read_text())
-        return [path.parent / shard["file"] for shard in index["shards"]]
+        manifest = json.loads(path.read_text())
+        return [path.parent / shard["file"] for shard in manifest["shards"]]
     return [path]
 
 
 def read_class_names(path: str | os.PathLike) -> list[str]:
-    """The class names of a prepared dataset (index or shard file)."""
+    """The class names of a prepared dataset (its manifest or a shard file)."""
     path = Path(path)
     if path.suffix == ".json":
         return json.loads(path.read_text())["class_names"]

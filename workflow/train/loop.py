@@ -63,7 +63,9 @@ import torchvision
 from torch import nn
 
 from workflow.atomic import atomic_path, write_json
-from workflow.data.batches import DeviceSplit, Normalizer, load_splits
+from workflow.data.batches import load_splits
+from workflow.data.device_split import DeviceSplit
+from workflow.data.normalize import Normalizer
 from workflow.train.metrics import classification_report
 from workflow.train.models import Classifier, set_trainable, batch_norm_training, build_classifier, set_train_mode
 from workflow.data.shards import read_class_names

@@ -1,23 +1,27 @@
-"""Dataset sources by name: each lists its remote files and opens a Catalog."""
+"""Dataset sources by name, each a `Source` (see base.py): its defaults, checks, files and Catalog."""
 
-from . import cats_vs_dogs, digits, imagefolder, pcam
+from .base import Source
 from .catalog import Catalog, RemoteFile, Skipped
+from .cats_vs_dogs import CATS_VS_DOGS
 from .cifar import CIFAR10, CIFAR100
+from .digits import DIGITS
+from .imagefolder import IMAGEFOLDER
+from .pcam import PCAM
 
-SOURCES = {
+SOURCES: dict[str, Source] = {
     "cifar10": CIFAR10,
     "cifar100": CIFAR100,
-    "cats_vs_dogs": cats_vs_dogs,
-    "pcam": pcam,
-    "imagefolder": imagefolder,
-    "digits": digits,
+    "cats_vs_dogs": CATS_VS_DOGS,
+    "pcam": PCAM,
+    "imagefolder": IMAGEFOLDER,
+    "digits": DIGITS,
 }
 
-__all__ = ["SOURCES", "Catalog", "RemoteFile", "Skipped", "get_source"]
+__all__ = ["SOURCES", "Catalog", "RemoteFile", "Skipped", "Source", "get_source"]
 
 
-def get_source(name: str):
-    """The source called `name`, with `remote_files(spec)` and `open_catalog(raw_dir, spec)`."""
+def get_source(name: str) -> Source:
+    """The source called `name`."""
     if name not in SOURCES:
         raise ValueError(f"unknown source {name!r}; known sources: {', '.join(SOURCES)}")
     return SOURCES[name]

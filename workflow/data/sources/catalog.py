@@ -5,7 +5,7 @@ from typing import Callable
 
 import numpy as np
 
-SPLITS = ("train", "val", "test", "")
+CATALOG_SPLITS = ("train", "val", "test", "")  # "" where the source defines no split
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Catalog:
             raise ValueError(f"catalog of {n} keys has {self.labels.shape} labels and {self.splits.shape} splits")
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise ValueError(f"labels outside 0..{len(self.class_names) - 1}")
-        unknown = set(np.unique(self.splits)) - set(SPLITS)
+        unknown = set(np.unique(self.splits)) - set(CATALOG_SPLITS)
         if unknown:
             raise ValueError(f"unknown split names {sorted(unknown)}")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import DownloadedSource
 from .catalog import Catalog, RemoteFile
 from .images import decode, ignore_reason
 
@@ -30,35 +31,37 @@ class ZipReader:
             return [decode(io.BytesIO(zf.read(self.members[i])), self.members[i]) for i in indices]
 
 
-# Whether the plan reads source files from the raw folder (or the entry's local copy).
-READS_RAW_FILES = True
+class CatsVsDogs(DownloadedSource):
+    """The zip, downloaded or in a local copy; no split of its own."""
+
+    DEFAULTS = {"path": None, "mirror": None, "checksums": {}, "split": {"train": 0.8, "val": 0.1, "test": 0.1},
+                "shards": 4}
+    FILES = (REMOTE,)
+
+    def open_catalog(self, raw_dir: Path, spec: dict) -> Catalog:
+        """List PetImages/Cat and PetImages/Dog; everything else goes to `ignored`."""
+        path = Path(raw_dir) / REMOTE.filename
+        folders = {f"PetImages/{name}/": label for label, name in enumerate(CLASS_NAMES)}
+        keys, labels, ignored = [], [], []
+        with zipfile.ZipFile(path) as zf:
+            names = sorted(info.filename for info in zf.infolist() if not info.is_dir())
+        for name in names:
+            folder = name[: name.rfind("/") + 1]
+            if folder not in folders:
+                ignored.append({"file": name, "reason": "outside PetImages/Cat and PetImages/Dog"})
+            elif reason := ignore_reason(name):
+                ignored.append({"file": name, "reason": reason})
+            else:
+                keys.append(name)
+                labels.append(folders[folder])
+        return Catalog(
+            class_names=list(CLASS_NAMES),
+            labels=np.asarray(labels, dtype=np.int64),
+            splits=np.full(len(keys), ""),
+            keys=keys,
+            reader=ZipReader(path, tuple(keys)),
+            ignored=ignored,
+        )
 
 
-def remote_files(spec: dict) -> list[RemoteFile]:
-    return [REMOTE]
-
-
-def open_catalog(raw_dir: Path, spec: dict) -> Catalog:
-    """List PetImages/Cat and PetImages/Dog; everything else goes to `ignored`."""
-    path = Path(raw_dir) / REMOTE.filename
-    folders = {f"PetImages/{name}/": label for label, name in enumerate(CLASS_NAMES)}
-    keys, labels, ignored = [], [], []
-    with zipfile.ZipFile(path) as zf:
-        names = sorted(info.filename for info in zf.infolist() if not info.is_dir())
-    for name in names:
-        folder = name[: name.rfind("/") + 1]
-        if folder not in folders:
-            ignored.append({"file": name, "reason": "outside PetImages/Cat and PetImages/Dog"})
-        elif reason := ignore_reason(name):
-            ignored.append({"file": name, "reason": reason})
-        else:
-            keys.append(name)
-            labels.append(folders[folder])
-    return Catalog(
-        class_names=list(CLASS_NAMES),
-        labels=np.asarray(labels, dtype=np.int64),
-        splits=np.full(len(keys), ""),
-        keys=keys,
-        reader=ZipReader(path, tuple(keys)),
-        ignored=ignored,
-    )
+CATS_VS_DOGS = CatsVsDogs()

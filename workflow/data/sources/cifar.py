@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import DownloadedSource
 from .catalog import Catalog, RemoteFile
 
 
@@ -20,31 +21,25 @@ class ArrayReader:
         return list(self.images[indices])
 
 
-@dataclass(frozen=True)
-class Cifar:
-    """One CIFAR variant: its tarball, batch members and label keys."""
+class Cifar(DownloadedSource):
+    """A CIFAR variant: its tarball (downloaded or in a local copy), batch members and label keys."""
 
-    remote: RemoteFile
-    folder: str
-    train: tuple[str, ...]
-    test: tuple[str, ...]
-    meta: str
-    label_keys: dict  # label_type -> (labels key, names key) in the pickles
-    READS_RAW_FILES = True  # the plan reads the tarball from the raw folder (not a dataclass field)
-
-    def remote_files(self, spec: dict) -> list[RemoteFile]:
-        return [self.remote]
+    FOLDER: str  # the folder of the pickles inside the tarball
+    TRAIN: tuple[str, ...]
+    TEST: tuple[str, ...]
+    META: str
+    LABEL_KEYS: dict  # label_type -> (labels key, names key) in the pickles
 
     def open_catalog(self, raw_dir: Path, spec: dict) -> Catalog:
         """Load all batches into memory; official train/test split, no val."""
         label_type = spec.get("label_type", "fine")
-        if label_type not in self.label_keys:
-            raise ValueError(f"label_type {label_type!r} not supported; use one of {sorted(self.label_keys)}")
-        labels_key, names_key = self.label_keys[label_type]
-        members = self._load(Path(raw_dir) / self.remote.filename)
+        if label_type not in self.LABEL_KEYS:
+            raise ValueError(f"label_type {label_type!r} not supported; use one of {sorted(self.LABEL_KEYS)}")
+        labels_key, names_key = self.LABEL_KEYS[label_type]
+        members = self._unpickle(Path(raw_dir) / self.FILES[0].filename)
 
         images, labels, splits, keys = [], [], [], []
-        for split, names in (("train", self.train), ("test", self.test)):
+        for split, names in (("train", self.TRAIN), ("test", self.TEST)):
             for name in names:
                 batch = members[name]
                 data = np.asarray(batch[b"data"], dtype=np.uint8)
@@ -52,7 +47,7 @@ class Cifar:
                 labels.extend(batch[labels_key])
                 splits += [split] * len(data)
                 keys += [f"{name}[{i}]" for i in range(len(data))]
-        class_names = [name.decode() for name in members[self.meta][names_key]]
+        class_names = [name.decode() for name in members[self.META][names_key]]
         return Catalog(
             class_names=class_names,
             labels=np.asarray(labels, dtype=np.int64),
@@ -61,9 +56,9 @@ class Cifar:
             reader=ArrayReader(np.ascontiguousarray(np.concatenate(images))),
         )
 
-    def _load(self, tarball: Path) -> dict:
+    def _unpickle(self, tarball: Path) -> dict:
         """Unpickle the wanted members in one pass over the tarball."""
-        wanted = {f"{self.folder}/{name}": name for name in (*self.train, *self.test, self.meta)}
+        wanted = {f"{self.FOLDER}/{name}": name for name in (*self.TRAIN, *self.TEST, self.META)}
         members = {}
         with tarfile.open(tarball, "r:gz") as tar:
             for member in tar:
@@ -72,33 +67,33 @@ class Cifar:
                         members[wanted[member.name]] = pickle.load(f, encoding="bytes")
         missing = sorted(set(wanted.values()) - set(members))
         if missing:
-            raise ValueError(f"{tarball}: missing members {missing} under {self.folder}/")
+            raise ValueError(f"{tarball}: missing members {missing} under {self.FOLDER}/")
         return members
 
 
 # URLs and md5s as in torchvision's datasets/cifar.py.
-CIFAR10 = Cifar(
-    remote=RemoteFile(
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        "cifar-10-python.tar.gz",
-        "c58f30108f718f92721af3b95e74349a",
-    ),
-    folder="cifar-10-batches-py",
-    train=tuple(f"data_batch_{i}" for i in range(1, 6)),
-    test=("test_batch",),
-    meta="batches.meta",
-    label_keys={"fine": (b"labels", b"label_names")},
-)
+class Cifar10(Cifar):
+    DEFAULTS = {"path": None, "mirror": None, "checksums": {}, "val_fraction": 0.1, "shards": 4}
+    FILES = (RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
+                        "c58f30108f718f92721af3b95e74349a"),)
+    FOLDER = "cifar-10-batches-py"
+    TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+    TEST = ("test_batch",)
+    META = "batches.meta"
+    LABEL_KEYS = {"fine": (b"labels", b"label_names")}
 
-CIFAR100 = Cifar(
-    remote=RemoteFile(
-        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        "cifar-100-python.tar.gz",
-        "eb9058c3a382ffc7106e4002c42a8d85",
-    ),
-    folder="cifar-100-python",
-    train=("train",),
-    test=("test",),
-    meta="meta",
-    label_keys={"fine": (b"fine_labels", b"fine_label_names"), "coarse": (b"coarse_labels", b"coarse_label_names")},
-)
+
+class Cifar100(Cifar):
+    DEFAULTS = {"path": None, "mirror": None, "checksums": {}, "val_fraction": 0.1, "label_type": "fine",
+                "shards": 4}
+    FILES = (RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
+                        "eb9058c3a382ffc7106e4002c42a8d85"),)
+    FOLDER = "cifar-100-python"
+    TRAIN = ("train",)
+    TEST = ("test",)
+    META = "meta"
+    LABEL_KEYS = {"fine": (b"fine_labels", b"fine_label_names"), "coarse": (b"coarse_labels", b"coarse_label_names")}
+
+
+CIFAR10 = Cifar10()
+CIFAR100 = Cifar100()

@@ -1,11 +1,13 @@
 """A local folder of images: one sub-folder per class, optionally under train/ val/ test/."""
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .catalog import Catalog, RemoteFile
+from .base import DatasetConfigError, Source
+from .catalog import Catalog
 from .images import decode, ignore_reason
 
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -20,14 +22,6 @@ class FileReader:
 
     def __call__(self, indices):
         return [decode(self.root / self.keys[i], self.keys[i]) for i in indices]
-
-
-# Whether the plan reads source files from the raw folder (or the entry's local copy).
-READS_RAW_FILES = False
-
-
-def remote_files(spec: dict) -> list[RemoteFile]:
-    return []
 
 
 def _subfolders(folder: Path, root: Path, ignored: list) -> list[Path]:
@@ -59,34 +53,67 @@ def _list_images(class_dir: Path, root: Path, ignored: list) -> list[str]:
     return images
 
 
-def open_catalog(raw_dir: Path, spec: dict) -> Catalog:
-    """List `spec["path"]`; `splits` is filled when it has train/ val/ test/ sub-folders."""
-    root = Path(spec["path"])
-    if not root.is_dir():
-        raise ValueError(f"image folder {root} does not exist or is not a folder")
-    ignored = []
-    top = _subfolders(root, root, ignored)
-    if top and {d.name for d in top} <= set(SPLIT_FOLDERS):
-        groups = {d.name: _subfolders(d, root, ignored) for d in top}
-    else:
-        groups = {"": top}
-    for folder, class_dirs in groups.items():
-        if not class_dirs:
-            raise ValueError(f"{root / folder} has no class sub-folders")
+def listing_record(folder: str, keys: list[str]) -> dict:
+    """An image folder's fingerprint: the SHA-256 of its file names and sizes."""
+    digest = hashlib.sha256()
+    for key in keys:
+        digest.update(f"{key}\t{(Path(folder) / key).stat().st_size}\n".encode())
+    return {"folder": folder, "files": len(keys), "listing_sha256": digest.hexdigest()}
 
-    class_names = sorted({d.name for class_dirs in groups.values() for d in class_dirs})
-    keys, labels, splits = [], [], []
-    for split, class_dirs in groups.items():
-        for class_dir in class_dirs:
-            images = _list_images(class_dir, root, ignored)
-            keys += images
-            labels += [class_names.index(class_dir.name)] * len(images)
-            splits += [split] * len(images)
-    return Catalog(
-        class_names=class_names,
-        labels=np.asarray(labels, dtype=np.int64),
-        splits=np.asarray(splits),
-        keys=keys,
-        reader=FileReader(root, tuple(keys)),
-        ignored=ignored,
-    )
+
+class ImageFolder(Source):
+    """A folder named by `path`: nothing downloaded; the plan records a fingerprint of its listing."""
+
+    DEFAULTS = {"path": None, "split": {"train": 0.8, "val": 0.1, "test": 0.1}, "val_fraction": 0.1, "shards": 1}
+
+    def open_catalog(self, raw_dir: Path | None, spec: dict) -> Catalog:
+        """List `spec["path"]`; `splits` is filled when it has train/ val/ test/ sub-folders."""
+        root = Path(spec["path"])
+        if not root.is_dir():
+            raise ValueError(f"image folder {root} does not exist or is not a folder")
+        ignored = []
+        top = _subfolders(root, root, ignored)
+        if top and {d.name for d in top} <= set(SPLIT_FOLDERS):
+            groups = {d.name: _subfolders(d, root, ignored) for d in top}
+        else:
+            groups = {"": top}
+        for folder, class_dirs in groups.items():
+            if not class_dirs:
+                raise ValueError(f"{root / folder} has no class sub-folders")
+
+        class_names = sorted({d.name for class_dirs in groups.values() for d in class_dirs})
+        keys, labels, splits = [], [], []
+        for split, class_dirs in groups.items():
+            for class_dir in class_dirs:
+                images = _list_images(class_dir, root, ignored)
+                keys += images
+                labels += [class_names.index(class_dir.name)] * len(images)
+                splits += [split] * len(images)
+        return Catalog(
+            class_names=class_names,
+            labels=np.asarray(labels, dtype=np.int64),
+            splits=np.asarray(splits),
+            keys=keys,
+            reader=FileReader(root, tuple(keys)),
+            ignored=ignored,
+        )
+
+    def check(self, name: str, spec: dict) -> None:
+        """`path` is given."""
+        if not spec["path"]:
+            raise DatasetConfigError(f"datasets.{name}.path: source 'imagefolder' needs the folder of images")
+        super().check(name, spec)
+
+    def inputs(self, name: str, spec: dict, raw_root) -> list[str]:
+        """The folder itself; one that is not there is an error naming `path`."""
+        folder = Path(spec["path"])
+        if not folder.is_dir():
+            raise DatasetConfigError(f"datasets.{name}.path: {folder} is not a folder")
+        return [str(folder)]
+
+    def source_records(self, spec: dict, raw_dir: Path | None) -> list[dict]:
+        """The fingerprint of the images the catalog lists."""
+        return [listing_record(spec["path"], self.open_catalog(raw_dir, spec).keys)]
+
+
+IMAGEFOLDER = ImageFolder()

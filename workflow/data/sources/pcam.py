@@ -9,11 +9,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .base import DownloadedSource
 from .catalog import Catalog, RemoteFile
 
 URL = "https://zenodo.org/records/2546921/files/{}?download=1"
 CLASS_NAMES = ["normal", "tumor"]
-SPLITS = {"train": "train", "valid": "val", "test": "test"}  # file name part -> split
+PART_SPLITS = {"train": "train", "valid": "val", "test": "test"}  # file name part -> split
 
 # md5s of the .h5.gz files as in torchvision's datasets/pcam.py. The upstream
 # PCam README lists the valid_x and test_x md5s swapped; these are right.
@@ -54,14 +55,6 @@ class H5Reader:
         return out
 
 
-# Whether the plan reads source files from the raw folder (or the entry's local copy).
-READS_RAW_FILES = True
-
-
-def remote_files(spec: dict) -> list[RemoteFile]:
-    return [RemoteFile(URL.format(name), name, md5) for name, md5 in MD5.items()]
-
-
 def ensure_unpacked(h5_path: Path) -> Path:
     """Return `h5_path`, first decompressing `<h5_path>.gz` next to it, atomically."""
     h5_path = Path(h5_path)
@@ -77,27 +70,36 @@ def ensure_unpacked(h5_path: Path) -> Path:
     return h5_path
 
 
-def open_catalog(raw_dir: Path, spec: dict) -> Catalog:
-    """List the train/valid/test files; labels come from the `_y` files."""
-    paths, starts, labels, splits, keys = [], [], [], [], []
-    for part, split in SPLITS.items():
-        x_path = ensure_unpacked(Path(raw_dir) / _h5_name(part, "x"))
-        y_path = ensure_unpacked(Path(raw_dir) / _h5_name(part, "y"))
-        with h5py.File(x_path, "r") as h5:
-            n = h5["x"].shape[0]
-        with h5py.File(y_path, "r") as h5:
-            y = h5["y"][:].reshape(-1)  # stored as (N, 1, 1, 1)
-        if len(y) != n:
-            raise ValueError(f"{y_path} has {len(y)} labels for {n} patches in {x_path}")
-        starts.append(len(keys))
-        paths.append(x_path)
-        labels.append(y.astype(np.int64))
-        splits += [split] * n
-        keys += [f"{x_path.name}[{i}]" for i in range(n)]
-    return Catalog(
-        class_names=list(CLASS_NAMES),
-        labels=np.concatenate(labels),
-        splits=np.asarray(splits),
-        keys=keys,
-        reader=H5Reader(tuple(paths), tuple(starts)),
-    )
+class PCam(DownloadedSource):
+    """The six .h5.gz files, downloaded or in a local copy (unpacked or not); its own three splits."""
+
+    DEFAULTS = {"path": None, "mirror": None, "checksums": {}, "shards": 8}
+    FILES = tuple(RemoteFile(URL.format(name), name, md5) for name, md5 in MD5.items())
+
+    def open_catalog(self, raw_dir: Path, spec: dict) -> Catalog:
+        """List the train/valid/test files; labels come from the `_y` files."""
+        paths, starts, labels, splits, keys = [], [], [], [], []
+        for part, split in PART_SPLITS.items():
+            x_path = ensure_unpacked(Path(raw_dir) / _h5_name(part, "x"))
+            y_path = ensure_unpacked(Path(raw_dir) / _h5_name(part, "y"))
+            with h5py.File(x_path, "r") as h5:
+                n = h5["x"].shape[0]
+            with h5py.File(y_path, "r") as h5:
+                y = h5["y"][:].reshape(-1)  # stored as (N, 1, 1, 1)
+            if len(y) != n:
+                raise ValueError(f"{y_path} has {len(y)} labels for {n} patches in {x_path}")
+            starts.append(len(keys))
+            paths.append(x_path)
+            labels.append(y.astype(np.int64))
+            splits += [split] * n
+            keys += [f"{x_path.name}[{i}]" for i in range(n)]
+        return Catalog(
+            class_names=list(CLASS_NAMES),
+            labels=np.concatenate(labels),
+            splits=np.asarray(splits),
+            keys=keys,
+            reader=H5Reader(tuple(paths), tuple(starts)),
+        )
+
+
+PCAM = PCam()

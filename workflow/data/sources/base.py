@@ -1,0 +1,130 @@
+"""The interface every dataset source implements, and what the downloaded sources share.
+
+A source owns the keys it takes besides the common ones (`DEFAULTS`), its rules
+for an entry (`check`), the files it downloads (`remote_files`), the files an
+entry is prepared from (`inputs`), the plan's record of what it was made from
+(`source_records`) and the Catalog of its images (`open_catalog`). Errors in an
+entry are DatasetConfigErrors that name the key, as `datasets.<name>.<key>: ...`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from workflow.data.download import ChecksumError, size_and_digests
+
+from .catalog import Catalog, RemoteFile
+
+
+class DatasetConfigError(ValueError):
+    """A dataset entry that passes the schema but not the source's rules; names the key."""
+
+
+# Why a source does not take a key that other sources take (a source may give a reason of its own).
+NOT_FOR = {
+    "split": "the source comes with its own split (cifar: train/test, carve val with val_fraction; pcam: all three)",
+    "val_fraction": "only sources with a train/test split and no validation split use it (cifar10, cifar100, "
+                    "imagefolder with train/ and test/ folders)",
+    "label_type": "only cifar100 has label types (fine, coarse)",
+    "mirror": "nothing is downloaded for this source",
+    "checksums": "nothing is downloaded for this source",
+}
+
+
+def raw_dir(spec: dict, raw_root: str | Path) -> Path:
+    """The folder that holds a resolved entry's source files: its `path`, or `<raw_root>/<source>`."""
+    return Path(spec["path"]) if spec.get("path") else Path(raw_root) / spec["source"]
+
+
+def local_copy(folder: Path, filename: str) -> Path | None:
+    """`folder/filename`, or its unpacked form (`x.h5` for `x.h5.gz`, as torchvision leaves PCam), or None."""
+    candidates = [folder / filename]
+    if filename.endswith(".h5.gz"):
+        candidates.append(folder / filename.removesuffix(".gz"))
+    return next((path for path in candidates if path.is_file()), None)
+
+
+class Source(ABC):
+    """A dataset source; the methods take a resolved entry (`spec`) and `name`, its key in `datasets`."""
+
+    DEFAULTS: dict = {}  # keys this source takes besides the common ones, with its defaults (None: no default)
+    READS_RAW_FILES = False  # whether the plan reads source files from the raw folder (or the entry's local copy)
+    FILES: tuple[RemoteFile, ...] = ()  # the files it downloads, as published
+    REFUSED: dict = {}  # reasons of its own for keys it does not take
+
+    def why_not(self, key: str) -> str:
+        """Why this source does not take `key`."""
+        return self.REFUSED.get(key) or NOT_FOR[key]
+
+    def remote_files(self, spec: dict) -> list[RemoteFile]:
+        """The files the entry downloads: `FILES` with its `mirror` and `checksums` applied."""
+        mirror, checksums = spec.get("mirror"), spec.get("checksums") or {}
+        return [
+            RemoteFile(f"{mirror.rstrip('/')}/{f.filename}" if mirror else f.url, f.filename,
+                       checksums.get(f.filename, f.md5))
+            for f in self.FILES
+        ]
+
+    @abstractmethod
+    def open_catalog(self, raw_dir: Path | None, spec: dict) -> Catalog:
+        """Every image of the source, listed without decoding."""
+
+    def check(self, name: str, spec: dict) -> None:
+        """The source's rules for a resolved entry: here, that `split` fractions add up to 1."""
+        if "split" in spec:
+            total = sum(spec["split"].values())
+            if abs(total - 1.0) > 1e-6:
+                raise DatasetConfigError(f"datasets.{name}.split: fractions add up to {total:g}, not 1")
+
+    def inputs(self, name: str, spec: dict, raw_root: str | Path) -> list[str]:
+        """The files an entry is prepared from (none here)."""
+        return []
+
+    def source_records(self, spec: dict, raw_dir: Path | None) -> list[dict]:
+        """What the plan records of the files it was made from (nothing here)."""
+        return []
+
+
+class DownloadedSource(Source):
+    """A source whose files are downloaded into the raw folder, or found in a local copy (`path`)."""
+
+    READS_RAW_FILES = True
+
+    def check(self, name: str, spec: dict) -> None:
+        """No `mirror` with `path`, and `checksums` only for files the source has."""
+        if spec.get("path") and spec.get("mirror"):
+            raise DatasetConfigError(f"datasets.{name}.mirror: not used together with path (a local copy is not downloaded)")
+        super().check(name, spec)
+        if spec.get("checksums"):
+            names = [f.filename for f in self.FILES]
+            unknown = sorted(set(spec["checksums"]) - set(names))
+            if unknown:
+                raise DatasetConfigError(f"datasets.{name}.checksums: {spec['source']} has no file {unknown[0]!r} "
+                                         f"(its files: {', '.join(names)})")
+
+    def inputs(self, name: str, spec: dict, raw_root: str | Path) -> list[str]:
+        """The downloaded files, or those of the local copy; one it lacks is an error naming `path`."""
+        folder = raw_dir(spec, raw_root)
+        inputs = []
+        for remote in self.remote_files(spec):
+            path = local_copy(folder, remote.filename) if spec.get("path") else folder / remote.filename
+            if path is None:
+                raise DatasetConfigError(f"datasets.{name}.path: {folder} holds no {remote.filename}")
+            inputs.append(str(path))
+        return inputs
+
+    def source_records(self, spec: dict, raw_dir: Path) -> list[dict]:
+        """Size and digests of each file in `raw_dir`; ChecksumError where a published or configured
+        md5 differs (names the file, the expected and the found digest)."""
+        records = []
+        for remote in self.remote_files(spec):
+            path = local_copy(raw_dir, remote.filename)
+            if path is None:
+                raise FileNotFoundError(f"{raw_dir / remote.filename} does not exist")
+            digests = size_and_digests(path)
+            verified = remote.md5 is not None and path.name == remote.filename
+            if verified and digests["md5"] != remote.md5.lower():
+                raise ChecksumError(path, "md5", remote.md5, digests["md5"])
+            records.append({"file": str(path), **digests, "md5_expected": remote.md5, "verified": verified})
+        return records
