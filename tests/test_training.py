@@ -19,7 +19,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from conftest import REPO, write_config
-from workflow.__main__ import main
+from workflow.cli import main
 from workflow.data.batches import DeviceSplit
 from workflow.train.models import build_classifier
 from workflow.data.prepare import prepare_dataset
