@@ -1,5 +1,7 @@
 """Backbones, heads, starting weights and freezing."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -10,6 +12,7 @@ from workflow.train.models import (
     parameterised_layers, set_train_mode,
 )
 from workflow.train.loop import save_checkpoint
+from workflow.train.weights import cached_weights_path, hub_dir, imagenet_files
 
 # The head each backbone trains with in the cached-weights test; every head meets several backbones.
 HEAD_OF = {"mobilenet_v2": "own", "resnet18": "gap", "resnet50": "mlp", "inception_v3": "own",
@@ -53,6 +56,22 @@ def test_backbone_table_agrees_with_torchvision():
         weights = imagenet_weights(name)
         assert spec.min_resolution == weights.meta["min_size"][0], name
         assert weights.url.rsplit("/", 1)[1].startswith(name.split("_")[0]), name
+        assert weights.url == f"https://download.pytorch.org/models/{spec.weights_file}", name
+        assert imagenet_files([name]) == {name: (str(cached_weights_path(name)), weights.url)}
+
+
+@pytest.mark.parametrize("env", [
+    {"TORCH_HOME": "/somewhere/torch"}, {"TORCH_HOME": "~/th"}, {"XDG_CACHE_HOME": "/xdg"}, {},
+], ids=["torch-home", "torch-home-user", "xdg", "default"])
+def test_hub_dir_is_torchs_without_importing_it(env, monkeypatch):
+    for key in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert hub_dir() == Path(torch.hub.get_dir())
+    for name in BACKBONES:
+        url = imagenet_weights(name).url
+        assert cached_weights_path(name) == Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))

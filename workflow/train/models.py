@@ -26,6 +26,7 @@ from torch import nn
 from torchvision.models.inception import InceptionOutputs
 
 from workflow.train.backbones import get_backbone, resolution_error
+from workflow.train.weights import cached_weights_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,11 +62,6 @@ def imagenet_weights(name: str):
     """torchvision's ImageNet weights enum member for a model name."""
     enum_name, member = get_backbone(name).weights.split(".")
     return getattr(getattr(torchvision.models, enum_name), member)
-
-
-def cached_weights_path(name: str) -> Path:
-    """Where torchvision keeps the ImageNet weights file of `name`: $TORCH_HOME/hub/checkpoints/<file>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / imagenet_weights(name).url.rsplit("/", 1)[1]
 
 
 def imagenet_normalization(name: str) -> tuple[tuple, tuple]:
