@@ -463,3 +463,12 @@ def test_a_cell_that_cannot_train_is_recorded_as_failed_and_seeds_no_one(shard, 
     metrics = json.loads((tmp_path / "seeded" / "metrics.json").read_text())
     assert metrics["status"] == "failed"
     assert "holds no weights: cell digits-012/resnet18/r16/broken failed" in metrics["error"]
+
+
+def test_a_bug_fails_the_job_loudly_and_records_no_result(shard, tmp_path):
+    cell = make_cell(id="digits-012/resnet18/r16/no-seed")
+    del cell["seed"]  # a cell dict that tlsweep itself got wrong: not the cell's own failure
+    result = run_train_command(cell, shard, tmp_path / "buggy")
+    assert result.returncode != 0
+    assert "Traceback (most recent call last)" in result.stderr and "KeyError: 'seed'" in result.stderr
+    assert not (tmp_path / "buggy" / "metrics.json").exists() and not (tmp_path / "buggy" / "best.pt").exists()

@@ -57,6 +57,7 @@ def cmd_train(args) -> None:
     gpu = claim_gpu(log=log, slots=need, slots_per_gpu=slots.per_gpu)  # before torch initialises CUDA
     if gpu is not None and need < slots.per_gpu:
         cap_memory(memory_fraction(need, slots), log=log)
+    from workflow.train.errors import CellError
     from workflow.train.loop import EXIT_STOPPED, StopFlag, Stopped, record_failure, train_cell
 
     stop = StopFlag().install()  # SIGTERM and the warning signals: checkpoint at a batch boundary, then exit
@@ -66,9 +67,7 @@ def cmd_train(args) -> None:
     except Stopped as stopped:  # not a result: the retry resumes from last.pt
         log(str(stopped))
         sys.exit(EXIT_STOPPED)
-    except OSError:
-        raise  # files or the machine: worth a retry, not a result
-    except Exception as error:  # the cell itself cannot train: record it, let the sweep go on
+    except CellError as error:  # the cell itself cannot train: record it, let the sweep go on
         traceback.print_exc()
         record_failure(cell, args.out, error)
         log(f"done: status failed ({type(error).__name__}: {error})")

@@ -64,6 +64,7 @@ from torch import nn
 
 from workflow.atomic import atomic_path, write_json
 from workflow.data.batches import DeviceSplit, Normalizer, load_splits
+from workflow.train.errors import SplitTooSmallError
 from workflow.train.metrics import classification_report
 from workflow.train.models import Classifier, set_trainable, batch_norm_training, build_classifier, set_train_mode
 from workflow.data.shards import read_class_names
@@ -404,7 +405,7 @@ def train_one_epoch(model, split: DeviceSplit, normalize: Normalizer, optimizer,
         position.batches += 1
     position.seconds += time.perf_counter() - start
     if position.seen == 0:
-        raise ValueError(f"the training split has {len(split)} image(s); batch norm needs at least 2")
+        raise SplitTooSmallError(f"the training split has {len(split)} image(s); batch norm needs at least 2")
     loss, accuracy = position.loss_sum.item() / position.seen, position.correct.item() / position.seen
     return EpochResult(loss, accuracy, position.seen, position.seconds)
 
