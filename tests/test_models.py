@@ -12,7 +12,7 @@ from workflow.train.models import (
     IMAGENET_MEAN, IMAGENET_STD, PLAIN_MEAN, set_trainable, build_classifier, imagenet_weights,
     parameterised_layers, set_train_mode,
 )
-from workflow.train.loop import save_checkpoint
+from workflow.train.state import save_checkpoint
 from workflow.train.weights import cached_weights_path, hub_dir, imagenet_files
 
 # The head each backbone trains with in the cached-weights test; every head meets several backbones.
