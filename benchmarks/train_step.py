@@ -28,14 +28,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workflow.data.batches import load_splits  # noqa: E402
 from workflow.data.normalize import Normalizer  # noqa: E402
-from workflow.train.models import PLAIN_MEAN, PLAIN_STD, build_classifier, set_trainable  # noqa: E402
 from workflow.data.prepare import prepare_dataset  # noqa: E402
-from workflow.study.grid import DEFAULT_TRAINING, stage_settings  # noqa: E402
-from workflow.train.loop import (  # noqa: E402
-    Objective, configure_backends, make_optimizer, parameter_groups, pick_device, train_one_epoch, train_step,
-)
+from workflow.study.grid import DEFAULT_TRAINING, merge, stage_settings  # noqa: E402
+from workflow.train.job import open_job  # noqa: E402
+from workflow.train.loop import EpochPosition, train_one_epoch, train_step  # noqa: E402
+from workflow.train.models import PLAIN_MEAN, PLAIN_STD, build_classifier, set_trainable  # noqa: E402
+from workflow.train.objective import Objective  # noqa: E402
+from workflow.train.optim import Stage  # noqa: E402
+from workflow.train.runtime import configure_backends, pick_device  # noqa: E402
 
 DIGITS_SPLIT = {"train": 0.8, "val": 0.1, "test": 0.1}
 
@@ -45,22 +46,32 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def setup(name: str, resolution: int, device: torch.device, args):
-    """A model, optimizer and objective as a training job builds them (random weights)."""
-    model, _ = build_classifier(name, args.classes, "none", head=args.head, resolution=resolution)
-    model = model.to(device, memory_format=torch.channels_last)
-    if args.compile:
-        model.compile()
+def bench_stage(model, args) -> Stage:
+    """The benchmark's stage for `model`: what trains, its optimizer, as a training job sets them."""
     set_trainable(model, args.train)
-    stage = stage_settings(DEFAULT_TRAINING, {"name": "bench", "train": args.train, "epochs": 1},
-                           args.optimizer, args.train)
-    optimizer = make_optimizer(stage, parameter_groups(model, 0.0, False), 1e-3)
-    return model, optimizer, Objective(DEFAULT_TRAINING, seed=0)
+    settings = stage_settings(DEFAULT_TRAINING, {"name": "bench", "train": args.train, "epochs": 1},
+                              args.optimizer, args.train)
+    return Stage.start(model, settings, 1e-3)
+
+
+def bench_cell(name: str, resolution: int, args) -> dict:
+    """A cell config with the benchmark's settings (random weights), for the pipeline's training job."""
+    training = merge(DEFAULT_TRAINING, {
+        "head": args.head, "compile": args.compile, "bf16": args.bf16, "augment": {"hflip": args.hflip},
+        "loader": {"memory_share": 1.0 if args.loader == "memory" else 0.0, "workers": 0, "buffer_chunks": 4},
+    })
+    return {"id": f"bench/{name}/r{resolution}", "model": name, "resolution": resolution, "batch_size": args.batch_size,
+            "lr": 1e-3, "optimizer": args.optimizer, "train": args.train, "seed": 0, "weights": "none",
+            "training": training}
 
 
 def ceiling(name: str, resolution: int, device: torch.device, amp: bool, args):
     """A timer of training steps on one synthetic batch kept on the device: each call returns images/s."""
-    model, optimizer, objective = setup(name, resolution, device, args)
+    model, _ = build_classifier(name, args.classes, "none", head=args.head, resolution=resolution)
+    model = model.to(device, memory_format=torch.channels_last)
+    if args.compile:
+        model.compile()
+    optimizer, objective = bench_stage(model, args).optimizer, Objective(DEFAULT_TRAINING, seed=0)
     model.train()
     normalize = Normalizer(PLAIN_MEAN, PLAIN_STD, device)
     images = torch.randint(0, 256, (args.batch_size, 3, resolution, resolution), dtype=torch.uint8, device=device)
@@ -78,20 +89,16 @@ def ceiling(name: str, resolution: int, device: torch.device, amp: bool, args):
     return lambda: steps(args.steps)
 
 
-def pipeline(name: str, resolution: int, shard: Path, device: torch.device, amp: bool, args):
+def pipeline(name: str, resolution: int, shard: Path, device: torch.device, args):
     """A timer of whole training epochs through the data path and train_one_epoch: each call returns images/s."""
-    model, optimizer, objective = setup(name, resolution, device, args)
-    memory_share = 1.0 if args.loader == "memory" else 0.0
-    (split,) = load_splits(shard, ["train"], device, {"memory_share": memory_share, "workers": 0, "buffer_chunks": 4})
-    normalize = Normalizer(PLAIN_MEAN, PLAIN_STD, device, {"hflip": args.hflip})
-    generator = torch.Generator().manual_seed(0)
+    job = open_job(bench_cell(name, resolution, args), shard, shard.parent, threads=args.threads, log=lambda _: None)
+    stage = bench_stage(job.model, args)
 
     def epochs(images_wanted: int) -> float:
         sync(device)
         images, start = 0, time.perf_counter()
         while images < images_wanted:
-            images += train_one_epoch(model, split, normalize, optimizer, objective, args.batch_size, args.train,
-                                      generator, amp).images
+            images += train_one_epoch(job, stage, EpochPosition(epoch=1)).images
         sync(device)
         return images / (time.perf_counter() - start)
 
@@ -146,7 +153,7 @@ def main(argv=None) -> list[dict]:
             if not shard.exists():
                 spec = {"source": "digits", "classes": list(range(args.classes)), "split": DIGITS_SPLIT, "seed": 0}
                 prepare_dataset("digits", spec, resolution, shard, shard.with_suffix(".json"))
-            timers = ceiling(name, resolution, device, amp, args), pipeline(name, resolution, shard, device, amp, args)
+            timers = ceiling(name, resolution, device, amp, args), pipeline(name, resolution, shard, device, args)
             runs = [[timer() for timer in timers] for _ in range(args.repeats)]
             top, real = (max(column) for column in zip(*runs))
             results.append({"model": name, "resolution": resolution, "batch_size": args.batch_size,

@@ -169,7 +169,7 @@ def test_splits_load_whole_while_they_fit_the_memory_share(dataset):
 def test_training_from_a_streamed_split_with_augmentation(tmp_path):
     from test_training import make_cell
     from workflow.data.prepare import prepare_dataset
-    from workflow.train.loop import train_cell
+    from workflow.train.cell import train_cell
 
     spec = {"source": "digits", "classes": [0, 1], "split": {"train": 0.6, "val": 0.2, "test": 0.2}}
     prepare_dataset("d", spec, 16, tmp_path / "r16.h5", tmp_path / "r16.json")

@@ -13,7 +13,7 @@ from workflow.sweep.halving import (
     LAST, STATE, finish_cell, finish_rung, rank, rank_rung, read_rung, start_rung, stopping_rung,
 )
 from workflow.study.grid import DEFAULT_HALVING, DEFAULT_TRAINING, ConfigError, Halving, build_study, merge
-from workflow.train.loop import train_cell
+from workflow.train.cell import train_cell
 
 
 def validated(config):

@@ -1,15 +1,19 @@
 """Backbones, heads, starting weights and freezing."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
 
 from workflow.train.backbones import BACKBONES
+from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
 from workflow.train.models import (
     IMAGENET_MEAN, IMAGENET_STD, PLAIN_MEAN, set_trainable, build_classifier, imagenet_weights,
     parameterised_layers, set_train_mode,
 )
-from workflow.train.loop import save_checkpoint
+from workflow.train.state import save_checkpoint
+from workflow.train.weights import cached_weights_path, hub_dir, imagenet_files
 
 # The head each backbone trains with in the cached-weights test; every head meets several backbones.
 HEAD_OF = {"mobilenet_v2": "own", "resnet18": "gap", "resnet50": "mlp", "inception_v3": "own",
@@ -53,6 +57,22 @@ def test_backbone_table_agrees_with_torchvision():
         weights = imagenet_weights(name)
         assert spec.min_resolution == weights.meta["min_size"][0], name
         assert weights.url.rsplit("/", 1)[1].startswith(name.split("_")[0]), name
+        assert weights.url == f"https://download.pytorch.org/models/{spec.weights_file}", name
+        assert imagenet_files([name]) == {name: (str(cached_weights_path(name)), weights.url)}
+
+
+@pytest.mark.parametrize("env", [
+    {"TORCH_HOME": "/somewhere/torch"}, {"TORCH_HOME": "~/th"}, {"XDG_CACHE_HOME": "/xdg"}, {},
+], ids=["torch-home", "torch-home-user", "xdg", "default"])
+def test_hub_dir_is_torchs_without_importing_it(env, monkeypatch):
+    for key in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert hub_dir() == Path(torch.hub.get_dir())
+    for name in BACKBONES:
+        url = imagenet_weights(name).url
+        assert cached_weights_path(name) == Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -133,7 +153,7 @@ def test_inception_auxiliary_classifier_trains_at_299_and_is_dropped_below():
 
 
 def test_resolution_below_the_models_minimum_is_a_clear_error():
-    with pytest.raises(ValueError, match="inception_v3 needs a resolution of at least 75, not 32"):
+    with pytest.raises(ResolutionError, match="inception_v3 needs a resolution of at least 75, not 32"):
         build_classifier("inception_v3", 3, "none", resolution=32)
 
 
@@ -192,9 +212,9 @@ def test_last_n_trains_exactly_the_last_n_parameterised_layers():
     assert changed == {"backbone.layer4.1.bn2"}  # only the trainable batch norm updates its statistics
     set_trainable(model, "last:1")
     assert trainable(model) == {"head.1.weight", "head.1.bias"}
-    with pytest.raises(ValueError, match="train 'last:42': this model with the 'gap' head has only 41"):
+    with pytest.raises(TrainValueError, match="train 'last:42': this model with the 'gap' head has only 41"):
         set_trainable(model, "last:42")
-    with pytest.raises(ValueError, match="unknown value 'last:0' for what trains"):
+    with pytest.raises(TrainValueError, match="unknown value 'last:0' for what trains"):
         set_trainable(model, "last:0")
 
 
@@ -211,7 +231,7 @@ def test_train_from_a_module_trains_it_everything_after_it_and_the_head(name, mo
                 for p, _ in dict(model.named_modules())[layer].named_parameters(recurse=False)}
     assert trainable(model) == expected
     assert {"head.1.weight", "head.1.bias"} <= trainable(model)
-    with pytest.raises(ValueError, match="train 'from:layer9': the backbone has no module 'layer9'"):
+    with pytest.raises(TrainValueError, match="train 'from:layer9': the backbone has no module 'layer9'"):
         set_trainable(model, "from:layer9")
 
 
@@ -254,7 +274,7 @@ def test_torchvision_state_dict_file_loads_with_imagenet_normalisation(tmp_path)
     assert mean == IMAGENET_MEAN
     assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
     torch.save({"something": "else"}, path)
-    with pytest.raises(ValueError, match="is neither a tlsweep checkpoint nor a torchvision state dict"):
+    with pytest.raises(StartingWeightsError, match="is neither a tlsweep checkpoint nor a torchvision state dict"):
         build_classifier("resnet18", 3, str(path), init=path)
 
 
@@ -262,7 +282,7 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     upstream, normalization = build_classifier("resnet18", num_classes=5, weights="none", dropout=0.5)
     path = tmp_path / "best.pt"
     save_checkpoint(path, upstream, {"model": "resnet18"}, normalization, epoch=1)
-    with pytest.raises(ValueError, match=r"best\.pt \(model 'resnet18'\) does not fit model 'mobilenet_v2'"):
+    with pytest.raises(StartingWeightsError, match=r"best\.pt \(model 'resnet18'\) does not fit model 'mobilenet_v2'"):
         build_classifier("mobilenet_v2", num_classes=5, weights="pretrain:x", dropout=0.5, init=path)
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 
 from conftest import REPO, write_config
+from histories import TIMING_COLUMNS
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
 from workflow.study.config import load_config
 from workflow.study.grid import build_study
-from workflow.train.loop import TIMING_COLUMNS
 
 CELL = "digits/resnet18/r32/bs32-lr1e-2-adam-all-s0-wnone"
 

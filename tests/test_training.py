@@ -19,15 +19,20 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from conftest import REPO, write_config
+from histories import TIMING_COLUMNS
 from workflow.cli import main
 from workflow.data.device_split import DeviceSplit
-from workflow.train.models import build_classifier
 from workflow.data.prepare import prepare_dataset
 from workflow.study.grid import DEFAULT_TRAINING, merge
-from workflow.train.loop import (
-    BEST_SO_FAR, EXIT_STOPPED, HISTORY_COLUMNS, LAST, OOM_ABOVE_HOOK, OOM_HOOK, SIGNAL_HOOK, TIMING_COLUMNS,
-    FaultHooks, MicroBatching, Objective, Schedule, make_optimizer, parameter_groups, train_cell, train_step,
-)
+from workflow.testing import OOM_ABOVE, OOM_AT_STEP, SIGNAL_AT_STEP, injected_faults
+from workflow.train.cell import train_cell
+from workflow.train.history import HISTORY_COLUMNS
+from workflow.train.loop import MicroBatching, train_step
+from workflow.train.models import build_classifier
+from workflow.train.objective import Objective
+from workflow.train.optim import EarlyStopping, Schedule, make_optimizer, parameter_groups
+from workflow.train.signals import EXIT_STOPPED
+from workflow.train.state import BEST_SO_FAR, LAST
 
 
 def quiet(_):
@@ -105,7 +110,7 @@ def test_two_classes_report_roc_auc_and_false_negative_rate(tmp_path):
 
 
 def test_out_of_memory_is_recorded_with_the_batch_size_and_the_job_succeeds(shard, tmp_path, monkeypatch):
-    monkeypatch.setenv(OOM_HOOK, "13")  # 11 steps of 32 per epoch: the second step of epoch 2
+    monkeypatch.setenv(OOM_AT_STEP, "13")  # 11 steps of 32 per epoch: the second step of epoch 2
     cell = make_cell()
     main(["train", "--cell", json.dumps(cell), "--shard", str(shard), "--out", str(tmp_path)])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -194,7 +199,7 @@ def test_a_stop_signal_checkpoints_mid_epoch_and_the_retry_ends_with_the_same_hi
     reference = start_training(cell, shard, tmp_path / "reference", "reference.log")
     out = tmp_path / "stopped"
     # each run sends itself SIGTERM before its N-th step and stops right after it, at a batch boundary
-    first = start_training(cell, shard, out, "run1.log", **{SIGNAL_HOOK: str(steps + 5)})
+    first = start_training(cell, shard, out, "run1.log", **{SIGNAL_AT_STEP: str(steps + 5)})
     assert first.wait(timeout=300) == EXIT_STOPPED, (tmp_path / "run1.log").read_text()
     log1 = (tmp_path / "run1.log").read_text()
     assert "stopped by SIGTERM in epoch 2 after 5 batches" in log1 and "exiting with status 75" in log1
@@ -206,7 +211,7 @@ def test_a_stop_signal_checkpoints_mid_epoch_and_the_retry_ends_with_the_same_hi
     assert not (out / "metrics.json").exists() and not (out / "best.pt").exists()
 
     # the next run picks up at batch 6 of epoch 2 and is stopped inside epoch 3, the second stage's first
-    second = start_training(cell, shard, out, "run2.log", **{SIGNAL_HOOK: str(steps - 5 + 4)})
+    second = start_training(cell, shard, out, "run2.log", **{SIGNAL_AT_STEP: str(steps - 5 + 4)})
     assert second.wait(timeout=300) == EXIT_STOPPED, (tmp_path / "run2.log").read_text()
     log2 = (tmp_path / "run2.log").read_text()
     assert "after epoch 1 and 5 batches of epoch 2 (the last job was stopped by SIGTERM)" in log2
@@ -313,15 +318,15 @@ def count_optimizer_steps():
     return counter, register_optimizer_step_post_hook(hook)
 
 
-def test_out_of_memory_steps_go_on_in_micro_batches_with_the_same_history(shard, tmp_path, monkeypatch):
+def test_out_of_memory_steps_go_on_in_micro_batches_with_the_same_history(shard, tmp_path):
     cell = micro_batch_cell(oom_micro_batches=True)
     counter, handle = count_optimizer_steps()
     try:
         reference = train_cell(cell, shard, tmp_path / "reference", log=quiet)
         reference_steps, counter["steps"] = counter["steps"], 0
-        monkeypatch.setenv(OOM_ABOVE_HOOK, "12")  # more than 12 images in a forward pass: out of memory
         messages = []
-        metrics = train_cell(cell, shard, tmp_path / "micro", log=messages.append)
+        with injected_faults({OOM_ABOVE: "12"}):  # more than 12 images in a forward pass: out of memory
+            metrics = train_cell(cell, shard, tmp_path / "micro", log=messages.append)
     finally:
         handle.remove()
     assert reference_steps == counter["steps"] == 3 * steps_per_epoch(shard)  # the effective batch size stays
@@ -336,15 +341,15 @@ def test_out_of_memory_steps_go_on_in_micro_batches_with_the_same_history(shard,
     assert metrics["test_accuracy"] == pytest.approx(reference["test_accuracy"], abs=1e-9)
 
 
-def test_out_of_memory_without_micro_batches_or_below_two_images_ends_the_cell_as_oom(shard, tmp_path, monkeypatch):
-    monkeypatch.setenv(OOM_ABOVE_HOOK, "12")
-    metrics = train_cell(micro_batch_cell(), shard, tmp_path / "off", log=quiet)  # oom_micro_batches: false
+def test_out_of_memory_without_micro_batches_or_below_two_images_ends_the_cell_as_oom(shard, tmp_path):
+    with injected_faults({OOM_ABOVE: "12"}):
+        metrics = train_cell(micro_batch_cell(), shard, tmp_path / "off", log=quiet)  # oom_micro_batches: false
     assert metrics["status"] == "oom" and metrics["oom"] == {"phase": "train", "epoch": 1, "batch_size": 32}
     assert metrics["micro_batch_size"] is None and metrics["epochs_run"] == 0
 
-    monkeypatch.setenv(OOM_ABOVE_HOOK, "1")  # training batch norms cannot take micro-batches of one image
     cell = micro_batch_cell(oom_micro_batches=True, stages=[{"name": "all", "train": "all", "epochs": 1}])
-    metrics = train_cell(cell, shard, tmp_path / "floor", log=quiet)
+    with injected_faults({OOM_ABOVE: "1"}):  # training batch norms cannot take micro-batches of one image
+        metrics = train_cell(cell, shard, tmp_path / "floor", log=quiet)
     assert metrics["status"] == "oom" and metrics["micro_batch_size"] == 2 and metrics["run"]["micro_batches"] == []
 
 
@@ -363,12 +368,13 @@ def test_micro_batches_accumulate_the_whole_batch_gradient_with_mixup_and_incept
     split = copy.deepcopy(whole)
     training = merge(DEFAULT_TRAINING, {"mixup": 0.4, "label_smoothing": 0.1})
     results = {}
-    for name, model, micro, hooks in [
-        ("whole", whole, None, FaultHooks({})),
-        ("split", split, MicroBatching(allowed=True), FaultHooks({OOM_ABOVE_HOOK: "2"})),
+    for name, model, micro, faults in [
+        ("whole", whole, None, {}),
+        ("split", split, MicroBatching(allowed=True), {OOM_ABOVE: "2"}),
     ]:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # leaves the gradients for a look
-        results[name] = train_step(model, x, labels, Objective(training, seed=3), optimizer, False, micro, hooks)
+        with injected_faults(faults):
+            results[name] = train_step(model, x, labels, Objective(training, seed=3), optimizer, False, micro)
     assert micro.size == 2  # 4 images ran out of memory: two micro-batches of 2
     (loss, correct), (split_loss, split_correct) = results["whole"], results["split"]
     assert split_loss.item() == pytest.approx(loss.item(), rel=1e-5) and split_correct == correct
@@ -463,3 +469,34 @@ def test_a_cell_that_cannot_train_is_recorded_as_failed_and_seeds_no_one(shard, 
     metrics = json.loads((tmp_path / "seeded" / "metrics.json").read_text())
     assert metrics["status"] == "failed"
     assert "holds no weights: cell digits-012/resnet18/r16/broken failed" in metrics["error"]
+
+
+def test_a_bug_fails_the_job_loudly_and_records_no_result(shard, tmp_path):
+    cell = make_cell(id="digits-012/resnet18/r16/no-seed")
+    del cell["seed"]  # a cell dict that tlsweep itself got wrong: not the cell's own failure
+    result = run_train_command(cell, shard, tmp_path / "buggy")
+    assert result.returncode != 0
+    assert "Traceback (most recent call last)" in result.stderr and "KeyError: 'seed'" in result.stderr
+    assert not (tmp_path / "buggy" / "metrics.json").exists() and not (tmp_path / "buggy" / "best.pt").exists()
+
+
+def test_early_stopping_counts_epochs_without_a_better_accuracy_and_resumes():
+    stopping = EarlyStopping(patience=2)
+    assert [stopping.step(accuracy) for accuracy in [0.5, 0.4, 0.6, 0.6]] == [False, False, False, False]
+    again = EarlyStopping(patience=2)
+    again.load_state_dict(stopping.state_dict())
+    assert again.step(0.55) and (again.best, again.since_best) == (0.6, 2)
+
+
+def test_faults_are_injected_only_when_asked_for_and_removed_afterwards():
+    model, _ = build_classifier("resnet18", 3, "none")
+    x = torch.randn(4, 3, 32, 32)
+    with injected_faults({}) as faults:
+        assert faults is None
+        model.train()(x)
+    with injected_faults({OOM_ABOVE: "3"}):
+        model.eval()(x)  # evaluation passes are never failed
+        with pytest.raises(torch.OutOfMemoryError, match="injected by TLSWEEP_INJECT_OOM_ABOVE=3: 4 images"):
+            model.train()(x)
+        model.train()(x[:3])
+    model.train()(x)

@@ -1,12 +1,15 @@
 """fetch_weights: torchvision weights files into torch's cache, checked against their SHA-256 prefix."""
 
 import hashlib
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 from archives import file_server  # noqa: F401 (fixture)
-from conftest import snakemake, tiny_study
+from conftest import REPO, snakemake, tiny_study
 from workflow.data.download import ChecksumError, DownloadError
 from workflow.train.weights import fetch_weights
 
@@ -58,3 +61,14 @@ def test_training_jobs_wait_for_the_cached_weights(tmp_path, study_file, monkeyp
     cached.write_bytes(b"cached")
     result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
     assert re.search(r"^fetch_weights\s+1$", result.stdout, re.M) and f"output: {cached}" not in result.stdout
+
+
+def test_the_weights_files_are_known_without_importing_torch():
+    code = ("import sys, workflow.study.grid, workflow.train.weights as w; "
+            "from workflow.train.backbones import BACKBONES; "
+            "files = w.imagenet_files(BACKBONES); assert len(files) == len(BACKBONES), files; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

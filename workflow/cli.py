@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 from pathlib import Path
 
 
@@ -57,21 +56,14 @@ def cmd_train(args) -> None:
     gpu = claim_gpu(log=log, slots=need, slots_per_gpu=slots.per_gpu)  # before torch initialises CUDA
     if gpu is not None and need < slots.per_gpu:
         cap_memory(memory_fraction(need, slots), log=log)
-    from workflow.train.loop import EXIT_STOPPED, StopFlag, Stopped, record_failure, train_cell
+    from workflow.testing import injected_faults
+    from workflow.train.cell import run_job
 
-    stop = StopFlag().install()  # SIGTERM and the warning signals: checkpoint at a batch boundary, then exit
-    try:
-        train_cell(cell, args.shard, args.out, init=args.init, threads=args.threads, log=log, stop=stop,
-                   until_epoch=getattr(args, "until_epoch", None))
-    except Stopped as stopped:  # not a result: the retry resumes from last.pt
-        log(str(stopped))
-        sys.exit(EXIT_STOPPED)
-    except OSError:
-        raise  # files or the machine: worth a retry, not a result
-    except Exception as error:  # the cell itself cannot train: record it, let the sweep go on
-        traceback.print_exc()
-        record_failure(cell, args.out, error)
-        log(f"done: status failed ({type(error).__name__}: {error})")
+    with injected_faults():  # nothing unless a test sets TLSWEEP_INJECT_OOM_* or TLSWEEP_SIGNAL_AT_STEP
+        status = run_job(cell, args.shard, args.out, init=args.init, threads=args.threads, log=log,
+                         until_epoch=getattr(args, "until_epoch", None))
+    if status:  # stopped by a signal: a retry resumes it
+        sys.exit(status)
 
 
 def cmd_probe(args) -> None:

@@ -21,7 +21,10 @@ import torchvision
 from workflow.data.normalize import Normalizer
 from workflow.train.models import PLAIN_MEAN, PLAIN_STD, set_trainable, build_classifier, set_train_mode
 from workflow.study.grid import DEFAULT_TRAINING, stage_settings
-from workflow.train.loop import Objective, configure_backends, make_optimizer, parameter_groups, pick_device, train_step
+from workflow.train.loop import train_step
+from workflow.train.objective import Objective
+from workflow.train.optim import make_optimizer, parameter_groups
+from workflow.train.runtime import configure_backends, pick_device
 
 CLASSES = 10  # the head's width hardly matters next to the backbone's
 OPTIMIZER_FOR_STATES = {0: ("sgd", 0.0), 1: ("sgd", 0.9), 2: ("adam", 0.0)}  # one with that many states per parameter

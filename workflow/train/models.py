@@ -26,6 +26,8 @@ from torch import nn
 from torchvision.models.inception import InceptionOutputs
 
 from workflow.train.backbones import get_backbone, resolution_error
+from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
+from workflow.train.weights import cached_weights_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,6 +37,7 @@ PLAIN_STD = (0.5, 0.5, 0.5)
 HEAD_DROPOUT = {"gap": 0.5, "mlp": 0.2}
 HEADS = ("gap", "mlp", "own")
 TRAIN_VALUES = "'head', 'all', 'last:N' or 'from:<module>'"
+
 
 class Classifier(nn.Module):
     """A backbone that outputs features, followed by a head.
@@ -61,11 +64,6 @@ def imagenet_weights(name: str):
     """torchvision's ImageNet weights enum member for a model name."""
     enum_name, member = get_backbone(name).weights.split(".")
     return getattr(getattr(torchvision.models, enum_name), member)
-
-
-def cached_weights_path(name: str) -> Path:
-    """Where torchvision keeps the ImageNet weights file of `name`: $TORCH_HOME/hub/checkpoints/<file>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / imagenet_weights(name).url.rsplit("/", 1)[1]
 
 
 def imagenet_normalization(name: str) -> tuple[tuple, tuple]:
@@ -96,12 +94,12 @@ def read_weights_file(path: str | Path) -> dict:
     """A tlsweep checkpoint, or a torchvision-format state dict wrapped as {"state_dict": ...}."""
     loaded = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(loaded, dict) and loaded.get("failed"):
-        raise ValueError(f"{path} holds no weights: cell {loaded['cell']} failed ({loaded['error']})")
+        raise StartingWeightsError(f"{path} holds no weights: cell {loaded['cell']} failed ({loaded['error']})")
     if isinstance(loaded, dict) and "model" in loaded and "model_name" in loaded:
         return loaded
     if isinstance(loaded, dict) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
         return {"state_dict": loaded}
-    raise ValueError(f"{path} is neither a tlsweep checkpoint nor a torchvision state dict")
+    raise StartingWeightsError(f"{path} is neither a tlsweep checkpoint nor a torchvision state dict")
 
 
 def load_state(module: nn.Module, state: dict, path, source_model: str, model_name: str, strict: bool = True):
@@ -109,7 +107,8 @@ def load_state(module: nn.Module, state: dict, path, source_model: str, model_na
     try:
         module.load_state_dict(state, strict=strict)
     except RuntimeError as error:
-        raise ValueError(f"checkpoint {path} (model {source_model!r}) does not fit model {model_name!r}: {error}") from None
+        raise StartingWeightsError(
+            f"checkpoint {path} (model {source_model!r}) does not fit model {model_name!r}: {error}") from None
 
 
 def split_head(model: nn.Module, name: str, head: str, num_classes: int, dropout: float | None):
@@ -165,7 +164,7 @@ def load_checkpoint(model: Classifier, checkpoint: dict, path, name: str) -> Non
     load_state(model, state, path, checkpoint["model_name"], name, strict=False)
     missing = [k for k in model.state_dict() if not k.startswith(skip) and k not in state]
     if missing:
-        raise ValueError(
+        raise StartingWeightsError(
             f"checkpoint {path} (model {checkpoint['model_name']!r}) does not fit model {name!r}: "
             f"it lacks {len(missing)} weights, e.g. {missing[:3]}"
         )
@@ -182,7 +181,7 @@ def build_classifier(name: str, num_classes: int, weights: str, dropout: float |
     """
     get_backbone(name)
     if resolution is not None and (problem := resolution_error(name, resolution)):
-        raise ValueError(problem)
+        raise ResolutionError(problem)
     model = build_torchvision(name, imagenet=weights == "imagenet")
     normalization = imagenet_normalization(name) if weights == "imagenet" else (PLAIN_MEAN, PLAIN_STD)
     checkpoint = None
@@ -220,7 +219,7 @@ def set_trainable(model: Classifier, train: str) -> None:
         layers = parameterised_layers(model)
         n = int(train[5:])
         if n > len(layers):
-            raise ValueError(
+            raise TrainValueError(
                 f"train {train!r}: this model with the {model.head_kind!r} head has only {len(layers)} "
                 f"parameterised layers"
             )
@@ -232,7 +231,7 @@ def set_trainable(model: Classifier, train: str) -> None:
         for _, module in modules_from(model, train[5:]):
             module.requires_grad_(True)
     else:
-        raise ValueError(f"unknown value {train!r} for what trains; choose {TRAIN_VALUES}")
+        raise TrainValueError(f"unknown value {train!r} for what trains; choose {TRAIN_VALUES}")
 
 
 def modules_from(model: Classifier, name: str) -> list[tuple[str, nn.Module]]:
@@ -240,13 +239,13 @@ def modules_from(model: Classifier, name: str) -> list[tuple[str, nn.Module]]:
     modules = dict(model.backbone.named_modules())
     if name not in modules or not name:
         tops = [n for n, _ in model.backbone.named_children()]
-        raise ValueError(f"train 'from:{name}': the backbone has no module {name!r}; its top-level modules "
+        raise TrainValueError(f"train 'from:{name}': the backbone has no module {name!r}; its top-level modules "
                          f"are {tops}")
     layers = parameterised_layers(model)
     first = next((i for i, (n, _) in enumerate(layers)
                   if n == f"backbone.{name}" or n.startswith(f"backbone.{name}.")), None)
     if first is None:
-        raise ValueError(f"train 'from:{name}': module {name!r} holds no parameters")
+        raise TrainValueError(f"train 'from:{name}': module {name!r} holds no parameters")
     return layers[first:]
 
 

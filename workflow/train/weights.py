@@ -4,6 +4,7 @@ On a cluster only the login node may reach the internet, so the fetch_weights
 rule runs there (a local rule) and training jobs read the cached file.
 torchvision names each file after the first hex digits of its SHA-256
 (``resnet18-f37072fd.pth``); the download is checked against that prefix.
+Imports no torch: the Snakefile asks it for the files when the config loads.
 """
 
 from __future__ import annotations
@@ -14,18 +15,32 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from workflow.data.download import ChecksumError, download, file_digest
+from workflow.train.backbones import get_backbone
 
 HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's convention
+DOWNLOADS = "https://download.pytorch.org/models/"
+
+
+def hub_dir() -> Path:
+    """torch.hub.get_dir() without torch: $TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub, else
+    ~/.cache/torch/hub."""
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def cached_weights_path(name: str) -> Path:
+    """Where torchvision keeps the ImageNet weights file of model `name`: <hub dir>/checkpoints/<file>."""
+    return hub_dir() / "checkpoints" / get_backbone(name).weights_file
+
+
+def weights_url(name: str) -> str:
+    """Where torchvision downloads the ImageNet weights file of model `name` from."""
+    return DOWNLOADS + get_backbone(name).weights_file
 
 
 def imagenet_files(models) -> dict[str, tuple[str, str]]:
-    """{model: (cached file, URL)} of the ImageNet weights of `models`; imports torch only if any."""
-    models = sorted(set(models))
-    if not models:
-        return {}
-    from workflow.train.models import cached_weights_path, imagenet_weights
-
-    return {name: (str(cached_weights_path(name)), imagenet_weights(name).url) for name in models}
+    """{model: (cached file, URL)} of the ImageNet weights of `models`."""
+    return {name: (str(cached_weights_path(name)), weights_url(name)) for name in sorted(set(models))}
 
 
 def fetch_weights(url: str, dest: str | os.PathLike) -> Path:

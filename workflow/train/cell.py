@@ -1,0 +1,208 @@
+"""Train one cell: set up, resume, run its stages, evaluate the best weights, write the outputs; and
+run it as a job (`run_job`): a stop signal exits with EXIT_STOPPED, a CellError is recorded as a
+failed cell.
+
+While a cell trains its best weights live in best-so-far.pt; best.pt, history.csv and, last,
+metrics.json are written once it is complete. last.pt and best-so-far.pt then go, unless the job
+trained to a budget (`until_epoch`, successive halving's rungs): a later job continues from them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from workflow.atomic import atomic_path, write_json
+from workflow.study.grid import stage_settings
+from workflow.train.epoch import predict_or_oom, run_epoch
+from workflow.train.errors import CellError
+from workflow.train.history import write_history
+from workflow.train.job import Job, open_job
+from workflow.train.loop import EpochPosition
+from workflow.train.metrics import classification_report
+from workflow.train.models import set_trainable
+from workflow.train.optim import Stage
+from workflow.train.runtime import versions
+from workflow.train.signals import EXIT_STOPPED, StopFlag, Stopped
+from workflow.train.state import BEST_SO_FAR, LAST, RunState, resume_run, save_checkpoint, save_last
+
+
+def resolved_stages(cell: dict) -> list[dict]:
+    """The cell's stages with every setting resolved."""
+    return [stage_settings(cell["training"], stage, cell["optimizer"], cell["train"])
+            for stage in cell["training"]["stages"]]
+
+
+def start_stage(job: Job, state: RunState, settings: dict, saved: dict | None = None) -> Stage:
+    """Make the stage's layers trainable and start its optimizer, schedule and early stopping
+    (from `saved`, when an earlier job stopped inside the stage)."""
+    set_trainable(job.model, settings["train"])
+    state.stage_trainable[settings["name"]] = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
+    stage = Stage.start(job.model, settings, job.cell["lr"] * settings["lr_factor"])
+    if saved is not None:
+        stage.load_state_dict(saved)
+    return stage
+
+
+def run_stages(job: Job, state: RunState, saved_stage: dict | None = None, position: EpochPosition | None = None,
+               until_epoch: int | None = None) -> None:
+    """Train through the cell's stages from where `state` (and `position`, inside an epoch) stands;
+    with `until_epoch`, stop once that many epochs (all stages together) are done. A stop signal
+    ends it with `Stopped` once last.pt is written."""
+    stages = resolved_stages(job.cell)
+
+    def going_on() -> bool:
+        return state.stage_index < len(stages) and state.status == "ok" and (
+            until_epoch is None or state.epoch < until_epoch)
+
+    while going_on():
+        index = state.stage_index
+        inside = state.stage_epoch > 0 or position is not None  # the run stopped inside this stage
+        stage = start_stage(job, state, stages[index], saved_stage if inside else None)
+        saved_stage = None
+        while state.stage_index == index and going_on():
+            run_epoch(job, state, stage, position)
+            position = None
+            if job.stop.signal and state.status == "ok" and state.stage_index < len(stages):
+                # the signal came while validating or checkpointing: stop at the epoch's end
+                save_last(job, state, stage, stopped_by=job.stop.signal)
+                raise Stopped(job.stop.signal, state.epoch)
+
+
+def evaluate_best(job: Job, state: RunState) -> tuple[dict, float | None]:
+    """Load the best weights (the starting ones, saved as such, when no epoch finished) and score them
+    on the test split: (classification report, test loss), ({}, None) after an out-of-memory error."""
+    best_path = job.out_dir / BEST_SO_FAR
+    if state.best_epoch is None:
+        save_checkpoint(best_path, job.model, job.cell, job.normalization, 0)
+    else:
+        job.model.load_state_dict(torch.load(best_path, map_location=job.device, weights_only=False)["model"])
+    if job.device.type == "cuda":
+        torch.cuda.empty_cache()  # after an out-of-memory error, what the failed step held
+    predicted = predict_or_oom(job, state, job.test, "test")
+    if predicted is None:
+        return {}, None
+    scores, test_loss = predicted
+    return classification_report(scores, job.test.labels.cpu().numpy(), job.class_names), test_loss
+
+
+def stage_summaries(cell: dict, state: RunState) -> list[dict]:
+    """Each stage's resolved settings, epochs run, trainable parameters and wall time."""
+    rows = []
+    for stage in resolved_stages(cell):
+        name = stage["name"]
+        rows.append({
+            **stage, "lr": cell["lr"] * stage["lr_factor"],
+            "epochs_run": sum(1 for row in state.history if row["stage"] == name),
+            "trainable_parameters": state.stage_trainable.get(name),
+            "wall_time_s": round(state.stage_seconds[name], 3) if name in state.stage_seconds else None,
+        })
+    return rows
+
+
+def cell_metrics(job: Job, state: RunState, report: dict, test_loss: float | None, wall_time_s: float) -> dict:
+    """metrics.json of a trained cell: status, test metrics, time, memory, stages and how it ran."""
+    cell, device, training = job.cell, job.device, job.cell["training"]
+    return {
+        "cell": cell["id"],
+        "status": state.status,
+        "diverged_epoch": state.diverged_epoch,
+        "oom": state.oom,
+        "test_accuracy": report.get("accuracy"),  # top-1
+        "test_top5_accuracy": report.get("top5_accuracy"),
+        "test_loss": test_loss,
+        "test_macro_f1": report.get("macro_f1"),
+        "test_auc": report.get("roc_auc"),
+        "test_false_negative_rate": report.get("false_negative_rate"),
+        "best_val_accuracy": state.best_val_accuracy if state.best_epoch else None,
+        "epochs_run": len(state.history),
+        "best_epoch": state.best_epoch,
+        "wall_time_s": round(wall_time_s, 3),
+        "train_time_s": round(state.train_seconds, 3),
+        "time_to_best_s": None if state.time_to_best_s is None else round(state.time_to_best_s, 3),
+        "images_per_s": round(state.train_images / state.train_seconds, 1) if state.train_seconds else None,
+        "peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        if device.type == "cuda" else None,
+        "micro_batch_size": job.micro.size,  # training.oom_micro_batches; None: never split
+        "device": str(device),
+        "stages": stage_summaries(cell, state),
+        "per_class": report.get("per_class"),
+        "confusion_matrix": report.get("confusion_matrix"),
+        "versions": versions(),
+        "run": {
+            "head": job.model.head_kind,
+            "normalization": {"mean": list(job.normalization[0]), "std": list(job.normalization[1])},
+            "aux_classifier": getattr(job.model.backbone, "AuxLogits", None) is not None, "bf16": job.amp,
+            "compiled": training["compile"], "deterministic": training["deterministic"], "threads": job.threads,
+            "resumed_after_epochs": state.resumed_after, "resumes": state.resumes,
+            "micro_batches": job.micro.changes,
+        },
+        "config": cell,
+    }
+
+
+def write_outputs(job: Job, state: RunState, metrics: dict, keep_resumable: bool) -> None:
+    """best.pt, history.csv and, last, metrics.json (its presence means the cell is complete); then
+    last.pt and best-so-far.pt go unless `keep_resumable`."""
+    best_so_far = job.out_dir / BEST_SO_FAR
+    with atomic_path(job.out_dir / "best.pt") as tmp:
+        shutil.copyfile(best_so_far, tmp)
+    write_history(job.out_dir / "history.csv", state.history)
+    write_json(job.out_dir / "metrics.json", metrics)
+    if not keep_resumable:
+        (job.out_dir / LAST).unlink(missing_ok=True)
+        best_so_far.unlink()  # after last.pt: a job killed in between starts afresh, never resumes without it
+
+
+def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | Path | None = None,
+               threads: int = 1, log=print, stop: StopFlag | None = None, until_epoch: int | None = None) -> dict:
+    """Train one cell from its resolved config (resuming last.pt if it fits); writes metrics.json,
+    history.csv and best.pt, and returns the metrics. A set `stop` flag ends it early with `Stopped`,
+    last.pt and no outputs. With `until_epoch` (a budget, all stages together) it stops after that many
+    epochs and keeps last.pt and best-so-far.pt for a later call with a larger budget."""
+    started = time.perf_counter()
+    job = open_job(cell, shard, out_dir, init, threads, log, stop)
+    state, saved_stage, position = resume_run(job)
+    log(f"cell {cell['id']} on {job.device}: {len(job.train)} train / {len(job.val)} val / "
+        f"{len(job.test)} test images")
+    run_stages(job, state, saved_stage, position, until_epoch)
+    report, test_loss = evaluate_best(job, state)
+    metrics = cell_metrics(job, state, report, test_loss, time.perf_counter() - started)
+    write_outputs(job, state, metrics, keep_resumable=until_epoch is not None)
+    log(f"done: status {state.status}, test accuracy {metrics['test_accuracy']}, best epoch {state.best_epoch}")
+    return metrics
+
+
+def record_failure(cell: dict, out_dir: str | Path, error: BaseException) -> dict:
+    """Write a failed cell's outputs: metrics.json with status `failed` and the error, an empty
+    history.csv and a best.pt that says it holds no weights (so seeded cells fail clearly too)."""
+    out_dir = Path(out_dir)
+    message = f"{type(error).__name__}: {error}"
+    with atomic_path(out_dir / "best.pt") as tmp:
+        torch.save({"failed": True, "cell": cell["id"], "error": message}, tmp)
+    write_history(out_dir / "history.csv", [])
+    metrics = {"cell": cell["id"], "status": "failed", "error": message, "versions": versions(), "config": cell}
+    write_json(out_dir / "metrics.json", metrics)  # last, as for a finished cell
+    return metrics
+
+
+def run_job(cell: dict, shard: str | Path, out_dir: str | Path, init: str | Path | None = None,
+            threads: int = 1, log=print, until_epoch: int | None = None) -> int:
+    """Train one cell as a job and return its exit status. Stop signals set a flag (StopFlag): a stopped
+    run returns EXIT_STOPPED, and a retry resumes it. A CellError is recorded as a failed cell (status
+    0: the sweep goes on); any other exception (a bug, a missing file, the machine) propagates."""
+    stop = StopFlag().install()
+    try:
+        train_cell(cell, shard, out_dir, init=init, threads=threads, log=log, stop=stop, until_epoch=until_epoch)
+    except Stopped as stopped:  # not a result: the retry resumes from last.pt
+        log(str(stopped))
+        return EXIT_STOPPED
+    except CellError as error:  # the cell itself cannot train: record it, let the sweep go on
+        traceback.print_exc()
+        record_failure(cell, out_dir, error)
+        log(f"done: status failed ({type(error).__name__}: {error})")
+    return 0

@@ -1,0 +1,73 @@
+"""What one cell's training works with (`Job`), and setting it up from the cell's config: threads,
+device and backends, seeds, the prepared dataset's splits, the model and its starting weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from workflow.data.batches import load_splits
+from workflow.data.device_split import DeviceSplit
+from workflow.data.normalize import Normalizer
+from workflow.data.shards import read_class_names
+from workflow.train.loop import MicroBatching
+from workflow.train.models import Classifier, build_classifier
+from workflow.train.objective import Objective
+from workflow.train.runtime import configure_backends, pick_device, seed_everything
+from workflow.train.signals import StopFlag
+from workflow.train.state import run_fingerprint
+
+
+@dataclass
+class Job:
+    """What one cell's training works with."""
+
+    cell: dict  # the resolved cell config (workflow.study.grid.Cell.to_dict)
+    model: Classifier
+    normalization: tuple  # (mean, std) the model's input is normalised with
+    class_names: list[str]
+    train: DeviceSplit
+    val: DeviceSplit
+    test: DeviceSplit
+    normalize: Normalizer  # augments (training.augment) and normalises a batch
+    device: torch.device
+    amp: bool  # bf16 autocast
+    threads: int
+    out_dir: Path  # the cell's folder
+    fingerprint: dict  # what its last.pt must have been written for (state.run_fingerprint)
+    generator: torch.Generator  # shuffles and augments the training split
+    objective: Objective
+    log: Callable[[str], None]
+    stop: StopFlag
+    micro: MicroBatching
+
+
+def open_job(cell: dict, shard: str | Path, out_dir: str | Path, init: str | Path | None = None,
+             threads: int = 1, log=print, stop: StopFlag | None = None) -> Job:
+    """Set up one cell's training from its resolved config, the prepared dataset `shard` (its index
+    JSON or one shard file) and the checkpoint `init` that its weights may start from."""
+    training = cell["training"]
+    torch.set_num_threads(threads)
+    device = pick_device()
+    configure_backends(device, training["deterministic"])
+    seed_everything(cell["seed"])
+    class_names = read_class_names(shard)
+    train, val, test = load_splits(shard, ("train", "val", "test"), device, training["loader"])
+    model, normalization = build_classifier(cell["model"], len(class_names), cell["weights"], training["dropout"],
+                                            init, head=training["head"], resolution=cell["resolution"])
+    model = model.to(device, memory_format=torch.channels_last)
+    if training["compile"]:
+        model.compile()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    return Job(
+        cell=cell, model=model, normalization=normalization, class_names=class_names,
+        train=train, val=val, test=test, normalize=Normalizer(*normalization, device, training["augment"]),
+        device=device, amp=training["bf16"] and device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        threads=threads, out_dir=Path(out_dir), fingerprint=run_fingerprint(cell, shard, init),
+        generator=torch.Generator().manual_seed(cell["seed"]), objective=Objective(training, cell["seed"]),
+        log=log, stop=stop or StopFlag(), micro=MicroBatching(allowed=training["oom_micro_batches"]),
+    )

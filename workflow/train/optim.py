@@ -1,0 +1,143 @@
+"""How a stage learns: parameter groups and the optimizer, the learning-rate schedule, early stopping,
+and `Stage`, which holds the three for one stage and saves and restores them with last.pt."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULES = ("cosine", "plateau", "step")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
+    """Trainable parameters; 1-D ones (biases, norm scales and shifts) get no weight decay unless asked."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_norm_and_bias:
+        return [{"params": params, "weight_decay": weight_decay}]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def make_optimizer(settings: dict, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov), Adam, AdamW or RMSprop (momentum) by name."""
+    name = settings["optimizer"]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=settings["momentum"], nesterov=settings["nesterov"])
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, momentum=settings["momentum"])
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
+
+
+class Schedule:
+    """A stage's learning rate per epoch: optional linear warm-up, then plateau, cosine or step."""
+
+    def __init__(self, settings: dict, base_lr: float):
+        if settings["schedule"] not in SCHEDULES:
+            raise ValueError(f"unknown schedule {settings['schedule']!r}; choose one of {list(SCHEDULES)}")
+        self.settings = settings
+        self.base_lr = base_lr
+        self.epoch = 0  # epochs finished in this stage
+        self.scale = 1.0  # plateau: the product of its cuts so far
+        self.best = -math.inf
+        self.bad_epochs = 0
+
+    def lr(self) -> float:
+        """The learning rate of the next epoch."""
+        s, warmup = self.settings, self.settings["warmup_epochs"]
+        if self.epoch < warmup:
+            return self.base_lr * (self.epoch + 1) / (warmup + 1)
+        t = self.epoch - warmup
+        if s["schedule"] == "step":
+            return self.base_lr * s["step"]["factor"] ** (t // s["step"]["every"])
+        if s["schedule"] == "cosine":
+            span = max(s["epochs"] - warmup - 1, 1)
+            low = self.base_lr * s["cosine"]["min_lr_factor"]
+            return low + (self.base_lr - low) * (1 + math.cos(math.pi * min(t / span, 1.0))) / 2
+        return self.base_lr * self.scale
+
+    def step(self, val_accuracy: float) -> None:
+        """End an epoch; the plateau schedule cuts after more than `patience` epochs without progress."""
+        self.epoch += 1
+        if self.settings["schedule"] != "plateau" or self.epoch <= self.settings["warmup_epochs"]:
+            return
+        if val_accuracy > self.best:
+            self.best, self.bad_epochs = val_accuracy, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs > self.settings["plateau"]["patience"]:
+                self.scale *= self.settings["plateau"]["factor"]
+                self.bad_epochs = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "scale": self.scale, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
+
+class EarlyStopping:
+    """A stage ends once `patience` epochs in a row brought no better validation accuracy than its best."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best = -math.inf  # the stage's best validation accuracy
+        self.since_best = 0  # epochs since it
+
+    def step(self, val_accuracy: float) -> bool:
+        """End an epoch; whether the stage stops here."""
+        if val_accuracy > self.best:
+            self.best, self.since_best = val_accuracy, 0
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "since_best": self.since_best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.since_best = state["best"], state["since_best"]
+
+
+@dataclass
+class Stage:
+    """One stage as it trains: its resolved settings, optimizer, schedule and early stopping."""
+
+    settings: dict  # workflow.study.grid.stage_settings
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    early_stopping: EarlyStopping
+
+    @classmethod
+    def start(cls, model: nn.Module, settings: dict, base_lr: float) -> "Stage":
+        """A stage's first epoch, for the parameters of `model` that are trainable now."""
+        groups = parameter_groups(model, settings["weight_decay"], settings["decay_norm_and_bias"])
+        return cls(settings, make_optimizer(settings, groups, base_lr), Schedule(settings, base_lr),
+                   EarlyStopping(settings["early_stopping"]["patience"]))
+
+    @property
+    def name(self) -> str:
+        return self.settings["name"]
+
+    def set_lr(self) -> float:
+        """Give the optimizer the schedule's learning rate for the next epoch, and return it."""
+        lr = self.schedule.lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "early_stopping": self.early_stopping.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.early_stopping.load_state_dict(state["early_stopping"])

@@ -1,0 +1,154 @@
+"""A cell's run state and its checkpoints.
+
+`RunState` is what training tracks across epochs and stages. last.pt, written
+atomically after every epoch and when a stop signal ends a run, holds it with
+the model, the stage's optimizer, schedule and early stopping, every random
+state and the position inside an epoch. A job with the same cell config and
+input files resumes from it, and on the CPU in deterministic mode ends with the
+same history as a run that was never stopped. best-so-far.pt holds the best
+weights so far.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from workflow.atomic import atomic_path
+from workflow.train.loop import EpochPosition, MicroBatching
+from workflow.train.optim import Stage
+
+if TYPE_CHECKING:
+    from workflow.train.job import Job
+
+LAST = "last.pt"
+BEST_SO_FAR = "best-so-far.pt"
+LAST_FORMAT = 2  # the layout of last.pt; one of another layout is not resumed
+
+
+@dataclass
+class RunState:
+    """What the training loop tracks across epochs and stages; saved in last.pt."""
+
+    history: list[dict] = field(default_factory=list)
+    best_val_accuracy: float = -1.0
+    best_epoch: int | None = None
+    status: str = "ok"
+    diverged_epoch: int | None = None
+    oom: dict | None = None  # {"phase", "epoch", "batch_size"} of an out-of-memory failure
+    epoch: int = 0  # epochs finished, all stages together
+    stage_index: int = 0
+    stage_epoch: int = 0  # epochs finished in the current stage
+    train_images: int = 0
+    train_seconds: float = 0.0
+    elapsed_s: float = 0.0  # wall time of the epochs so far, validation included
+    time_to_best_s: float | None = None
+    stage_seconds: dict = field(default_factory=dict)
+    stage_trainable: dict = field(default_factory=dict)  # stage name -> trainable parameter count
+    resumed_after: list[int] = field(default_factory=list)  # epochs after which the job was restarted
+    # one per restart: {"epoch": epochs finished, "batch": batches done in the next one (None: at the
+    # epoch's end), "signal": what stopped the attempt before (None: it was killed)}
+    resumes: list[dict] = field(default_factory=list)
+
+
+def file_identity(path) -> dict:
+    """Enough of a file's identity to notice that it was replaced."""
+    stat = os.stat(path)
+    return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def run_fingerprint(cell: dict, shard, init) -> dict:
+    """What a last.pt must have been written for to be resumed: the cell config and its input files."""
+    return {"cell": cell, "shard": file_identity(shard), "init": file_identity(init) if init else None}
+
+
+def save_checkpoint(path: Path, model, cell: dict, normalization, epoch: int) -> None:
+    """Write the model weights and what is needed to reuse them, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(
+            {"model": model.state_dict(), "model_name": cell["model"], "head": model.head_kind,
+             "cell": cell, "normalization": normalization, "epoch": epoch},
+            tmp,
+        )
+
+
+def rng_states(job: Job) -> dict:
+    """Every random state the training loop draws from."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "shuffle": job.generator.get_state(),
+        "mixup": job.objective.rng.bit_generator.state,
+    }
+
+
+def restore_rng_states(job: Job, states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    job.generator.set_state(states["shuffle"])
+    job.objective.rng.bit_generator.state = states["mixup"]
+
+
+def save_last(job: Job, state: RunState, stage: Stage, position: EpochPosition | None = None,
+              stopped_by: str | None = None) -> None:
+    """The resumable checkpoint, written atomically: at an epoch's end, or inside one at `position`."""
+    with atomic_path(job.out_dir / LAST) as tmp:
+        torch.save({
+            "format": LAST_FORMAT, "fingerprint": job.fingerprint, "model": job.model.state_dict(),
+            "stage": stage.state_dict(), "state": asdict(state), "rng": rng_states(job),
+            "micro": asdict(job.micro),
+            "position": None if position is None else asdict(position), "stopped_by": stopped_by,
+        }, tmp)
+
+
+def load_last(path: Path, fingerprint: dict, log) -> dict | None:
+    """The resumable checkpoint at `path` if there is one for this very cell config and inputs."""
+    if not path.exists():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        log(f"not resuming: {path} is unreadable ({error})")
+        return None
+    if checkpoint.get("fingerprint") != fingerprint:
+        log(f"not resuming: {path} belongs to another cell config or other input files")
+        return None
+    if checkpoint.get("format") != LAST_FORMAT:
+        log(f"not resuming: {path} was written by another version of tlsweep")
+        return None
+    return checkpoint
+
+
+def resume_run(job: Job) -> tuple[RunState, dict | None, EpochPosition | None]:
+    """Where the job's run stands: from the job folder's last.pt when it fits (its model weights, random
+    states and micro-batching are restored into `job`), else at the start. Returns the run state, the
+    saved stage state (optimizer, schedule, early stopping) and the position inside an epoch."""
+    path = job.out_dir / LAST
+    saved = load_last(path, job.fingerprint, job.log)
+    if saved is None:
+        (job.out_dir / BEST_SO_FAR).unlink(missing_ok=True)  # best weights of an earlier, unrelated run
+        return RunState(), None, None
+    job.model.load_state_dict(saved["model"])
+    state = RunState(**saved["state"])
+    restore_rng_states(job, saved["rng"])
+    job.micro = MicroBatching(**saved["micro"])
+    position, stopped_by = EpochPosition.restore(saved["position"], job.device), saved["stopped_by"]
+    state.resumed_after.append(state.epoch)
+    state.resumes.append({"epoch": state.epoch, "batch": position.batches if position else None,
+                          "signal": stopped_by})
+    job.log(f"resuming from {path} after epoch {state.epoch}"
+            + (f" and {position.batches} batches of epoch {position.epoch}" if position else "")
+            + (f" (the last job was stopped by {stopped_by})" if stopped_by else ""))
+    return state, saved["stage"], position
