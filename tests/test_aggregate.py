@@ -7,7 +7,7 @@ import pytest
 
 import fakecells
 from fakecells import find, make_study, write_cell
-from workflow.__main__ import main
+from workflow.cli import main
 from workflow.results.aggregate import METRICS, collect, labels
 from workflow.study.outputs import HISTORY_FORMATS, TABLE_FORMATS, study_tables
 from workflow.study.grid import AXES

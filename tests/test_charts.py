@@ -10,7 +10,7 @@ import vl_convert
 from altair.vegalite.v6.schema import core as vegalite
 
 from fakecells import make_study, study_config, write_cell
-from workflow.__main__ import main
+from workflow.cli import main
 from workflow.results.aggregate import collect
 from workflow.results.charts import CHARTS, pareto_front
 from workflow.study.outputs import CHART_FORMATS, study_charts
