@@ -109,7 +109,10 @@ def landing_html(best: pd.DataFrame, selection: str | None, caveats: list[Caveat
     text = [f"<p><strong>Recommendation</strong> (chosen on {esc(chosen)}, confirmed on test; per-model bests "
             "in the <em>best</em> table):</p>", f"<ul>{''.join(items) or '<li>nothing finished</li>'}</ul>"]
     if caveats:
-        shorts = list(dict.fromkeys(f"{c.short} ({c.where})" for c in caveats))
+        places = {}
+        for caveat in caveats:
+            places.setdefault(caveat.short, []).append(caveat.where)
+        shorts = [f"{short} ({', '.join(dict.fromkeys(where))})" for short, where in places.items()]
         more = f"; and {len(shorts) - LANDING_WARNINGS} more" if len(shorts) > LANDING_WARNINGS else ""
         text.append(f"<p><strong>{len(caveats)} warning{'s' if len(caveats) > 1 else ''}</strong>: "
                     f"{esc('; '.join(shorts[:LANDING_WARNINGS]) + more)} (see the <em>best</em> table).</p>")
