@@ -23,13 +23,20 @@ def warnings_of(study, selection=None) -> dict:
     return found
 
 
-def clean(tmp_path, **grid):
-    """Two seeds per configuration, 300 validation and test images (100 per class): sgd clearly best."""
-    study = make_study(tmp_path, optimizer=["sgd", "adam"], seed=[0, 1], **grid)
-    for seed in (0, 1):
-        write_run(study, find(study, optimizer="sgd", seed=seed), mask(300, 280 + seed), mask(300, 285))
-        write_run(study, find(study, optimizer="adam", seed=seed), mask(300, 200 + seed), mask(300, 240))
+def two_configs(path, axis: str, first: tuple, second: tuple, n_test: int = 300, n_val: int = 300, classes: int = 3):
+    """Two configurations differing on `axis`, two seeds each: (value, test images right, validation images
+    right); seed s gets s more test images right."""
+    study = make_study(path, **{axis: [first[0], second[0]]}, seed=[0, 1])
+    for value, test, val in (first, second):
+        for seed in (0, 1):
+            write_run(study, find(study, **{axis: value}, seed=seed), mask(n_test, test + seed), mask(n_val, val),
+                      classes=classes)
     return study
+
+
+def clean(tmp_path):
+    """300 validation and test images (100 per class): sgd clearly best on both."""
+    return two_configs(tmp_path, "optimizer", ("sgd", 280, 285), ("adam", 200, 240))
 
 
 def test_a_clean_study_has_no_warning(tmp_path):
@@ -47,50 +54,34 @@ def test_within_noise_of_the_runner_up(tmp_path):
 
 
 def test_a_tie_on_validation_is_within_noise_too(tmp_path):
-    study = make_study(tmp_path, optimizer=["sgd", "adam"], seed=[0, 1])
-    for optimizer, right in (("sgd", 280), ("adam", 200)):
-        for seed in (0, 1):
-            write_run(study, find(study, optimizer=optimizer, seed=seed), mask(300, right + seed), mask(300, 285))
+    study = two_configs(tmp_path, "optimizer", ("sgd", 280, 285), ("adam", 200, 285))
     assert "tied on validation" in warnings_of(study)["within noise"]
 
 
 def test_no_better_than_chance(tmp_path):
-    study = make_study(tmp_path, optimizer=["sgd", "adam"], seed=[0, 1])
-    for seed in (0, 1):  # 3 balanced classes: always answering one scores 1/3
-        write_run(study, find(study, optimizer="sgd", seed=seed), mask(300, 105 + seed), mask(300, 285))
-        write_run(study, find(study, optimizer="adam", seed=seed), mask(300, 60 + seed), mask(300, 240))
+    # 3 balanced classes: always answering one scores 1/3
+    study = two_configs(tmp_path, "optimizer", ("sgd", 105, 285), ("adam", 60, 240))
     message = warnings_of(study)["chance"]
     assert "no better than chance: test accuracy 0.3517" in message and "against chance 0.3333" in message
     assert "chance" not in warnings_of(clean(tmp_path / "clean"))
 
 
 def test_no_better_than_the_head_alone(tmp_path):
-    study = make_study(tmp_path, train=["head", "all"], seed=[0, 1])
-    for seed in (0, 1):
-        write_run(study, find(study, train="all", seed=seed), mask(300, 252 + seed), mask(300, 285))
-        write_run(study, find(study, train="head", seed=seed), mask(300, 250 + seed), mask(300, 270))
+    study = two_configs(tmp_path, "train", ("all", 252, 285), ("head", 250, 270))
     message = warnings_of(study)["head only"]
     assert "the winner (train=all) is no better than training the head alone (train=head)" in message
     assert "paired bootstrap + Welch" in message
-    worse_head = make_study(tmp_path / "worse", train=["head", "all"], seed=[0, 1])
-    for seed in (0, 1):
-        write_run(worse_head, find(worse_head, train="all", seed=seed), mask(300, 280 + seed), mask(300, 285))
-        write_run(worse_head, find(worse_head, train="head", seed=seed), mask(300, 200 + seed), mask(300, 270))
+    worse_head = two_configs(tmp_path / "worse", "train", ("all", 280, 285), ("head", 200, 270))
     assert "head only" not in warnings_of(worse_head)
 
 
 def test_a_split_too_small_to_separate_configurations(tmp_path):
-    study = make_study(tmp_path, optimizer=["sgd", "adam"], seed=[0, 1])
-    for seed in (0, 1):
-        write_run(study, find(study, optimizer="sgd", seed=seed), mask(12, 11), mask(135, 130))
-        write_run(study, find(study, optimizer="adam", seed=seed), mask(12, 6), mask(135, 100))
+    study = two_configs(tmp_path, "optimizer", ("sgd", 10, 130), ("adam", 6, 100), n_test=12, n_val=135)
     message = warnings_of(study)["small split"]
     assert "the test split has 12 images, 4 in its smallest class" in message
     assert "the validation split has 135 images, 45 in its smallest class" not in message  # 135 and 45: enough
-    three = make_study(tmp_path / "few", optimizer=["sgd", "adam"], seed=[0, 1])
-    for seed in (0, 1):  # 135 test images but 15 of the smallest of 9 classes
-        write_run(three, find(three, optimizer="sgd", seed=seed), mask(135, 130), mask(300, 290), classes=9)
-        write_run(three, find(three, optimizer="adam", seed=seed), mask(135, 100), mask(300, 240), classes=9)
+    # 135 test images but 15 of the smallest of 9 classes
+    three = two_configs(tmp_path / "few", "optimizer", ("sgd", 130, 290), ("adam", 100, 240), n_test=135, classes=9)
     assert "135 images, 15 in its smallest class" in warnings_of(three)["small split"]
 
 
@@ -141,10 +132,7 @@ def test_a_selection_that_cannot_be_used(tmp_path):
 
 
 def test_validation_and_test_disagree(tmp_path):
-    study = make_study(tmp_path, optimizer=["sgd", "adam"], seed=[0, 1])
-    for seed in (0, 1):
-        write_run(study, find(study, optimizer="sgd", seed=seed), mask(300, 210 + seed), mask(300, 270))
-        write_run(study, find(study, optimizer="adam", seed=seed), mask(300, 270 + seed), mask(300, 255))
+    study = two_configs(tmp_path, "optimizer", ("sgd", 210, 270), ("adam", 270, 255))
     message = warnings_of(study)["validation and test disagree"]
     assert "optimizer=adam is better than the winner (optimizer=sgd) on test: test accuracy 0.9017 vs 0.7017" in message
 
