@@ -75,10 +75,11 @@ def test_delong_interval_covers_like_a_bootstrap():
     assert (high - low) / 2 == pytest.approx(1.96 * np.std(resampled), rel=0.1)
 
 
-def test_weighted_auc_of_a_resample_is_the_auc_of_the_resampled_images():
+@pytest.mark.parametrize("decimals", [1, 12])  # many ties, and none
+def test_weighted_auc_of_a_resample_is_the_auc_of_the_resampled_images(decimals):
     rng = np.random.default_rng(5)
     positive = rng.random(60) < 0.5
-    scores = np.round(rng.random(60), 1)
+    scores = np.round(rng.random(60), decimals)
     counts = next(bootstrap_counts(60, resamples=5, seed=1))
     assert (counts.sum(axis=1) == 60).all()
     for row, auc in zip(counts, weighted_auc(counts, scores, positive)):

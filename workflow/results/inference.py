@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
-RESAMPLES = 2000  # paired bootstrap draws
+RESAMPLES = 1000  # paired bootstrap draws: p-values to 1/500, Monte Carlo error about 0.007 at p = 0.05
 BOOTSTRAP_SEED = 0
 CHUNK = 100  # bootstrap draws held in memory at once
 
@@ -80,18 +80,25 @@ def bootstrap_counts(n: int, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_S
     for start in range(0, resamples, CHUNK):
         size = min(CHUNK, resamples - start)
         picks = rng.integers(0, n, size=(size, n)) + np.arange(size)[:, None] * n
-        yield np.bincount(picks.ravel(), minlength=size * n).reshape(size, n)
+        yield np.bincount(picks.ravel(), minlength=size * n).reshape(size, n).astype(np.int32)
 
 
 def weighted_auc(counts: np.ndarray, scores: np.ndarray, is_positive: np.ndarray) -> np.ndarray:
     """ROC AUC of each resample (a row of counts: how often each image is in it), ties counting half."""
     order = np.argsort(scores, kind="stable")
     sorted_scores = scores[order]
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])  # groups of equal scores
-    weights = counts[:, order].astype(float)
+    weights = counts[:, order]
     positive = is_positive[order]
-    pos = np.add.reduceat(weights * positive, starts, axis=1)
-    neg = np.add.reduceat(weights * ~positive, starts, axis=1)
+    if np.all(sorted_scores[1:] != sorted_scores[:-1]):  # no ties: each positive outranks the negatives before it
+        negatives = weights * ~positive
+        below = np.cumsum(negatives, axis=1, dtype=np.int64) - negatives
+        pos = weights[:, positive]
+        above = np.einsum("ij,ij->i", pos.astype(float), below[:, positive].astype(float))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return above / (pos.sum(axis=1, dtype=np.int64) * negatives.sum(axis=1, dtype=np.int64))
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])  # groups of equal scores
+    pos = np.add.reduceat(weights * positive, starts, axis=1).astype(float)
+    neg = np.add.reduceat(weights * ~positive, starts, axis=1).astype(float)
     below = np.cumsum(neg, axis=1) - neg
     with np.errstate(invalid="ignore", divide="ignore"):
         return (pos * (below + neg / 2)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
