@@ -73,6 +73,9 @@ def test_landing_page_opens_with_the_study_and_its_recommendation(demo_like):
             "d1 / mobilenet_v2, d1 / resnet18)") in text
     assert "align-items:flex-start" in body  # Snakemake centres the panel vertically: a tall one loses its top
     assert estimated_height(body) < HEADROOM_PX, estimated_height(body)
+    best_md = (study.out / "tables" / "best.md").read_text()  # the per-model bests under the overall one
+    assert "\n  - best mobilenet_v2: optimizer=rmsprop batch_size=64: validation accuracy 0.9556;" in best_md
+    assert "\n  - best resnet18: optimizer=" in best_md
 
 
 def test_landing_page_without_results_yet(tmp_path):

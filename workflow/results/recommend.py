@@ -47,9 +47,11 @@ def ties(row: pd.Series, limit: int = LISTED) -> str:
 
 
 def sentence(row: pd.Series) -> str:
-    """One recommendation: what was chosen, on what, its confirmation and its ties."""
+    """One recommendation: what was chosen (with its model, unless the line names the model already), on
+    what, its confirmation and its ties."""
     words = SELECTIONS[row["selection"]][2]
-    return (f"{chosen_name(row)}: {words} {_value(row['val_value'])}; {confirmation(row)}; {ties(row)}.")
+    name = row["config"] if row["scope"] == "per model" else chosen_name(row)
+    return f"{name}: {words} {_value(row['val_value'])}; {confirmation(row)}; {ties(row)}."
 
 
 def selection_line(best: pd.DataFrame, selection: str | None) -> str:
