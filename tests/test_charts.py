@@ -216,3 +216,14 @@ def test_accuracy_vs_time_labels_its_points_in_the_image(tmp_path):
     curves = CHARTS["train_curves"](*collect(study)).to_dict()
     colour = next(encoding["color"] for kind, encoding, _ in marks(curves) if kind == "line")
     assert colour["field"] == "runs" and colour["scale"]["scheme"] == "tableau10"  # a hue per configuration
+
+
+def test_configs_chart_takes_rank_and_verdict_from_the_aggregate(measured_study):
+    summary, histories = measured_study
+    flipped = summary.assign(rank=summary["rank"].max() + 1 - summary["rank"], verdict="worse")
+    spec = CHARTS["configs"](flipped, histories).to_dict()
+    rows = [row for rows in spec["datasets"].values() for row in rows if "verdict" in row]
+    assert {row["verdict"] for row in rows} == {"worse"}
+    by_cells = {row["cells"].split()[0]: row["rank"] for row in rows}
+    expected = flipped.dropna(subset=["rank"]).set_index("cell")["rank"]
+    assert by_cells and all(by_cells[cell] == expected[cell] for cell in by_cells)

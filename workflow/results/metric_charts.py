@@ -189,10 +189,12 @@ def configs_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
     configs = _ok_configs(summary)
     if configs.empty:
         return placeholder("No configuration has a finished run.")
-    if "verdict" in summary and summary["verdict"].notna().any():  # the aggregate's verdicts, paired tests included
-        verdicts = summary.dropna(subset=["verdict"]).set_index("cell")["verdict"]
-        configs["verdict"] = [verdicts.get(cells.split()[0], verdict) if cells else verdict
-                              for cells, verdict in zip(configs["cells"], configs["verdict"])]
+    if "verdict" in summary and summary["verdict"].notna().any():  # the aggregate's: its selection, paired tests
+        standing = summary.dropna(subset=["verdict"]).set_index("cell")[["rank", "verdict"]]
+        first = configs["cells"].str.split().str[0]
+        known = first.isin(standing.index)
+        configs.loc[known, "rank"] = standing.loc[first[known], "rank"].to_numpy()
+        configs.loc[known, "verdict"] = standing.loc[first[known], "verdict"].to_numpy()
     configs = configs.assign(panel=labels(configs, ["dataset", "model"]), verdict=configs["verdict"].fillna("untested"))
     metric = configs["metric"].iloc[0]
     base = alt.Chart().encode(
