@@ -2,7 +2,6 @@
 the aggregate command writes them into best.md and its log, the recommendation atop summary.md."""
 
 import pandas as pd
-import pytest
 
 from fakecells import find, make_study, study_config, write_cell
 from fakepredictions import mask, write_run
