@@ -95,3 +95,135 @@ def test_pareto_front_keeps_the_runs_nothing_beats_on_time_and_score():
     scores = np.array([0.80, 0.90, 0.70, 0.85, 0.90, 0.60])
     # 5 s is fastest; 10 s beats it; 15 s is worse than 10 s; one of the equal 20 s runs; 30 s is slower and worse
     assert pareto_front(times, scores).tolist() == [True, True, False, False, False, True]
+
+
+def marks(spec) -> list[tuple[str, dict, dict]]:
+    """Every (mark type, encoding, the whole unit spec) in a Vega-Lite spec, layers and facets included."""
+    found = []
+    if isinstance(spec, dict):
+        if "mark" in spec:
+            mark = spec["mark"]["type"] if isinstance(spec["mark"], dict) else spec["mark"]
+            found.append((mark, spec.get("encoding", {}), spec))
+        for value in spec.values():
+            found += marks(value)
+    elif isinstance(spec, list):
+        for value in spec:
+            found += marks(value)
+    return found
+
+
+def title_text(spec) -> str:
+    title = spec["title"]
+    return " ".join([title["text"], *title.get("subtitle", [])]) if isinstance(title, dict) else title
+
+
+@pytest.fixture(scope="module")
+def measured_study(tmp_path_factory):
+    """The rich study's grid with predictions.npz in every finished cell (135 validation and test images)."""
+    from fakepredictions import mask, write_run
+    from workflow.results.publish import aggregate_study
+
+    study = make_study(tmp_path_factory.mktemp("measured"), batch_size=[16, 64], lr=[1e-3, 1e-2],
+                       optimizer=["sgd", "adam"], train=["head", "last:2", "all"], seed=[0, 1])
+    rng = np.random.default_rng(1)
+    for i, cell in enumerate(study.grid_cells):
+        if i in (4, 5):
+            write_cell(study, cell, status="diverged", test_accuracy=0.2, epochs=1)
+        else:
+            write_run(study, cell, mask(135, int(rng.integers(80, 130))), mask(135, int(rng.integers(90, 130))),
+                      epochs=int(rng.integers(3, 7)), best_epoch=2, train_time_s=float(rng.uniform(10, 100)))
+    tables = aggregate_study(study, log=lambda message: None)
+    return tables["summary"], collect(study)[1]
+
+
+@pytest.mark.parametrize("name, says", [
+    ("val_accuracy", "one line per run (not averaged)"), ("train_curves", "one line per run (not averaged)"),
+    ("test_accuracy", "mean over 2 seeds"), ("lr_batch_heatmap", "mean over 2 seeds"),
+    ("trainable_layers", "mean over 2 seeds per configuration"), ("accuracy_vs_time", "one dot per run (not averaged)"),
+    ("configs", "mean over 2 seeds")])
+def test_every_chart_says_what_it_draws_and_averages(name, says, measured_study):
+    spec = CHARTS[name](*measured_study).to_dict()
+    assert says in title_text(spec)
+    axis_titles = [encoding[channel]["title"] for _, encoding, _ in marks(spec) for channel in ("x", "y", "color")
+                   if isinstance(encoding.get(channel), dict) and encoding[channel].get("title")]
+    assert axis_titles and not [text for text in axis_titles if "_" in text], axis_titles  # words, not columns
+
+
+@pytest.mark.parametrize("name, mark, low, high", [
+    ("val_accuracy", "area", "val_accuracy_low", "val_accuracy_high"), ("test_accuracy", "rule", "test_low", "test_high"),
+    ("trainable_layers", "rule", "test_accuracy_low", "test_accuracy_high"),
+    ("accuracy_vs_time", "rule", "test_accuracy_low", "test_accuracy_high"), ("configs", "rule", "test_low", "test_high")])
+def test_metrics_are_drawn_with_their_intervals(name, mark, low, high, measured_study):
+    spec = CHARTS[name](*measured_study).to_dict()
+    errors = [encoding for kind, encoding, _ in marks(spec) if kind == mark and
+              high in json.dumps(encoding.get("y2", encoding.get("x2", {})))]
+    assert errors and low in json.dumps(errors[0])
+    rows = [row for rows in spec["datasets"].values() for row in rows if row.get(high) is not None]
+    assert rows and all(row[low] <= row[high] for row in rows)
+
+
+def test_heatmap_squares_carry_their_interval(measured_study):
+    spec = CHARTS["lr_batch_heatmap"](*measured_study).to_dict()
+    texts = [row["text"] for rows in spec["datasets"].values() for row in rows if "text" in row]
+    assert any(re.fullmatch(r"0\.\d{3}\n\[0\.\d\d, [01]\.\d\d\]", text) for text in texts), texts
+    assert "diverged" in texts  # both seeds of one combination diverged
+
+
+def test_curves_mark_where_the_next_stage_starts(measured_study):
+    for name in ("val_accuracy", "train_curves"):
+        spec = CHARTS[name](*measured_study).to_dict()
+        rules = [unit for kind, encoding, unit in marks(spec) if kind == "rule" and encoding["x"]["field"] == "boundary"]
+        assert rules and "stage_start" in json.dumps(rules[0]["transform"])
+        starts = [row for rows in spec["datasets"].values() for row in rows if row.get("stage_start")]
+        assert starts and {row["stage_change"] for row in starts} == {"head → finetune"}
+        assert {row["boundary"] for row in starts} == {2.5}  # write_cell: head for epochs 1-2
+
+
+def test_loss_axes_turn_logarithmic_when_losses_span_orders_of_magnitude(measured_study):
+    summary, histories = measured_study
+    def loss_scale(frame):
+        spec = CHARTS["train_curves"](summary, frame).to_dict()
+        (scale,) = [encoding["y"].get("scale", {}) for _, encoding, _ in marks(spec)
+                    if encoding.get("y", {}).get("field") == "train_loss"]
+        return scale.get("type")
+    assert loss_scale(histories) is None  # 2.0 down to 0.33
+    exploding = histories.assign(train_loss=histories["train_loss"] * np.where(histories["epoch"] == 1, 1000, 1))
+    assert loss_scale(exploding) == "log"
+
+
+def test_every_line_and_point_gets_a_distinct_hue_and_stacks_become_grids(measured_study):
+    val = CHARTS["val_accuracy"](*measured_study).to_dict()
+    colour = next(encoding["color"] for kind, encoding, _ in marks(val) if kind == "line")
+    assert colour["field"] == "batch_size" and colour["scale"]["scheme"] == "tableau10"  # not shades of blue
+    assert val["columns"] == 3 and val["facet"]["field"] == "panel"  # 12 panels in a grid, not a stack
+    curves = CHARTS["train_curves"](*measured_study).to_dict()
+    line = next(encoding for kind, encoding, _ in marks(curves) if kind == "line")
+    assert line["color"]["field"] == "optimizer" and line["strokeDash"]["field"] == "dash"  # 24: beyond 20 hues
+    assert CHARTS["configs"](*measured_study).to_dict()["columns"] == 1  # one dataset and model: one panel
+
+
+def test_accuracy_vs_time_labels_its_points_in_the_image(tmp_path):
+    from fakepredictions import mask, write_run
+
+    study = make_study(tmp_path, batch_size=[16, 64], optimizer=["sgd", "adam"])
+    for i, cell in enumerate(study.grid_cells):
+        write_run(study, cell, mask(135, 100 + 5 * i), mask(135, 110), train_time_s=10.0 + 20 * i)
+    spec = CHARTS["accuracy_vs_time"](*collect(study)).to_dict()
+    labels = {row["label"] for rows in spec["datasets"].values() for row in rows}
+    assert labels == {"sgd bs16", "sgd bs64", "adam bs16", "adam bs64"}
+    svg = vl_convert.vegalite_to_svg(spec)  # what the PNG shows
+    assert all(label in svg for label in labels)
+    curves = CHARTS["train_curves"](*collect(study)).to_dict()
+    colour = next(encoding["color"] for kind, encoding, _ in marks(curves) if kind == "line")
+    assert colour["field"] == "runs" and colour["scale"]["scheme"] == "tableau10"  # a hue per configuration
+
+
+def test_configs_chart_takes_rank_and_verdict_from_the_aggregate(measured_study):
+    summary, histories = measured_study
+    flipped = summary.assign(rank=summary["rank"].max() + 1 - summary["rank"], verdict="worse")
+    spec = CHARTS["configs"](flipped, histories).to_dict()
+    rows = [row for rows in spec["datasets"].values() for row in rows if "verdict" in row]
+    assert {row["verdict"] for row in rows} == {"worse"}
+    by_cells = {row["cells"].split()[0]: row["rank"] for row in rows}
+    expected = flipped.dropna(subset=["rank"]).set_index("cell")["rank"]
+    assert by_cells and all(by_cells[cell] == expected[cell] for cell in by_cells)

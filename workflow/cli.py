@@ -123,19 +123,12 @@ def load_study(args):
 
 
 def cmd_aggregate(args) -> None:
-    from workflow.results.aggregate import collect
-    from workflow.study.outputs import study_tables
-    from workflow.results.tables import build_tables, write_histories, write_table
+    from workflow.results.publish import aggregate_study
+    from workflow.study.config import load_config
 
-    study = load_study(args)
-    out_dir = args.out_dir or study.out / "tables"
-    summary, histories = collect(study)
-    write_histories(histories, out_dir)
-    tables = build_tables(study_tables(study), summary, histories, study.halving.rungs if study.halving else ())
-    for name, table in tables.items():
-        write_table(table, out_dir, name)
-    print(summary[["cell", "status", "test_accuracy", "error"]].to_string(index=False))
-    print(f"\nwrote {', '.join(tables)} and histories to {out_dir}")
+    study = load_study(args)  # a bad config exits here with a message
+    config = json.loads(args.config) if args.config else load_config(args.configfile)
+    aggregate_study(study, args.out_dir, selection=config.get("selection"), log=log)
 
 
 def cmd_charts(args) -> None:

@@ -1,4 +1,6 @@
-"""Collect every grid cell's metrics.json and history.csv into study-wide tables."""
+"""Collect every grid cell's metrics.json, history.csv and predictions.npz into study-wide tables: the
+summary (one row per cell, with 95 % intervals and split sizes) and the histories (one row per epoch).
+"""
 
 from __future__ import annotations
 
@@ -8,21 +10,32 @@ from pathlib import Path
 
 import pandas as pd
 
+from workflow.results.predictions import PREDICTIONS, counts_columns, prediction_columns, read_predictions
 from workflow.study.grid import AXES, Cell, Study, format_lr
 
 # The summary's columns after the cell id and its axes, in order, with their
 # types: the one list of what a summary holds. A key that a metrics.json lacks
 # becomes NaN; best_val_loss comes from history.csv (val_loss at the best epoch).
+# The intervals, split sizes and validation AUC come from the cell's predictions.npz
+# (workflow.results.predictions; `predictions` says whether it was there); `rank` and `verdict`
+# are its configuration's place, filled in by workflow.results.tables.build_tables.
 METRICS = {
     "status": "object", "error": "object",
-    "test_accuracy": "float", "test_top5_accuracy": "float", "test_auc": "float",
+    "test_accuracy": "float", "test_accuracy_low": "float", "test_accuracy_high": "float",
+    "test_top5_accuracy": "float", "test_auc": "float", "test_auc_low": "float", "test_auc_high": "float",
     "test_loss": "float", "test_macro_f1": "float",
-    "best_val_accuracy": "float", "best_val_loss": "float",
+    "best_val_accuracy": "float", "best_val_loss": "float", "val_auc": "float",
     "epochs_run": "Int64", "best_epoch": "Int64", "diverged_epoch": "Int64",
     "wall_time_s": "float", "train_time_s": "float", "images_per_s": "float", "peak_memory_mb": "float",
     "micro_batch_size": "Int64",  # set only where training.oom_micro_batches split the batches
     "device": "object",
+    "n_classes": "Int64", "n_val": "Int64", "val_smallest_class": "Int64", "n_test": "Int64",
+    "test_smallest_class": "Int64", "test_majority_rate": "float", "predictions": "object",
+    "rank": "Int64", "verdict": "object",
 }
+# A cell `ok` whose best checkpoint's validation or test loss is not finite or above this many times
+# the loss of a uniform guess (ln of the number of classes) is `unstable`: its scores are not to be trusted.
+EXPLODING = 10.0
 # Per-epoch history columns renamed so they do not clash with the cell's axes.
 HISTORY_RENAMES = {"lr": "epoch_lr", "train": "stage_train"}
 # A halving study's summary has these columns too (after the metrics): the rung where a cell stopped
@@ -73,8 +86,48 @@ def epoch_rungs(epochs: pd.Series, rungs: tuple[int, ...]) -> pd.Series:
     return epochs.map(lambda epoch: next(k for k, budget in enumerate(rungs) if epoch <= budget or k == len(rungs) - 1))
 
 
+def predictions_dir(study: Study, cell_id: str, rung: int | None = None) -> Path:
+    """The folder holding a cell's predictions.npz: its own, or for a halved grid cell that has none
+    there, that of the rung where it stopped."""
+    folder = study.cell_dir(cell_id)
+    if study.halving is None or rung is None or pd.isna(rung) or (folder / PREDICTIONS).exists():
+        return folder
+    return study.rung_dir(cell_id, int(rung))
+
+
+def prediction_summary(folder: Path, metrics: dict) -> dict:
+    """The summary columns from a cell's predictions.npz, or what its metrics.json's class counts give
+    when it has none; `predictions` says which: `yes`, `missing` or why the file is unreadable."""
+    try:
+        predictions = read_predictions(folder)
+    except ValueError as error:
+        return {**counts_columns(metrics), "predictions": f"unreadable: {error}"}
+    if predictions is None:
+        return {**counts_columns(metrics), "predictions": "missing"}
+    return {**prediction_columns(predictions), "predictions": "yes"}
+
+
+def instability(row: dict, history: pd.DataFrame | None) -> str | None:
+    """Why a cell's losses cannot be trusted: its test loss, or its validation loss in some epoch, is not
+    finite or above EXPLODING x ln(classes); None when they are fine."""
+    classes = int(row["n_classes"]) if row.get("n_classes") else 2
+    limit = EXPLODING * math.log(max(classes, 2))
+    losses = [("test loss", row.get("test_loss"))]
+    if history is not None and "val_loss" in history:
+        losses += [(f"validation loss at epoch {epoch}", value) for epoch, value in zip(history["epoch"], history["val_loss"])]
+    for what, value in losses:
+        if value is None:
+            continue  # not reported: no test pass
+        value = float(value)
+        if not math.isfinite(value) or value > limit:
+            return (f"unstable: {what} is {value:.6g}, above {limit:.3g} ({EXPLODING:g} x ln {classes}, "
+                    f"the loss of a uniform guess)" if math.isfinite(value) else f"unstable: {what} is {value}")
+    return None
+
+
 def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.DataFrame | None]:
-    """A cell's summary row and its history; a cell without metrics.json is `failed`, error from its log."""
+    """A cell's summary row and its history; a cell without metrics.json is `failed`, error from its log;
+    an `ok` cell whose losses exploded is `unstable`, error saying which."""
     row = {"cell": cell.id, **axis_values(cell, extras)}
     folder = study.cell_dir(cell.id)
     metrics_file = folder / "metrics.json"
@@ -86,8 +139,11 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
     row.update({name: metrics.get(name) for name in METRICS})
     if study.halving is not None:
         row.update({name: metrics.get(name) for name in HALVING_COLUMNS})
+    row.update(prediction_summary(predictions_dir(study, cell.id, metrics.get("rung")), metrics))
     history_file = folder / "history.csv"
     history = pd.read_csv(history_file) if history_file.exists() else None
+    if row["status"] == "ok" and (reason := instability(row, history)):
+        row.update(status="unstable", error=reason)
     if history is not None and len(history):
         best = history.loc[history["epoch"] == row["best_epoch"], "val_loss"]
         row["best_val_loss"] = float(best.iloc[0]) if len(best) else None

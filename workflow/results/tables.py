@@ -1,4 +1,5 @@
-"""The study's tables in the papers' shapes, and writing each as CSV, Markdown, Parquet and HTML.
+"""The study's tables (the summary, the best configurations, the configurations and the papers'
+pivot tables), and writing each as CSV, Markdown, Parquet and HTML.
 
 Pivot cells are means over the seeds whose status is `ok`; a blank cell means
 no run of that combination finished (see `summary` for why).
@@ -79,7 +80,7 @@ def halving_table(summary: pd.DataFrame, histories: pd.DataFrame, rungs: tuple[i
 
 
 TABLES = {  # name: table from the summary, its configurations, the histories and the halving rungs
-    "summary": lambda summary, configs, histories, rungs: summary,
+    "summary": lambda summary, configs, histories, rungs: with_standing(summary, configs),
     "best": lambda summary, configs, histories, rungs: best_table(configs),
     "configs": lambda summary, configs, histories, rungs: configs,
     "batch_size": lambda summary, configs, histories, rungs: batch_size_table(summary),
@@ -96,12 +97,28 @@ def finalists(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[~summary["pruned"].fillna(False).astype(bool)]  # a cell that never finished stays, as failed
 
 
+def with_standing(summary: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFrame:
+    """The summary with each ok cell's configuration's `rank` and `verdict` within its dataset and model."""
+    standing = {cell: (row["rank"], row["verdict"]) for _, row in configs.iterrows() for cell in row["cells"].split()}
+    ranks = summary["cell"].map(lambda cell: standing.get(cell, (pd.NA, None))[0])
+    verdicts = summary["cell"].map(lambda cell: standing.get(cell, (pd.NA, None))[1])
+    return summary.assign(rank=ranks.astype("Int64"), verdict=verdicts.astype(object))
+
+
 def build_tables(names: list[str], summary: pd.DataFrame, histories: pd.DataFrame | None = None,
-                 rungs: tuple[int, ...] = ()) -> dict[str, pd.DataFrame]:
+                 rungs: tuple[int, ...] = (), selection: str | None = None,
+                 outcomes: dict | None = None) -> dict[str, pd.DataFrame]:
     """The named tables (see workflow.study.outputs.study_tables) from the summary (and for `halving` the
-    histories and the rungs' budgets). In a halving study the configurations, and so the best one, are
-    those of the finalists: a pruned cell stopped at a smaller budget."""
-    configs = configurations(finalists(summary))
+    histories and the rungs' budgets). Configurations are ranked on `selection` (the study's setting) and
+    compared on the test images where `outcomes` (workflow.results.predictions.load_outcomes) has them.
+    In a halving study the configurations, and so the best one, are those of the finalists: a pruned
+    cell stopped at a smaller budget."""
+    return tables_from(names, summary, configurations(finalists(summary), selection, outcomes), histories, rungs)
+
+
+def tables_from(names: list[str], summary: pd.DataFrame, configs: pd.DataFrame, histories: pd.DataFrame | None,
+                rungs: tuple[int, ...] = ()) -> dict[str, pd.DataFrame]:
+    """The named tables from the summary and its configurations (workflow.results.stats.configurations)."""
     histories = pd.DataFrame() if histories is None else histories
     return {name: TABLES[name](summary, configs, histories, rungs) for name in names}
 
@@ -121,22 +138,27 @@ def markdown(frame: pd.DataFrame) -> str:
         index=False, floatfmt=".4f", missingval="", disable_numparse=text if len(frame) else False)
 
 
-def html_page(frame: pd.DataFrame, title: str) -> str:
-    """A small self-contained HTML page showing the table (what the Snakemake report embeds)."""
+def html_page(frame: pd.DataFrame, title: str, above: str = "") -> str:
+    """A small self-contained HTML page showing the table (what the Snakemake report embeds), with the
+    HTML `above` before it."""
     table = for_display(frame).to_html(index=False, na_rep="", float_format=lambda value: f"{value:.4f}", border=0)
     style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
-             "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}th{background:#f4f4f4}")
+             "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}th{background:#f4f4f4}"
+             ".warning{color:#8a4b00}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n{table}\n</body></html>\n")
+            f"<style>{style}</style></head><body>\n{above}{table}\n</body></html>\n")
 
 
-def write_table(frame: pd.DataFrame, out_dir: str | Path, name: str, formats=TABLE_FORMATS) -> None:
-    """Write `<out_dir>/<name>.<format>` for each format, atomically."""
+def write_table(frame: pd.DataFrame, out_dir: str | Path, name: str, formats=TABLE_FORMATS,
+                preamble: tuple[str, str] | None = None) -> None:
+    """Write `<out_dir>/<name>.<format>` for each format, atomically; `preamble` (Markdown, HTML) goes
+    above the table in the .md and .html files."""
+    above_md, above_html = preamble or ("", "")
     writers = {
         "csv": lambda tmp: frame.to_csv(tmp, index=False),
-        "md": lambda tmp: tmp.write_text(markdown(frame) + "\n"),
+        "md": lambda tmp: tmp.write_text(above_md + markdown(frame) + "\n"),
         "parquet": lambda tmp: frame.to_parquet(tmp, index=False),
-        "html": lambda tmp: tmp.write_text(html_page(frame, name)),
+        "html": lambda tmp: tmp.write_text(html_page(frame, name, above_html)),
     }
     for fmt in formats:
         with atomic_path(Path(out_dir) / f"{name}.{fmt}") as tmp:

@@ -1,0 +1,49 @@
+"""What `python -m workflow aggregate` does: collect a study's cells, rank and compare their
+configurations, write every planned table (the recommendation above the summary, the recommendation
+and the warnings above the best table) and log the recommendation and the warnings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from workflow.results.aggregate import collect, predictions_dir
+from workflow.results.caveats import caveats
+from workflow.results.predictions import load_outcomes
+from workflow.results.recommend import best_preamble, recommendation_markdown, summary_preamble
+from workflow.results.stats import best_table, configurations
+from workflow.results.tables import finalists, tables_from, write_histories, write_table
+from workflow.study.grid import Study
+from workflow.study.outputs import study_tables
+
+
+def outcomes_of(study: Study, summary: pd.DataFrame) -> dict:
+    """The test outcomes of the study's ok cells that have predictions.npz, by cell id."""
+    ok = summary[summary["status"] == "ok"]
+    rungs = ok["rung"] if "rung" in ok else pd.Series(None, index=ok.index, dtype=object)
+    return load_outcomes({cell: predictions_dir(study, cell, rung) for cell, rung in zip(ok["cell"], rungs)})
+
+
+def aggregate_study(study: Study, out_dir: str | Path | None = None, selection: str | None = None,
+                    log=print) -> dict[str, pd.DataFrame]:
+    """Write the study's planned tables and histories into `out_dir` (default <study>/tables), ranking
+    on `selection` (the study's setting; None: auto), and log the recommendation and every warning."""
+    out_dir = Path(out_dir) if out_dir else study.out / "tables"
+    summary, histories = collect(study)
+    write_histories(histories, out_dir)
+    configs = configurations(finalists(summary), selection, outcomes_of(study, summary))
+    tables = tables_from(study_tables(study), summary, configs, histories,
+                         study.halving.rungs if study.halving else ())
+    best = tables["best"] if "best" in tables else best_table(configs)
+    found = caveats(tables.get("summary", summary), configs, best, selection)
+    preambles = {"summary": summary_preamble(best, selection, found), "best": best_preamble(best, selection, found)}
+    for name, table in tables.items():
+        write_table(table, out_dir, name, preamble=preambles.get(name))
+    log(summary[["cell", "status", "test_accuracy", "error"]].to_string(index=False))
+    log("\n" + recommendation_markdown(best, selection).strip())
+    for caveat in found:
+        log(f"warning: {caveat.line()}")
+    log(f"\nwrote {', '.join(tables)} and histories to {out_dir}")
+    return tables
