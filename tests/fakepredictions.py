@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from fakecells import write_cell
-from workflow.results.predictions import write_predictions
+from workflow.train.predictions import write_predictions
 
 
 def labels(n: int, classes: int) -> np.ndarray:

@@ -12,7 +12,8 @@ from altair.vegalite.v6.schema import core as vegalite
 from fakecells import make_study, study_config, write_cell
 from workflow.cli import main
 from workflow.results.aggregate import collect
-from workflow.results.charts import CHARTS, pareto_front
+from workflow.results.charts import CHARTS
+from workflow.results.metric_charts import pareto_front
 from workflow.study.outputs import CHART_FORMATS, study_charts
 
 PNG = b"\x89PNG\r\n\x1a\n"

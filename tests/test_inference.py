@@ -11,7 +11,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
 from workflow.results.inference import (bootstrap_counts, bootstrap_p, delong_interval, mcnemar_exact,
-                                        paired_bootstrap, roc_auc, weighted_auc, wilson_interval)
+                                        paired_bootstrap, delong_auc, weighted_auc, wilson_interval)
 
 
 @pytest.mark.parametrize("successes, n", [(0, 12), (4, 12), (12, 12), (129, 135), (90, 100), (1, 1), (517, 1000)])
@@ -61,9 +61,9 @@ def test_auc_with_ties_is_scikit_learn():
     rng = np.random.default_rng(3)
     positive = rng.random(300) < 0.4
     scores = np.round(rng.random(300) + positive * 0.3, 1)  # rounded: many ties
-    assert roc_auc(scores, positive) == pytest.approx(roc_auc_score(positive, scores))
+    assert delong_auc(scores, positive) == pytest.approx(roc_auc_score(positive, scores))
     assert delong_interval(scores, positive)[0] == pytest.approx(roc_auc_score(positive, scores))
-    assert math.isnan(roc_auc(scores, np.zeros(300, bool)))
+    assert math.isnan(delong_auc(scores, np.zeros(300, bool)))
 
 
 def test_delong_interval_covers_like_a_bootstrap():

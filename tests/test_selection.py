@@ -13,7 +13,7 @@ from statsmodels.stats.proportion import proportion_confint
 from fakecells import find, make_study, summary_frame, write_cell
 from fakepredictions import binary_scores, labels, mask, scores, write_run
 from workflow.results.aggregate import collect
-from workflow.results.predictions import PREDICTIONS, read_predictions, write_predictions
+from workflow.train.predictions import PREDICTIONS, read_predictions, write_predictions
 from workflow.results.publish import outcomes_of
 from workflow.results.stats import best_table, configurations, resolve_selection
 

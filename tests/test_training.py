@@ -82,6 +82,19 @@ def test_two_stage_training_writes_history_metrics_and_best_checkpoint(shard, tm
     assert not (tmp_path / LAST).exists()  # the resumable checkpoint goes once the cell is complete
 
 
+def test_a_finished_cell_keeps_the_best_weights_predictions_on_validation_and_test(shard, tmp_path):
+    from workflow.train.predictions import read_predictions
+
+    metrics = train_cell(make_cell(), shard, tmp_path, threads=1, log=quiet)
+    predictions = read_predictions(tmp_path)
+    assert list(predictions.class_names) == ["0", "1", "2"]
+    val_accuracy = float(np.mean(predictions.val_scores.argmax(1) == predictions.val_labels))
+    assert val_accuracy == pytest.approx(metrics["best_val_accuracy"])  # the best epoch's weights
+    assert float(np.mean(predictions.test_correct())) == pytest.approx(metrics["test_accuracy"])
+    assert predictions.test_scores.sum(1) == pytest.approx(np.ones(len(predictions.test_labels)), abs=1e-5)
+    assert sum(metrics["per_class"][name]["support"] for name in ["0", "1", "2"]) == len(predictions.test_labels)
+
+
 def test_early_stopping_ends_a_stage(shard, tmp_path):
     cell = make_cell(lr=1e-9)  # nothing improves
     cell["training"]["early_stopping"] = {"patience": 1}

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow.results.predictions import PREDICTIONS, counts_columns, prediction_columns, read_predictions
+from workflow.results.predictions import counts_columns, prediction_columns
+from workflow.train.predictions import PREDICTIONS, read_predictions
 from workflow.study.grid import AXES, Cell, Study, format_lr
 
 # The summary's columns after the cell id and its axes, in order, with their

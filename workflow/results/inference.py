@@ -39,7 +39,7 @@ def _components(scores: np.ndarray, is_positive: np.ndarray) -> tuple[np.ndarray
     return v10, v01
 
 
-def roc_auc(scores: np.ndarray, is_positive: np.ndarray) -> float:
+def delong_auc(scores: np.ndarray, is_positive: np.ndarray) -> float:
     """Area under the ROC curve (ties count half); NaN when one class is absent."""
     is_positive = np.asarray(is_positive, bool)
     if is_positive.all() or not is_positive.any():
@@ -128,7 +128,7 @@ def point_value(metric: str, arrays: list, labels: np.ndarray) -> float:
     """A configuration's metric on the whole test set: the mean over its runs."""
     if metric == "accuracy":
         return float(np.mean([np.mean(a) for a in arrays]))
-    return float(np.mean([roc_auc(a, np.asarray(labels) == 1) for a in arrays]))
+    return float(np.mean([delong_auc(a, np.asarray(labels) == 1) for a in arrays]))
 
 
 @dataclass(frozen=True)

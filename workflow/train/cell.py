@@ -2,8 +2,8 @@
 run it as a job (`run_job`): a stop signal exits with EXIT_STOPPED, a CellError is recorded as a
 failed cell.
 
-While a cell trains its best weights live in best-so-far.pt; best.pt, history.csv and, last,
-metrics.json are written once it is complete. last.pt and best-so-far.pt then go, unless the job
+While a cell trains its best weights live in best-so-far.pt; best.pt, history.csv, predictions.npz
+and, last, metrics.json are written once it is complete. last.pt and best-so-far.pt then go, unless the job
 trained to a budget (`until_epoch`, successive halving's rungs): a later job continues from them.
 """
 
@@ -26,6 +26,7 @@ from workflow.train.loop import EpochPosition
 from workflow.train.metrics import classification_report
 from workflow.train.models import set_trainable
 from workflow.train.optim import Stage
+from workflow.train.predictions import PREDICTIONS, write_predictions
 from workflow.train.runtime import versions
 from workflow.train.signals import EXIT_STOPPED, StopFlag, Stopped
 from workflow.train.state import BEST_SO_FAR, LAST, RunState, resume_run, save_checkpoint, save_last
@@ -73,9 +74,10 @@ def run_stages(job: Job, state: RunState, saved_stage: dict | None = None, posit
                 raise Stopped(job.stop.signal, state.epoch)
 
 
-def evaluate_best(job: Job, state: RunState) -> tuple[dict, float | None]:
+def evaluate_best(job: Job, state: RunState) -> tuple[dict, float | None, dict | None]:
     """Load the best weights (the starting ones, saved as such, when no epoch finished) and score them
-    on the test split: (classification report, test loss), ({}, None) after an out-of-memory error."""
+    on the validation and test splits: (test classification report, test loss, {split: scores}),
+    ({}, None, None) after an out-of-memory error."""
     best_path = job.out_dir / BEST_SO_FAR
     if state.best_epoch is None:
         save_checkpoint(best_path, job.model, job.cell, job.normalization, 0)
@@ -83,11 +85,14 @@ def evaluate_best(job: Job, state: RunState) -> tuple[dict, float | None]:
         job.model.load_state_dict(torch.load(best_path, map_location=job.device, weights_only=False)["model"])
     if job.device.type == "cuda":
         torch.cuda.empty_cache()  # after an out-of-memory error, what the failed step held
-    predicted = predict_or_oom(job, state, job.test, "test")
-    if predicted is None:
-        return {}, None
-    scores, test_loss = predicted
-    return classification_report(scores, job.test.labels.cpu().numpy(), job.class_names), test_loss
+    scores = {}
+    for name, split in (("val", job.val), ("test", job.test)):
+        predicted = predict_or_oom(job, state, split, name)
+        if predicted is None:
+            return {}, None, None
+        scores[name], loss = predicted
+    report = classification_report(scores["test"], job.test.labels.cpu().numpy(), job.class_names)
+    return report, loss, scores
 
 
 def stage_summaries(cell: dict, state: RunState) -> list[dict]:
@@ -145,13 +150,18 @@ def cell_metrics(job: Job, state: RunState, report: dict, test_loss: float | Non
     }
 
 
-def write_outputs(job: Job, state: RunState, metrics: dict, keep_resumable: bool) -> None:
-    """best.pt, history.csv and, last, metrics.json (its presence means the cell is complete); then
-    last.pt and best-so-far.pt go unless `keep_resumable`."""
+def write_outputs(job: Job, state: RunState, metrics: dict, scores: dict | None, keep_resumable: bool) -> None:
+    """best.pt, history.csv, the best weights' predictions (when it got that far) and, last,
+    metrics.json (its presence means the cell is complete); then last.pt and best-so-far.pt go
+    unless `keep_resumable`."""
     best_so_far = job.out_dir / BEST_SO_FAR
     with atomic_path(job.out_dir / "best.pt") as tmp:
         shutil.copyfile(best_so_far, tmp)
     write_history(job.out_dir / "history.csv", state.history)
+    (job.out_dir / PREDICTIONS).unlink(missing_ok=True)  # an earlier run's
+    if scores is not None:
+        write_predictions(job.out_dir / PREDICTIONS, scores["val"], job.val.labels.cpu().numpy(),
+                          scores["test"], job.test.labels.cpu().numpy(), job.class_names)
     write_json(job.out_dir / "metrics.json", metrics)
     if not keep_resumable:
         (job.out_dir / LAST).unlink(missing_ok=True)
@@ -170,9 +180,9 @@ def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | P
     log(f"cell {cell['id']} on {job.device}: {len(job.train)} train / {len(job.val)} val / "
         f"{len(job.test)} test images")
     run_stages(job, state, saved_stage, position, until_epoch)
-    report, test_loss = evaluate_best(job, state)
+    report, test_loss, scores = evaluate_best(job, state)
     metrics = cell_metrics(job, state, report, test_loss, time.perf_counter() - started)
-    write_outputs(job, state, metrics, keep_resumable=until_epoch is not None)
+    write_outputs(job, state, metrics, scores, keep_resumable=until_epoch is not None)
     log(f"done: status {state.status}, test accuracy {metrics['test_accuracy']}, best epoch {state.best_epoch}")
     return metrics
 
