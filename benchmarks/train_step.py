@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workflow.data.batches import Normalizer, load_splits  # noqa: E402
 from workflow.train.models import PLAIN_MEAN, PLAIN_STD, build_classifier, set_trainable  # noqa: E402
 from workflow.data.prepare import prepare_dataset  # noqa: E402
-from workflow.study.grid import DEFAULT_TRAINING, stage_settings  # noqa: E402
+from workflow.study.settings import DEFAULT_TRAINING, stage_settings  # noqa: E402
 from workflow.train.loop import (  # noqa: E402
     Objective, configure_backends, make_optimizer, parameter_groups, pick_device, train_one_epoch, train_step,
 )

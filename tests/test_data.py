@@ -9,7 +9,7 @@ import torch
 
 from workflow.data.batches import DeviceSplit, MappedBlocks, StreamSplit, chunk_offsets, device_memory, load_splits, split_bytes
 from workflow.data.shards import read_split, shard_files, shard_writer
-from workflow.study.grid import DEFAULT_TRAINING, merge
+from workflow.study.settings import DEFAULT_TRAINING, merge
 
 CHUNK = 8
 SIZES = (50, 37, 8)  # images of the train split in each shard: partial last chunks, one single-chunk shard

@@ -12,7 +12,10 @@ from fakecells import HISTORY_COLUMNS, make_study, study_config
 from workflow.sweep.halving import (
     LAST, STATE, finish_cell, finish_rung, rank, rank_rung, read_rung, start_rung, stopping_rung,
 )
-from workflow.study.grid import DEFAULT_HALVING, DEFAULT_TRAINING, ConfigError, Halving, build_study, merge
+from workflow.study.config import ConfigError
+from workflow.study.grid import build_study
+from workflow.study.search import DEFAULT_HALVING, Halving
+from workflow.study.settings import DEFAULT_TRAINING, merge
 from workflow.train.loop import train_cell
 
 

@@ -23,7 +23,7 @@ from workflow.__main__ import main
 from workflow.data.batches import DeviceSplit
 from workflow.train.models import build_classifier
 from workflow.data.prepare import prepare_dataset
-from workflow.study.grid import DEFAULT_TRAINING, merge
+from workflow.study.settings import DEFAULT_TRAINING, merge
 from workflow.train.loop import (
     BEST_SO_FAR, EXIT_STOPPED, HISTORY_COLUMNS, LAST, OOM_ABOVE_HOOK, OOM_HOOK, SIGNAL_HOOK, TIMING_COLUMNS,
     FaultHooks, MicroBatching, Objective, Schedule, make_optimizer, parameter_groups, train_cell, train_step,

@@ -94,8 +94,8 @@ def cmd_train_rung(args) -> None:
 
 def cmd_rank_rung(args) -> None:
     from workflow.atomic import write_json
+    from workflow.study.search import Halving
     from workflow.sweep.halving import rank_rung
-    from workflow.study.grid import Halving
 
     ranking = rank_rung(args.metrics, Halving.from_dict(json.loads(args.search)), args.rung)
     write_json(args.out, ranking)
@@ -105,8 +105,8 @@ def cmd_rank_rung(args) -> None:
 
 
 def cmd_finish_cell(args) -> None:
+    from workflow.study.search import Halving
     from workflow.sweep.halving import finish_cell
-    from workflow.study.grid import Halving
 
     metrics = finish_cell(args.cell, args.rankings, args.out, Halving.from_dict(json.loads(args.search)))
     print(f"{args.cell}: stopped at rung {metrics['rung']} ({metrics['budget_epochs']} epochs), "
@@ -258,14 +258,14 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rank-rung", help="rank the cells that reached a rung; the best go on (successive halving)")
     p.add_argument("--rung", required=True, type=int)
-    p.add_argument("--search", required=True, help="the study's halving settings as JSON (workflow.study.grid.Halving)")
+    p.add_argument("--search", required=True, help="the study's halving settings as JSON (workflow.study.search.Halving)")
     p.add_argument("--metrics", required=True, nargs="+", help="the rung's metrics.json of every cell that reached it")
     p.add_argument("--out", required=True, help="the ranking (JSON)")
     p.set_defaults(func=cmd_rank_rung)
 
     p = sub.add_parser("finish-cell", help="a halved grid cell's results: those of the rung where it stopped")
     p.add_argument("--cell", required=True, help="the cell's id")
-    p.add_argument("--search", required=True, help="the study's halving settings as JSON (workflow.study.grid.Halving)")
+    p.add_argument("--search", required=True, help="the study's halving settings as JSON (workflow.study.search.Halving)")
     p.add_argument("--rankings", required=True, help="the folder of the rankings: rung-<k>.json")
     p.add_argument("--out", required=True, help="the cell's folder (holding its rung-<k> folders)")
     p.set_defaults(func=cmd_finish_cell)

@@ -20,7 +20,7 @@ import torchvision
 
 from workflow.data.batches import Normalizer
 from workflow.train.models import PLAIN_MEAN, PLAIN_STD, set_trainable, build_classifier, set_train_mode
-from workflow.study.grid import DEFAULT_TRAINING, stage_settings
+from workflow.study.settings import DEFAULT_TRAINING, stage_settings
 from workflow.train.loop import Objective, configure_backends, make_optimizer, parameter_groups, pick_device, train_step
 
 CLASSES = 10  # the head's width hardly matters next to the backbone's

@@ -39,7 +39,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from workflow.study.grid import stage_settings
+from workflow.study.settings import stage_settings
 
 SLOTS_ENV = "TLSWEEP_GPU_SLOTS"
 HEADROOM_ENV = "TLSWEEP_GPU_HEADROOM"

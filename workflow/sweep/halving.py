@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from workflow.atomic import atomic_path, write_json
-from workflow.study.grid import HALVING_METRICS, Halving
+from workflow.study.search import HALVING_METRICS, Halving
 
 LAST = "last.pt"  # workflow.train.loop.LAST and BEST_SO_FAR (not imported: that module imports torch)
 BEST_SO_FAR = "best-so-far.pt"

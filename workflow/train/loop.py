@@ -67,7 +67,7 @@ from workflow.data.batches import DeviceSplit, Normalizer, load_splits
 from workflow.train.metrics import classification_report
 from workflow.train.models import Classifier, set_trainable, batch_norm_training, build_classifier, set_train_mode
 from workflow.data.shards import read_class_names
-from workflow.study.grid import stage_settings
+from workflow.study.settings import stage_settings
 
 HISTORY_COLUMNS = [
     "epoch", "stage", "train", "lr", "train_loss", "train_accuracy",
