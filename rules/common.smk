@@ -53,11 +53,6 @@ if SLOTS.probe_dir:
         spec = probe_spec(cell.to_dict())
         CELL_PROBES[cell.id] = probe_name(spec)
         PROBES[CELL_PROBES[cell.id]] = spec
-if RES["train_warning_s"] >= RES["train_runtime_min"] * 60:
-    raise WorkflowError(
-        f"Invalid study config: resources.train_warning_s ({RES['train_warning_s']}) must be less than "
-        f"train_runtime_min ({RES['train_runtime_min']}) minutes, or 0 for no warning signal"
-    )
 # SLURM's warning before the time limit: SIGURG, which the job step's other process (Snakemake)
 # ignores by default; SIGUSR1 would kill it (profiles/README.md).
 TRAIN_SLURM_EXTRA = f"--signal=URG@{RES['train_warning_s']}" if RES["train_warning_s"] else ""
