@@ -2,7 +2,7 @@
 
 A *cell* is one training job: dataset x model x resolution x batch size x
 learning rate x optimizer x what trains x seed x starting weights. Its id is also
-its folder under ``results/<study>/cells/``, readable and stable:
+its folder's name (workflow.study.paths), readable and stable:
 ``digits-5to9/resnet18/r32/bs16-lr1e-3-adam-all-s0-wdigits-0to4``.
 """
 
@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from workflow.data.datasets import DatasetConfigError, resolve_datasets
+from workflow.study import paths
 from workflow.study.config import ConfigError
 from workflow.study.search import Halving, build_search
 from workflow.study.settings import DEFAULT_TRAINING, check_swept_keys, check_training, merge
@@ -23,6 +25,8 @@ PRETRAIN_PREFIX = "pretrain:"
 
 # The order in which the grid expands; `overrides` may only condition on earlier axes.
 AXES = ("dataset", "model", "resolution", "optimizer", "batch_size", "lr", "train", "weights", "seed")
+# A cell id as a regular expression: dataset/model/r<resolution>/<run>.
+CELL_ID = r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/r\d+/[A-Za-z0-9_.-]+"
 
 
 @dataclass(frozen=True)
@@ -101,22 +105,56 @@ class Study:
 
     @property
     def out(self) -> Path:
-        return self.results_dir / self.name
+        return Path(paths.study_folder(self.results_dir, self.name))
+
+    @cached_property
+    def grid_ids(self) -> frozenset[str]:
+        return frozenset(cell.id for cell in self.grid_cells)
+
+    def folder(self, cell_id: str) -> str:
+        """The folder kind of a cell: paths.GRID for a grid cell, else paths.UPSTREAM."""
+        return paths.GRID if cell_id in self.grid_ids else paths.UPSTREAM
+
+    def cell(self, cell_id: str, folder: str | None = None) -> Cell:
+        """The cell of an id (in `folder`, paths.GRID or paths.UPSTREAM, if given), or an error naming it."""
+        cell = self.cells.get(cell_id)
+        if cell is None or folder not in (None, self.folder(cell_id)):
+            kind = {None: "a", paths.GRID: "a grid", paths.UPSTREAM: "an upstream"}[folder]
+            raise ValueError(f"{cell_id!r} is not {kind} cell of study {self.name!r}")
+        return cell
+
+    def dataset(self, name: str) -> dict:
+        """The resolved config entry of a dataset, or an error naming it."""
+        if name not in self.datasets:
+            raise ValueError(f"{name!r} is not a dataset of study {self.name!r}")
+        return self.datasets[name]
 
     def cell_dir(self, cell_id: str) -> Path:
-        return self.out / "cells" / cell_id
+        return Path(paths.cell_folder(self.out, self.folder(cell_id), cell_id))
 
     def rung_dir(self, cell_id: str, rung: int) -> Path:
         """Where a grid cell's rung (successive halving) writes its outputs."""
-        return self.cell_dir(cell_id) / f"rung-{rung}"
+        return Path(paths.rung_folder(self.cell_dir(cell_id), rung))
 
     def ranking_path(self, rung: int) -> Path:
         """The ranking of the cells that reached a rung (successive halving)."""
-        return self.out / "halving" / f"rung-{rung}.json"
+        return Path(paths.ranking_file(paths.rankings_folder(self.out), rung))
 
-    def prepared_path(self, dataset: str, resolution: int) -> Path:
-        """The manifest of a dataset prepared at a resolution: what training reads."""
-        return self.data_dir / dataset / f"r{resolution}.json"
+    def manifest_path(self, dataset: str, resolution: int) -> Path:
+        """The manifest of a dataset at a resolution: what training reads."""
+        return Path(paths.manifest_file(self.data_dir, dataset, resolution))
+
+    def train_inputs(self, cell: Cell, imagenet: dict) -> dict[str, str]:
+        """What a cell's training reads: its manifest, and its starting weights: the cached ImageNet
+        file (`imagenet`: {model: (file, URL)}), its upstream cell's best checkpoint or a weights file."""
+        inputs = {"manifest": str(self.manifest_path(cell.dataset, cell.resolution))}
+        if cell.weights == "imagenet":
+            inputs["weights"] = imagenet[cell.model][0]
+        elif cell.upstream:
+            inputs["init"] = str(self.cell_dir(cell.upstream) / paths.BEST_PT)
+        elif cell.weights != "none":
+            inputs["init"] = cell.weights
+        return inputs
 
 
 def _check_dataset(name: str, datasets: dict, where: str) -> None:

@@ -29,6 +29,12 @@ class Halving:
         """Index of the last rung: cells that reach it are the finalists."""
         return len(self.rungs) - 1
 
+    def budget(self, rung: int) -> int:
+        """A rung's budget in epochs, or an error naming the rungs there are."""
+        if not 0 <= rung <= self.last:
+            raise ValueError(f"rung {rung}: the ladder has rungs 0 to {self.last}")
+        return self.rungs[rung]
+
     def survivors(self, cells: int) -> int:
         """How many of a group's `cells` go on: ceil(keep x cells), at least one."""
         return max(1, math.ceil(self.keep * cells - 1e-9)) if cells else 0
