@@ -16,6 +16,19 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_.-]+",
+    resolution=r"\d+",
+    cell=CELL_ID,
+    rung=r"\d+",
+    source=r"[a-z0-9_]+",
+    filename=r"[^/]+",
+    part=r"\d+",
+    parts=r"\d+",
+
+
 include: "rules/download.smk"
 include: "rules/prepare.smk"
 include: "rules/weights.smk"
@@ -28,4 +41,5 @@ include: "rules/charts.smk"
 
 rule all:
     input:
-        final_outputs(),
+        table_files(STUDY),
+        chart_files(STUDY),

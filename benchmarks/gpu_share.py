@@ -49,9 +49,7 @@ from workflow.study.config import load_config  # noqa: E402
 from workflow.gpu.devices import GPU_LIST_ENV, LOCK_DIR_ENV, local_gpus  # noqa: E402
 from workflow.data.download import file_digest  # noqa: E402
 from workflow.data.prepare import prepare_dataset  # noqa: E402
-from workflow.gpu.slots import (  # noqa: E402
-    HEADROOM_ENV, PROBE_DIR_ENV, SLOTS_ENV, SlotSettings, cell_slots, probe_name, probe_spec,
-)
+from workflow.gpu.slots import SlotSettings, cell_slots, probe_name, probe_spec  # noqa: E402
 from workflow.study.grid import build_study  # noqa: E402
 
 
@@ -84,10 +82,9 @@ def bench_cells(args, dataset: dict, folder: Path) -> list[dict]:
     return [cell.to_dict() for cell in build_study(load_config(path)).grid_cells]
 
 
-def job_env(args, per_gpu: int, probes: Path, locks: Path) -> dict:
+def job_env(args, locks: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    env.update({GPU_LIST_ENV: ",".join(args.gpus), LOCK_DIR_ENV: str(locks), SLOTS_ENV: str(per_gpu),
-                HEADROOM_ENV: repr(args.headroom), PROBE_DIR_ENV: str(probes),
+    env.update({GPU_LIST_ENV: ",".join(args.gpus), LOCK_DIR_ENV: str(locks),
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
     return env
 
@@ -112,7 +109,7 @@ def run_probes(cells: list[dict], probes: Path, env: dict, log) -> dict:
 def run_cells(cells: list[dict], shard: Path, per_gpu: int, args, probes: Path, out: Path, log) -> dict:
     """Every cell as a training job, at most GPUs x `per_gpu` slots at once; what it took."""
     settings = SlotSettings(per_gpu=per_gpu, headroom=args.headroom, probe_dir=probes)
-    env = job_env(args, per_gpu, probes, out / "locks")
+    env = job_env(args, out / "locks")
     capacity = per_gpu * len(args.gpus)
     waiting = [(cell, cell_slots(cell, shard, settings)) for cell in cells]
     running, done = [], []
@@ -129,8 +126,9 @@ def run_cells(cells: list[dict], shard: Path, per_gpu: int, args, probes: Path, 
                 cell_dir.mkdir(parents=True, exist_ok=True)
                 handle = open(cell_dir / "train.log", "w")
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--shard", str(shard),
-                     "--out", str(cell_dir), "--threads", str(args.threads)],
+                    [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(shard),
+                     "--out", str(cell_dir), "--threads", str(args.threads), "--gpu-slots", str(slots),
+                     "--slots-per-gpu", str(per_gpu), "--gpu-headroom", repr(args.headroom)],
                     env=env, stdout=handle, stderr=subprocess.STDOUT)
                 running.append({"cell": cell, "slots": slots, "process": process, "start": time.perf_counter(),
                                 "log": handle, "dir": cell_dir})
@@ -189,7 +187,7 @@ def main(argv=None) -> dict:
         log(f"prepared {manifest['totals']} images at {args.resolution}x{args.resolution} in "
             f"{time.perf_counter() - start:.0f} s; {len(cells)} cells, GPUs {args.gpus}")
         probes = folder / "probes"
-        records = run_probes(cells, probes, job_env(args, 1, probes, folder / "locks"), log)
+        records = run_probes(cells, probes, job_env(args, folder / "locks"), log)
         device = next(iter(records.values()))["device"]
         import torch
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workflow.data.normalize import Normalizer  # noqa: E402
 from workflow.data.prepare import prepare_dataset  # noqa: E402
-from workflow.study.grid import DEFAULT_TRAINING, merge, stage_settings  # noqa: E402
+from workflow.study.settings import DEFAULT_TRAINING, merge, stage_settings  # noqa: E402
 from workflow.train.job import open_job  # noqa: E402
 from workflow.train.loop import EpochPosition, train_one_epoch, train_step  # noqa: E402
 from workflow.train.models import PLAIN_MEAN, PLAIN_STD, build_classifier, set_trainable  # noqa: E402

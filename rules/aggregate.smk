@@ -8,12 +8,12 @@ rule aggregate:
     input:
         metrics=grid_metrics(),
     output:
-        for_report(table_files(), "html", "tables"),
+        for_report(table_files(STUDY), "html", "tables"),
     params:
         config=json.dumps(config),
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
-        f"{OUT}/logs/aggregate.log",
+        paths.log_file(OUT, "aggregate"),
     conda:
         ENV
     shell:

@@ -5,15 +5,15 @@ localrules:
 rule charts:
     """Draw the charts the study's axes allow, each as offline HTML, PNG and SVG."""
     input:
-        summary=f"{OUT}/tables/summary.parquet",
-        histories=f"{OUT}/tables/histories.parquet",
+        summary=paths.table_file(OUT, "summary", "parquet"),
+        histories=paths.table_file(OUT, "histories", "parquet"),
     output:
-        for_report(chart_files(), "svg", "charts"),
+        for_report(chart_files(STUDY), "svg", "charts"),
     params:
         config=json.dumps(config),
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
-        f"{OUT}/logs/charts.log",
+        paths.log_file(OUT, "charts"),
     conda:
         ENV
     shell:

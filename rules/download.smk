@@ -6,11 +6,11 @@ localrules:
 rule download:
     """Download one file of a source into the raw folder: resumed when interrupted, checked against its md5."""
     output:
-        f"{RAW}/{{source}}/{{filename}}",
+        paths.raw_file(RAW, "{source}", "{filename}"),
     params:
         args=get_download_args,
     log:
-        f"{RAW}/logs/{{source}}/{{filename}}.log",
+        paths.log_file(RAW, "{source}", "{filename}"),
     conda:
         ENV
     shell:

@@ -1,8 +1,9 @@
-# Successive halving (`search: halving`, workflow/halving.py): every grid cell trains to the first
+# Successive halving (`search: halving`, workflow/sweep/halving.py): every grid cell trains to the first
 # rung's budget; a checkpoint rule ranks the cells that reached a rung, and only the survivors train
 # on to the next rung, each from its own previous rung's state. A rung's training job reads no ranking:
 # re-ranking (e.g. after a cell is added) never makes Snakemake retrain a rung that is done.
 if HALVING:
+
     localrules:
         rank_rung,
         finish_cell,
@@ -13,33 +14,31 @@ if HALVING:
         input:
             unpack(get_rung_inputs),
         output:
-            metrics=f"{OUT}/cells/{{cell}}/rung-{{rung}}/metrics.json",
-            history=f"{OUT}/cells/{{cell}}/rung-{{rung}}/history.csv",
-            checkpoint=f"{OUT}/cells/{{cell}}/rung-{{rung}}/best.pt",
-            state=f"{OUT}/cells/{{cell}}/rung-{{rung}}/state.pt",
+            **paths.rung_outputs(paths.rung_folder(paths.cell_folder(OUT, paths.GRID, "{cell}"), "{rung}")),
         params:
             cell=get_cell_json,
             init=get_init_arg,
-            budget=lambda wildcards: HALVING.rungs[rung_index(wildcards)],
+            slots=SLOT_ARGS,
+            budget=lambda wildcards: HALVING.budget(int(wildcards.rung)),
             previous=get_previous_arg,
             out=lambda wildcards, output: os.path.dirname(output.metrics),
         log:
-            f"{OUT}/logs/train/{{cell}}/rung-{{rung}}.log",
+            paths.rung_log(OUT, "{cell}", "{rung}"),
         benchmark:
-            f"{OUT}/benchmarks/train/{{cell}}/rung-{{rung}}.tsv"
+            paths.benchmark_file(OUT, "train", paths.rung_folder("{cell}", "{rung}"))
         threads: RES["train_threads"]
         resources:
             gpu=RES["train_gpus"],
             gpu_slots=get_gpu_slots,
             mem_mb=RES["train_mem_mb"],
             runtime=get_train_runtime,
-            slurm_extra=TRAIN_SLURM_EXTRA,  # as rule train
+            slurm_extra=TRAIN_SLURM_EXTRA,  # as rule train_upstream
         conda:
             ENV
         shell:
-            "exec python -m workflow train-rung --cell {params.cell:q} --shard {input.shard} {params.init}"
-            " --rung {wildcards.rung} --until-epoch {params.budget} {params.previous}"
-            " --out {params.out} --threads {threads} > {log} 2>&1"
+            "exec python -m workflow train-rung --cell {params.cell:q} --manifest {input.manifest} {params.init}"
+            " --gpu-slots {resources.gpu_slots} {params.slots} --rung {wildcards.rung} --until-epoch {params.budget}"
+            " {params.previous} --out {params.out} --threads {threads} > {log} 2>&1"
 
     checkpoint rank_rung:
         """Rank the cells that reached a rung by their validation metric within their group; the best
@@ -47,11 +46,11 @@ if HALVING:
         input:
             unpack(get_rank_inputs),
         output:
-            f"{OUT}/halving/rung-{{rung}}.json",
+            paths.ranking_file(paths.rankings_folder(OUT), "{rung}"),
         params:
             search=json.dumps(HALVING.to_dict()),
         log:
-            f"{OUT}/logs/rank_rung/rung-{{rung}}.log",
+            paths.log_file(OUT, "rank_rung", paths.rung_name("{rung}")),
         conda:
             ENV
         shell:
@@ -64,17 +63,13 @@ if HALVING:
         input:
             unpack(get_finish_inputs),
         output:
-            metrics=f"{OUT}/cells/{{cell}}/metrics.json",
-            history=f"{OUT}/cells/{{cell}}/history.csv",
-            checkpoint=f"{OUT}/cells/{{cell}}/best.pt",
+            **paths.cell_outputs(paths.cell_folder(OUT, paths.GRID, "{cell}")),
         params:
             search=json.dumps(HALVING.to_dict()),
-            rankings=f"{OUT}/halving",
+            rankings=paths.rankings_folder(OUT),
             out=lambda wildcards, output: os.path.dirname(output.metrics),
-        wildcard_constraints:
-            cell=halved_cells(),
         log:
-            f"{OUT}/logs/finish_cell/{{cell}}.log",
+            paths.log_file(OUT, "finish_cell", "{cell}"),
         conda:
             ENV
         shell:

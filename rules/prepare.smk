@@ -3,12 +3,12 @@ rule plan:
     input:
         get_source_inputs,
     output:
-        plan=f"{DATA}/{{dataset}}/plan.json",
+        plan=paths.plan_file(DATA, "{dataset}"),
     params:
         spec=get_dataset_json,
         raw_dir=get_raw_dir_arg,
     log:
-        f"{DATA}/logs/plan/{{dataset}}.log",
+        paths.log_file(DATA, "plan", "{dataset}"),
     conda:
         ENV
     shell:
@@ -16,15 +16,15 @@ rule plan:
         " --out {output.plan} > {log} 2>&1"
 
 
-rule prepare_shard:
+rule shard:
     """Decode, resize and write one shard (part PART of PARTS of every split) of a planned dataset."""
     input:
         get_source_inputs,
-        plan=f"{DATA}/{{dataset}}/plan.json",
+        plan=paths.plan_file(DATA, "{dataset}"),
     output:
-        shard=f"{DATA}/{{dataset}}/r{{resolution}}/shard-{{part}}-of-{{parts}}.h5",
+        shard=paths.shard_file(DATA, "{dataset}", "{resolution}", "{part}", "{parts}"),
     log:
-        f"{DATA}/logs/prepare_shard/{{dataset}}-r{{resolution}}-{{part}}-of-{{parts}}.log",
+        paths.log_file(DATA, "shard", paths.shard_key("{dataset}", "{resolution}", "{part}", "{parts}")),
     threads: 1
     conda:
         ENV
@@ -33,17 +33,17 @@ rule prepare_shard:
         " --part {wildcards.part} --parts {wildcards.parts} --out {output.shard} --threads {threads} > {log} 2>&1"
 
 
-rule prepare:
+rule manifest:
     """Check a dataset's shards at one resolution and write the manifest that joins them (what training reads)."""
     input:
-        plan=f"{DATA}/{{dataset}}/plan.json",
+        plan=paths.plan_file(DATA, "{dataset}"),
         shards=get_shards,
     output:
-        manifest=f"{DATA}/{{dataset}}/r{{resolution}}.json",
+        manifest=paths.manifest_file(DATA, "{dataset}", "{resolution}"),
     log:
-        f"{DATA}/logs/prepare/{{dataset}}-r{{resolution}}.log",
+        paths.log_file(DATA, "manifest", paths.manifest_key("{dataset}", "{resolution}")),
     conda:
         ENV
     shell:
-        "python -m workflow index --plan {input.plan} --resolution {wildcards.resolution}"
+        "python -m workflow manifest --plan {input.plan} --resolution {wildcards.resolution}"
         " --shards {input.shards} --out {output.manifest} > {log} 2>&1"

@@ -1,5 +1,5 @@
 # Several cells per GPU (resources.gpu_slots > 1): the peak GPU memory of each combination that drives
-# it, measured once and shared by every study (workflow/slots.py, workflow/probe.py). The train rule
+# it, measured once and shared by every study (workflow/gpu/slots.py, workflow/gpu/probe.py). Training
 # waits for its cell's probe through checkpoints.probe_memory (rules/common.smk, get_train_inputs).
 if SLOTS.probe_dir:
 
@@ -7,11 +7,11 @@ if SLOTS.probe_dir:
         """Measure the peak GPU memory of a few training steps and an evaluation pass of one combination
         (model, resolution, batch size, head, optimizer state, bf16, eval batch size) on a whole GPU."""
         output:
-            f"{SLOTS.probe_dir}/{{combo}}.json",
+            paths.probe_file(SLOTS.probe_dir, "{combo}"),
         params:
             spec=get_probe_json,
         log:
-            f"{SLOTS.probe_dir}/logs/{{combo}}.log",
+            paths.log_file(SLOTS.probe_dir, "{combo}"),
         wildcard_constraints:
             combo="|".join(map(re.escape, PROBES)),
         threads: 1

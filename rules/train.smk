@@ -1,21 +1,20 @@
-rule train:
-    """Train one cell of the grid (or an upstream cell) and evaluate its best checkpoint."""
+# Training one cell in one job: upstream (pretrain) cells always, grid cells unless the study searches
+# by successive halving (rules/halving.smk). Both rules run the same command.
+rule train_upstream:
+    """Train one upstream (pretrain) cell, whose best checkpoint starts the grid cells that name it."""
     input:
-        unpack(get_train_inputs),
+        unpack(get_upstream_inputs),
     output:
-        metrics=f"{OUT}/cells/{{cell}}/metrics.json",
-        history=f"{OUT}/cells/{{cell}}/history.csv",
-        checkpoint=f"{OUT}/cells/{{cell}}/best.pt",
+        **paths.cell_outputs(paths.cell_folder(OUT, paths.UPSTREAM, "{cell}")),
     params:
         cell=get_cell_json,
         init=get_init_arg,
-        out=lambda wildcards: f"{OUT}/cells/{wildcards.cell}",
-    wildcard_constraints:
-        cell=trained_cells(),
+        slots=SLOT_ARGS,
+        out=lambda wildcards, output: os.path.dirname(output.metrics),
     log:
-        f"{OUT}/logs/train/{{cell}}.log",
+        paths.upstream_log(OUT, "{cell}"),
     benchmark:
-        f"{OUT}/benchmarks/train/{{cell}}.tsv"
+        paths.benchmark_file(OUT, "train_upstream", "{cell}")
     threads: RES["train_threads"]
     resources:
         gpu=RES["train_gpus"],
@@ -28,5 +27,18 @@ rule train:
         ENV
     # exec: no shell between Snakemake and the trainer, which checkpoints on SIGTERM (a shell would die of it)
     shell:
-        "exec python -m workflow train --cell {params.cell:q} --shard {input.shard} {params.init}"
-        " --out {params.out} --threads {threads} > {log} 2>&1"
+        "exec python -m workflow train --cell {params.cell:q} --manifest {input.manifest} {params.init}"
+        " --gpu-slots {resources.gpu_slots} {params.slots} --out {params.out} --threads {threads} > {log} 2>&1"
+
+
+if not HALVING:
+
+    use rule train_upstream as train with:
+        input:
+            unpack(get_grid_inputs),
+        output:
+            **paths.cell_outputs(paths.cell_folder(OUT, paths.GRID, "{cell}")),
+        log:
+            paths.cell_log(OUT, "{cell}"),
+        benchmark:
+            paths.benchmark_file(OUT, "train", "{cell}")

@@ -16,7 +16,7 @@ if IMAGENET:
         params:
             url=lambda wildcards: WEIGHT_URLS[wildcards.name],
         log:
-            f"{OUT}/logs/fetch_weights/{{name}}.log",
+            paths.log_file(OUT, "fetch_weights", "{name}"),
         wildcard_constraints:
             name="|".join(map(re.escape, WEIGHT_URLS)),
         conda:

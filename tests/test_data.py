@@ -11,7 +11,7 @@ from workflow.data.batches import device_memory, load_splits, split_bytes
 from workflow.data.device_split import DeviceSplit
 from workflow.data.stream_split import MappedBlocks, StreamSplit, chunk_offsets
 from workflow.data.shards import read_split, shard_files, shard_writer
-from workflow.study.grid import DEFAULT_TRAINING, merge
+from workflow.study.settings import DEFAULT_TRAINING, merge
 
 CHUNK = 8
 SIZES = (50, 37, 8)  # images of the train split in each shard: partial last chunks, one single-chunk shard

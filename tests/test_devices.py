@@ -70,7 +70,7 @@ def test_two_real_training_jobs_claim_different_devices(fake_gpus, tmp_path):
     jobs = []
     for i in range(2):
         cell = make_cell(id=f"d/resnet18/r16/job{i}", seed=i)
-        cmd = [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--shard", str(tmp_path / "r16.h5"),
+        cmd = [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(tmp_path / "r16.json"),
                "--out", str(tmp_path / f"job{i}")]
         jobs.append(subprocess.Popen(cmd, env=fake_gpus, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [job.communicate(timeout=300)[0] for job in jobs]

@@ -9,10 +9,12 @@ import torch
 
 from conftest import REPO, tiny_study
 from fakecells import HISTORY_COLUMNS, make_study, study_config
-from workflow.sweep.halving import (
-    LAST, STATE, finish_cell, finish_rung, rank, rank_rung, read_rung, start_rung, stopping_rung,
-)
-from workflow.study.grid import DEFAULT_HALVING, DEFAULT_TRAINING, ConfigError, Halving, build_study, merge
+from workflow.study.config import ConfigError
+from workflow.study.grid import build_study
+from workflow.study.paths import LAST_PT, STATE_PT
+from workflow.study.search import DEFAULT_HALVING, Halving
+from workflow.study.settings import DEFAULT_TRAINING, merge
+from workflow.sweep.halving import finish_cell, finish_rung, rank, rank_rung, read_rung, start_rung, stopping_rung
 from workflow.train.cell import train_cell
 
 
@@ -146,7 +148,7 @@ def write_rung(study, cell, rung, val_accuracy: list[float], status="ok", budget
     metrics = {"cell": cell.id, "status": status, "epochs_run": len(rows), "config": cell.to_dict(), "rung": rung,
                "budget_epochs": budget, "test_accuracy": 0.5}
     (folder / "metrics.json").write_text(json.dumps(metrics))
-    for name in ("best.pt", STATE):
+    for name in ("best.pt", STATE_PT):
         (folder / name).write_bytes(b"weights")
     return folder / "metrics.json"
 
@@ -208,14 +210,14 @@ def test_rungs_continue_one_run_and_a_killed_rung_trains_no_earlier_epoch_again(
     start_rung(rung0, None, log=quiet)
     train_cell(cell(), shard, rung0, log=quiet, until_epoch=1)
     assert finish_rung(rung0, 0, 1, log=quiet)["budget_epochs"] == 1
-    assert (rung0 / STATE).exists() and not (rung0 / LAST).exists()
+    assert (rung0 / STATE_PT).exists() and not (rung0 / LAST_PT).exists()
     assert timing_free(rung0).equals(timing_free(reference).iloc[:1])
 
     messages = []
     start_rung(rung1, rung0, log=messages.append)
-    assert messages == [f"continuing {rung0 / STATE} after epoch 1"]
+    assert messages == [f"continuing {rung0 / STATE_PT} after epoch 1"]
     train_cell(cell(), shard, rung1, log=quiet, until_epoch=2)  # "killed" after epoch 2: last.pt stays
-    best_epoch = torch.load(rung1 / LAST, weights_only=False)["state"]["best_epoch"]
+    best_epoch = torch.load(rung1 / LAST_PT, weights_only=False)["state"]["best_epoch"]
     for name in ("metrics.json", "history.csv", "best.pt"):  # what Snakemake deletes before it reruns the job
         (rung1 / name).unlink()
     messages = []
@@ -223,10 +225,10 @@ def test_rungs_continue_one_run_and_a_killed_rung_trains_no_earlier_epoch_again(
     metrics = train_cell(cell(), shard, rung1, log=quiet, until_epoch=3)
     finish_rung(rung1, 1, 3, log=quiet)
     if best_epoch <= 1:  # the best checkpoint is still rung 0's: the killed run goes on
-        assert messages == [f"continuing this rung's own {LAST} after epoch 2"]
+        assert messages == [f"continuing this rung's own {LAST_PT} after epoch 2"]
         assert metrics["run"]["resumed_after_epochs"] == [1, 2]
     else:  # epoch 2's best.pt was deleted with the outputs: back to rung 0's state, never to scratch
-        assert messages == [f"continuing {rung0 / STATE} after epoch 1"]
+        assert messages == [f"continuing {rung0 / STATE_PT} after epoch 1"]
         assert metrics["run"]["resumed_after_epochs"] == [1]
     expected = json.loads((reference / "metrics.json").read_text())
     assert timing_free(rung1).equals(timing_free(reference))  # epochs 1..3, no gap, no repeat
@@ -239,10 +241,10 @@ def test_a_cell_that_is_not_ok_goes_on_to_no_rung(tmp_path):
     rung0 = tmp_path / "rung-0"
     rung0.mkdir()
     (rung0 / "metrics.json").write_text(json.dumps({"cell": "c", "status": "diverged", "epochs_run": 1}))
-    (rung0 / LAST).write_bytes(b"stale")
+    (rung0 / LAST_PT).write_bytes(b"stale")
     finish_rung(rung0, 0, 1, log=quiet)
-    assert not (rung0 / LAST).exists()
-    assert torch.load(rung0 / STATE, weights_only=False) == {"resumable": False, "status": "diverged", "cell": "c"}
+    assert not (rung0 / LAST_PT).exists()
+    assert torch.load(rung0 / STATE_PT, weights_only=False) == {"resumable": False, "status": "diverged", "cell": "c"}
     with pytest.raises(ValueError, match="holds no resumable state \\(the cell ended as 'diverged'\\)"):
         start_rung(tmp_path / "rung-1", rung0, log=quiet)
 
@@ -334,7 +336,8 @@ def test_every_chart_of_a_halving_study_is_valid_renders_and_marks_pruned_runs(h
     from altair.vegalite.v6.schema import core as vegalite
 
     from workflow.results.aggregate import collect
-    from workflow.results.charts import CHARTS, PRUNED
+    from workflow.results.chartkit import PRUNED
+    from workflow.results.charts import CHARTS
     from workflow.study.outputs import study_charts
 
     schema = vegalite.load_schema()

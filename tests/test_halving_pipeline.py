@@ -16,8 +16,9 @@ import pytest
 from conftest import REPO, snakemake, write_config
 from test_workflow import job_counts
 from workflow.study.config import load_config
+from workflow.study.grid import build_study
+from workflow.study.search import Halving
 from workflow.sweep.halving import rank
-from workflow.study.grid import Halving, build_study
 
 TIMING = ["seconds", "images_per_s"]
 RUNGS = [1, 3, 9]

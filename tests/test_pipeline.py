@@ -63,7 +63,7 @@ def test_download_resumes_then_prepares_shards_and_manifests(served, tmp_path):
     assert "connection closed after 5000 of" in (work / f"results/raw/logs/cifar10/{CIFAR}.log").read_text()
 
     plan = snakemake(work, *TARGETS, "-n", "--configfile", str(configfile))
-    assert job_counts(plan.stdout) == {"download": 2, "plan": 2, "prepare_shard": 4, "prepare": 2}
+    assert job_counts(plan.stdout) == {"download": 2, "plan": 2, "shard": 4, "manifest": 2}
     snakemake(work, *TARGETS, "--cores", "2", "--configfile", str(configfile))
     cifar_requests = [r["range"] for r in served.requests if r["path"] == f"/c10/{CIFAR}"]
     assert cifar_requests == [None, "bytes=5000-"], "resumed where it stopped"
@@ -111,8 +111,8 @@ def test_checksum_mismatch_stops_naming_file_expected_and_found(served, tmp_path
 def test_plans_of_the_default_study_and_of_local_copies(tmp_path, study_file):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config.yaml"))
     counts = job_counts(result.stdout)
-    assert {k: counts[k] for k in ("download", "plan", "prepare_shard", "prepare")} == \
-        {"download": 2, "plan": 2, "prepare_shard": 8, "prepare": 2}
+    assert {k: counts[k] for k in ("download", "plan", "shard", "manifest")} == \
+        {"download": 2, "plan": 2, "shard": 8, "manifest": 2}
 
     config = tiny_study()
     config["datasets"]["local"] = {"source": "cifar10", "path": str(tmp_path / "nowhere")}

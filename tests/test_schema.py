@@ -21,6 +21,8 @@ def dry_run_error(tmp_path, study_file, config) -> str:
     (lambda c: c["grid"].update(dataset=["digits-5to9", "cifar11"]), ["grid.dataset: unknown dataset 'cifar11'"]),
     (lambda c: c["grid"].update(freeze=["head"]), ["grid.freeze: `freeze` is now `train`"]),
     (lambda c: c["grid"].update(train=["none"]), ["grid.train: 'none' is gone: training from scratch is `weights: none`"]),
+    (lambda c: c["resources"].update(train_runtime_min=5, train_warning_s=300),
+     ["resources.train_warning_s (300) must be less than train_runtime_min (5) minutes"]),
 ])
 def test_bad_config_fails_dry_run_naming_key_and_value(tmp_path, study_file, mutate, expected):
     config = tiny_study()

@@ -195,8 +195,8 @@ def slot_study(name: str, per_gpu: int = 2) -> dict:
 def test_probes_are_cached_across_studies(tmp_path, fake_gpus):
     first = write_config(tmp_path / "first.yaml", slot_study("first"))
     plan = snakemake(tmp_path, "-n", "--configfile", str(first))
-    assert job_counts(plan.stdout) == {"plan": 2, "prepare_shard": 2, "prepare": 2, "probe_memory": 4, "train": 5,
-                                       "aggregate": 1, "charts": 1, "all": 1}
+    assert job_counts(plan.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "probe_memory": 4, "train": 4,
+                                       "train_upstream": 1, "aggregate": 1, "charts": 1, "all": 1}
     probes = Path("results") / "probes" / probe_key()  # relative to the working directory, as the rule says
     study = study_of(slot_study("first"))
     files = sorted({str(probes / f"{probe_name(probe_spec(c.to_dict()))}.json") for c in study.cells.values()})
@@ -208,7 +208,8 @@ def test_probes_are_cached_across_studies(tmp_path, fake_gpus):
     assert (record["device"] == "cpu") == (record["peak_mb"] is None)
     second = write_config(tmp_path / "second.yaml", slot_study("second"))
     counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(second)).stdout)
-    assert "probe_memory" not in counts and counts["train"] == 5, "another study reuses the probes"
+    assert "probe_memory" not in counts and counts["train"] + counts["train_upstream"] == 5, \
+        "another study reuses the probes"
     third = slot_study("third")
     third["grid"]["batch_size"].append(16)
     plan = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path / "third.yaml", third))).stdout
@@ -218,7 +219,8 @@ def test_probes_are_cached_across_studies(tmp_path, fake_gpus):
 def intervals(workdir: Path, study: str) -> dict[str, dict]:
     """Per cell: the GPU and slots its job claimed, the claim time and the end (its log's last write)."""
     jobs = {}
-    for log in (workdir / "results" / study / "logs" / "train").rglob("*.log"):
+    logs = workdir / "results" / study / "logs"
+    for log in [*(logs / "train").rglob("*.log"), *(logs / "train_upstream").rglob("*.log")]:
         text = log.read_text()
         claim = re.search(r"^claimed GPU (\S+) \((.*)\) at ([\d.]+)$", text, re.M)
         need = re.search(r"^needs (\d) of the (\d) slots", text, re.M)
@@ -249,8 +251,8 @@ def test_cells_share_gpus_within_the_slots_snakemake_grants(tmp_path, fake_gpus)
     assert "probe_memory" not in result.stdout + result.stderr
 
     granted = {}  # what Snakemake reserved per cell: its gpu_slots resource
-    for block in (result.stdout + result.stderr).split("rule train:")[1:]:
-        cell = re.search(r"cells/(\S+)/metrics\.json", block).group(1)
+    for block in re.split(r"rule train(?:_upstream)?:", result.stdout + result.stderr)[1:]:
+        cell = re.search(r"(?:cells|upstream)/(\S+)/metrics\.json", block).group(1)
         granted[cell] = int(re.search(r"gpu_slots=(\d+)", block).group(1))
     jobs = intervals(tmp_path, "shared")
     assert len(jobs) == 5 and granted == {cell: job["slots"] for cell, job in jobs.items()}

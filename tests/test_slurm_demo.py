@@ -40,7 +40,7 @@ def test_demo_study_through_the_slurm_profile(slurm_cluster: SlurmCluster, tmp_p
         "--profile", str(REPO / "profiles" / "slurm"),
         "--slurm-status-command", "squeue",  # the test cluster has no accounting
         "--slurm-init-seconds-before-status-checks", "2",
-        "--set-resources", "train:mem_mb=1500", "prepare:mem_mb=1500",  # fit the test machine
+        "--set-resources", "train:mem_mb=1500", "train_upstream:mem_mb=1500", "manifest:mem_mb=1500",  # fit the test machine
         "--configfile", str(DEMO),
     ]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1500)
@@ -57,16 +57,17 @@ def test_demo_study_through_the_slurm_profile(slurm_cluster: SlurmCluster, tmp_p
 
     (run_log,) = (tmp_path / ".snakemake" / "log").glob("*.snakemake.log")
     submitted = job_ids_by_rule(run_log.read_text())
-    assert len(submitted.get("train", [])) == len(study.cells)  # grid and upstream cells, each once
-    assert len(submitted.get("prepare", [])) == 2
+    training = submitted.get("train", []) + submitted.get("train_upstream", [])
+    assert len(training) == len(study.cells)  # grid and upstream cells, each once
+    assert len(submitted.get("manifest", [])) == 2
     assert not {"aggregate", "charts", "all"} & set(submitted), "local rules stay on the submit host"
 
     intervals = []
-    for job_id in submitted["train"]:
+    for job_id in training:
         job = cluster.show_job(job_id)
         assert "gres:gpu:1" in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
         intervals.append((seconds(job["StartTime"]), seconds(job["EndTime"])))
-    for job_id in submitted["prepare"]:
+    for job_id in submitted["manifest"]:
         job = cluster.show_job(job_id)
         assert "gpu" not in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
     assert max_overlap(intervals) <= cluster.gpus

@@ -66,7 +66,7 @@ def test_a_training_job_longer_than_its_time_limit_completes_through_retries(slu
         "--slurm-init-seconds-before-status-checks", "2",
         "--slurm-keep-successful-logs",
         "--retries", "6",  # attempts get 20 to 50 s each, less start-up: 2 or 3 are usual, more on a busy machine
-        "--set-resources", "plan:mem_mb=1000", "prepare_shard:mem_mb=1000", "prepare:mem_mb=1000",
+        "--set-resources", "plan:mem_mb=1000", "shard:mem_mb=1000", "manifest:mem_mb=1000",
         "--configfile", str(configfile),
     ]  # fmt: skip
     started = time.monotonic()
@@ -78,7 +78,7 @@ def test_a_training_job_longer_than_its_time_limit_completes_through_retries(slu
         while run.poll() is None:  # meanwhile, the same cell never stopped, here, once its data is ready
             if reference is None and index.exists():
                 reference = subprocess.Popen(
-                    [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--shard", str(index),
+                    [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(index),
                      "--out", str(tmp_path / "reference"), "--threads", "1"],
                     env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             assert time.monotonic() - started < 900, "snakemake took more than 15 minutes"

@@ -3,7 +3,8 @@
 import pytest
 
 from conftest import tiny_study
-from workflow.study.grid import ConfigError, build_study, format_lr
+from workflow.study.config import ConfigError
+from workflow.study.grid import build_study, format_lr
 
 
 def validated(config):

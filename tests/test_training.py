@@ -23,7 +23,7 @@ from histories import TIMING_COLUMNS
 from workflow.cli import main
 from workflow.data.device_split import DeviceSplit
 from workflow.data.prepare import prepare_dataset
-from workflow.study.grid import DEFAULT_TRAINING, merge
+from workflow.study.settings import DEFAULT_TRAINING, merge
 from workflow.testing import OOM_ABOVE, OOM_AT_STEP, SIGNAL_AT_STEP, injected_faults
 from workflow.train.cell import train_cell
 from workflow.train.history import HISTORY_COLUMNS
@@ -125,7 +125,7 @@ def test_two_classes_report_roc_auc_and_false_negative_rate(tmp_path):
 def test_out_of_memory_is_recorded_with_the_batch_size_and_the_job_succeeds(shard, tmp_path, monkeypatch):
     monkeypatch.setenv(OOM_AT_STEP, "13")  # 11 steps of 32 per epoch: the second step of epoch 2
     cell = make_cell()
-    main(["train", "--cell", json.dumps(cell), "--shard", str(shard), "--out", str(tmp_path)])
+    main(["train", "--cell", json.dumps(cell), "--manifest", str(shard), "--out", str(tmp_path)])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "oom"
     assert metrics["oom"] == {"phase": "train", "epoch": 2, "batch_size": 32}
@@ -147,7 +147,7 @@ def start_training(cell, shard, out, log_name, **env_vars):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **env_vars)
     log = open(out.parent / log_name, "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--shard", str(shard),
+        [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(shard),
          "--out", str(out), "--threads", "1"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
@@ -461,7 +461,7 @@ def test_objective_adds_the_auxiliary_loss_smooths_labels_and_mixes_up():
 
 
 def run_train_command(cell, shard, out, init=None):
-    command = [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--shard", str(shard),
+    command = [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(shard),
                "--out", str(out)] + (["--init", str(init)] if init else [])
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     return subprocess.run(command, capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=300)

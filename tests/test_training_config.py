@@ -4,7 +4,9 @@ import pytest
 from snakemake.utils import validate
 
 from conftest import REPO, tiny_study
-from workflow.study.grid import DEFAULT_TRAINING, ConfigError, build_study, merge, stage_settings
+from workflow.study.config import ConfigError
+from workflow.study.grid import build_study
+from workflow.study.settings import DEFAULT_TRAINING, merge, stage_settings
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 

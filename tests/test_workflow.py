@@ -32,8 +32,8 @@ def test_dry_run_plans_one_train_job_per_cell(tmp_path, study_file):
     config["grid"]["model"] = ["resnet18", "mobilenet_v2"]
     result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
     # 2 models x 2 batch sizes x 2 optimizers, plus one pretrain cell per model
-    assert job_counts(result.stdout) == {"plan": 2, "prepare_shard": 2, "prepare": 2, "train": 8 + 2, "aggregate": 1,
-                                         "charts": 1, "all": 1}
+    assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 8, "train_upstream": 2,
+                                         "aggregate": 1, "charts": 1, "all": 1}
 
 
 def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file):
@@ -51,8 +51,8 @@ def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file
 
 def test_demo_study_plan(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies/digits-demo.yaml"))
-    assert job_counts(result.stdout) == {"plan": 2, "prepare_shard": 2, "prepare": 2, "train": 12 + 2, "aggregate": 1,
-                                         "charts": 1, "all": 1}
+    assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 12, "train_upstream": 2,
+                                         "aggregate": 1, "charts": 1, "all": 1}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,8 @@ def test_end_to_end_summary_table(finished_tiny_study):
 def test_end_to_end_histories_and_upstream_checkpoint(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     cells = workdir / "results/tiny/cells"
-    upstream = cells / "digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone"
+    upstream = workdir / "results/tiny/upstream/digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone"
+    assert not (cells / "digits-0to4").exists(), "upstream cells have a folder of their own"
     assert (upstream / "best.pt").exists()
     assert pd.read_csv(upstream / "history.csv")["stage"].tolist() == ["scratch", "scratch"]
     summary = pd.read_csv(workdir / "results/tiny/tables/summary.csv")
@@ -136,7 +137,7 @@ def test_report_is_one_self_contained_file_with_tables_charts_and_rules(finished
         assert name in report, name
     assert "Table I of the batch-size paper" in report  # a caption
     assert "Pareto front" in report
-    for rule in ["prepare", "train", "aggregate", "charts"]:  # each rule described in report/workflow.rst
+    for rule in ["manifest", "train", "train_upstream", "aggregate", "charts"]:  # each described in report/workflow.rst
         assert re.search(rf'literal\\*">{rule}</tt>', report), rule
 
 
@@ -171,7 +172,7 @@ def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(finished_ti
 def test_default_study_plans_without_any_data(tmp_path):
     result = snakemake(tmp_path, "-n")  # config.yaml: CIFAR-10/100 x five batch sizes
     counts = job_counts(result.stdout)
-    assert counts["train"] == 10 and counts["prepare"] == 2
+    assert counts["train"] == 10 and counts["manifest"] == 2
     for dataset in ("cifar10", "cifar100"):
         for batch_size in (32, 64, 128, 256, 512):
             assert f"results/batch-size-cifar/cells/{dataset}/mobilenet_v2/r160/bs{batch_size}-lr1e-2-rmsprop-all-s0/metrics.json" in result.stdout
@@ -183,10 +184,11 @@ def test_every_ready_study_dry_runs(tmp_path, study):
     config = build_study(load_config(REPO / "studies" / study))
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies" / study))
     counts = job_counts(result.stdout)
+    assert counts.get("train_upstream", 0) == len(config.cells) - len(config.grid_cells), counts
     if config.halving is None:
-        assert counts["train"] == len(config.cells), counts
+        assert counts["train"] == len(config.grid_cells), counts
     else:  # grid cells train by rungs, all of them to the first before the first ranking
-        assert counts.get("train", 0) == len(config.cells) - len(config.grid_cells), counts
+        assert "train" not in counts, counts
         assert counts["train_rung"] == counts["finish_cell"] == len(config.grid_cells), counts
         assert counts["rank_rung"] == 1, counts
     assert counts["aggregate"] == counts["charts"] == 1

@@ -37,7 +37,7 @@ def cmd_shard(args) -> None:
     write_shard(plan, args.resolution, args.part, args.parts, args.out, log=log)
 
 
-def cmd_index(args) -> None:
+def cmd_manifest(args) -> None:
     from workflow.data.prepare import write_manifest
 
     manifest = write_manifest(json.loads(Path(args.plan).read_text()), args.resolution, args.shards, args.out)
@@ -46,13 +46,13 @@ def cmd_index(args) -> None:
 
 def cmd_train(args) -> None:
     from workflow.gpu.devices import cap_memory, claim_gpu
-    from workflow.gpu.slots import cell_slots, memory_fraction, settings_from_env
+    from workflow.gpu.slots import SlotSettings, memory_fraction
 
     cell = json.loads(args.cell)
-    slots = settings_from_env()  # resources.gpu_slots, passed on by the Snakefile (none: whole devices)
-    need = cell_slots(cell, args.shard, slots)
+    slots = SlotSettings(per_gpu=args.slots_per_gpu, headroom=args.gpu_headroom)
+    need = args.gpu_slots  # the job's gpu_slots resource: what the scheduler reserved for it
     if slots.per_gpu > 1:
-        log(f"needs {need} of the {slots.per_gpu} slots of a GPU (probes in {slots.probe_dir})")
+        log(f"needs {need} of the {slots.per_gpu} slots of a GPU")
     gpu = claim_gpu(log=log, slots=need, slots_per_gpu=slots.per_gpu)  # before torch initialises CUDA
     if gpu is not None and need < slots.per_gpu:
         cap_memory(memory_fraction(need, slots), log=log)
@@ -60,7 +60,7 @@ def cmd_train(args) -> None:
     from workflow.train.cell import run_job
 
     with injected_faults():  # nothing unless a test sets TLSWEEP_INJECT_OOM_* or TLSWEEP_SIGNAL_AT_STEP
-        status = run_job(cell, args.shard, args.out, init=args.init, threads=args.threads, log=log,
+        status = run_job(cell, args.manifest, args.out, init=args.init, threads=args.threads, log=log,
                          until_epoch=getattr(args, "until_epoch", None))
     if status:  # stopped by a signal: a retry resumes it
         sys.exit(status)
@@ -86,8 +86,8 @@ def cmd_train_rung(args) -> None:
 
 def cmd_rank_rung(args) -> None:
     from workflow.atomic import write_json
+    from workflow.study.search import Halving
     from workflow.sweep.halving import rank_rung
-    from workflow.study.grid import Halving
 
     ranking = rank_rung(args.metrics, Halving.from_dict(json.loads(args.search)), args.rung)
     write_json(args.out, ranking)
@@ -97,8 +97,8 @@ def cmd_rank_rung(args) -> None:
 
 
 def cmd_finish_cell(args) -> None:
+    from workflow.study.search import Halving
     from workflow.sweep.halving import finish_cell
-    from workflow.study.grid import Halving
 
     metrics = finish_cell(args.cell, args.rankings, args.out, Halving.from_dict(json.loads(args.search)))
     print(f"{args.cell}: stopped at rung {metrics['rung']} ({metrics['budget_epochs']} epochs), "
@@ -135,43 +135,24 @@ def cmd_charts(args) -> None:
     import pandas as pd
 
     from workflow.results.charts import draw_charts
+    from workflow.study import paths
     from workflow.study.outputs import study_charts
 
     study = load_study(args)
-    tables = study.out / "tables"
     names = study_charts(study)
-    summary = pd.read_parquet(args.summary or tables / "summary.parquet")
-    histories = pd.read_parquet(args.histories or tables / "histories.parquet")
-    draw_charts(names, summary, histories, args.out_dir or study.out / "charts")
+    summary = pd.read_parquet(args.summary or paths.table_file(study.out, "summary", "parquet"))
+    histories = pd.read_parquet(args.histories or paths.table_file(study.out, "histories", "parquet"))
+    draw_charts(names, summary, histories, Path(args.out_dir or paths.charts_folder(study.out)))
     print(f"drew {', '.join(names) or 'no charts'}")
 
 
 def cmd_cells(args) -> None:
-    import pandas as pd
+    from workflow.sweep.progress import cell_table, study_summary
 
     study = load_study(args)
-    grid_ids = {cell.id for cell in study.grid_cells}
-    rows = []
-    for cell in study.cells.values():
-        row = {"cell": cell.id, "role": "grid" if cell.id in grid_ids else "upstream",
-               "done": "yes" if (study.cell_dir(cell.id) / "metrics.json").exists() else "no"}
-        if study.halving:  # rungs finished, and where a ranking stopped the cell
-            from workflow.sweep.halving import progress
-
-            where = progress(study, cell.id) if cell.id in grid_ids else {"rung": None, "stopped": None}
-            row["rungs"] = "" if cell.id not in grid_ids else f"{0 if where['rung'] is None else where['rung'] + 1}" \
-                f"/{len(study.halving.rungs)}"
-            row["stopped"] = "" if where["stopped"] is None else f"rung {where['stopped']} (" + (
-                "finalist)" if where["stopped"] == study.halving.last else "pruned)")
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    table = cell_table(study)
     print(table.to_string(index=False))
-    print(f"\n{len(study.grid_cells)} grid cells, {len(study.cells) - len(study.grid_cells)} upstream cells, "
-          f"{int((table['done'] == 'yes').sum())} done")
-    if study.halving:
-        halving = study.halving
-        print(f"successive halving: rungs {list(halving.rungs)} epochs, keep {halving.keep:.3g} of each "
-              f"{' x '.join(halving.group_by) or 'study'} by {halving.metric}")
+    print(f"\n{study_summary(study, table)}")
 
 
 def study_args(p: argparse.ArgumentParser) -> None:
@@ -181,11 +162,8 @@ def study_args(p: argparse.ArgumentParser) -> None:
     group.add_argument("--configfile", help="a study YAML file, e.g. studies/digits-demo.yaml")
 
 
-def parser() -> argparse.ArgumentParser:
-    """The argument parser: one sub-command per rule."""
-    top = argparse.ArgumentParser(prog="python -m workflow", description=__doc__)
-    sub = top.add_subparsers(dest="command", required=True)
-
+def add_data_commands(sub) -> None:
+    """download, plan, shard, manifest: a dataset from its source to the manifest training reads."""
     p = sub.add_parser("download", help="download one file, resuming, and check its md5")
     p.add_argument("--url", required=True)
     p.add_argument("--dest", required=True)
@@ -208,19 +186,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_shard)
 
-    p = sub.add_parser("index", help="check a dataset's shards and write the manifest that joins them")
+    p = sub.add_parser("manifest", help="check a dataset's shards and write the manifest that joins them")
     p.add_argument("--plan", required=True)
     p.add_argument("--resolution", required=True, type=int)
     p.add_argument("--shards", required=True, nargs="+", help="the shard files, in order")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_index)
+    p.set_defaults(func=cmd_manifest)
 
-    p = sub.add_parser("train", help="train one cell")
+
+def train_args(p: argparse.ArgumentParser, out: str) -> None:
+    """What a training job takes: the cell, its data and weights, and its share of a GPU."""
     p.add_argument("--cell", required=True, help="the resolved cell as JSON (workflow.study.grid.Cell.to_dict)")
-    p.add_argument("--shard", required=True, help="the prepared dataset: its index JSON or one shard file")
-    p.add_argument("--out", required=True, help="the cell's folder")
+    p.add_argument("--manifest", required=True, help="the prepared dataset's manifest (or one shard file)")
+    p.add_argument("--out", required=True, help=out)
     p.add_argument("--init", help="checkpoint whose backbone starts the cell")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--gpu-slots", type=int, default=1, help="slots of a GPU the job holds (its gpu_slots resource)")
+    p.add_argument("--slots-per-gpu", type=int, default=1, help="slots per GPU: resources.gpu_slots (K)")
+    p.add_argument("--gpu-headroom", type=float, default=0.9, help="share of a GPU's memory its slots split")
+
+
+def add_training_commands(sub) -> None:
+    """train, probe, fetch-weights: one cell's training and what it needs first."""
+    p = sub.add_parser("train", help="train one cell")
+    train_args(p, "the cell's folder")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("probe", help="measure the peak GPU memory of a few training steps of one combination")
@@ -229,13 +218,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=3, help="training steps before the evaluation pass")
     p.set_defaults(func=cmd_probe)
 
+    p = sub.add_parser("fetch-weights", help="download a torchvision weights file into torch's cache")
+    p.add_argument("--url", required=True)
+    p.add_argument("--out", required=True, help="the cached file: $TORCH_HOME/hub/checkpoints/<name in the URL>")
+    p.set_defaults(func=cmd_fetch_weights)
+
+
+def add_halving_commands(sub) -> None:
+    """train-rung, rank-rung, finish-cell: successive halving."""
+    halving = "the study's halving settings as JSON (workflow.study.search.Halving)"
     p = sub.add_parser("train-rung", help="train one grid cell to a rung's budget (successive halving), "
                                           "continuing from its previous rung")
-    p.add_argument("--cell", required=True, help="the resolved cell as JSON (workflow.study.grid.Cell.to_dict)")
-    p.add_argument("--shard", required=True, help="the prepared dataset: its index JSON or one shard file")
-    p.add_argument("--out", required=True, help="the rung's folder: <cell folder>/rung-<k>")
-    p.add_argument("--init", help="checkpoint whose backbone starts the cell")
-    p.add_argument("--threads", type=int, default=1)
+    train_args(p, "the rung's folder: <cell folder>/rung-<k>")
     p.add_argument("--rung", required=True, type=int, help="the rung's index, from 0")
     p.add_argument("--until-epoch", required=True, type=int, help="the rung's budget: epochs, all stages together")
     p.add_argument("--previous", help="the previous rung's folder (its state.pt and best.pt); none for rung 0")
@@ -243,23 +237,21 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rank-rung", help="rank the cells that reached a rung; the best go on (successive halving)")
     p.add_argument("--rung", required=True, type=int)
-    p.add_argument("--search", required=True, help="the study's halving settings as JSON (workflow.study.grid.Halving)")
+    p.add_argument("--search", required=True, help=halving)
     p.add_argument("--metrics", required=True, nargs="+", help="the rung's metrics.json of every cell that reached it")
     p.add_argument("--out", required=True, help="the ranking (JSON)")
     p.set_defaults(func=cmd_rank_rung)
 
     p = sub.add_parser("finish-cell", help="a halved grid cell's results: those of the rung where it stopped")
     p.add_argument("--cell", required=True, help="the cell's id")
-    p.add_argument("--search", required=True, help="the study's halving settings as JSON (workflow.study.grid.Halving)")
+    p.add_argument("--search", required=True, help=halving)
     p.add_argument("--rankings", required=True, help="the folder of the rankings: rung-<k>.json")
     p.add_argument("--out", required=True, help="the cell's folder (holding its rung-<k> folders)")
     p.set_defaults(func=cmd_finish_cell)
 
-    p = sub.add_parser("fetch-weights", help="download a torchvision weights file into torch's cache")
-    p.add_argument("--url", required=True)
-    p.add_argument("--out", required=True, help="the cached file: $TORCH_HOME/hub/checkpoints/<name in the URL>")
-    p.set_defaults(func=cmd_fetch_weights)
 
+def add_results_commands(sub) -> None:
+    """aggregate, charts, cells: a study's tables, charts and progress."""
     p = sub.add_parser("aggregate", help="collect the cells' metrics into the study's tables (a cell without "
                                          "metrics.json counts as failed)")
     study_args(p)
@@ -273,9 +265,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="default: <results_dir>/<study>/charts")
     p.set_defaults(func=cmd_charts)
 
-    p = sub.add_parser("cells", help="list a study's cells before anything runs")
+    p = sub.add_parser("cells", help="list a study's cells and how far each got")
     p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
     p.set_defaults(func=cmd_cells, config=None)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser: one sub-command per rule."""
+    top = argparse.ArgumentParser(prog="python -m workflow", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    add_data_commands(sub)
+    add_training_commands(sub)
+    add_halving_commands(sub)
+    add_results_commands(sub)
     return top
 
 

@@ -10,8 +10,8 @@ With ``slots_per_gpu`` K > 1 (``resources.gpu_slots``) a device holds up to K
 jobs. Per device there are:
 
 - ``gpu<N>.lock``: taken exclusively by a job that needs the whole device
-  (all K slots; with K = 1 that is every job, exactly as before slots), and
-  shared by every job that needs only part of it;
+  (all K slots; with K = 1 that is every job), and shared by every job that
+  needs only part of it;
 - ``gpu<N>.slot<j>.lock`` (j < K): one exclusive lock per slot a partial job holds.
 
 A job takes all the locks it needs on one device or none (each try is

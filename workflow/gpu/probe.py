@@ -20,7 +20,7 @@ import torchvision
 
 from workflow.data.normalize import Normalizer
 from workflow.train.models import PLAIN_MEAN, PLAIN_STD, set_trainable, build_classifier, set_train_mode
-from workflow.study.grid import DEFAULT_TRAINING, stage_settings
+from workflow.study.settings import DEFAULT_TRAINING, stage_settings
 from workflow.train.loop import train_step
 from workflow.train.objective import Objective
 from workflow.train.optim import make_optimizer, parameter_groups

@@ -17,13 +17,10 @@ Without a measured peak (no probe yet, or a probe that ran without a GPU) a
 cell takes all K slots: memory nobody measured is never shared. A cell that
 needs more than one whole device also takes K slots (and may then run out of
 memory, which is recorded as ``oom`` as always). With K = 1 every cell needs
-1 slot, the whole device, as before slots.
+1 slot, the whole device.
 
-The Snakefile computes a job's slots (its ``gpu_slots`` resource) and the job
-computes them again from the same files; the Snakefile passes K, the headroom
-and the probe folder to jobs through the environment (``export_settings``), so
-the ``train`` rule's command line stays as it was.
-
+The Snakefile computes a job's slots (its ``gpu_slots`` resource) here and
+passes that number, K and the headroom to the job on its command line.
 Probes are shared by studies under ``<results_dir>/probes/<key>/`` where the
 key names the torch version of the Snakemake process and the local GPU model
 (``probe_key``): another GPU or torch version probes again.
@@ -32,18 +29,15 @@ key names the torch version of the Snakemake process and the local GPU model
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from workflow.study.grid import stage_settings
+from workflow.study import paths
+from workflow.study.settings import stage_settings
 
-SLOTS_ENV = "TLSWEEP_GPU_SLOTS"
-HEADROOM_ENV = "TLSWEEP_GPU_HEADROOM"
-PROBE_DIR_ENV = "TLSWEEP_PROBE_DIR"
 SPLITS = ("train", "val", "test")  # the order in which training loads them
 
 
@@ -56,22 +50,11 @@ class SlotSettings:
     probe_dir: Path | None = None
 
 
-def export_settings(settings: SlotSettings) -> None:
-    """Hand the settings to every job this process starts (they inherit its environment)."""
-    os.environ[SLOTS_ENV] = str(settings.per_gpu)
-    os.environ[HEADROOM_ENV] = repr(settings.headroom)
-    if settings.probe_dir is None:
-        os.environ.pop(PROBE_DIR_ENV, None)
-    else:
-        os.environ[PROBE_DIR_ENV] = str(settings.probe_dir)
-
-
-def settings_from_env() -> SlotSettings:
-    """The settings a job was started with (K = 1, i.e. whole devices, when none were given)."""
-    probe_dir = os.environ.get(PROBE_DIR_ENV)
-    return SlotSettings(per_gpu=int(os.environ.get(SLOTS_ENV) or 1),
-                        headroom=float(os.environ.get(HEADROOM_ENV) or 0.9),
-                        probe_dir=Path(probe_dir) if probe_dir else None)
+def slot_settings(resources: dict, results_dir: str | Path) -> SlotSettings:
+    """A study's slot settings from its `resources` (K = 1 and no probes when it sets no `gpu_slots`)."""
+    per_gpu = resources.get("gpu_slots", 1)
+    probe_dir = Path(paths.probes_folder(results_dir, probe_key())) if per_gpu > 1 else None
+    return SlotSettings(per_gpu=per_gpu, headroom=resources.get("gpu_headroom", 0.9), probe_dir=probe_dir)
 
 
 def optimizer_states(optimizer: str, momentum: float) -> int:
@@ -188,17 +171,23 @@ def memory_fraction(slots: int, settings: SlotSettings) -> float:
     return slots / settings.per_gpu * settings.headroom
 
 
-def probe_path(cell: dict, settings: SlotSettings) -> Path | None:
-    return None if settings.probe_dir is None else settings.probe_dir / f"{probe_name(probe_spec(cell))}.json"
+def probe_table(cells) -> tuple[dict[str, str], dict[str, dict]]:
+    """{cell id: probe name} and {probe name: what it measures} of `cells` (Cell objects)."""
+    names, specs = {}, {}
+    for cell in cells:
+        spec = probe_spec(cell.to_dict())
+        names[cell.id] = probe_name(spec)
+        specs[names[cell.id]] = spec
+    return names, specs
 
 
-def cell_slots(cell: dict, shard: str | Path, settings: SlotSettings) -> int:
-    """The slots a cell needs, from its probe and its prepared dataset (`shard`: manifest or shard file)."""
+def cell_slots(cell: dict, manifest: str | Path, settings: SlotSettings) -> int:
+    """The slots a cell needs, from its probe and its prepared dataset (`manifest`; a shard file works too)."""
     if settings.per_gpu <= 1:
         return 1
-    path = probe_path(cell, settings)
+    path = None if settings.probe_dir is None else paths.probe_file(settings.probe_dir, probe_name(probe_spec(cell)))
     probe = read_probe(path) if path is not None else None
     if probe is None or probe.get("peak_mb") is None:
         return settings.per_gpu
     return slots_needed(probe["peak_mb"], probe["device_mb"], settings.per_gpu, settings.headroom,
-                        split_mb(shard), cell["training"]["loader"]["memory_share"])
+                        split_mb(manifest), cell["training"]["loader"]["memory_share"])

@@ -12,6 +12,7 @@ import pandas as pd
 
 from workflow.results.predictions import counts_columns, prediction_columns
 from workflow.train.predictions import PREDICTIONS, read_predictions
+from workflow.study import paths
 from workflow.study.grid import AXES, Cell, Study, format_lr
 
 # The summary's columns after the cell id and its axes, in order, with their
@@ -74,12 +75,13 @@ def last_line(path: Path) -> str | None:
 
 
 def train_log(study: Study, cell_id: str) -> Path:
-    """A cell's training log, where rules/train.smk writes it; for a grid cell of a halving study, the log
-    of the last rung it started (rules/halving.smk)."""
-    if study.halving is not None and cell_id in {cell.id for cell in study.grid_cells}:
-        logs = [study.out / "logs" / "train" / cell_id / f"rung-{k}.log" for k in range(len(study.halving.rungs))]
+    """A cell's training log; for a grid cell of a halving study, the log of the last rung it started."""
+    if cell_id not in study.grid_ids:
+        return Path(paths.upstream_log(study.out, cell_id))
+    if study.halving is not None:
+        logs = [Path(paths.rung_log(study.out, cell_id, k)) for k in range(len(study.halving.rungs))]
         return next((log for log in reversed(logs) if log.exists()), logs[0])
-    return study.out / "logs" / "train" / f"{cell_id}.log"
+    return Path(paths.cell_log(study.out, cell_id))
 
 
 def epoch_rungs(epochs: pd.Series, rungs: tuple[int, ...]) -> pd.Series:
@@ -131,7 +133,7 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
     an `ok` cell whose losses exploded is `unstable`, error saying which."""
     row = {"cell": cell.id, **axis_values(cell, extras)}
     folder = study.cell_dir(cell.id)
-    metrics_file = folder / "metrics.json"
+    metrics_file = folder / paths.METRICS_JSON
     if not metrics_file.exists():
         log_line = last_line(train_log(study, cell.id))
         error = f"no metrics.json; the log ends: {log_line}" if log_line else "no metrics.json and no log: not run"
@@ -141,7 +143,7 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
     if study.halving is not None:
         row.update({name: metrics.get(name) for name in HALVING_COLUMNS})
     row.update(prediction_summary(predictions_dir(study, cell.id, metrics.get("rung")), metrics))
-    history_file = folder / "history.csv"
+    history_file = folder / paths.HISTORY_CSV
     history = pd.read_csv(history_file) if history_file.exists() else None
     if row["status"] == "ok" and (reason := instability(row, history)):
         row.update(status="unstable", error=reason)

@@ -16,10 +16,9 @@ import altair as alt
 import pandas as pd
 
 from workflow.atomic import atomic_path
-from workflow.results.chartkit import PRUNED  # noqa: F401  (the halving marks' condition, for tests)
 from workflow.results.curve_charts import halving_chart, train_curves, val_accuracy
-from workflow.results.metric_charts import (accuracy_vs_time, configs_chart, lr_batch_heatmap,  # noqa: F401
-                                            pareto_front, test_metric_bars, trainable_layers_chart)
+from workflow.results.metric_charts import (accuracy_vs_time, configs_chart, lr_batch_heatmap, test_metric_bars,
+                                            trainable_layers_chart)
 from workflow.study.outputs import CHART_FORMATS
 
 CHARTS = {

@@ -110,11 +110,22 @@ def fill_defaults(config: dict, schema: dict) -> None:
     jsonschema.validators.extend(base, {"properties": with_defaults})(schema).validate(config)
 
 
+def _resources_problem(resources: dict) -> str | None:
+    """Rules across the `resources` keys that the schema cannot express."""
+    if resources["train_warning_s"] >= resources["train_runtime_min"] * 60:
+        return (f"resources.train_warning_s ({resources['train_warning_s']}) must be less than train_runtime_min "
+                f"({resources['train_runtime_min']}) minutes, or 0 for no warning signal")
+    return None
+
+
 def check_config(config: dict) -> None:
     """Check a study config in place: the old spelling and the schema, each in one line; then fill
-    in the schema's defaults. Raises ConfigError."""
+    in the schema's defaults and check the keys that depend on each other. Raises ConfigError."""
     schema = yaml.safe_load(SCHEMA.read_text())
     problem = _old_spelling(config) or _schema_problem(config, schema)
     if problem is not None:
         raise ConfigError(problem)
     fill_defaults(config, schema)
+    problem = _resources_problem(config["resources"])
+    if problem is not None:
+        raise ConfigError(problem)

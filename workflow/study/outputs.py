@@ -8,6 +8,7 @@ when the grid varies the axes it compares, so none comes out empty.
 
 from __future__ import annotations
 
+from workflow.study import paths
 from workflow.study.grid import Study
 
 TABLE_FORMATS = ("csv", "md", "parquet", "html")
@@ -87,3 +88,14 @@ def study_charts(study: Study) -> list[str]:
     if study.halving is not None:
         charts.append("halving")
     return charts
+
+
+def table_files(study: Study) -> list[str]:
+    """Every table file the study gets: the histories and each table of `study_tables` in every format."""
+    files = [paths.table_file(study.out, "histories", ext) for ext in HISTORY_FORMATS]
+    return files + [paths.table_file(study.out, name, ext) for name in study_tables(study) for ext in TABLE_FORMATS]
+
+
+def chart_files(study: Study) -> list[str]:
+    """Every chart file the study gets: each chart of `study_charts` in every format."""
+    return [paths.chart_file(study.out, name, ext) for name in study_charts(study) for ext in CHART_FORMATS]

@@ -1,18 +1,15 @@
 """Successive halving (``search: halving``): grid cells train rung by rung, and only the best go on.
 
-Each rung of a cell is a job of its own with its own folder,
-``results/<study>/cells/<id>/rung-<k>/``: metrics.json, history.csv and best.pt
-as a whole cell has them, and ``state.pt``, the resumable checkpoint (what
-training.py keeps as last.pt) after the rung's budget. Rung k+1 starts from
-rung k's state.pt and best.pt, so its history continues where rung k stopped.
-After each rung but the last, ``results/<study>/halving/rung-<k>.json`` ranks
-the cells that reached it within their groups; the best `keep` share goes on.
-A cell's results (``cells/<id>/metrics.json`` ...) are those of the rung where
-it stopped, with that rung and whether it was pruned.
+Each rung of a cell is a job of its own with its own folder (workflow.study.paths.rung_folder):
+metrics.json, history.csv and best.pt as a whole cell has them, and state.pt, the resumable
+checkpoint after the rung's budget. Rung k+1 starts from rung k's state.pt and best.pt, so its
+history continues where rung k stopped. After each rung but the last a ranking file ranks the
+cells that reached it within their groups; the best `keep` share goes on. A cell's results are
+those of the rung where it stopped, with that rung and whether it was pruned.
 
-Only files decide: the rank of rung k reads rung k's metrics, the next rung's
-jobs read only their own cell's state, so adding a cell re-ranks without
-retraining anyone, and a crashed rung job continues its own last.pt.
+Only files decide: the ranking of rung k reads rung k's metrics, the next rung's jobs read only
+their own cell's state, so adding a cell re-ranks without retraining anyone, and a crashed rung
+job continues its own last.pt.
 """
 
 from __future__ import annotations
@@ -21,19 +18,14 @@ import json
 import math
 import os
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from workflow.atomic import atomic_path, write_json
-from workflow.study.grid import HALVING_METRICS, Halving
-
-LAST = "last.pt"  # workflow.train.loop.LAST and BEST_SO_FAR (not imported: that module imports torch)
-BEST_SO_FAR = "best-so-far.pt"
-STATE = "state.pt"
-RUNG_FILES = ("metrics.json", "history.csv", "best.pt", STATE)
-CELL_FILES = ("metrics.json", "history.csv", "best.pt")
-
+from workflow.study import paths
+from workflow.study.search import HALVING_METRICS, Halving
 
 def _load(path: Path) -> dict:
     """A checkpoint's small parts without reading its tensors into memory."""
@@ -51,7 +43,7 @@ def _copy(source: Path, dest: Path) -> None:
 def _in_progress(out_dir: Path, previous: dict) -> dict | None:
     """This rung's own last.pt when it can be continued: written for the same run as `previous` and at
     least as far along."""
-    path = out_dir / LAST
+    path = out_dir / paths.LAST_PT
     if not path.exists():
         return None
     try:
@@ -66,28 +58,29 @@ def _in_progress(out_dir: Path, previous: dict) -> dict | None:
 
 def start_rung(out_dir: str | Path, previous: str | Path | None, log=print) -> None:
     """Put the checkpoint a rung continues from into its folder: the previous rung's state.pt as
-    last.pt and its best.pt as best-so-far.pt (what training.py resumes from).
+    last.pt and its best.pt as best-so-far.pt (what training resumes from).
 
     A rung job that was stopped or killed left its own last.pt and best-so-far.pt (Snakemake deletes
     only declared outputs): those are kept when they continue the previous rung's run and are further
-    along. The first rung has nothing to continue; training.py resumes its own last.pt, if any.
+    along. The first rung has nothing to continue; training resumes its own last.pt, if any.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if previous is None:
         return
     previous = Path(previous)
-    before = _load(previous / STATE)
+    state = previous / paths.STATE_PT
+    before = _load(state)
     if "fingerprint" not in before:
-        raise ValueError(f"{previous / STATE} holds no resumable state (the cell ended as "
+        raise ValueError(f"{state} holds no resumable state (the cell ended as "
                          f"{before.get('status')!r}); such a cell does not go on to another rung")
     current = _in_progress(out_dir, before)
-    if current is not None and (out_dir / BEST_SO_FAR).exists():
-        log(f"continuing this rung's own {LAST} after epoch {current['state']['epoch']}")
+    if current is not None and (out_dir / paths.BEST_SO_FAR_PT).exists():
+        log(f"continuing this rung's own {paths.LAST_PT} after epoch {current['state']['epoch']}")
         return
-    _copy(previous / "best.pt", out_dir / BEST_SO_FAR)
-    _copy(previous / STATE, out_dir / LAST)
-    log(f"continuing {previous / STATE} after epoch {before['state']['epoch']}")
+    _copy(previous / paths.BEST_PT, out_dir / paths.BEST_SO_FAR_PT)
+    _copy(state, out_dir / paths.LAST_PT)
+    log(f"continuing {state} after epoch {before['state']['epoch']}")
 
 
 def finish_rung(out_dir: str | Path, rung: int, budget: int, log=print) -> dict:
@@ -98,18 +91,18 @@ def finish_rung(out_dir: str | Path, rung: int, budget: int, log=print) -> dict:
     import torch
 
     out_dir = Path(out_dir)
-    metrics = json.loads((out_dir / "metrics.json").read_text())
-    last = out_dir / LAST
+    metrics = json.loads((out_dir / paths.METRICS_JSON).read_text())
+    last = out_dir / paths.LAST_PT
     if metrics["status"] == "ok" and last.exists():
-        os.replace(last, out_dir / STATE)
-        (out_dir / BEST_SO_FAR).unlink(missing_ok=True)  # best.pt holds the same weights
+        os.replace(last, out_dir / paths.STATE_PT)
+        (out_dir / paths.BEST_SO_FAR_PT).unlink(missing_ok=True)  # best.pt holds the same weights
     else:
-        with atomic_path(out_dir / STATE) as tmp:
+        with atomic_path(out_dir / paths.STATE_PT) as tmp:
             torch.save({"resumable": False, "status": metrics["status"], "cell": metrics["cell"]}, tmp)
         last.unlink(missing_ok=True)
-        (out_dir / BEST_SO_FAR).unlink(missing_ok=True)
+        (out_dir / paths.BEST_SO_FAR_PT).unlink(missing_ok=True)
     metrics.update(rung=rung, budget_epochs=budget)
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / paths.METRICS_JSON, metrics)
     log(f"rung {rung} ({budget} epochs): {metrics['epochs_run']} epochs run, status {metrics['status']}")
     return metrics
 
@@ -124,7 +117,7 @@ def read_rung(metrics_file: str | Path, halving: Halving) -> dict:
     """One cell's entry for a rung's ranking, from the rung's metrics.json and history.csv."""
     metrics_file = Path(metrics_file)
     metrics = json.loads(metrics_file.read_text())
-    history_file = metrics_file.with_name("history.csv")
+    history_file = metrics_file.with_name(paths.HISTORY_CSV)
     history = pd.read_csv(history_file) if history_file.exists() and history_file.stat().st_size else pd.DataFrame()
     value = rung_value(history, halving.metric) if len(history) else None
     if value is not None and not math.isfinite(value):
@@ -175,6 +168,31 @@ def survivors(ranking: dict) -> list[str]:
     return list(ranking["survivors"])
 
 
+@lru_cache(maxsize=64)
+def _read_json(path: str, mtime_ns: int) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_ranking(path: str | Path) -> dict:
+    """A ranking file's content, read once per version of the file (`mtime` decides)."""
+    return _read_json(str(path), os.stat(path).st_mtime_ns)
+
+
+def cell_rankings(cell_id: str, last: int, read) -> list[dict]:
+    """The rankings a cell met, from rung 0 up to the first that did not keep it (or the last ranked
+    rung): `read(rung)` gives a rung's ranking, or None to stop where none is written yet."""
+    rankings = []
+    for rung in range(last):
+        ranking = read(rung)
+        if ranking is None:
+            break
+        rankings.append(ranking)
+        if cell_id not in survivors(ranking):
+            break
+    return rankings
+
+
 def stopping_rung(cell_id: str, rankings: list[dict]) -> int:
     """The rung where a cell stops, given the rankings from rung 0 on: the first that prunes it, or the
     rung after the last ranking (the last rung) when it survives them all."""
@@ -187,55 +205,53 @@ def stopping_rung(cell_id: str, rankings: list[dict]) -> int:
     return len(rankings)
 
 
-def read_rankings(cell_id: str, rankings_dir: str | Path, halving: Halving) -> list[dict]:
-    """The rankings a cell was in, from rung 0 up to the one that pruned it (or the last ranked rung)."""
-    rankings = []
-    for rung in range(halving.last):
-        rankings.append(json.loads((Path(rankings_dir) / f"rung-{rung}.json").read_text()))
-        if cell_id not in survivors(rankings[-1]):
-            break
-    return rankings
-
-
 def finish_cell(cell_id: str, rankings_dir: str | Path, out_dir: str | Path, halving: Halving) -> dict:
     """A grid cell's results in its folder `out_dir`: the outputs of the rung where it stopped (as the
     rankings in `rankings_dir` say), with `rung`, `budget_epochs`, `pruned` and its place in each
     ranking it was in."""
-    ranked = read_rankings(cell_id, rankings_dir, halving)
+    ranked = cell_rankings(cell_id, halving.last, lambda k: load_ranking(paths.ranking_file(rankings_dir, k)))
     rung = stopping_rung(cell_id, ranked)
     out_dir = Path(out_dir)
-    rung_dir = out_dir / f"rung-{rung}"
-    metrics = json.loads((rung_dir / "metrics.json").read_text())
+    rung_dir = Path(paths.rung_folder(out_dir, rung))
+    metrics = json.loads((rung_dir / paths.METRICS_JSON).read_text())
     if metrics.get("rung") != rung or metrics["cell"] != cell_id:
         raise ValueError(f"{rung_dir} holds rung {metrics.get('rung')} of {metrics['cell']}, not rung {rung} of {cell_id}")
-    for name in ("history.csv", "best.pt"):
+    for name in (paths.HISTORY_CSV, paths.BEST_PT):
         _copy(rung_dir / name, out_dir / name)
     places = [{key: entry[key] for key in ("rank", "of", "value", "survives")} | {"rung": k}
               for k, ranking in enumerate(ranked) for entry in ranking["cells"] if entry["cell"] == cell_id]
     metrics.update(rung=rung, budget_epochs=halving.rungs[rung], pruned=rung < halving.last,
                    halving={**halving.to_dict(), "ranks": places})
-    write_json(out_dir / "metrics.json", metrics)  # last: its presence means the cell is complete
+    write_json(out_dir / paths.METRICS_JSON, metrics)  # last: its presence means the cell is complete
     return metrics
 
 
-def progress(study, cell_id: str) -> dict:
-    """How far a grid cell of a halving study got: the last rung it finished and, once a ranking says so,
-    where it stopped (for `python -m workflow cells`)."""
-    halving = study.halving
-    finished = [k for k in range(len(halving.rungs)) if (study.rung_dir(cell_id, k) / "metrics.json").exists()]
-    stopped = None
-    rankings = []
-    for k in range(halving.last):
-        path = study.ranking_path(k)
-        if not path.exists():
-            break
-        rankings.append(json.loads(path.read_text()))
-        if cell_id not in {entry["cell"] for entry in rankings[-1]["cells"]}:
-            rankings.pop()
-            break
-        if cell_id not in survivors(rankings[-1]):
-            stopped = k
-            break
-    if stopped is None and len(rankings) == halving.last:
-        stopped = halving.last
-    return {"rung": max(finished) if finished else None, "stopped": stopped}
+# What the rules' jobs read (rules/halving.smk); `read(rung)` gives a rung's ranking once it is done.
+
+
+def previous_rung_inputs(study, cell_id: str, rung: int) -> dict[str, str]:
+    """What a rung continues from: from rung 1 on, the previous rung's state and best checkpoint."""
+    study.cell(cell_id, paths.GRID)  # only grid cells train by rungs
+    study.halving.budget(rung)  # a rung of the ladder
+    if rung == 0:
+        return {}
+    previous = paths.rung_outputs(study.rung_dir(cell_id, rung - 1))
+    return {"state": previous["state"], "previous_best": previous["checkpoint"]}
+
+
+def rank_inputs(study, rung: int, read) -> dict[str, list[str]]:
+    """The rung's metrics and history of every cell that reached it: all grid cells at rung 0,
+    afterwards the survivors of the previous ranking."""
+    if not 0 <= rung < study.halving.last:
+        raise ValueError(f"rung {rung}: only rungs 0 to {study.halving.last - 1} are ranked (the last has no next rung)")
+    cells = [cell.id for cell in study.grid_cells] if rung == 0 else survivors(read(rung - 1))
+    outputs = [paths.rung_outputs(study.rung_dir(cell_id, rung)) for cell_id in cells]
+    return {name: [files[name] for files in outputs] for name in ("metrics", "history")}
+
+
+def finish_inputs(study, cell_id: str, read) -> dict:
+    """The outputs of the rung where a grid cell stopped, and the rankings that decided it."""
+    study.cell(cell_id, paths.GRID)
+    rankings = cell_rankings(cell_id, study.halving.last, read)
+    outputs = paths.cell_outputs(study.rung_dir(cell_id, stopping_rung(cell_id, rankings)))
+    return {"rankings": [str(study.ranking_path(k)) for k in range(len(rankings))], **outputs}

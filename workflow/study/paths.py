@@ -1,0 +1,144 @@
+"""Where every result and data file of a study lives.
+
+The rules call these functions with wildcards (``cell_folder(OUT, GRID, "{cell}")``) to get their
+patterns, the package with values to find the files; so each path is spelled once, here. Every
+function returns a string joined with ``/``.
+"""
+
+from __future__ import annotations
+
+GRID = "cells"  # grid cells: <results_dir>/<study>/cells/<cell id>/
+UPSTREAM = "upstream"  # upstream (pretrain) cells: <results_dir>/<study>/upstream/<cell id>/
+
+METRICS_JSON = "metrics.json"
+HISTORY_CSV = "history.csv"
+BEST_PT = "best.pt"
+STATE_PT = "state.pt"  # a rung's resumable checkpoint (successive halving)
+LAST_PT = "last.pt"  # training's resumable checkpoint while a cell trains
+BEST_SO_FAR_PT = "best-so-far.pt"  # training's best weights so far while a cell trains
+CELL_FILES = {"metrics": METRICS_JSON, "history": HISTORY_CSV, "checkpoint": BEST_PT}  # by output name
+
+
+def study_folder(results_dir, study: str) -> str:
+    """Everything a study writes: <results_dir>/<study>."""
+    return f"{results_dir}/{study}"
+
+
+def cell_folder(out, folder: str, cell_id: str) -> str:
+    """A cell's folder in the study folder `out`; `folder` is GRID or UPSTREAM."""
+    return f"{out}/{folder}/{cell_id}"
+
+
+def cell_outputs(cell_dir) -> dict[str, str]:
+    """A cell's metrics, history and best checkpoint, by output name."""
+    return {key: f"{cell_dir}/{name}" for key, name in CELL_FILES.items()}
+
+
+def rung_name(rung) -> str:
+    return f"rung-{rung}"
+
+
+def rung_folder(cell_dir, rung) -> str:
+    """A grid cell's folder for one rung (successive halving), in its cell folder."""
+    return f"{cell_dir}/{rung_name(rung)}"
+
+
+def rung_outputs(rung_dir) -> dict[str, str]:
+    """A rung's outputs: a cell's, and its state to continue from, by output name."""
+    return {**cell_outputs(rung_dir), "state": f"{rung_dir}/{STATE_PT}"}
+
+
+def rankings_folder(out) -> str:
+    """The rankings of a halving study's rungs."""
+    return f"{out}/halving"
+
+
+def ranking_file(rankings_dir, rung) -> str:
+    """The ranking of the cells that reached a rung, in the rankings folder."""
+    return f"{rankings_dir}/{rung_name(rung)}.json"
+
+
+def log_file(root, *parts) -> str:
+    """A job's log: <root>/logs/<part>/.../<last part>.log (root: a study, data or raw folder)."""
+    return "/".join([str(root), "logs", *map(str, parts)]) + ".log"
+
+
+def benchmark_file(root, *parts) -> str:
+    """A job's benchmark record: <root>/benchmarks/<part>/.../<last part>.tsv."""
+    return "/".join([str(root), "benchmarks", *map(str, parts)]) + ".tsv"
+
+
+def cell_log(out, cell_id: str) -> str:
+    """The training log of a cell trained in one job (rule train)."""
+    return log_file(out, "train", cell_id)
+
+
+def upstream_log(out, cell_id: str) -> str:
+    """The training log of an upstream cell (rule train_upstream)."""
+    return log_file(out, "train_upstream", cell_id)
+
+
+def rung_log(out, cell_id: str, rung) -> str:
+    """The training log of a grid cell's rung (rule train_rung)."""
+    return log_file(out, "train", rung_folder(cell_id, rung))
+
+
+def tables_folder(out) -> str:
+    return f"{out}/tables"
+
+
+def table_file(out, name: str, ext: str) -> str:
+    return f"{tables_folder(out)}/{name}.{ext}"
+
+
+def charts_folder(out) -> str:
+    return f"{out}/charts"
+
+
+def chart_file(out, name: str, ext: str) -> str:
+    return f"{charts_folder(out)}/{name}.{ext}"
+
+
+def plan_file(data_dir, dataset: str) -> str:
+    """A dataset's plan: its checked source files and every kept image's split."""
+    return f"{data_dir}/{dataset}/plan.json"
+
+
+def shard_key(dataset: str, resolution, part, parts) -> str:
+    """A shard's name under the data folder (and under the shard rule's logs)."""
+    return f"{dataset}/r{resolution}/shard-{part}-of-{parts}"
+
+
+def shard_file(data_dir, dataset: str, resolution, part, parts) -> str:
+    """Shard `part` of `parts` of a dataset at a resolution (HDF5)."""
+    return f"{data_dir}/{shard_key(dataset, resolution, part, parts)}.h5"
+
+
+def dataset_shards(data_dir, dataset: str, resolution, parts: int) -> list[str]:
+    """Every shard of a dataset at a resolution, in order."""
+    return [shard_file(data_dir, dataset, resolution, part, parts) for part in range(parts)]
+
+
+def manifest_key(dataset: str, resolution) -> str:
+    """A manifest's name under the data folder (and under the manifest rule's logs)."""
+    return f"{dataset}/r{resolution}"
+
+
+def manifest_file(data_dir, dataset: str, resolution) -> str:
+    """The manifest of a dataset at a resolution: its shards, counts and checksums; what training reads."""
+    return f"{data_dir}/{manifest_key(dataset, resolution)}.json"
+
+
+def probes_folder(results_dir, key: str) -> str:
+    """The memory probes of one torch version and GPU model, shared by every study of `results_dir`."""
+    return f"{results_dir}/probes/{key}"
+
+
+def probe_file(probes_dir, name: str) -> str:
+    """The record of one probed combination."""
+    return f"{probes_dir}/{name}.json"
+
+
+def raw_file(raw_root, source: str, filename: str) -> str:
+    """A downloaded source file in the raw folder."""
+    return f"{raw_root}/{source}/{filename}"

@@ -1,0 +1,103 @@
+"""A study's search: a plain grid, or successive halving with its ladder of budgets, checked."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from workflow.study.config import ConfigError
+
+# Successive halving's settings that a study may leave out (see `search` in the schema).
+DEFAULT_HALVING = {"keep": 1 / 3, "metric": "val_accuracy", "group_by": ["dataset", "model"]}
+# Ranking metrics: a history.csv column and whether its best value so far is the largest or the smallest.
+HALVING_METRICS = {"val_accuracy": max, "val_loss": min}
+
+
+@dataclass(frozen=True)
+class Halving:
+    """Successive halving: every grid cell trains to the first rung's budget (epochs, all stages
+    together); within each group the best `keep` share by `metric` goes on to the next rung,
+    continuing from its own checkpoint, and so on up the ladder."""
+
+    rungs: tuple[int, ...]  # budgets in epochs, strictly increasing
+    keep: float  # share of each group's cells that goes on after a rung
+    metric: str  # a key of HALVING_METRICS
+    group_by: tuple[str, ...]  # axes whose values make a group; cells compete only within their group
+
+    @property
+    def last(self) -> int:
+        """Index of the last rung: cells that reach it are the finalists."""
+        return len(self.rungs) - 1
+
+    def budget(self, rung: int) -> int:
+        """A rung's budget in epochs, or an error naming the rungs there are."""
+        if not 0 <= rung <= self.last:
+            raise ValueError(f"rung {rung}: the ladder has rungs 0 to {self.last}")
+        return self.rungs[rung]
+
+    def survivors(self, cells: int) -> int:
+        """How many of a group's `cells` go on: ceil(keep x cells), at least one."""
+        return max(1, math.ceil(self.keep * cells - 1e-9)) if cells else 0
+
+    def group(self, cell: dict) -> dict:
+        """A cell's (as a dict) values on the group axes."""
+        return {axis: cell[axis] for axis in self.group_by}
+
+    def to_dict(self) -> dict:
+        return {"rungs": list(self.rungs), "keep": self.keep, "metric": self.metric, "group_by": list(self.group_by)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Halving":
+        return cls(rungs=tuple(data["rungs"]), keep=data["keep"], metric=data["metric"],
+                   group_by=tuple(data["group_by"]))
+
+
+def total_epochs(training: dict) -> int:
+    """A cell's epochs at most, all stages together: what a halving budget counts."""
+    return sum(stage["epochs"] for stage in training["stages"])
+
+
+def default_rungs(longest: int) -> list[int]:
+    """Three rungs a factor 3 apart that end at the longest training: 20 epochs -> [3, 7, 20]."""
+    return sorted({max(1, math.ceil(longest / 9)), max(1, math.ceil(longest / 3)), longest})
+
+
+def _check_rungs(rungs: list, longest: int) -> None:
+    if len(rungs) < 2:
+        raise ConfigError(f"search.rungs: halving needs at least two rungs, got {rungs}")
+    if any(not isinstance(rung, int) or isinstance(rung, bool) or rung < 1 for rung in rungs):
+        raise ConfigError(f"search.rungs: budgets are whole epochs of at least 1, got {rungs}")
+    if any(b <= a for a, b in zip(rungs, rungs[1:])):
+        raise ConfigError(f"search.rungs: budgets must increase strictly, got {rungs}")
+    if rungs[-1] > longest:
+        raise ConfigError(
+            f"search.rungs: the last rung ({rungs[-1]} epochs) is more than any grid cell trains "
+            f"({longest} epochs, all stages together); make it at most {longest}"
+        )
+
+
+def build_search(search, grid_cells: list, axes: tuple[str, ...]) -> Halving | None:
+    """The study's search: None for a grid search, else its successive-halving settings, checked
+    against its grid cells (their trainings) and the grid's `axes` (in their order)."""
+    if search is None:
+        return None
+    if isinstance(search, str):
+        search = {"method": search}
+    if search.get("method", "grid") == "grid":
+        extra = sorted(set(search) - {"method"})
+        if extra:
+            raise ConfigError(f"search: {extra} only apply to method 'halving'")
+        return None
+    settings = {**DEFAULT_HALVING, **search}
+    longest = max(total_epochs(cell.training) for cell in grid_cells)
+    rungs = list(settings.get("rungs") or default_rungs(longest))
+    _check_rungs(rungs, longest)
+    if not 0 < settings["keep"] < 1:
+        raise ConfigError(f"search.keep: the share that goes on must be between 0 and 1, got {settings['keep']}")
+    if settings["metric"] not in HALVING_METRICS:
+        raise ConfigError(f"search.metric: unknown metric {settings['metric']!r}; choose one of {list(HALVING_METRICS)}")
+    unknown = sorted(set(settings["group_by"]) - set(axes))
+    if unknown:
+        raise ConfigError(f"search.group_by: unknown axes {unknown}; choose among {list(axes)}")
+    return Halving(rungs=tuple(rungs), keep=float(settings["keep"]), metric=settings["metric"],
+                   group_by=tuple(axis for axis in axes if axis in settings["group_by"]))
