@@ -107,7 +107,14 @@ def test_end_to_end_tables(finished_tiny_study):
     tables = workdir / "results/tiny/tables"
     best = pd.read_parquet(tables / "best.parquet")
     summary = pd.read_parquet(tables / "summary.parquet")
-    assert len(best) == 1 and best["mean"].iloc[0] == summary["test_accuracy"].max()
+    assert len(best) == 1 and best["scope"].iloc[0] == "overall"  # one dataset, one model
+    assert best["val_value"].iloc[0] == summary["best_val_accuracy"].max()  # chosen on validation
+    assert best["test_low"].iloc[0] <= best["mean"].iloc[0] <= best["test_high"].iloc[0]
+    assert (summary["predictions"] == "yes").all()
+    assert ((summary["test_accuracy_low"] <= summary["test_accuracy"])
+            & (summary["test_accuracy"] <= summary["test_accuracy_high"])).all()
+    best_md = (tables / "best.md").read_text()
+    assert "## Warnings" in best_md and "seed" in best_md
     batch_size = pd.read_csv(tables / "batch_size.csv")
     assert batch_size["batch_size"].tolist() == [32, 64]
     assert (tables / "batch_size.md").read_text().startswith("|   batch_size |")

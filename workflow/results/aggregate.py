@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from workflow.results.predictions import counts_columns, prediction_columns
-from workflow.train.predictions import PREDICTIONS, read_predictions
+from workflow.train.predictions import read_predictions
 from workflow.study import paths
 from workflow.study.grid import AXES, Cell, Study, format_lr
 
@@ -89,15 +89,6 @@ def epoch_rungs(epochs: pd.Series, rungs: tuple[int, ...]) -> pd.Series:
     return epochs.map(lambda epoch: next(k for k, budget in enumerate(rungs) if epoch <= budget or k == len(rungs) - 1))
 
 
-def predictions_dir(study: Study, cell_id: str, rung: int | None = None) -> Path:
-    """The folder holding a cell's predictions.npz: its own, or for a halved grid cell that has none
-    there, that of the rung where it stopped."""
-    folder = study.cell_dir(cell_id)
-    if study.halving is None or rung is None or pd.isna(rung) or (folder / PREDICTIONS).exists():
-        return folder
-    return study.rung_dir(cell_id, int(rung))
-
-
 def prediction_summary(folder: Path, metrics: dict) -> dict:
     """The summary columns from a cell's predictions.npz, or what its metrics.json's class counts give
     when it has none; `predictions` says which: `yes`, `missing` or why the file is unreadable."""
@@ -142,7 +133,7 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
     row.update({name: metrics.get(name) for name in METRICS})
     if study.halving is not None:
         row.update({name: metrics.get(name) for name in HALVING_COLUMNS})
-    row.update(prediction_summary(predictions_dir(study, cell.id, metrics.get("rung")), metrics))
+    row.update(prediction_summary(study.cell_dir(cell.id), metrics))
     history_file = folder / paths.HISTORY_CSV
     history = pd.read_csv(history_file) if history_file.exists() else None
     if row["status"] == "ok" and (reason := instability(row, history)):

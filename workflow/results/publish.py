@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow.results.aggregate import collect, predictions_dir
+from workflow.results.aggregate import collect
 from workflow.results.caveats import caveats
 from workflow.results.predictions import load_outcomes
 from workflow.results.recommend import best_preamble, recommendation_markdown, summary_preamble
 from workflow.results.stats import best_table, configurations
 from workflow.results.tables import finalists, tables_from, write_histories, write_table
+from workflow.study import paths
 from workflow.study.grid import Study
 from workflow.study.outputs import study_tables
 
@@ -22,15 +23,14 @@ from workflow.study.outputs import study_tables
 def outcomes_of(study: Study, summary: pd.DataFrame) -> dict:
     """The test outcomes of the study's ok cells that have predictions.npz, by cell id."""
     ok = summary[summary["status"] == "ok"]
-    rungs = ok["rung"] if "rung" in ok else pd.Series(None, index=ok.index, dtype=object)
-    return load_outcomes({cell: predictions_dir(study, cell, rung) for cell, rung in zip(ok["cell"], rungs)})
+    return load_outcomes({cell: study.cell_dir(cell) for cell in ok["cell"]})
 
 
 def aggregate_study(study: Study, out_dir: str | Path | None = None, selection: str | None = None,
                     log=print) -> dict[str, pd.DataFrame]:
     """Write the study's planned tables and histories into `out_dir` (default <study>/tables), ranking
     on `selection` (the study's setting; None: auto), and log the recommendation and every warning."""
-    out_dir = Path(out_dir) if out_dir else study.out / "tables"
+    out_dir = Path(out_dir) if out_dir else paths.tables_folder(study.out)
     summary, histories = collect(study)
     write_histories(histories, out_dir)
     configs = configurations(finalists(summary), selection, outcomes_of(study, summary))

@@ -16,6 +16,7 @@ BEST_PT = "best.pt"
 STATE_PT = "state.pt"  # a rung's resumable checkpoint (successive halving)
 LAST_PT = "last.pt"  # training's resumable checkpoint while a cell trains
 BEST_SO_FAR_PT = "best-so-far.pt"  # training's best weights so far while a cell trains
+PREDICTIONS_NPZ = "predictions.npz"  # the best weights' class scores on validation and test
 CELL_FILES = {"metrics": METRICS_JSON, "history": HISTORY_CSV, "checkpoint": BEST_PT}  # by output name
 
 

@@ -218,6 +218,8 @@ def finish_cell(cell_id: str, rankings_dir: str | Path, out_dir: str | Path, hal
         raise ValueError(f"{rung_dir} holds rung {metrics.get('rung')} of {metrics['cell']}, not rung {rung} of {cell_id}")
     for name in (paths.HISTORY_CSV, paths.BEST_PT):
         _copy(rung_dir / name, out_dir / name)
+    if (rung_dir / paths.PREDICTIONS_NPZ).exists():  # a cell that got as far as testing its best weights
+        _copy(rung_dir / paths.PREDICTIONS_NPZ, out_dir / paths.PREDICTIONS_NPZ)
     places = [{key: entry[key] for key in ("rank", "of", "value", "survives")} | {"rung": k}
               for k, ranking in enumerate(ranked) for entry in ranking["cells"] if entry["cell"] == cell_id]
     metrics.update(rung=rung, budget_epochs=halving.rungs[rung], pruned=rung < halving.last,

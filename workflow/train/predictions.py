@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from workflow.atomic import atomic_path
+from workflow.study import paths
 
-PREDICTIONS = "predictions.npz"
+PREDICTIONS = paths.PREDICTIONS_NPZ
 KEYS = ("val_scores", "val_labels", "test_scores", "test_labels", "class_names")
 
 

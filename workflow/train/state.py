@@ -22,14 +22,15 @@ import numpy as np
 import torch
 
 from workflow.atomic import atomic_path
+from workflow.study import paths
 from workflow.train.loop import EpochPosition, MicroBatching
 from workflow.train.optim import Stage
 
 if TYPE_CHECKING:
     from workflow.train.job import Job
 
-LAST = "last.pt"
-BEST_SO_FAR = "best-so-far.pt"
+LAST = paths.LAST_PT
+BEST_SO_FAR = paths.BEST_SO_FAR_PT
 LAST_FORMAT = 2  # the layout of last.pt; one of another layout is not resumed
 
 
