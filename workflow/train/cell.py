@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from workflow.atomic import atomic_path, write_json
-from workflow.study.grid import stage_settings
+from workflow.study.settings import stage_settings
 from workflow.train.epoch import predict_or_oom, run_epoch
 from workflow.train.errors import CellError
 from workflow.train.history import write_history
@@ -168,14 +168,14 @@ def write_outputs(job: Job, state: RunState, metrics: dict, scores: dict | None,
         best_so_far.unlink()  # after last.pt: a job killed in between starts afresh, never resumes without it
 
 
-def train_cell(cell: dict, shard: str | Path, out_dir: str | Path, init: str | Path | None = None,
+def train_cell(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
                threads: int = 1, log=print, stop: StopFlag | None = None, until_epoch: int | None = None) -> dict:
     """Train one cell from its resolved config (resuming last.pt if it fits); writes metrics.json,
     history.csv and best.pt, and returns the metrics. A set `stop` flag ends it early with `Stopped`,
     last.pt and no outputs. With `until_epoch` (a budget, all stages together) it stops after that many
     epochs and keeps last.pt and best-so-far.pt for a later call with a larger budget."""
     started = time.perf_counter()
-    job = open_job(cell, shard, out_dir, init, threads, log, stop)
+    job = open_job(cell, manifest, out_dir, init, threads, log, stop)
     state, saved_stage, position = resume_run(job)
     log(f"cell {cell['id']} on {job.device}: {len(job.train)} train / {len(job.val)} val / "
         f"{len(job.test)} test images")
@@ -200,14 +200,14 @@ def record_failure(cell: dict, out_dir: str | Path, error: BaseException) -> dic
     return metrics
 
 
-def run_job(cell: dict, shard: str | Path, out_dir: str | Path, init: str | Path | None = None,
+def run_job(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
             threads: int = 1, log=print, until_epoch: int | None = None) -> int:
     """Train one cell as a job and return its exit status. Stop signals set a flag (StopFlag): a stopped
     run returns EXIT_STOPPED, and a retry resumes it. A CellError is recorded as a failed cell (status
     0: the sweep goes on); any other exception (a bug, a missing file, the machine) propagates."""
     stop = StopFlag().install()
     try:
-        train_cell(cell, shard, out_dir, init=init, threads=threads, log=log, stop=stop, until_epoch=until_epoch)
+        train_cell(cell, manifest, out_dir, init=init, threads=threads, log=log, stop=stop, until_epoch=until_epoch)
     except Stopped as stopped:  # not a result: the retry resumes from last.pt
         log(str(stopped))
         return EXIT_STOPPED

@@ -45,17 +45,17 @@ class Job:
     micro: MicroBatching
 
 
-def open_job(cell: dict, shard: str | Path, out_dir: str | Path, init: str | Path | None = None,
+def open_job(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
              threads: int = 1, log=print, stop: StopFlag | None = None) -> Job:
-    """Set up one cell's training from its resolved config, the prepared dataset `shard` (its index
-    JSON or one shard file) and the checkpoint `init` that its weights may start from."""
+    """Set up one cell's training from its resolved config, its dataset's `manifest` (a single shard
+    file works too) and the checkpoint `init` that its weights may start from."""
     training = cell["training"]
     torch.set_num_threads(threads)
     device = pick_device()
     configure_backends(device, training["deterministic"])
     seed_everything(cell["seed"])
-    class_names = read_class_names(shard)
-    train, val, test = load_splits(shard, ("train", "val", "test"), device, training["loader"])
+    class_names = read_class_names(manifest)
+    train, val, test = load_splits(manifest, ("train", "val", "test"), device, training["loader"])
     model, normalization = build_classifier(cell["model"], len(class_names), cell["weights"], training["dropout"],
                                             init, head=training["head"], resolution=cell["resolution"])
     model = model.to(device, memory_format=torch.channels_last)
@@ -67,7 +67,7 @@ def open_job(cell: dict, shard: str | Path, out_dir: str | Path, init: str | Pat
         cell=cell, model=model, normalization=normalization, class_names=class_names,
         train=train, val=val, test=test, normalize=Normalizer(*normalization, device, training["augment"]),
         device=device, amp=training["bf16"] and device.type == "cuda" and torch.cuda.is_bf16_supported(),
-        threads=threads, out_dir=Path(out_dir), fingerprint=run_fingerprint(cell, shard, init),
+        threads=threads, out_dir=Path(out_dir), fingerprint=run_fingerprint(cell, manifest, init),
         generator=torch.Generator().manual_seed(cell["seed"]), objective=Objective(training, cell["seed"]),
         log=log, stop=stop or StopFlag(), micro=MicroBatching(allowed=training["oom_micro_batches"]),
     )

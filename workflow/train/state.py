@@ -65,9 +65,9 @@ def file_identity(path) -> dict:
     return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def run_fingerprint(cell: dict, shard, init) -> dict:
+def run_fingerprint(cell: dict, manifest, init) -> dict:
     """What a last.pt must have been written for to be resumed: the cell config and its input files."""
-    return {"cell": cell, "shard": file_identity(shard), "init": file_identity(init) if init else None}
+    return {"cell": cell, "manifest": file_identity(manifest), "init": file_identity(init) if init else None}
 
 
 def save_checkpoint(path: Path, model, cell: dict, normalization, epoch: int) -> None:
