@@ -160,10 +160,20 @@ def test_export_folder_ids_are_safe_and_distinct():
         export_ids(["a__b/m/r1/x", "a/b__m/r1/x"])
 
 
+WEIGHTS_CHECK = """
+from workflow.export.weights_check import WeightsFileError, check_study_weights
+try:
+    check_study_weights(STUDY.cells.values())
+except WeightsFileError as error:
+    raise WorkflowError(f"Invalid study config: {error}")
+"""
+
+
 def wrapped_snakefile(tmp_path):
-    """The repo's Snakefile with rules/export.smk included and its targets in `rule all` (as the
-    merged Snakefile and rules/common.smk will have them)."""
+    """The repo's Snakefile with rules/export.smk included, its targets in `rule all` and the
+    `weights:` files checked (as the merged Snakefile and rules/common.smk will have them)."""
     text = (REPO / "Snakefile").read_text().replace('include: "rules/', f'include: "{REPO}/rules/')
+    text = text.replace(f'include: "{REPO}/rules/common.smk"', f'include: "{REPO}/rules/common.smk"\n{WEIGHTS_CHECK}')
     text = text.replace('report: "report/', f'report: "{REPO}/report/')
     text = text.replace(f'include: "{REPO}/rules/charts.smk"',
                         f'include: "{REPO}/rules/charts.smk"\ninclude: "{REPO}/rules/export.smk"')
@@ -173,12 +183,15 @@ def wrapped_snakefile(tmp_path):
     return path
 
 
-def run_wrapped(tmp_path, *args, export=None, check=True):
-    """Snakemake on the tiny study (one grid cell) with the export rules (`wrapped_snakefile`)."""
+def run_wrapped(tmp_path, *args, export=None, check=True, **grid):
+    """Snakemake on the tiny study (one grid cell, unless `grid` says otherwise) with the export
+    rules (`wrapped_snakefile`)."""
     import subprocess
 
     config = tiny_study()
-    config["grid"].update(batch_size=[32], optimizer=["adam"])
+    config["grid"].update(batch_size=[32], optimizer=["adam"], **grid)
+    if "pretrain:base" not in config["grid"]["weights"]:
+        del config["pretrain"]
     if export is not None:
         config["export"] = export
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
@@ -202,3 +215,13 @@ def test_the_export_rules_pass_the_linter(tmp_path):
     result = run_wrapped(tmp_path, "--lint", check=False)  # it fails on the wrapper's absolute include paths
     lints = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Lints for")]
     assert lints and all(str(tmp_path) in line for line in lints), lints  # lints of the wrapper alone
+
+
+def test_a_weights_file_of_another_model_fails_the_dry_run(tmp_path):
+    saved_model(tmp_path / "resnet.pt", "resnet18", resolution=16)
+    result = run_wrapped(tmp_path, "-n", check=False, weights=[str(tmp_path / "resnet.pt")],
+                         model=["resnet18", "mobilenet_v2"])
+    assert result.returncode != 0
+    assert "resnet.pt (tlsweep checkpoint) does not fit model 'mobilenet_v2': it holds a 'resnet18' model" in \
+        result.stdout + result.stderr
+    assert run_wrapped(tmp_path, "-n", weights=[str(tmp_path / "resnet.pt")]).returncode == 0
