@@ -37,9 +37,11 @@ include: "rules/train.smk"
 include: "rules/halving.smk"
 include: "rules/aggregate.smk"
 include: "rules/charts.smk"
+include: "rules/export.smk"
 
 
 rule all:
     input:
         table_files(STUDY),
         chart_files(STUDY),
+        export_targets if EXPORT["enabled"] else [],

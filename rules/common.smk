@@ -10,6 +10,7 @@ from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 sys.path.insert(0, workflow.basedir)
 
 from workflow.data.datasets import DatasetConfigError, downloads, source_inputs, source_raw_dir
+from workflow.export.weights_check import WeightsFileError, check_study_weights
 from workflow.gpu.slots import cell_slots, probe_table, slot_settings
 from workflow.study import paths
 from workflow.study.config import ConfigError, check_config
@@ -24,8 +25,9 @@ export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 try:
     check_config(config)
     STUDY = build_study(config)
+    check_study_weights(STUDY.cells.values())
     DOWNLOADS = downloads(STUDY.datasets, config["raw_dir"])
-except (ConfigError, DatasetConfigError) as error:
+except (ConfigError, DatasetConfigError, WeightsFileError) as error:
     files = ", ".join(map(str, workflow.config_settings.configfiles)) or "config.yaml"
     raise WorkflowError(f"Invalid study config {files}: {error}")
 

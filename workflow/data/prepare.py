@@ -10,6 +10,9 @@
 3. manifest: check every shard against the plan and its checksums, and write
    the manifest that joins them (counts per class and split, skipped and ignored
    files, source checksums, resize method).
+
+`prepare_files` decodes and resizes image files exactly as step 2 does, for images that a trained
+model is to classify (workflow.export.predict).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from workflow.data.datasets import resolve_dataset
 from workflow.data.resize import RESIZE_METHOD, resize_images
 from workflow.data.shards import shard_writer, verify_shard
 from workflow.data.sources import Skipped, get_source
+from workflow.data.sources.images import decode
 from workflow.data.splits import SPLITS, assign_splits
 
 RESIZE_BLOCK = 512  # images decoded and resized together
@@ -102,6 +106,20 @@ def plan_sha256(plan: dict) -> str:
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
 
 
+def resize_block(block: list, resolution: int) -> tuple[np.ndarray, list[int], list[Skipped]]:
+    """Resize a block of decoded images as a shard stores them, leaving out those that did not decode
+    (Skipped): (uint8 images (n, resolution, resolution, 3), positions in `block` kept, the Skipped)."""
+    good = [i for i, image in enumerate(block) if not isinstance(image, Skipped)]
+    skipped = [image for image in block if isinstance(image, Skipped)]
+    return resize_images([block[i] for i in good], resolution), good, skipped
+
+
+def prepare_files(paths: list, resolution: int) -> tuple[np.ndarray, list[int], list[Skipped]]:
+    """Decode image files and resize them as `write_shard` does a dataset's (`resize_block`); a file
+    that does not decode is Skipped (keyed by its path as given), not an error."""
+    return resize_block([decode(path, str(path)) for path in paths], resolution)
+
+
 def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | os.PathLike, log=print) -> None:
     """Decode, resize and write the `part`-th of `parts` slices of every split into one shard file."""
     if not 0 <= part < parts:
@@ -120,12 +138,9 @@ def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | o
     with shard_writer(out, capacity, resolution, attrs, spec["chunk_images"], compression) as writers:
         for split, (indices, labels) in slices.items():
             for start in range(0, len(indices), RESIZE_BLOCK):
-                block = catalog.read(indices[start:start + RESIZE_BLOCK])
-                good = [i for i, image in enumerate(block) if not isinstance(image, Skipped)]
-                skipped += [{"file": image.key, "reason": image.reason, "split": split}
-                            for image in block if isinstance(image, Skipped)]
-                writers[split].add(resize_images([block[i] for i in good], resolution),
-                                   labels[start:start + RESIZE_BLOCK][good])
+                images, good, bad = resize_block(catalog.read(indices[start:start + RESIZE_BLOCK]), resolution)
+                skipped += [{"file": image.key, "reason": image.reason, "split": split} for image in bad]
+                writers[split].add(images, labels[start:start + RESIZE_BLOCK][good])
             log(f"{split}: {len(indices)} images read ({time.perf_counter() - started:.1f} s)")
     log(f"shard {part} of {parts}: {len(skipped)} skipped")
 

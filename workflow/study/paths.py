@@ -17,6 +17,8 @@ STATE_PT = "state.pt"  # a rung's resumable checkpoint (successive halving)
 LAST_PT = "last.pt"  # training's resumable checkpoint while a cell trains
 BEST_SO_FAR_PT = "best-so-far.pt"  # training's best weights so far while a cell trains
 PREDICTIONS_NPZ = "predictions.npz"  # the best weights' class scores on validation and test
+EXPORT_FILES = {"torchscript": "torchscript.pt", "onnx": "model.onnx"}  # an export's file per format
+PREPROCESS_JSON = "preprocess.json"  # an export's input size, resize, normalisation and class names
 CELL_FILES = {"metrics": METRICS_JSON, "history": HISTORY_CSV, "checkpoint": BEST_PT}  # by output name
 
 
@@ -143,3 +145,18 @@ def probe_file(probes_dir, name: str) -> str:
 def raw_file(raw_root, source: str, filename: str) -> str:
     """A downloaded source file in the raw folder."""
     return f"{raw_root}/{source}/{filename}"
+
+
+def export_index_file(out) -> str:
+    """The list of the cells a study exports (the export_index checkpoint's output)."""
+    return f"{out}/export/index.json"
+
+
+def export_folder(out, export_id: str) -> str:
+    return f"{out}/export/{export_id}"
+
+
+def export_files(out, export_id: str, formats) -> list[str]:
+    """An export folder's files: preprocess.json and one model file per format."""
+    folder = export_folder(out, export_id)
+    return [f"{folder}/{PREPROCESS_JSON}"] + [f"{folder}/{EXPORT_FILES[fmt]}" for fmt in formats]

@@ -80,7 +80,7 @@ def evaluate_best(job: Job, state: RunState) -> tuple[dict, float | None, dict |
     ({}, None, None) after an out-of-memory error."""
     best_path = job.out_dir / BEST_SO_FAR
     if state.best_epoch is None:
-        save_checkpoint(best_path, job.model, job.cell, job.normalization, 0)
+        save_checkpoint(best_path, job.model, job.cell, job.normalization, 0, class_names=job.class_names)
     else:
         job.model.load_state_dict(torch.load(best_path, map_location=job.device, weights_only=False)["model"])
     if job.device.type == "cuda":

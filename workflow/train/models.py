@@ -60,6 +60,11 @@ class Classifier(nn.Module):
         return self.head(features)
 
 
+def num_classes_of(model: Classifier) -> int:
+    """How many classes a Classifier's head scores: its last linear layer's width."""
+    return [module for module in model.head.modules() if isinstance(module, nn.Linear)][-1].out_features
+
+
 def imagenet_weights(name: str):
     """torchvision's ImageNet weights enum member for a model name."""
     enum_name, member = get_backbone(name).weights.split(".")

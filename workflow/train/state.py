@@ -6,13 +6,15 @@ the model, the stage's optimizer, schedule and early stopping, every random
 state and the position inside an epoch. A job with the same cell config and
 input files resumes from it, and on the CPU in deterministic mode ends with the
 same history as a run that was never stopped. best-so-far.pt holds the best
-weights so far.
+weights so far; it and best.pt, its copy, describe themselves (`checkpoint_description`): enough to
+rebuild the model without tlsweep's config and to prepare its input (workflow.export.checkpoint).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from importlib.metadata import PackageNotFoundError, version
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,9 +24,12 @@ import numpy as np
 import torch
 
 from workflow.atomic import atomic_path
+from workflow.data.resize import RESIZE_METHOD
 from workflow.study import paths
 from workflow.train.loop import EpochPosition, MicroBatching
+from workflow.train.models import num_classes_of
 from workflow.train.optim import Stage
+from workflow.train.runtime import versions
 
 if TYPE_CHECKING:
     from workflow.train.job import Job
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 LAST = paths.LAST_PT
 BEST_SO_FAR = paths.BEST_SO_FAR_PT
 LAST_FORMAT = 2  # the layout of last.pt; one of another layout is not resumed
+CHECKPOINT_FORMAT = 2  # the layout of best.pt: 2 describes itself (1: weights, model name, head, cell only)
 
 
 @dataclass
@@ -70,14 +76,35 @@ def run_fingerprint(cell: dict, manifest, init) -> dict:
     return {"cell": cell, "manifest": file_identity(manifest), "init": file_identity(init) if init else None}
 
 
-def save_checkpoint(path: Path, model, cell: dict, normalization, epoch: int) -> None:
-    """Write the model weights and what is needed to reuse them, atomically."""
+def checkpoint_versions() -> dict:
+    """The versions of tlsweep and of the libraries a checkpoint was written with."""
+    try:
+        tlsweep = version("tlsweep")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        tlsweep = None
+    return {"tlsweep": tlsweep, **versions()}
+
+
+def checkpoint_description(model, cell: dict, normalization, class_names: list[str] | None) -> dict:
+    """What a checkpoint says about its model besides the weights: how to rebuild it (model name,
+    head, classes, resolution, whether InceptionV3's auxiliary classifier is there) and how its
+    input is prepared (resolution, resize method, normalisation), the cell config and the versions."""
+    mean, std = normalization
+    return {
+        "format": CHECKPOINT_FORMAT, "model_name": cell["model"], "head": model.head_kind,
+        "num_classes": num_classes_of(model), "class_names": None if class_names is None else list(class_names),
+        "resolution": cell.get("resolution"), "resize_method": RESIZE_METHOD,
+        "aux_classifier": getattr(model.backbone, "AuxLogits", None) is not None,
+        "normalization": (tuple(mean), tuple(std)), "cell": cell, "versions": checkpoint_versions(),
+    }
+
+
+def save_checkpoint(path: Path, model, cell: dict, normalization, epoch: int,
+                    class_names: list[str] | None = None) -> None:
+    """Write the model weights and their description (`checkpoint_description`), atomically."""
+    description = checkpoint_description(model, cell, normalization, class_names)
     with atomic_path(path) as tmp:
-        torch.save(
-            {"model": model.state_dict(), "model_name": cell["model"], "head": model.head_kind,
-             "cell": cell, "normalization": normalization, "epoch": epoch},
-            tmp,
-        )
+        torch.save({"model": model.state_dict(), **description, "epoch": epoch}, tmp)
 
 
 def rng_states(job: Job) -> dict:

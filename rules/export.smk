@@ -1,0 +1,53 @@
+# Exporting the recommended models (`export` in the config, workflow/export/): once the tables exist,
+# a checkpoint rule lists the cells to export (the best table's, or with `cells: all` every ok grid
+# cell) in export/index.json; each gets a folder export/<id>/ (the cell id with `/` as `__`) holding
+# TorchScript, ONNX and preprocess.json. The index is a checkpoint so that a dry run before the tables
+# exist shows the plan, and the export jobs follow from the index once it is written.
+include: "export_common.smk"
+
+
+localrules:
+    export_index,
+
+
+checkpoint export_index:
+    """List the cells whose models are exported: each recommended configuration of the best table
+    (its seed with the best selection value), or with `cells: all` every ok grid cell."""
+    input:
+        best=paths.table_file(OUT, "best", "parquet"),
+        summary=paths.table_file(OUT, "summary", "parquet"),
+    output:
+        paths.export_index_file(OUT),
+    params:
+        tables=lambda wildcards, input: os.path.dirname(input.best),
+        cells=EXPORT["cells"],
+    log:
+        paths.log_file(OUT, "export_index"),
+    conda:
+        ENV
+    shell:
+        "python -m workflow export-index --tables {params.tables} --cells {params.cells} --out {output}"
+        " > {log} 2>&1"
+
+
+rule export:
+    """Export one cell's best checkpoint: TorchScript and ONNX (each checked against PyTorch's logits)
+    and preprocess.json (input size, resize, normalisation, class names, what it was chosen on)."""
+    input:
+        unpack(get_export_inputs),
+    output:
+        paths.export_files(OUT, "{export_id}", EXPORT["formats"]),
+    params:
+        chosen=get_chosen_json,
+        formats=" ".join(EXPORT["formats"]),
+        out=lambda wildcards: paths.export_folder(OUT, wildcards.export_id),
+    wildcard_constraints:
+        export_id=r"[A-Za-z0-9_.-]+",
+    log:
+        paths.log_file(OUT, "export", "{export_id}"),
+    threads: 1
+    conda:
+        ENV
+    shell:
+        "python -m workflow export --model {input.checkpoint} --out {params.out} --formats {params.formats}"
+        " --chosen {params.chosen:q} > {log} 2>&1"

@@ -1,0 +1,227 @@
+"""Self-describing checkpoints, rebuilding them, TorchScript and ONNX exports that match PyTorch,
+the export index from the best table, the `weights:` file check, and the export rules' dry run."""
+
+import json
+import os
+import re
+import sys
+
+import onnx
+import pytest
+import torch
+import torchvision
+import yaml
+
+from conftest import REPO, tiny_study
+from fakecells import summary_frame
+from workflow.export.checkpoint import CheckpointError, load_model
+from workflow.export.export import TOLERANCE, export_model
+from workflow.export.plan import export_id, export_ids, export_plan
+from workflow.export.runners import OnnxRunner, load_torchscript, open_export
+from workflow.export.weights_check import WeightsFileError, check_weights_file
+from workflow.results.tables import build_tables
+from workflow.train.cell import record_failure
+from workflow.train.models import build_classifier
+from workflow.train.state import CHECKPOINT_FORMAT, save_checkpoint
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # deprecated, still supported
+
+CLASSES = ["cat", "dog", "bird"]
+
+
+def saved_model(path, name="resnet18", head="gap", resolution=32, seed=0):
+    """A randomly initialised model with random batch-norm statistics (so its logits differ between
+    images), saved as a cell's checkpoint; returns the model in eval mode."""
+    torch.manual_seed(seed)
+    model, normalization = build_classifier(name, len(CLASSES), "none", head=head, resolution=resolution)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    cell = {"id": f"toy/{name}/r{resolution}/{head}", "model": name, "resolution": resolution,
+            "training": {"head": head, "dropout": None}}
+    save_checkpoint(path, model, cell, normalization, epoch=3, class_names=CLASSES)
+    return model.eval()
+
+
+def test_a_checkpoint_describes_itself_and_rebuilds_in_one_call(tmp_path):
+    model = saved_model(tmp_path / "best.pt", "mobilenet_v2", "mlp", 16)
+    stored = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert stored["format"] == CHECKPOINT_FORMAT
+    assert (stored["model_name"], stored["head"], stored["num_classes"], stored["resolution"]) == (
+        "mobilenet_v2", "mlp", 3, 16)
+    assert stored["class_names"] == CLASSES and stored["cell"]["id"] == "toy/mobilenet_v2/r16/mlp"
+    assert "bilinear" in stored["resize_method"] and len(stored["normalization"][0]) == 3
+    assert set(stored["versions"]) >= {"tlsweep", "torch", "torchvision"}
+    rebuilt, card = load_model(tmp_path / "best.pt")
+    assert not rebuilt.training and card.class_names == tuple(CLASSES) and card.resolution == 16
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+
+
+def test_a_checkpoint_of_another_model_is_refused_naming_the_file(tmp_path):
+    saved_model(tmp_path / "best.pt", "resnet18", resolution=16)
+    with pytest.raises(CheckpointError, match=r"best\.pt holds a 'resnet18' model, not the 'mobilenet_v2' asked for"):
+        load_model(tmp_path / "best.pt", model="mobilenet_v2")
+    record_failure({"id": "toy/resnet18/r16/x"}, tmp_path, ValueError("no"))  # a failed cell's marker best.pt
+    with pytest.raises(CheckpointError, match=r"best\.pt holds no weights: cell toy/resnet18/r16/x failed"):
+        load_model(tmp_path / "best.pt")
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other\.pt is not a tlsweep checkpoint"):
+        load_model(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("name,head", [("resnet18", "gap"), ("mobilenet_v2", "gap"), ("resnet18", "own"),
+                                       ("mobilenet_v2", "mlp")])
+def test_torchscript_and_onnx_logits_equal_pytorchs(tmp_path, name, head):
+    model = saved_model(tmp_path / "best.pt", name, head, resolution=32)
+    preprocess = export_model(tmp_path / "best.pt", tmp_path / "export", log=lambda _: None)
+    batch = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(7))  # 5: neither traced size
+    with torch.no_grad():
+        reference = model(batch)
+    assert reference.std() > 1e-3  # logits that differ: the comparison means something
+    for runner in (load_torchscript(tmp_path / "export/torchscript.pt"), OnnxRunner(tmp_path / "export/model.onnx")):
+        assert (runner(batch) - reference).abs().max().item() <= TOLERANCE
+        assert runner(batch[:1]).shape == (1, 3)  # the batch dimension is dynamic
+    assert all(check["max_abs_logit_difference"] <= TOLERANCE for check in preprocess["checks"].values())
+    assert set(preprocess["checks"]) == {"torchscript", "onnx"}
+    graph = onnx.load(str(tmp_path / "export/model.onnx")).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a named, dynamic batch dimension
+    on_disk = json.loads((tmp_path / "export/preprocess.json").read_text())
+    assert on_disk == json.loads(json.dumps(preprocess))
+    assert on_disk["input"]["size"] == 32 and on_disk["class_names"] == CLASSES
+    assert on_disk["normalization"] == {**on_disk["normalization"], "mean": [0.5] * 3, "std": [0.5] * 3}  # weights none
+    extra = {"preprocess.json": ""}
+    torch.jit.load(str(tmp_path / "export/torchscript.pt"), _extra_files=extra)
+    assert json.loads(extra["preprocess.json"])["class_names"] == CLASSES
+
+
+def test_export_in_one_format_records_what_it_was_chosen_on(tmp_path):
+    saved_model(tmp_path / "best.pt", "resnet18", resolution=16)
+    chosen = {"selection": {"metric": "val_accuracy"}, "test": {"metric": "test_accuracy", "low": 0.8, "high": 0.9}}
+    export_model(tmp_path / "best.pt", tmp_path / "export", formats=["onnx"], chosen=chosen, log=lambda _: None)
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["model.onnx", "preprocess.json"]
+    runner, preprocess = open_export(tmp_path / "export")
+    assert isinstance(runner, OnnxRunner) and preprocess["chosen"] == chosen
+    assert preprocess["files"] == {"onnx": "model.onnx"}
+
+
+def test_weights_file_of_an_incompatible_model_is_refused(tmp_path):
+    saved_model(tmp_path / "best.pt", "resnet18", resolution=16)
+    check_weights_file(tmp_path / "best.pt", "resnet18")
+    check_weights_file(tmp_path / "best.pt", "resnet18", head="own", resolution=16)
+    with pytest.raises(WeightsFileError, match=r"best\.pt \(tlsweep checkpoint\) does not fit model 'mobilenet_v2': "
+                                               r"it holds a 'resnet18' model"):
+        check_weights_file(tmp_path / "best.pt", "mobilenet_v2")
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet18.pth")
+    check_weights_file(tmp_path / "resnet18.pth", "resnet18")
+    with pytest.raises(WeightsFileError, match=r"resnet18\.pth \(torchvision state dict\) does not fit model "
+                                               r"'resnet50': \d+ weights missing"):
+        check_weights_file(tmp_path / "resnet18.pth", "resnet50")
+    with pytest.raises(WeightsFileError, match="does not exist"):
+        check_weights_file(tmp_path / "nothing.pt", "resnet18")
+    record_failure({"id": "toy/resnet18/r16/x"}, tmp_path, ValueError("no"))
+    with pytest.raises(WeightsFileError, match="holds no weights"):
+        check_weights_file(tmp_path / "best.pt", "resnet18")
+
+
+def two_model_summary():
+    rows = [{"model": model, "batch_size": batch, "seed": seed, "test_accuracy": 0.6 + batch / 1000 + seed / 100,
+             "best_val_accuracy": 0.5 + batch / 1000 + seed / 50 + (model == "resnet18") / 10, "best_val_loss": 1.0,
+             "train_time_s": 1.0, "n_val": 50, "n_test": 50, "test_majority_rate": 0.3}
+            for model in ("resnet18", "mobilenet_v2") for batch in (16, 64) for seed in (0, 1)]
+    rows[0]["status"] = "failed"
+    return summary_frame(rows)
+
+
+def test_export_index_holds_each_recommended_configurations_best_seed_once():
+    summary = two_model_summary()
+    best = build_tables(["best"], summary)["best"]
+    plan = export_plan(best, summary)
+    cell_of = dict(zip(zip(summary["model"], summary["batch_size"], summary["seed"]), summary["cell"]))
+    # overall and per model: resnet18 bs 64 (seed 1 has the better validation accuracy); per model: mobilenet_v2 bs 64
+    assert [entry["cell"] for entry in plan] == [cell_of["resnet18", 64, 1], cell_of["mobilenet_v2", 64, 1]]
+    first = plan[0]["chosen"]
+    assert [row["scope"] for row in first["recommended_as"]] == ["overall", "per model"]
+    assert first["selection"]["metric"] == "val_accuracy" and first["selection"]["ok_seeds"] == 2
+    assert first["selection"]["cell_value"] == pytest.approx(0.5 + 0.064 + 0.02 + 0.1)
+    assert first["test"]["metric"] == "test_accuracy" and first["test"]["low"] < first["test"]["mean"] < \
+        first["test"]["high"]
+    json.dumps(plan, allow_nan=False)  # no NaN: plain JSON
+    every = export_plan(best, summary, cells="all")
+    assert len(every) == 7 and [entry["cell"] for entry in every[:2]] == [entry["cell"] for entry in plan]
+    assert all(entry["chosen"] is None for entry in every[2:]) and summary["cell"][0] not in {e["cell"] for e in every}
+
+
+def test_export_folder_ids_are_safe_and_distinct():
+    assert export_id("digits-5to9/resnet18/r16/bs32-lr1e-2") == "digits-5to9__resnet18__r16__bs32-lr1e-2"
+    with pytest.raises(ValueError, match="would both export to"):
+        export_ids(["a__b/m/r1/x", "a/b__m/r1/x"])
+
+
+WEIGHTS_CHECK = """
+from workflow.export.weights_check import WeightsFileError, check_study_weights
+try:
+    check_study_weights(STUDY.cells.values())
+except WeightsFileError as error:
+    raise WorkflowError(f"Invalid study config: {error}")
+"""
+
+
+def wrapped_snakefile(tmp_path):
+    """The repo's Snakefile with rules/export.smk included, its targets in `rule all` and the
+    `weights:` files checked (as the merged Snakefile and rules/common.smk will have them)."""
+    text = (REPO / "Snakefile").read_text().replace('include: "rules/', f'include: "{REPO}/rules/')
+    text = text.replace(f'include: "{REPO}/rules/common.smk"', f'include: "{REPO}/rules/common.smk"\n{WEIGHTS_CHECK}')
+    text = text.replace('report: "report/', f'report: "{REPO}/report/')
+    text = text.replace(f'include: "{REPO}/rules/charts.smk"',
+                        f'include: "{REPO}/rules/charts.smk"\ninclude: "{REPO}/rules/export.smk"')
+    text = text.replace("        final_outputs(),", "        final_outputs() + export_outputs(),")
+    path = tmp_path / "Snakefile"
+    path.write_text(text)
+    return path
+
+
+def run_wrapped(tmp_path, *args, export=None, check=True, **grid):
+    """Snakemake on the tiny study (one grid cell, unless `grid` says otherwise) with the export
+    rules (`wrapped_snakefile`)."""
+    import subprocess
+
+    config = tiny_study()
+    config["grid"].update(batch_size=[32], optimizer=["adam"], **grid)
+    if "pretrain:base" not in config["grid"]["weights"]:
+        del config["pretrain"]
+    if export is not None:
+        config["export"] = export
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "snakemake", *args, "--snakefile", str(wrapped_snakefile(tmp_path)),
+                             "--directory", str(tmp_path / "work"), "--configfile", str(tmp_path / "study.yaml")],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0 or not check, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.parametrize("export,planned", [(None, 1), ({"enabled": False}, 0), ({"cells": "all"}, 1)])
+def test_dry_run_plans_the_export_index_unless_export_is_off(tmp_path, export, planned):
+    result = run_wrapped(tmp_path, "-n", export=export)
+    table = result.stdout.split("Job stats:")[1].split("Reasons:")[0]
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    assert counts.get("export_index", 0) == planned and counts["train"] == 2 and counts["all"] == 1
+
+
+def test_the_export_rules_pass_the_linter(tmp_path):
+    result = run_wrapped(tmp_path, "--lint", check=False)  # it fails on the wrapper's absolute include paths
+    lints = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Lints for")]
+    assert lints and all(str(tmp_path) in line for line in lints), lints  # lints of the wrapper alone
+
+
+def test_a_weights_file_of_another_model_fails_the_dry_run(tmp_path):
+    saved_model(tmp_path / "resnet.pt", "resnet18", resolution=16)
+    result = run_wrapped(tmp_path, "-n", check=False, weights=[str(tmp_path / "resnet.pt")],
+                         model=["resnet18", "mobilenet_v2"])
+    assert result.returncode != 0
+    assert "resnet.pt (tlsweep checkpoint) does not fit model 'mobilenet_v2': it holds a 'resnet18' model" in \
+        result.stdout + result.stderr
+    assert run_wrapped(tmp_path, "-n", weights=[str(tmp_path / "resnet.pt")]).returncode == 0

@@ -1,0 +1,144 @@
+"""`predict` with a trained digits cell: from the manifest's stored images, from its test images
+written losslessly as PNG files at the source's own size (decoded and resized by the code that
+prepared them), from an export folder and from best.pt, with a corrupt file that is skipped and listed."""
+
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workflow.cli import add_export_commands
+from workflow.data.datasets import resolve_dataset
+from workflow.data.prepare import make_plan, prepare_dataset, prepare_files
+from workflow.data.shards import read_split
+from workflow.data.sources import get_source
+from workflow.export.export import export_model
+from workflow.export.predict import class_scores, list_images, prediction_table_columns
+from workflow.export.runners import OnnxRunner, open_export, open_model
+from workflow.study.grid import DEFAULT_TRAINING, merge
+from workflow.train.cell import train_cell
+from workflow.train.predictions import read_predictions
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # deprecated, still supported
+
+SPEC = {"source": "digits", "classes": [0, 1, 2], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}
+
+
+def run_command(argv: list[str]) -> None:
+    """Run one of the export commands as `python -m workflow` would."""
+    top = argparse.ArgumentParser()
+    add_export_commands(top.add_subparsers(dest="command", required=True))
+    args = top.parse_args(argv)
+    args.func(args)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Digits 0-2 prepared at 16 x 16, a resnet18 cell trained on them for 3 epochs, and its export."""
+    folder = tmp_path_factory.mktemp("cell")
+    prepare_dataset("digits-012", SPEC, 16, folder / "r16.h5", folder / "r16.json")
+    training = merge(DEFAULT_TRAINING, {"stages": [{"name": "all", "train": "all", "epochs": 3, "lr_factor": 1.0}]})
+    cell = {"id": "digits-012/resnet18/r16/test", "dataset": "digits-012", "model": "resnet18", "resolution": 16,
+            "batch_size": 32, "lr": 0.001, "optimizer": "adam", "train": "all", "seed": 0, "weights": "none",
+            "training": training, "upstream": None}
+    metrics = train_cell(cell, folder / "r16.json", folder / "out", log=lambda _: None)
+    export_model(folder / "out/best.pt", folder / "export", log=lambda _: None)
+    return {"folder": folder, "metrics": metrics, "manifest": folder / "r16.json", "best": folder / "out/best.pt",
+            "export": folder / "export"}
+
+
+@pytest.fixture(scope="module")
+def test_pngs(trained):
+    """The test split's digits as 8 x 8 RGB PNG files (lossless, at the source's size), in the
+    split's order, and their labels."""
+    spec = resolve_dataset("digits-012", SPEC)
+    plan = make_plan("digits-012", spec, None)
+    catalog = get_source("digits").open_catalog(None, spec)
+    folder = trained["folder"] / "pngs"
+    (folder / "sub").mkdir(parents=True)
+    paths = []
+    for n, (index, image) in enumerate(zip(plan["splits"]["test"]["indices"],
+                                           catalog.read(plan["splits"]["test"]["indices"]))):
+        paths.append(folder / ("sub" if n % 2 else "") / f"{n:04d}-digit{index}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths, np.asarray(plan["splits"]["test"]["labels"])
+
+
+def test_the_trained_checkpoint_describes_its_data(trained):
+    assert trained["metrics"]["test_accuracy"] > 0.5  # a model that has learnt something: its predictions mean something
+    _, preprocess = open_model(trained["best"])
+    assert preprocess["class_names"] == ["0", "1", "2"] and preprocess["input"]["size"] == 16
+    assert preprocess["cell"] == "digits-012/resnet18/r16/test"
+    assert preprocess["resize"]["method"] == json.loads(trained["manifest"].read_text())["resize_method"]
+    assert set(preprocess["versions"]) >= {"tlsweep", "torch", "torchvision"}
+
+
+@pytest.mark.parametrize("which", ["best.pt", "torchscript", "onnx"])
+def test_the_manifests_test_images_reproduce_the_cells_test_accuracy(trained, which):
+    if which == "onnx":
+        runner, preprocess = OnnxRunner(trained["export"] / "model.onnx"), open_export(trained["export"])[1]
+    else:
+        runner, preprocess = open_model(trained["best"] if which == "best.pt" else trained["export"])
+    images, labels = read_split(trained["manifest"], "test")
+    scores = class_scores(runner, preprocess, images, batch_size=17)
+    assert float(np.mean(scores.argmax(1) == labels)) == trained["metrics"]["test_accuracy"]
+    stored = read_predictions(trained["folder"] / "out")
+    assert np.array_equal(scores.argmax(1), stored.test_scores.argmax(1))
+    assert np.allclose(scores, stored.test_scores, atol=1e-5)
+
+
+def test_png_files_decode_and_resize_to_the_manifests_images(trained, test_pngs):
+    paths, _ = test_pngs
+    images, good, skipped = prepare_files(paths, 16)
+    assert good == list(range(len(paths))) and not skipped
+    assert np.array_equal(images, read_split(trained["manifest"], "test")[0])
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_on_a_folder_reproduces_the_test_accuracy_and_lists_a_corrupt_file(trained, test_pngs, capsys):
+    paths, labels = test_pngs
+    folder = paths[0].parent
+    (folder / "sub/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "notes.txt").write_text("not an image")
+    out = trained["folder"] / "predictions.csv"
+    run_command(["predict", "--model", str(trained["export"]), str(folder), "--out", str(out), "--top-k", "2"])
+    rows = read_rows(out)
+    assert list(rows[0]) == prediction_table_columns(2)
+    assert len(rows) == len(paths) + 1 and not any(row["path"].endswith("notes.txt") for row in rows)
+    (broken,) = [row for row in rows if row["error"]]
+    assert broken["path"].endswith("broken.png") and broken["class_1"] == "" and "UnidentifiedImageError" in broken["error"]
+    predicted = {row["path"]: row["class_1"] for row in rows if not row["error"]}
+    correct = [predicted[str(path)] == str(label) for path, label in zip(paths, labels)]
+    assert float(np.mean(correct)) == trained["metrics"]["test_accuracy"]
+    ok = [row for row in rows if not row["error"]]
+    assert all(float(r["probability_1"]) >= float(r["probability_2"]) and r["class_1"] != r["class_2"] for r in ok)
+    logged = capsys.readouterr().out
+    assert "broken.png" in logged and f"{len(paths)} images classified, 1 skipped" in logged
+
+
+def test_predict_from_best_pt_on_a_csv_of_paths(trained, test_pngs):
+    paths, labels = test_pngs
+    listing = trained["folder"] / "pngs/list.csv"
+    listing.write_text("path,note\n" + "".join(f"{p.relative_to(listing.parent)},x\n" for p in paths[:10])
+                       + "missing.png,x\n")
+    assert list_images(listing)[:10] == [str(p) for p in paths[:10]]
+    out = trained["folder"] / "from-best.csv"
+    run_command(["predict", "--model", str(trained["best"]), str(listing), "--out", str(out), "--top-k", "9"])
+    rows = read_rows(out)
+    assert list(rows[0]) == prediction_table_columns(3)  # at most the number of classes
+    assert [row["path"] for row in rows[:10]] == [str(p) for p in paths[:10]]
+    assert rows[10]["path"].endswith("missing.png") and "FileNotFoundError" in rows[10]["error"]
+    assert all(abs(sum(float(r[f"probability_{i}"]) for i in (1, 2, 3)) - 1) < 1e-5 for r in rows[:10])
+
+
+def test_predict_refuses_what_is_no_model(trained, tmp_path):
+    with pytest.raises(SystemExit, match="is not an export folder"):
+        run_command(["predict", "--model", str(tmp_path), str(trained["folder"] / "pngs"), "--out",
+                     str(tmp_path / "p.csv")])
