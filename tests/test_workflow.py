@@ -148,6 +148,20 @@ def test_report_is_one_self_contained_file_with_tables_charts_and_rules(finished
         assert re.search(rf'literal\\*">{rule}</tt>', report), rule
 
 
+def test_end_to_end_export_of_the_recommended_model(finished_tiny_study):
+    workdir, _, _ = finished_tiny_study
+    export = workdir / "results/tiny/export"
+    entries = json.loads((export / "index.json").read_text())["exports"]
+    best = pd.read_parquet(workdir / "results/tiny/tables/best.parquet")
+    assert len(entries) == len(best) == 1
+    folder = export / entries[0]["id"]
+    assert entries[0]["cell"].replace("/", "__") == entries[0]["id"]
+    assert {p.name for p in folder.iterdir()} >= {"preprocess.json", "model.onnx", "torchscript.pt"}
+    preprocess = json.loads((folder / "preprocess.json").read_text())
+    assert preprocess["class_names"] == ["5", "6", "7", "8", "9"]
+    assert json.dumps(preprocess).count("val_accuracy") >= 1  # what it was chosen on
+
+
 def test_finished_study_has_nothing_left_to_do(finished_tiny_study):
     workdir, configfile, _ = finished_tiny_study
     result = snakemake(workdir, "-n", "--configfile", str(configfile))
