@@ -1,8 +1,6 @@
 """Each warning fires on a study built to trigger it, with its numbers, and a clean study has none;
 the aggregate command writes them into best.md and its log, the recommendation atop summary.md."""
 
-import json
-
 import pandas as pd
 
 from fakecells import find, make_study, study_config, write_cell
@@ -118,21 +116,14 @@ def test_a_non_finite_validation_loss_is_unstable(tmp_path):
     assert summary.loc[cell.id, "error"] == "unstable: validation loss at epoch 2 is nan"
 
 
-def test_an_exploding_validation_loss_counts_at_the_best_epoch_not_in_an_early_spike(tmp_path):
+def test_a_finite_validation_loss_spike_is_not_unstable(tmp_path):
     study = clean(tmp_path)
     cell = find(study, optimizer="sgd", seed=0)
     history = study.cell_dir(cell.id) / "history.csv"
     frame = pd.read_csv(history)
-    best_epoch = json.loads((study.cell_dir(cell.id) / "metrics.json").read_text())["best_epoch"]
-    early = next(epoch for epoch in frame["epoch"] if epoch != best_epoch)
-    frame.loc[frame["epoch"] == early, "val_loss"] = 500.0  # batch-norm statistics lagging, say
+    frame["val_loss"] = 500.0  # batch-norm statistics lagging behind the weights, say
     frame.to_csv(history, index=False)
     assert collect(study)[0].set_index("cell").loc[cell.id, "status"] == "ok"
-    frame.loc[frame["epoch"] == best_epoch, "val_loss"] = 500.0
-    frame.to_csv(history, index=False)
-    summary = collect(study)[0].set_index("cell")
-    assert summary.loc[cell.id, "status"] == "unstable"
-    assert summary.loc[cell.id, "error"].startswith(f"unstable: validation loss at epoch {best_epoch} is 500, above 11")
 
 
 def test_cells_without_predictions(tmp_path):

@@ -7,6 +7,7 @@ is the full grid's history of that cell, cut where it stopped.
 """
 
 import json
+import math
 import os
 import time
 
@@ -139,7 +140,11 @@ def test_every_cell_stops_where_the_full_grid_histories_say(runs):
     assert summary["budget_epochs"].to_dict() == {cell: RUNGS[rung] for cell, rung in expected.items()}
     assert summary["pruned"].to_dict() == {cell: rung < len(RUNGS) - 1 for cell, rung in expected.items()}
     assert summary["epochs_run"].to_dict() == {cell: RUNGS[rung] for cell, rung in expected.items()}
-    assert sorted(expected.values()) == [0, 0, 0, 1, 2, 2] and set(summary["status"]) == {"ok"}
+    assert sorted(expected.values()) == [0, 0, 0, 1, 2, 2] and set(summary["status"]) <= {"ok", "unstable"}
+    # a cell pruned after its first epochs may hold exploding weights (Adam at 1e-2 here: test loss > 1000,
+    # where the full grid's run recovers); the results flag it, and only such a cell
+    unstable = summary[summary["status"] == "unstable"]
+    assert unstable["pruned"].all() and (unstable["test_loss"] > 10 * math.log(5)).all()
     ladder = runs["before"]["ladder"]
     assert ladder[["cells", "went_on", "stopped", "epochs_trained"]].values.tolist() == [
         [6, 3, 3, 6], [3, 2, 1, 6], [2, 0, 2, 12]]
@@ -183,7 +188,7 @@ def test_an_added_cell_trains_only_itself_and_re_ranks(runs):
     new = cell_id("adam", "1e-3")
     # planned: the new cell's first rung, the first ranking again, every cell's results, the tables
     assert job_counts(runs["dry"]) == {"train_rung": 1, "rank_rung": 1, "finish_cell": 7, "aggregate": 1,
-                                       "charts": 1, "all": 1}
+                                       "charts": 1, "export_index": 1, "all": 1}
     assert f"cell={new}, rung=0" in runs["dry"]
     # run: the new cell trained rung 0 and, kept by the first ranking, rung 1; nothing else trained
     out = work / "results/halving"

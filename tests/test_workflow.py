@@ -33,7 +33,7 @@ def test_dry_run_plans_one_train_job_per_cell(tmp_path, study_file):
     result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
     # 2 models x 2 batch sizes x 2 optimizers, plus one pretrain cell per model
     assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 8, "train_upstream": 2,
-                                         "aggregate": 1, "charts": 1, "all": 1}
+                                         "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
 
 
 def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file):
@@ -52,7 +52,7 @@ def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file
 def test_demo_study_plan(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies/digits-demo.yaml"))
     assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 12, "train_upstream": 2,
-                                         "aggregate": 1, "charts": 1, "all": 1}
+                                         "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_changed_training_parameter_reruns_only_the_cells_it_touches(finished_ti
     config = tiny_study()
     config["training"]["stages"][1]["epochs"] = 3  # grid cells only: the pretrain cell has stages of its own
     result = snakemake(workdir, "-n", "--configfile", str(write_config(tmp_path / "changed.yaml", config)))
-    assert job_counts(result.stdout) == {"train": 4, "aggregate": 1, "charts": 1, "all": 1}
+    assert job_counts(result.stdout) == {"train": 4, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
     assert "Params have changed since last execution" in result.stdout
 
 
@@ -186,7 +186,7 @@ def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(finished_ti
     config = tiny_study()
     config["grid"]["batch_size"].append(16)
     result = snakemake(workdir, "-n", "--configfile", str(write_config(tmp_path / "more.yaml", config)))
-    assert job_counts(result.stdout) == {"train": 2, "aggregate": 1, "charts": 1, "all": 1}
+    assert job_counts(result.stdout) == {"train": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
     assert result.stdout.count("bs16-") >= 2 and "bs32-lr" not in result.stdout.split("rule aggregate")[0]
 
 

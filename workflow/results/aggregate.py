@@ -103,24 +103,23 @@ def prediction_summary(folder: Path, metrics: dict) -> dict:
 
 def instability(row: dict, history: pd.DataFrame | None) -> str | None:
     """Why a cell's losses cannot be trusted: its validation loss is not finite in some epoch, or its
-    test loss or the validation loss of its best epoch is not finite or above EXPLODING x ln(classes)
-    (an early epoch's spike that training recovers from is not counted); None when they are fine."""
+    test loss (the best weights') is not finite or above EXPLODING x ln(classes); None when they are
+    fine. (A validation loss that spikes while batch-norm statistics catch up does not count.)"""
     classes = int(row["n_classes"]) if row.get("n_classes") else 2
     limit = EXPLODING * math.log(max(classes, 2))
-    losses = [("test loss", row.get("test_loss"), True)]
+    test_loss = row.get("test_loss")
     if history is not None and "val_loss" in history:
-        best = row.get("best_epoch")
-        losses += [(f"validation loss at epoch {epoch}", value, epoch == best)
-                    for epoch, value in zip(history["epoch"], history["val_loss"])]
-    for what, value, judged in losses:
-        if value is None:
-            continue  # not reported: no test pass
-        value = float(value)
-        if not math.isfinite(value):
-            return f"unstable: {what} is {value}"
-        if judged and value > limit:
-            return (f"unstable: {what} is {value:.6g}, above {limit:.3g} ({EXPLODING:g} x ln {classes}, "
-                    f"the loss of a uniform guess)")
+        for epoch, value in zip(history["epoch"], history["val_loss"]):
+            if not math.isfinite(float(value)):
+                return f"unstable: validation loss at epoch {epoch} is {value}"
+    if test_loss is None:
+        return None  # not reported: no test pass
+    test_loss = float(test_loss)
+    if not math.isfinite(test_loss):
+        return f"unstable: test loss is {test_loss}"
+    if test_loss > limit:
+        return (f"unstable: test loss is {test_loss:.6g}, above {limit:.3g} ({EXPLODING:g} x ln {classes}, "
+                f"ln {classes} being the loss of a uniform guess)")
     return None
 
 
