@@ -9,7 +9,7 @@ from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
 sys.path.insert(0, workflow.basedir)
 
-from workflow.data.datasets import DatasetConfigError, downloads, source_inputs, source_raw_dir
+from workflow.data.datasets import DatasetConfigError, downloads, source_fingerprint, source_inputs, source_raw_dir
 from workflow.export.weights_check import WeightsFileError, check_study_weights
 from workflow.gpu.slots import cell_slots, probe_table, slot_settings
 from workflow.study import paths
@@ -104,6 +104,14 @@ def get_source_inputs(wildcards):
     """The files a dataset is prepared from: downloads in the raw folder, or its local copy."""
     try:
         return source_inputs(wildcards.dataset, STUDY.dataset(wildcards.dataset), RAW)
+    except DatasetConfigError as error:
+        raise WorkflowError(str(error))
+
+
+def get_source_fingerprint(wildcards):
+    """What the user's files a dataset is read from are now (their names, sizes, mtimes): a change re-plans it."""
+    try:
+        return source_fingerprint(wildcards.dataset, STUDY.dataset(wildcards.dataset))
     except DatasetConfigError as error:
         raise WorkflowError(str(error))
 

@@ -7,6 +7,7 @@ rule plan:
     params:
         spec=get_dataset_json,
         raw_dir=get_raw_dir_arg,
+        source_fingerprint=get_source_fingerprint,
     log:
         paths.log_file(DATA, "plan", "{dataset}"),
     conda:

@@ -227,7 +227,7 @@ def test_imagefolder_with_train_and_test_folders_gets_val_carved(tmp_path):
     manifest = prepare_dataset("pets", spec, 8, tmp_path / "r8.h5", tmp_path / "r8.json")
     assert manifest["counts"] == {"train": {"cat": 8, "dog": 8}, "val": {"cat": 2, "dog": 2},
                                   "test": {"cat": 2, "dog": 2}}
-    assert manifest["sources"][0]["files"] == 24 and len(manifest["sources"][0]["listing_sha256"]) == 64
+    assert manifest["sources"][0]["files"] == 24 and len(manifest["sources"][0]["fingerprint"]) == 64
 
 
 @pytest.mark.skipif(shutil.which("h5ls") is None, reason="h5ls (Debian hdf5-tools) is not installed")

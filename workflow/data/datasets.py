@@ -10,8 +10,8 @@ from pathlib import Path
 from workflow.data.sources import SOURCES, RemoteFile, get_source
 from workflow.data.sources.base import DatasetConfigError, raw_dir
 
-__all__ = ["COMMON", "DatasetConfigError", "downloads", "resolve_dataset", "resolve_datasets", "source_inputs",
-           "source_raw_dir"]
+__all__ = ["COMMON", "DatasetConfigError", "downloads", "resolve_dataset", "resolve_datasets", "source_fingerprint",
+           "source_inputs", "source_raw_dir"]
 
 # Keys every source takes, with their defaults.
 COMMON = {"seed": 0, "classes": None, "per_class": None, "chunk_images": 64, "compression": "none"}
@@ -67,3 +67,10 @@ def downloads(datasets: dict, raw_root: str | Path) -> dict[str, RemoteFile]:
 def source_inputs(name: str, spec: dict, raw_root: str | Path) -> list[str]:
     """The files a resolved entry is prepared from; a local copy that is missing is an error naming `path`."""
     return get_source(spec["source"]).inputs(name, spec, raw_root)
+
+
+def source_fingerprint(name: str, spec: dict) -> str:
+    """A digest of the user's files a resolved entry is read from ("" where its inputs are files):
+    the plan rule's parameter, so that added, removed or edited files re-plan the dataset; a missing
+    folder or file is an error naming the key."""
+    return get_source(spec["source"]).fingerprint(name, spec)

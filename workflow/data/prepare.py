@@ -1,11 +1,13 @@
 """Prepare a dataset in three steps, each a job of its own in the workflow.
 
-1. plan: check the source files against their checksums, list the source,
-   keep the configured classes, assign train/val/test (the source's split, val
-   carved out of train, or stratified fractions), draw per-class subsets, and
-   put each split in a seeded random order (so that reading blocks of
-   consecutive images still gives mixed classes).
-2. shard i of n: decode, resize and write the i-th slice of every split.
+1. plan (workflow.data.plan): check the source files against their checksums,
+   list the source, keep the configured classes and (for sources whose files
+   may not decode) the images that decode, assign train/val/test (the source's
+   split, val carved out of train, or stratified fractions; groups kept in one
+   split), draw per-class subsets, and put each split in a seeded random order
+   (so that reading blocks of consecutive images still gives mixed classes).
+2. shard i of n: decode, resize and write the i-th slice of every split, the
+   plan's images read by key (never by position in a fresh listing).
    Undecodable images are skipped and listed, never fatal.
 3. manifest: check every shard against the plan and its checksums, and write
    the manifest that joins them (counts per class and split, skipped and ignored
@@ -17,7 +19,6 @@ model is to classify (workflow.export.predict).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -26,84 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from workflow.atomic import write_json
-from workflow.data.datasets import resolve_dataset
+from workflow.data.plan import make_plan, plan_sha256
 from workflow.data.resize import RESIZE_METHOD, resize_images
 from workflow.data.shards import shard_writer, verify_shard
 from workflow.data.sources import Skipped, get_source
 from workflow.data.sources.images import decode
-from workflow.data.splits import SPLITS, assign_splits
+from workflow.data.splits import SPLITS
+
+__all__ = ["make_plan", "prepare_dataset", "prepare_files", "resize_block", "write_manifest", "write_shard"]
 
 RESIZE_BLOCK = 512  # images decoded and resized together
-
-
-def select_classes(labels: np.ndarray, class_names: list[str], classes: list | None, where: str):
-    """Positions to keep, their new labels 0..k-1 and the new class names, for `classes`
-    given as source labels (int) or class names (str), in that order; None keeps all."""
-    if classes is None:
-        return np.arange(len(labels)), labels, list(class_names)
-    wanted = [c if isinstance(c, int) else (class_names.index(c) if c in class_names else c) for c in classes]
-    missing = [c for c in wanted if not isinstance(c, int) or not 0 <= c < len(class_names)]
-    if missing:
-        raise ValueError(f"{where}.classes: classes {missing} do not exist in the source (its classes: {class_names})")
-    keep = np.flatnonzero(np.isin(labels, wanted))
-    remap = np.zeros(len(class_names), np.int64)
-    remap[wanted] = np.arange(len(wanted))
-    return keep, remap[labels[keep]], [class_names[c] for c in wanted]
-
-
-def take_per_class(catalog, indices: np.ndarray, labels: np.ndarray, n: int, rng, where: str, class_names):
-    """At most `n` decodable images of each class, drawn in a seeded order; decoding checks
-    the candidates so that undecodable ones are replaced. Returns indices, labels, skipped."""
-    chosen, skipped = [], []
-    for label in np.unique(labels):
-        candidates = rng.permutation(indices[labels == label])
-        good = []
-        while len(good) < n and len(candidates):
-            batch, candidates = candidates[:n - len(good)], candidates[n - len(good):]
-            for index, image in zip(batch, catalog.read(batch)):
-                if isinstance(image, Skipped):
-                    skipped.append({"file": image.key, "reason": image.reason})
-                else:
-                    good.append(index)
-        if len(good) < n:
-            raise ValueError(f"{where}: class {class_names[label]!r} has {len(good)} decodable images, {n} requested")
-        chosen.append(np.array(good, np.int64))
-    kept = np.sort(np.concatenate(chosen))
-    return kept, labels[np.searchsorted(indices, kept)], skipped
-
-
-def make_plan(name: str, spec: dict, raw_dir: str | os.PathLike | None) -> dict:
-    """Check and list the source and assign every kept image to a split, in storage order."""
-    spec = resolve_dataset(name, spec)
-    raw_dir = Path(raw_dir) if raw_dir is not None else None
-    source = get_source(spec["source"])
-    records = source.source_records(spec, raw_dir)  # checksums first: a bad file is not opened
-    catalog = source.open_catalog(raw_dir, spec)
-    keep, labels, class_names = select_classes(catalog.labels, catalog.class_names, spec["classes"],
-                                               f"datasets.{name}")
-    assigned = assign_splits(labels, catalog.splits[keep], spec, f"datasets.{name}")
-    splits, skipped = {}, []
-    for i, split in enumerate(SPLITS):
-        rng = np.random.default_rng([spec["seed"], i])
-        indices, split_labels = keep[assigned[split]], labels[assigned[split]]
-        cap = (spec["per_class"] or {}).get(split)
-        if cap:
-            indices, split_labels, bad = take_per_class(catalog, indices, split_labels, cap, rng,
-                                                        f"datasets.{name}.per_class.{split}", class_names)
-            skipped += [{**entry, "split": split} for entry in bad]
-        if len(indices) == 0:
-            raise ValueError(f"datasets.{name}: split {split!r} is empty ({len(keep)} images in all)")
-        order = rng.permutation(len(indices))
-        splits[split] = {"indices": indices[order].tolist(), "labels": split_labels[order].tolist()}
-    return {
-        "dataset": name, "spec": spec, "raw_dir": str(raw_dir) if raw_dir else None, "class_names": class_names,
-        "splits": splits, "skipped": skipped, "ignored": catalog.ignored, "sources": records,
-    }
-
-
-def plan_sha256(plan: dict) -> str:
-    """A plan's identity, recorded in every shard written from it."""
-    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
 
 
 def resize_block(block: list, resolution: int) -> tuple[np.ndarray, list[int], list[Skipped]]:
@@ -125,8 +58,9 @@ def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | o
     if not 0 <= part < parts:
         raise ValueError(f"shard {part} of {parts} does not exist")
     spec = plan["spec"]
-    catalog = get_source(spec["source"]).open_catalog(plan["raw_dir"], spec)
-    slices = {split: [np.array_split(np.asarray(entry[key], np.int64), parts)[part] for key in ("indices", "labels")]
+    read = get_source(spec["source"]).plan_reader(plan)  # the plan's images by key: no fresh listing
+    slices = {split: (np.array_split(np.asarray(entry["keys"], object), parts)[part],
+                      np.array_split(np.asarray(entry["labels"], np.int64), parts)[part])
               for split, entry in plan["splits"].items()}
     skipped = []
     attrs = {"dataset": plan["dataset"], "resolution": resolution, "resize_method": RESIZE_METHOD,
@@ -138,7 +72,7 @@ def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | o
     with shard_writer(out, capacity, resolution, attrs, spec["chunk_images"], compression) as writers:
         for split, (indices, labels) in slices.items():
             for start in range(0, len(indices), RESIZE_BLOCK):
-                images, good, bad = resize_block(catalog.read(indices[start:start + RESIZE_BLOCK]), resolution)
+                images, good, bad = resize_block(read(list(indices[start:start + RESIZE_BLOCK])), resolution)
                 skipped += [{"file": image.key, "reason": image.reason, "split": split} for image in bad]
                 writers[split].add(images, labels[start:start + RESIZE_BLOCK][good])
             log(f"{split}: {len(indices)} images read ({time.perf_counter() - started:.1f} s)")
@@ -190,7 +124,8 @@ def write_manifest(plan: dict, resolution: int, shards: list[str | os.PathLike],
         "skipped": skipped,
         "ignored_count": len(plan["ignored"]),
         "ignored": plan["ignored"],
-        "sources": plan["sources"],
+        "sources": [{key: value for key, value in record.items() if key != "stats"} for record in plan["sources"]],
+        "groups": plan.get("groups"),
         "spec": spec,
     }
     write_json(out, manifest)

@@ -3,7 +3,9 @@
 A source owns the keys it takes besides the common ones (`DEFAULTS`), its rules
 for an entry (`check`), the files it downloads (`remote_files`), the files an
 entry is prepared from (`inputs`), the plan's record of what it was made from
-(`source_records`) and the Catalog of its images (`open_catalog`). Errors in an
+(`source_records`), the Catalog of its images (`open_catalog`), the digest of
+its files a changed source is noticed by (`fingerprint`) and how a shard reads
+the plan's images (`plan_reader`). Errors in an
 entry are DatasetConfigErrors that name the key, as `datasets.<name>.<key>: ...`.
 """
 
@@ -52,6 +54,7 @@ class Source(ABC):
     READS_RAW_FILES = False  # whether the plan reads source files from the raw folder (or the entry's local copy)
     FILES: tuple[RemoteFile, ...] = ()  # the files it downloads, as published
     REFUSED: dict = {}  # reasons of its own for keys it does not take
+    DECODES = False  # whether its images may fail to decode (the plan then decodes them before splitting)
 
     def why_not(self, key: str) -> str:
         """Why this source does not take `key`."""
@@ -82,8 +85,27 @@ class Source(ABC):
         return []
 
     def source_records(self, spec: dict, raw_dir: Path | None) -> list[dict]:
-        """What the plan records of the files it was made from (nothing here)."""
+        """What the plan records of the files it was made from, checked before it lists them (nothing here)."""
         return []
+
+    def fingerprint(self, name: str, spec: dict) -> str:
+        """A digest of what the entry is read from, when that is not a file the plan rule takes as input
+        (none here: downloaded files are inputs)."""
+        return ""
+
+    def plan_reader(self, plan: dict):
+        """A function from a list of the plan's keys to their images (RGB arrays or Skipped): here the
+        source is listed again and each key found by name; a key it no longer has is an error."""
+        catalog = self.open_catalog(Path(plan["raw_dir"]) if plan["raw_dir"] else None, plan["spec"])
+        position = {key: i for i, key in enumerate(catalog.keys)}
+
+        def read(keys):
+            missing = [key for key in keys if key not in position]
+            if missing:
+                raise ValueError(f"datasets.{plan['dataset']}: {missing[0]} is in the plan but not in the "
+                                 "source; the source changed since it was planned (re-run the plan)")
+            return catalog.read([position[key] for key in keys])
+        return read
 
 
 class DownloadedSource(Source):

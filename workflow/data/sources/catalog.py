@@ -31,7 +31,9 @@ class Catalog:
 
     `splits` holds "train", "val" or "test" where the source defines the
     split and "" where it does not. `reader` maps an int64 index array to
-    RGB uint8 arrays (H, W, 3) or Skipped, in order.
+    RGB uint8 arrays (H, W, 3) or Skipped, in order. `groups` (or None) holds
+    each entry's group, kept together in one split; `sources` what the listing
+    was made from (workflow.data.sources.listing).
     """
 
     class_names: list[str]
@@ -40,12 +42,17 @@ class Catalog:
     keys: list[str]
     reader: Callable[[np.ndarray], list] = field(repr=False)
     ignored: list[dict] = field(default_factory=list)
+    groups: np.ndarray | None = None
+    sources: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
         self.splits = np.asarray(self.splits, dtype="<U5")
         n = len(self.keys)
-        if self.labels.shape != (n,) or self.splits.shape != (n,):
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups, dtype=str)
+        if self.labels.shape != (n,) or self.splits.shape != (n,) or (self.groups is not None
+                                                                        and self.groups.shape != (n,)):
             raise ValueError(f"catalog of {n} keys has {self.labels.shape} labels and {self.splits.shape} splits")
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise ValueError(f"labels outside 0..{len(self.class_names) - 1}")

@@ -1,6 +1,5 @@
 """A local folder of images: one sub-folder per class, optionally under train/ val/ test/."""
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,7 +7,8 @@ import numpy as np
 
 from .base import DatasetConfigError, Source
 from .catalog import Catalog
-from .images import decode, ignore_reason
+from .images import PathReader, decode, ignore_reason
+from .listing import folder_record
 
 SPLIT_FOLDERS = ("train", "val", "test")
 
@@ -53,18 +53,20 @@ def _list_images(class_dir: Path, root: Path, ignored: list) -> list[str]:
     return images
 
 
-def listing_record(folder: str, keys: list[str]) -> dict:
-    """An image folder's fingerprint: the SHA-256 of its file names and sizes."""
-    digest = hashlib.sha256()
-    for key in keys:
-        digest.update(f"{key}\t{(Path(folder) / key).stat().st_size}\n".encode())
-    return {"folder": folder, "files": len(keys), "listing_sha256": digest.hexdigest()}
+def existing_folder(name: str, spec: dict) -> Path:
+    """The entry's `path`; one that is not a folder is an error naming the key."""
+    folder = Path(spec["path"])
+    if not folder.is_dir():
+        raise DatasetConfigError(f"datasets.{name}.path: {folder} is not a folder")
+    return folder
 
 
 class ImageFolder(Source):
-    """A folder named by `path`: nothing downloaded; the plan records a fingerprint of its listing."""
+    """A folder named by `path`: nothing downloaded; the plan records every visible file with its size
+    and modification time, and shards read the plan's files by path."""
 
     DEFAULTS = {"path": None, "split": {"train": 0.8, "val": 0.1, "test": 0.1}, "val_fraction": 0.1, "shards": 1}
+    DECODES = True
 
     def open_catalog(self, raw_dir: Path | None, spec: dict) -> Catalog:
         """List `spec["path"]`; `splits` is filled when it has train/ val/ test/ sub-folders."""
@@ -96,6 +98,7 @@ class ImageFolder(Source):
             keys=keys,
             reader=FileReader(root, tuple(keys)),
             ignored=ignored,
+            sources=[folder_record(root)],
         )
 
     def check(self, name: str, spec: dict) -> None:
@@ -105,15 +108,18 @@ class ImageFolder(Source):
         super().check(name, spec)
 
     def inputs(self, name: str, spec: dict, raw_root) -> list[str]:
-        """The folder itself; one that is not there is an error naming `path`."""
-        folder = Path(spec["path"])
-        if not folder.is_dir():
-            raise DatasetConfigError(f"datasets.{name}.path: {folder} is not a folder")
-        return [str(folder)]
+        """None (the folder's mtime changes with hidden files too: its `fingerprint` is what counts); a
+        folder that is not there is an error naming `path`."""
+        existing_folder(name, spec)
+        return []
 
-    def source_records(self, spec: dict, raw_dir: Path | None) -> list[dict]:
-        """The fingerprint of the images the catalog lists."""
-        return [listing_record(spec["path"], self.open_catalog(raw_dir, spec).keys)]
+    def fingerprint(self, name: str, spec: dict) -> str:
+        """The digest of every visible file under the folder, with sizes and modification times."""
+        return folder_record(existing_folder(name, spec))["fingerprint"]
+
+    def plan_reader(self, plan: dict) -> PathReader:
+        """The plan's files, read by path (the folder is not listed again)."""
+        return PathReader(Path(plan["spec"]["path"]))
 
 
 IMAGEFOLDER = ImageFolder()

@@ -1,6 +1,7 @@
 """Telling image files from the rest, and decoding them to RGB arrays."""
 
-from pathlib import PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -47,3 +48,13 @@ def decode(source, key: str):
             return to_rgb(ImageOps.exif_transpose(img))
     except Exception as exc:  # a corrupt file can fail in any decoder step
         return Skipped(key, f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class PathReader:
+    """Decodes the image files named by keys: paths relative to `root` (or absolute)."""
+
+    root: Path
+
+    def __call__(self, keys) -> list:
+        return [decode(self.root / key, key) for key in keys]

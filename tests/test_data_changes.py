@@ -1,0 +1,93 @@
+"""Data that changes is noticed: real dry runs of a study on an image folder, after its manifest is
+made, with the folder's files added, removed, edited, renamed or pointed at by a mistyped path."""
+
+import os
+
+import pytest
+from PIL import Image
+
+from conftest import snakemake, tiny_study, write_config
+from test_workflow import job_counts
+
+MANIFEST = "results/data/pets/r8.json"
+
+
+def folder_study(path) -> dict:
+    """The tiny study, on an image folder at `path`, without its pretrain cell."""
+    config = tiny_study()
+    config.pop("pretrain")
+    config["datasets"] = {"pets": {"source": "imagefolder", "path": str(path), "split": {"train": 0.5, "val": 0.25,
+                                                                                      "test": 0.25}}}
+    config["grid"].update({"dataset": ["pets"], "resolution": [8], "weights": ["none"]})
+    return config
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A folder of 2 x 8 images and a work folder where its manifest at r8 is made."""
+    root = tmp_path_factory.mktemp("changes")
+    images = root / "images"
+    for label, name in enumerate(("cat", "dog")):
+        (images / name).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (6, 5), (label * 200, i * 20, 0)).save(images / name / f"{i}.png")
+    configfile = write_config(root / "study.yaml", folder_study(images))
+    snakemake(root / "work", MANIFEST, "--cores", "1", "--configfile", str(configfile))
+    return root / "work", configfile, images
+
+
+def dry_run(workdir, configfile, check=True):
+    return snakemake(workdir, MANIFEST, "-n", "--configfile", str(configfile), check=check)
+
+
+def test_an_unchanged_folder_is_not_prepared_again(prepared):
+    workdir, configfile, images = prepared
+    (images / ".DS_Store").write_bytes(b"hidden")  # hidden files do not count
+    (images / "cat" / "._0.png").write_bytes(b"hidden")
+    try:
+        result = dry_run(workdir, configfile)
+        assert "Nothing to be done" in result.stdout + result.stderr
+    finally:
+        (images / ".DS_Store").unlink()
+        (images / "cat" / "._0.png").unlink()
+
+
+@pytest.mark.parametrize("change", ["added", "removed", "edited", "renamed"])
+def test_changed_files_re_plan_and_re_prepare(prepared, change):
+    workdir, configfile, images = prepared
+    target = images / "dog" / "3.png"
+    original, stat = target.read_bytes(), target.stat()
+    if change == "added":
+        Image.new("RGB", (6, 5)).save(images / "dog" / "new.png")
+    elif change == "removed":
+        target.unlink()
+    elif change == "edited":
+        Image.new("RGB", (6, 5), (9, 9, 9)).save(target)
+    else:
+        target.rename(images / "dog" / "3b.png")
+    try:
+        result = dry_run(workdir, configfile)
+        assert job_counts(result.stdout) == {"plan": 1, "shard": 1, "manifest": 1}
+        assert "Params have changed since last execution" in result.stdout
+    finally:
+        for extra in (images / "dog" / "new.png", images / "dog" / "3b.png"):
+            extra.unlink(missing_ok=True)
+        target.write_bytes(original)
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert "Nothing to be done" in (lambda r: r.stdout + r.stderr)(dry_run(workdir, configfile))
+
+
+def test_a_mistyped_path_is_an_error_naming_the_key(prepared, tmp_path):
+    workdir, _, images = prepared
+    configfile = write_config(tmp_path / "typo.yaml", folder_study(images.parent / "imagse"))
+    result = dry_run(workdir, configfile, check=False)
+    assert result.returncode != 0
+    assert f"datasets.pets.path: {images.parent / 'imagse'} is not a folder" in result.stdout + result.stderr
+
+
+def test_another_folder_re_plans(prepared, tmp_path):
+    workdir, _, images = prepared
+    copy = tmp_path / "copy"
+    os.symlink(images, copy)  # the same images under another path: a different source
+    result = dry_run(workdir, write_config(tmp_path / "other.yaml", folder_study(copy)))
+    assert job_counts(result.stdout) == {"plan": 1, "shard": 1, "manifest": 1}
