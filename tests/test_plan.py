@@ -1,0 +1,55 @@
+"""The plan: the only list of files shards read, drawn from images known to decode."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from workflow.data.prepare import make_plan, write_manifest, write_shard
+from workflow.data.shards import read_split
+
+SPEC = {"source": "imagefolder", "split": {"train": 0.5, "val": 0.25, "test": 0.25}}
+
+
+def colour_folder(root, counts: dict) -> None:
+    """`counts[name]` images per class, each one colour: (class number x 100, image number x 20, 0)."""
+    for label, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (5, 4), (label * 100, i * 20, 0)).save(root / name / f"{i}.png")
+
+
+def test_shards_read_the_plans_files_by_path_after_the_folder_changes(tmp_path):
+    colour_folder(tmp_path / "images", {"cat": 6, "dog": 6})
+    plan = make_plan("pets", {**SPEC, "path": str(tmp_path / "images")}, None)
+    Image.new("RGB", (5, 4), (255, 255, 255)).save(tmp_path / "images" / "cat" / "0a.png")  # sorts among the planned
+    (tmp_path / "images" / "dog" / "5.png").unlink()
+    write_shard(plan, 4, 0, 1, tmp_path / "r4.h5", log=lambda message: None)
+    manifest = write_manifest(plan, 4, [tmp_path / "r4.h5"], tmp_path / "r4.json")
+
+    assert [entry["file"] for entry in manifest["skipped"]] == ["dog/5.png"]
+    assert "FileNotFoundError" in manifest["skipped"][0]["reason"]
+    for split, entry in plan["splits"].items():
+        images, labels = read_split(tmp_path / "r4.h5", split)
+        kept = [(key, label) for key, label in zip(entry["keys"], entry["labels"]) if key != "dog/5.png"]
+        assert labels.tolist() == [label for _, label in kept]
+        for image, (key, label) in zip(images, kept):  # each stored image is the planned file's colour
+            number = int(key.split("/")[1].removesuffix(".png"))
+            assert key.startswith(("cat/", "dog/")[label])
+            assert np.abs(image.astype(int) - (label * 100, number * 20, 0)).max() <= 1, key
+
+
+def test_splits_are_drawn_from_images_that_decode(tmp_path):
+    colour_folder(tmp_path / "images", {"cat": 8, "dog": 8})
+    for i in range(4):
+        (tmp_path / "images" / "dog" / f"{i}.png").write_bytes(b"not a png")
+    plan = make_plan("pets", {**SPEC, "path": str(tmp_path / "images")}, None)
+    sizes = {split: np.bincount(entry["labels"], minlength=2).tolist() for split, entry in plan["splits"].items()}
+    assert sizes == {"train": [4, 2], "val": [2, 1], "test": [2, 1]}  # 8 cats and 4 decodable dogs, halved and quartered
+    assert sorted(entry["file"] for entry in plan["skipped"]) == [f"dog/{i}.png" for i in range(4)]
+    assert not {entry["file"] for entry in plan["skipped"]} & {k for e in plan["splits"].values() for k in e["keys"]}
+
+    write_shard(plan, 4, 0, 1, tmp_path / "r4.h5", log=lambda message: None)
+    manifest = write_manifest(plan, 4, [tmp_path / "r4.h5"], tmp_path / "r4.json")
+    assert manifest["skipped_count"] == 4 and manifest["totals"] == {"train": 6, "val": 3, "test": 3}
+    assert json.loads((tmp_path / "r4.json").read_text())["counts"]["val"] == {"cat": 2, "dog": 1}
