@@ -5,8 +5,10 @@ from .catalog import Catalog, RemoteFile, Skipped
 from .cats_vs_dogs import CATS_VS_DOGS
 from .cifar import CIFAR10, CIFAR100
 from .digits import DIGITS
+from .hf import HUGGING_FACE
 from .imagefolder import IMAGEFOLDER
 from .pcam import PCAM
+from .table import TABLE
 
 SOURCES: dict[str, Source] = {
     "cifar10": CIFAR10,
@@ -14,6 +16,8 @@ SOURCES: dict[str, Source] = {
     "cats_vs_dogs": CATS_VS_DOGS,
     "pcam": PCAM,
     "imagefolder": IMAGEFOLDER,
+    "csv": TABLE,
+    "hf": HUGGING_FACE,
     "digits": DIGITS,
 }
 

@@ -31,6 +31,12 @@ NOT_FOR = {
     "label_type": "only cifar100 has label types (fine, coarse)",
     "mirror": "nothing is downloaded for this source",
     "checksums": "nothing is downloaded for this source",
+    "root": "only csv tables name files relative to a root",
+    "path_column": "only csv tables have a path column",
+    "label_column": "only csv tables and hf datasets have a label column",
+    "split_column": "only csv tables have a split column",
+    "group_column": "only csv tables have a group column",
+    "image_column": "only hf datasets have an image column",
 }
 
 
