@@ -91,3 +91,23 @@ def test_another_folder_re_plans(prepared, tmp_path):
     os.symlink(images, copy)  # the same images under another path: a different source
     result = dry_run(workdir, write_config(tmp_path / "other.yaml", folder_study(copy)))
     assert job_counts(result.stdout) == {"plan": 1, "shard": 1, "manifest": 1}
+
+
+def test_a_table_re_plans_when_it_changes_and_a_missing_one_names_the_key(tmp_path):
+    for i in range(8):
+        Image.new("RGB", (6, 5), (i * 30, 0, 0)).save(tmp_path / f"{i}.png")
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\n" + "".join(f"{i}.png,{'ab'[i % 2]}\n" for i in range(8)))
+    config = folder_study(tmp_path)
+    config["datasets"]["pets"] = {"source": "csv", "path": str(table), "split": {"train": 0.5, "val": 0.25,
+                                                                                   "test": 0.25}}
+    configfile = write_config(tmp_path / "study.yaml", config)
+    snakemake(tmp_path / "work", MANIFEST, "--cores", "1", "--configfile", str(configfile))
+    assert "Nothing to be done" in (lambda r: r.stdout + r.stderr)(dry_run(tmp_path / "work", configfile))
+
+    table.write_text(table.read_text().replace("7.png,b", "7.png,a"))  # one label corrected
+    assert job_counts(dry_run(tmp_path / "work", configfile).stdout) == {"plan": 1, "shard": 1, "manifest": 1}
+
+    table.unlink()
+    result = dry_run(tmp_path / "work", configfile, check=False)
+    assert result.returncode != 0 and f"datasets.pets.path: {table} is not a file" in result.stdout + result.stderr
