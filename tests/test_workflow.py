@@ -168,6 +168,16 @@ def test_finished_study_has_nothing_left_to_do(finished_tiny_study):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_a_manifest_rebuilt_with_the_same_content_retrains_nothing(finished_tiny_study):
+    workdir, configfile, _ = finished_tiny_study
+    manifest = "results/data/digits-5to9/r16.json"
+    before = (workdir / manifest).read_bytes()
+    snakemake(workdir, manifest, "--cores", "1", "--forcerun", "manifest", "--configfile", str(configfile))
+    assert (workdir / manifest).read_bytes() == before
+    result = snakemake(workdir, "-n", "--configfile", str(configfile))
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
 def test_changed_training_parameter_reruns_only_the_cells_it_touches(finished_tiny_study, tmp_path):
     workdir, _, _ = finished_tiny_study
     from conftest import write_config
