@@ -1,27 +1,15 @@
 """A local folder of images: one sub-folder per class, optionally under train/ val/ test/."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .base import DatasetConfigError, Source
 from .catalog import Catalog
-from .images import PathReader, decode, ignore_reason
+from .images import FileReader, PathReader, ignore_reason
 from .listing import folder_record
 
 SPLIT_FOLDERS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class FileReader:
-    """Decodes image files given by paths relative to `root`."""
-
-    root: Path
-    keys: tuple[str, ...]
-
-    def __call__(self, indices):
-        return [decode(self.root / self.keys[i], self.keys[i]) for i in indices]
 
 
 def _subfolders(folder: Path, root: Path, ignored: list) -> list[Path]:

@@ -58,3 +58,14 @@ class PathReader:
 
     def __call__(self, keys) -> list:
         return [decode(self.root / key, key) for key in keys]
+
+
+@dataclass(frozen=True)
+class FileReader:
+    """Decodes the image files `keys[i]` (relative to `root`, or absolute) at the indices it is given."""
+
+    root: Path
+    keys: tuple[str, ...]
+
+    def __call__(self, indices) -> list:
+        return PathReader(self.root)([self.keys[i] for i in indices])

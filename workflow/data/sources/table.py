@@ -3,14 +3,13 @@ to `root` (default: the table's folder) or absolute, labels as strings, optional
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .base import DatasetConfigError, Source
 from .catalog import Catalog
-from .images import PathReader
+from .images import FileReader, PathReader
 from .listing import file_sha256, file_stats, listing_record
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -45,17 +44,6 @@ def sorted_labels(values) -> list[str]:
 def root_of(spec: dict) -> Path:
     """The folder the table's relative paths start from: `root`, or the table's own folder."""
     return Path(spec["root"]) if spec.get("root") else Path(spec["path"]).parent
-
-
-@dataclass(frozen=True)
-class TableReader:
-    """Decodes the images of the table's rows by position."""
-
-    root: Path
-    keys: tuple[str, ...]
-
-    def __call__(self, indices):
-        return PathReader(self.root)([self.keys[i] for i in indices])
 
 
 class Table(Source):
@@ -116,7 +104,7 @@ class Table(Source):
             labels=np.array([class_names.index(label) for label in rows[spec["label_column"]]], np.int64),
             splits=splits,
             keys=keys,
-            reader=TableReader(root, tuple(keys)),
+            reader=FileReader(root, tuple(keys)),
             groups=rows[spec["group_column"]].to_numpy(dtype=str) if spec.get("group_column") else None,
             sources=[self.record(table, root, keys)],
         )
