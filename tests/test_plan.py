@@ -53,3 +53,17 @@ def test_splits_are_drawn_from_images_that_decode(tmp_path):
     manifest = write_manifest(plan, 4, [tmp_path / "r4.h5"], tmp_path / "r4.json")
     assert manifest["skipped_count"] == 4 and manifest["totals"] == {"train": 6, "val": 3, "test": 3}
     assert json.loads((tmp_path / "r4.json").read_text())["counts"]["val"] == {"cat": 2, "dog": 1}
+
+
+def test_the_plan_records_the_fingerprint_the_snakefile_compares(tmp_path):
+    from archives import make_imagefolder
+    from workflow.data.datasets import resolve_dataset, source_fingerprint
+    from workflow.data.sources import get_source
+
+    make_imagefolder(tmp_path / "images")  # odd modes, hidden files, loose and non-image files
+    spec = resolve_dataset("odd", {"source": "imagefolder", "path": str(tmp_path / "images")})
+    (record,) = get_source("imagefolder").open_catalog(None, spec).sources  # what make_plan records
+    assert record["fingerprint"] == source_fingerprint("odd", spec)
+    assert [name for name, _, _ in record["stats"]] == sorted(
+        p.relative_to(tmp_path / "images").as_posix() for p in (tmp_path / "images").rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(tmp_path / "images").parts))

@@ -7,7 +7,7 @@ import numpy as np
 from .base import DatasetConfigError, Source
 from .catalog import Catalog
 from .images import FileReader, PathReader, ignore_reason
-from .listing import folder_record
+from .listing import file_stats, folder_record, listing_record
 
 SPLIT_FOLDERS = ("train", "val", "test")
 
@@ -49,6 +49,13 @@ def existing_folder(name: str, spec: dict) -> Path:
     return folder
 
 
+def listed_record(root: Path, keys: list[str], ignored: list[dict]) -> dict:
+    """`folder_record` of the folder from its listing (the images and the visible files it ignored),
+    so that the folder is listed once."""
+    visible = keys + [entry["file"] for entry in ignored if entry["reason"] != "hidden file"]
+    return listing_record("folder", str(root), file_stats(root, sorted(visible)))
+
+
 class ImageFolder(Source):
     """A folder named by `path`: nothing downloaded; the plan records every visible file with its size
     and modification time, and shards read the plan's files by path."""
@@ -86,7 +93,7 @@ class ImageFolder(Source):
             keys=keys,
             reader=FileReader(root, tuple(keys)),
             ignored=ignored,
-            sources=[folder_record(root)],
+            sources=[listed_record(root, keys, ignored)],
         )
 
     def check(self, name: str, spec: dict) -> None:
