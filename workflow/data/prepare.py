@@ -67,15 +67,15 @@ def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | o
              "class_names": json.dumps(plan["class_names"]), "part": part, "parts": parts,
              "plan_sha256": plan_sha256(plan), "skipped": skipped}
     compression = None if spec["compression"] == "none" else spec["compression"]
-    capacity = {split: len(indices) for split, (indices, _) in slices.items()}
+    capacity = {split: len(keys) for split, (keys, _) in slices.items()}
     started = time.perf_counter()
     with shard_writer(out, capacity, resolution, attrs, spec["chunk_images"], compression) as writers:
-        for split, (indices, labels) in slices.items():
-            for start in range(0, len(indices), RESIZE_BLOCK):
-                images, good, bad = resize_block(read(list(indices[start:start + RESIZE_BLOCK])), resolution)
+        for split, (keys, labels) in slices.items():
+            for start in range(0, len(keys), RESIZE_BLOCK):
+                images, good, bad = resize_block(read(list(keys[start:start + RESIZE_BLOCK])), resolution)
                 skipped += [{"file": image.key, "reason": image.reason, "split": split} for image in bad]
                 writers[split].add(images, labels[start:start + RESIZE_BLOCK][good])
-            log(f"{split}: {len(indices)} images read ({time.perf_counter() - started:.1f} s)")
+            log(f"{split}: {len(keys)} images read ({time.perf_counter() - started:.1f} s)")
     log(f"shard {part} of {parts}: {len(skipped)} skipped")
 
 

@@ -37,6 +37,7 @@ class CatsVsDogs(DownloadedSource):
     DEFAULTS = {"path": None, "mirror": None, "checksums": {}, "split": {"train": 0.8, "val": 0.1, "test": 0.1},
                 "shards": 4}
     FILES = (REMOTE,)
+    DECODES = True
 
     def open_catalog(self, raw_dir: Path, spec: dict) -> Catalog:
         """List PetImages/Cat and PetImages/Dog; everything else goes to `ignored`."""
