@@ -108,17 +108,17 @@ def get_source_inputs(wildcards):
         raise WorkflowError(str(error))
 
 
-def get_source_fingerprint(wildcards):
-    """What the user's files a dataset is read from are now (their names, sizes, mtimes): a change re-plans it."""
+def get_source_args(wildcards):
+    """The plan's --raw-dir, or --fingerprint: the digest of the user's files (names, sizes, mtimes) a dataset
+    is read from, a parameter of the plan job, so that a change re-plans it."""
+    spec = STUDY.dataset(wildcards.dataset)
+    folder = source_raw_dir(spec, RAW)
     try:
-        return source_fingerprint(wildcards.dataset, STUDY.dataset(wildcards.dataset))
+        fingerprint = source_fingerprint(wildcards.dataset, spec)
     except DatasetConfigError as error:
         raise WorkflowError(str(error))
-
-
-def get_raw_dir_arg(wildcards):
-    folder = source_raw_dir(STUDY.dataset(wildcards.dataset), RAW)
-    return "" if folder is None else f"--raw-dir {shlex.quote(str(folder))}"
+    return " ".join(([f"--raw-dir {shlex.quote(str(folder))}"] if folder else [])
+                    + ([f"--fingerprint {fingerprint}"] if fingerprint else []))
 
 
 def get_shards(wildcards):

@@ -6,8 +6,7 @@ rule plan:
         plan=paths.plan_file(DATA, "{dataset}"),
     params:
         spec=get_dataset_json,
-        raw_dir=get_raw_dir_arg,
-        source_fingerprint=get_source_fingerprint,
+        raw_dir=get_source_args,
     log:
         paths.log_file(DATA, "plan", "{dataset}"),
     conda:

@@ -67,3 +67,28 @@ def test_the_plan_records_the_fingerprint_the_snakefile_compares(tmp_path):
     assert [name for name, _, _ in record["stats"]] == sorted(
         p.relative_to(tmp_path / "images").as_posix() for p in (tmp_path / "images").rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(tmp_path / "images").parts))
+
+
+def test_a_plan_from_before_keys_still_shards_a_downloaded_source(tmp_path):
+    spec = {"source": "digits", "classes": [0, 1], "split": {"train": 0.6, "val": 0.2, "test": 0.2}}
+    plan = make_plan("d", spec, None)
+    old = {**plan, "splits": {split: {k: v for k, v in entry.items() if k != "keys"}
+                              for split, entry in plan["splits"].items()}}
+    write_shard(plan, 8, 0, 1, tmp_path / "new.h5", log=lambda message: None)
+    write_shard(old, 8, 0, 1, tmp_path / "old.h5", log=lambda message: None)
+    for split in plan["splits"]:
+        np.testing.assert_array_equal(read_split(tmp_path / "old.h5", split)[0], read_split(tmp_path / "new.h5", split)[0])
+
+
+def test_files_changed_since_the_dry_run_stop_the_plan(tmp_path):
+    import pytest
+
+    from workflow.data.datasets import resolve_dataset, source_fingerprint
+
+    colour_folder(tmp_path / "images", {"cat": 4, "dog": 4})
+    spec = resolve_dataset("pets", {**SPEC, "path": str(tmp_path / "images")})
+    seen = source_fingerprint("pets", spec)
+    assert make_plan("pets", spec, None, fingerprint=seen)["sources"][0]["fingerprint"] == seen
+    Image.new("RGB", (5, 4)).save(tmp_path / "images" / "cat" / "late.png")
+    with pytest.raises(ValueError, match=f"datasets.pets.path: {tmp_path / 'images'} changed while it was being planned"):
+        make_plan("pets", spec, None, fingerprint=seen)

@@ -22,7 +22,7 @@ def cmd_plan(args) -> None:
     from workflow.atomic import write_json
     from workflow.data.prepare import make_plan
 
-    plan = make_plan(args.dataset, json.loads(args.spec), args.raw_dir)
+    plan = make_plan(args.dataset, json.loads(args.spec), args.raw_dir, fingerprint=args.fingerprint)
     write_json(args.out, plan)
     print(json.dumps({split: len(entry["indices"]) for split, entry in plan["splits"].items()}))
 
@@ -174,6 +174,7 @@ def add_data_commands(sub) -> None:
     p.add_argument("--dataset", required=True, help="dataset name in the study config")
     p.add_argument("--spec", required=True, help="the dataset's config entry as JSON")
     p.add_argument("--raw-dir", help="the folder holding the source's files")
+    p.add_argument("--fingerprint", help="the digest of the user's files the dry run saw (checked)")
     p.add_argument("--out", required=True, help="the plan (JSON)")
     p.set_defaults(func=cmd_plan)
 

@@ -72,13 +72,17 @@ def group_record(spec: dict, groups: np.ndarray | None, assigned: dict) -> dict 
             "counts": {split: len(np.unique(groups[assigned[split]])) for split in SPLITS}}
 
 
-def make_plan(name: str, spec: dict, raw_dir: str | os.PathLike | None) -> dict:
-    """Check and list the source, keep the images that decode and assign each to a split, in storage order."""
+def make_plan(name: str, spec: dict, raw_dir: str | os.PathLike | None, fingerprint: str | None = None) -> dict:
+    """Check and list the source, keep the images that decode and assign each to a split, in storage order;
+    `fingerprint`, where given, must be that of the files listed (else they changed since Snakemake looked)."""
     spec = resolve_dataset(name, spec)
     raw_dir = Path(raw_dir) if raw_dir is not None else None
     source = get_source(spec["source"])
     records = source.source_records(spec, raw_dir)  # checksums first: a bad file is not opened
     catalog = source.open_catalog(raw_dir, spec)
+    listed = [record["fingerprint"] for record in catalog.sources]
+    if fingerprint and listed != [fingerprint]:
+        raise ValueError(f"datasets.{name}.path: {spec['path']} changed while it was being planned; run again")
     keep, labels, class_names = select_classes(catalog.labels, catalog.class_names, spec["classes"],
                                                f"datasets.{name}")
     skipped = []

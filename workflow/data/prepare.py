@@ -59,7 +59,8 @@ def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | o
         raise ValueError(f"shard {part} of {parts} does not exist")
     spec = plan["spec"]
     read = get_source(spec["source"]).plan_reader(plan)  # the plan's images by key: no fresh listing
-    slices = {split: (np.array_split(np.asarray(entry["keys"], object), parts)[part],
+    # a plan from before keys were recorded (a downloaded source's, never re-planned) holds catalog positions
+    slices = {split: (np.array_split(np.asarray(entry.get("keys", entry["indices"]), object), parts)[part],
                       np.array_split(np.asarray(entry["labels"], np.int64), parts)[part])
               for split, entry in plan["splits"].items()}
     skipped = []

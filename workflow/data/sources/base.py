@@ -101,16 +101,17 @@ class Source(ABC):
 
     def plan_reader(self, plan: dict):
         """A function from a list of the plan's keys to their images (RGB arrays or Skipped): here the
-        source is listed again and each key found by name; a key it no longer has is an error."""
+        source is listed again and each key found by name (an int, from a plan older than keys, is a
+        position); a key it no longer has is an error."""
         catalog = self.open_catalog(Path(plan["raw_dir"]) if plan["raw_dir"] else None, plan["spec"])
         position = {key: i for i, key in enumerate(catalog.keys)}
 
         def read(keys):
-            missing = [key for key in keys if key not in position]
+            missing = [key for key in keys if not isinstance(key, int) and key not in position]
             if missing:
                 raise ValueError(f"datasets.{plan['dataset']}: {missing[0]} is in the plan but not in the "
                                  "source; the source changed since it was planned (re-run the plan)")
-            return catalog.read([position[key] for key in keys])
+            return catalog.read([key if isinstance(key, int) else position[key] for key in keys])
         return read
 
 
