@@ -153,6 +153,8 @@ def cmd_cells(args) -> None:
     table = cell_table(study)
     print(table.to_string(index=False))
     print(f"\n{study_summary(study, table)}")
+    if study.sampling is not None:
+        print(study.sampling.describe())
 
 
 def study_args(p: argparse.ArgumentParser) -> None:
