@@ -252,6 +252,23 @@ def add_halving_commands(sub) -> None:
     p.set_defaults(func=cmd_finish_cell)
 
 
+def cmd_tpe_round(args) -> None:
+    from workflow.atomic import write_json
+    from workflow.sweep.tpe import choose_round
+
+    write_json(args.out, choose_round(load_study(args), args.round, log=log))
+
+
+def add_search_commands(sub) -> None:
+    """tpe-round: a TPE search's next round."""
+    p = sub.add_parser("tpe-round", help="ask Optuna's TPE sampler for a round's configurations, given every "
+                                         "finished cell of the rounds before it")
+    study_args(p)
+    p.add_argument("--round", required=True, type=int, help="the round, from 1 (round 0 is drawn at random)")
+    p.add_argument("--out", required=True, help="the round's file: results/<study>/search/round-<r>.json")
+    p.set_defaults(func=cmd_tpe_round)
+
+
 def add_results_commands(sub) -> None:
     """aggregate, charts, cells: a study's tables, charts and progress."""
     p = sub.add_parser("aggregate", help="collect the cells' metrics into the study's tables (a cell without "
@@ -279,6 +296,7 @@ def parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     add_training_commands(sub)
     add_halving_commands(sub)
+    add_search_commands(sub)
     add_results_commands(sub)
     add_export_commands(sub)
     return top

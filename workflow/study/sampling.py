@@ -54,8 +54,16 @@ class Dimension:
         low, high = self.values
         if self.kind == "int":
             return int(rng.integers(low, high + 1))
-        value = float(np.exp(rng.uniform(np.log(low), np.log(high)))) if self.log else float(rng.uniform(low, high))
-        return min(max(rounded(value), low), high)
+        return self.stored(float(np.exp(rng.uniform(np.log(low), np.log(high)))) if self.log
+                           else float(rng.uniform(low, high)))
+
+    def stored(self, value):
+        """A value as a cell stores it: a number rounded to SIGNIFICANT digits, within the bounds."""
+        if self.kind == "choice":
+            return value
+        if self.kind == "int":
+            return int(value)
+        return min(max(rounded(value), self.values[0]), self.values[1])
 
 
 def rounded(value: float) -> float:
@@ -79,6 +87,10 @@ class RandomSearch:
         """One line for `python -m workflow cells`."""
         return (f"random search: {self.n} draws (seed {self.seed}) per combination of the grid's axes, of "
                 + ", ".join(f"{d.key} ({d.kind} {list(d.values)})" for d in self.dimensions))
+
+    def group_draws(self, group: str) -> list[dict]:
+        """The draws of one combination of the grid's axes: the same for every one."""
+        return self.draws()
 
     def draws(self) -> list[dict]:
         """The `n` draws, each {key: value}; the first k are the same for any n >= k."""
@@ -130,7 +142,7 @@ def build_random(search: dict, grid: dict, training_keys) -> RandomSearch:
     list one value at most; the axes a cell needs come from one of them) and the training keys there are."""
     space = search.get("space")
     if not space or "n" not in search:
-        raise ConfigError("search: method 'random' needs `n` (draws per grid combination) and a `space`")
+        raise ConfigError(f"search: method {search['method']!r} needs `n` (draws per grid combination) and a `space`")
     dimensions = []
     for key in sorted(space):
         (kind, values), = space[key].items()
@@ -150,6 +162,15 @@ def build_random(search: dict, grid: dict, training_keys) -> RandomSearch:
     return RandomSearch(n=search["n"], seed=search.get("seed", 0), dimensions=tuple(dimensions))
 
 
+def group_key(combo: dict, keys) -> str:
+    """A combination of the grid's axes (and grid.training values) as text: the draws of a TPE search
+    are its own per combination."""
+    fixed = {key: float(value) if key == "lr" else value
+             for key, value in combo.items() if key != "params" and key not in keys}
+    fixed.update({f"{TRAINING_PREFIX}{key}": value for key, value in combo["params"].items()})
+    return json.dumps(fixed, sort_keys=True)
+
+
 def sampled_grid(grid: dict, sampling: RandomSearch | None) -> dict:
     """The grid to expand: each drawn axis takes one placeholder value that `apply_draws` replaces."""
     if sampling is None:
@@ -157,13 +178,13 @@ def sampled_grid(grid: dict, sampling: RandomSearch | None) -> dict:
     return {**grid, **{key: [None] for key in sampling.keys if not key.startswith(TRAINING_PREFIX)}}
 
 
-def apply_draws(combos: list[dict], sampling: RandomSearch | None) -> list[dict]:
-    """Each combination of the grid's axes once per draw, the drawn values in place."""
+def apply_draws(combos: list[dict], sampling) -> list[dict]:
+    """Each combination of the grid's axes once per draw (its group's draws), the drawn values in place."""
     if sampling is None:
         return combos
-    cells, draws = [], sampling.draws()
+    cells = []
     for combo in combos:
-        for values in draws:
+        for values in sampling.group_draws(group_key(combo, sampling.keys)):
             cell = {**combo, "params": dict(combo["params"])}
             for key, value in values.items():
                 if key.startswith(TRAINING_PREFIX):
@@ -174,8 +195,12 @@ def apply_draws(combos: list[dict], sampling: RandomSearch | None) -> list[dict]
     return cells
 
 
-def random_search(search, grid: dict, training_keys) -> RandomSearch | None:
-    """The study's random search, or None when it searches otherwise."""
-    if isinstance(search, dict) and search.get("method") == "random":
-        return build_random(search, grid, training_keys)
-    return None
+def sampled_search(config: dict, training_keys):
+    """The study's random or TPE search (workflow.study.tpe_space), or None when it searches otherwise."""
+    from workflow.study.tpe_space import build_tpe
+
+    search, grid = config.get("search"), config["grid"]
+    if not isinstance(search, dict) or search.get("method") not in ("random", "tpe"):
+        return None
+    sampling = build_random(search, grid, training_keys)
+    return build_tpe(search, sampling, config) if search["method"] == "tpe" else sampling

@@ -85,6 +85,14 @@ def _only(search: dict, allowed: set, method: str) -> dict:
     return search
 
 
+def _no_halving(search: dict) -> None:
+    """A TPE search is not halved (yet): its rounds train every cell to the end."""
+    rung_keys = sorted(set(search) & {"halving", "rungs", "keep", "group_by"})
+    if rung_keys:
+        raise ConfigError(f"search.{rung_keys[0]}: a tpe search is not halved; its cells train to the end")
+    return None
+
+
 def _halving_part(search: dict) -> dict | None:
     """A sampled search's halving settings (`halving: true` and the rung keys), or None without halving."""
     rung_keys = sorted(set(search) & set(HALVING_KEYS))
@@ -108,6 +116,8 @@ def build_search(search, grid_cells: list, axes: tuple[str, ...]) -> Halving | N
         if extra:
             raise ConfigError(f"search: {extra} only apply to method 'halving'")
         return None
+    if method == "tpe":
+        return _no_halving(search)
     search = _halving_part(search) if method == "random" else _only(search, set(HALVING_KEYS), method)
     if search is None:
         return None
