@@ -135,6 +135,7 @@ def cmd_charts(args) -> None:
     import pandas as pd
 
     from workflow.results.charts import draw_charts
+    from workflow.results.search_charts import search_charts
     from workflow.study import paths
     from workflow.study.outputs import study_charts
 
@@ -142,7 +143,8 @@ def cmd_charts(args) -> None:
     names = study_charts(study)
     summary = pd.read_parquet(args.summary or paths.table_file(study.out, "summary", "parquet"))
     histories = pd.read_parquet(args.histories or paths.table_file(study.out, "histories", "parquet"))
-    draw_charts(names, summary, histories, Path(args.out_dir or paths.charts_folder(study.out)))
+    draw_charts(names, summary, histories, Path(args.out_dir or paths.charts_folder(study.out)),
+                study_charts=search_charts(study))
     print(f"drew {', '.join(names) or 'no charts'}")
 
 

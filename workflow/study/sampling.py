@@ -25,6 +25,8 @@ SAMPLED_AXES = ("model", "resolution", "optimizer", "batch_size", "lr", "train",
 REQUIRED_AXES = ("batch_size", "lr", "optimizer")
 WHOLE_NUMBER_AXES = ("resolution", "batch_size")
 NUMBER_AXES = ("lr",)
+# Statuses of a finished cell whose validation metric counts (TPE is told it, the search chart draws it).
+USABLE_STATUSES = ("ok", "unstable")
 # A draw that repeats an earlier one is drawn again, at most this many times (then it is kept: two
 # equal draws are one cell).
 REDRAWS = 100
@@ -87,6 +89,10 @@ class RandomSearch:
         """One line for `python -m workflow cells`."""
         return (f"random search: {self.n} draws (seed {self.seed}) per combination of the grid's axes, of "
                 + ", ".join(f"{d.key} ({d.kind} {list(d.values)})" for d in self.dimensions))
+
+    def planned_values(self, axis: str) -> set | None:
+        """The values an axis may take before the run, where its cells do not say (see TpeSearch)."""
+        return None
 
     def group_draws(self, group: str) -> list[dict]:
         """The draws of one combination of the grid's axes: the same for every one."""

@@ -56,6 +56,12 @@ class TpeSearch(RandomSearch):
         with open(path) as f:
             return json.load(f)
 
+    def planned_values(self, axis: str) -> set | None:
+        """A drawn axis's possible values (a choice's, or a range's ends), so that the tables and charts
+        planned before the run are those its later rounds give; None for an axis that is not drawn."""
+        dimension = next((d for d in self.dimensions if d.key == axis), None)
+        return None if dimension is None else set(dimension.values)
+
     def written_rounds(self) -> list[int]:
         """The later rounds chosen so far, in order (a round is chosen only after the ones before it)."""
         return [r for r in range(1, self.rounds) if os.path.exists(self.round_path(r))]

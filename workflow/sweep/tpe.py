@@ -26,11 +26,11 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from workflow.study import paths
+from workflow.study.sampling import USABLE_STATUSES
 from workflow.study.tpe_space import TPE_METRICS, TpeSearch, cells_by_group
 from workflow.sweep.halving import rung_value
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-USABLE = ("ok", "unstable")  # statuses whose validation metric Optuna is told; the others are failures
 
 
 def cell_result(metrics_file, metric: str) -> tuple[TrialState, float | None]:
@@ -38,7 +38,7 @@ def cell_result(metrics_file, metric: str) -> tuple[TrialState, float | None]:
     out of memory, diverged, or no finite value)."""
     metrics = json.loads(open(metrics_file).read())
     history_file = os.path.join(os.path.dirname(metrics_file), paths.HISTORY_CSV)
-    if metrics["status"] not in USABLE or not os.path.getsize(history_file):
+    if metrics["status"] not in USABLE_STATUSES or not os.path.getsize(history_file):
         return TrialState.FAIL, None
     value = rung_value(pd.read_csv(history_file), metric)
     return (TrialState.COMPLETE, value) if value is not None and math.isfinite(value) else (TrialState.FAIL, None)
