@@ -84,6 +84,8 @@ def test_a_draw_never_repeats_an_earlier_one_while_the_space_has_room():
     ({"model": {"choice": ["resnet18", "lenet"]}}, "search.space.model.choice[1]: 'lenet' is not one of"),
     ({"batch_size": {"choice": [16, 0]}}, "search.space.batch_size.choice[1]: 0 is less than the minimum of 1"),
     ({"training.colour": {"uniform": [0, 1]}}, "search.space.training.colour: unknown training key 'colour'"),
+    ({"training.dropout": {"uniform": [0, 1.5]}}, "search.space.training.dropout.uniform[1]: 1.5 is greater than the "
+                                                  "maximum of 1"),
     ({"colour": {"choice": [1]}}, "search.space: 'colour' does not match"),
     ({"lr": {"between": [0, 1]}}, "search.space.lr: Additional properties are not allowed ('between'"),
 ])
@@ -172,3 +174,33 @@ def test_a_dry_run_of_halving_over_drawn_cells_trains_each_to_the_first_rung(tmp
     dry = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
     counts = job_counts(dry.stdout)
     assert counts["train_rung"] == 6 and counts["rank_rung"] == 1 and "train" not in counts
+
+
+def test_a_run_halves_drawn_cells_and_only_the_survivors_train_on(tmp_path, study_file, monkeypatch):
+    import pandas as pd
+
+    from workflow.sweep.halving import rank, read_rung
+
+    config = {
+        "study": "halved", "datasets": {"digits-5to9": {"source": "digits", "classes": [5, 6, 7, 8, 9]}},
+        "grid": {"dataset": ["digits-5to9"], "model": ["resnet18"], "resolution": [16], "batch_size": [32],
+                 "optimizer": ["adam"], "weights": ["none"]},
+        "search": {"method": "random", "n": 4, "seed": 0, "space": {"lr": {"loguniform": [1e-4, 1e-1]}},
+                   "halving": True, "rungs": [1, 2], "keep": 0.5},
+        "training": {"stages": [{"name": "all", "train": "all", "epochs": 2}], "deterministic": True},
+        "resources": {"train_threads": 1}, "export": {"enabled": False},
+    }
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(study_file(config)))
+    monkeypatch.chdir(tmp_path)  # the study's results are under results/, relative to the run's folder
+    check_config(config)
+    study = build_study(config)
+    ranking = json.loads(study.ranking_path(0).read_text())
+    entries = [read_rung(study.rung_dir(cell.id, 0) / "metrics.json", study.halving) for cell in study.grid_cells]
+    assert ranking["survivors"] == [e["cell"] for e in rank(entries, study.halving) if e["survives"]]
+    assert len(ranking["survivors"]) == 2
+    for cell in study.grid_cells:
+        assert (study.rung_dir(cell.id, 1) / "metrics.json").exists() == (cell.id in ranking["survivors"])
+    summary = pd.read_csv(tmp_path / "results/halved/tables/summary.csv").set_index("cell")
+    assert sorted(summary.index) == sorted(c.id for c in study.grid_cells)
+    assert {cell: not summary.loc[cell, "pruned"] for cell in summary.index} == \
+        {c.id: c.id in ranking["survivors"] for c in study.grid_cells}

@@ -74,7 +74,7 @@ def test_the_first_round_is_drawn_and_later_rounds_join_the_study_as_they_are_ch
     assert [c.id for c in study.grid_cells] == [c.id for c in random.grid_cells]
     assert "0 of the 2 later rounds are chosen so far (the rest are decided as results arrive)" in \
         study.sampling.describe()
-    with pytest.raises(ValueError, match="the rounds before it are not all chosen yet"):
+    with pytest.raises(ValueError, match="round 2 of .*: round 1 is not chosen yet"):
         choose_round(study, 2)
     done = run_rounds(config)
     assert len(done.grid_cells) == 24 and len({c.id for c in done.grid_cells}) == 24
@@ -106,6 +106,18 @@ def test_a_round_that_crashed_part_way_reruns_to_the_same_cells(tmp_path):
     assert rerun.sampling.chosen(2) == whole.sampling.chosen(2)
     # a round asked again (its job rerun) gives the same answers
     assert choose_round(rerun, 2, log=lambda m: None) == whole.sampling.chosen(2)
+
+
+def test_raising_n_keeps_every_chosen_cell_and_a_short_round_is_chosen_again_once_deleted(tmp_path):
+    small = run_rounds(tpe_config(tmp_path, n=10))  # rounds of 4, 4, 2
+    config = tpe_config(tmp_path, n=16)
+    with pytest.raises(ValueError, match="round-2.json holds 2 configurations, chosen when `n` was smaller; "
+                                         "delete it to choose round 2 again with 4"):
+        choose_round(build_study(config), 3)
+    (tmp_path / "results/hand/search/round-2.json").unlink()
+    larger = run_rounds(config)
+    assert len(larger.grid_cells) == 16
+    assert {c.id for c in small.grid_cells} <= {c.id for c in larger.grid_cells}
 
 
 def test_failed_and_out_of_memory_cells_are_told_to_optuna_as_failures(tmp_path):

@@ -20,8 +20,8 @@ from workflow.study.config import SCHEMA, ConfigError
 
 SIGNIFICANT = 3  # digits a drawn number keeps
 TRAINING_PREFIX = "training."
-# The axes a space may draw, and the grid axes a random search needs, from the grid or the space.
-SAMPLED_AXES = ("model", "resolution", "optimizer", "batch_size", "lr", "train", "weights")
+# The grid axes a random search needs, from the grid or the space (the schema says which keys a space
+# may draw), and the axes that take numbers.
 REQUIRED_AXES = ("batch_size", "lr", "optimizer")
 WHOLE_NUMBER_AXES = ("resolution", "batch_size")
 NUMBER_AXES = ("lr",)
@@ -120,25 +120,36 @@ def draw(seed: int, index: int, dimensions: tuple[Dimension, ...], attempt: int 
 
 
 @lru_cache(maxsize=1)
-def _axis_schemas() -> dict:
-    schema = yaml.safe_load(SCHEMA.read_text())
-    return {axis: {**schema["$defs"][axis], "$defs": schema["$defs"]} for axis in SAMPLED_AXES}
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def _value_schema(key: str) -> dict | None:
+    """What the schema allows for one value of a key: an axis's definition or a training key's."""
+    defs = _schema()["$defs"]
+    if key.startswith(TRAINING_PREFIX):
+        value = defs["training"]["properties"].get(key[len(TRAINING_PREFIX):])
+    else:
+        value = defs[key]
+    return None if value is None else {**value, "$defs": defs}
 
 
 def _check_dimension(key: str, kind: str, values: list) -> None:
+    """A distribution's rules: a range's ends in order, the kinds an axis takes, and every choice (or a
+    range's two ends) a value the key allows."""
     import jsonschema
 
     where = f"search.space.{key}.{kind}"
     if kind != "choice" and values[0] >= values[1]:
         raise ConfigError(f"{where}: the low end must be below the high end, got {values}")
-    if key.startswith(TRAINING_PREFIX):
-        return
-    if kind != "choice" and key not in WHOLE_NUMBER_AXES + NUMBER_AXES:
-        raise ConfigError(f"search.space.{key}: {key} takes named values; draw it with choice")
-    if kind in ("uniform", "loguniform") and key in WHOLE_NUMBER_AXES:
-        raise ConfigError(f"search.space.{key}: {key} takes whole numbers; draw it with int or choice")
-    for i, value in enumerate(values):
-        problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_axis_schemas()[key]).iter_errors(value))
+    if not key.startswith(TRAINING_PREFIX):
+        if kind != "choice" and key not in WHOLE_NUMBER_AXES + NUMBER_AXES:
+            raise ConfigError(f"search.space.{key}: {key} takes named values; draw it with choice")
+        if kind in ("uniform", "loguniform") and key in WHOLE_NUMBER_AXES:
+            raise ConfigError(f"search.space.{key}: {key} takes whole numbers; draw it with int or choice")
+    schema = _value_schema(key)
+    for i, value in enumerate(values if schema is not None else []):
+        problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
         if problem is not None:
             raise ConfigError(f"{where}[{i}]: {problem.message}")
 

@@ -99,6 +99,20 @@ def record(study: optuna.Study, draws: list[dict], cells: dict, out, search: Tpe
         study.tell(number, value, state=state)
 
 
+def _short_rounds(search: TpeSearch, group: str, round_index: int) -> str:
+    """Why a round cannot be chosen: a round before it is not chosen yet, or was chosen short (when `n`
+    was smaller)."""
+    for earlier in range(1, round_index):
+        chosen = search.chosen(earlier)
+        if chosen is None or group not in chosen["groups"]:
+            return f"round {round_index} of {group}: round {earlier} is not chosen yet"
+        if len(chosen["groups"][group]) < len(search.round_numbers(earlier)):
+            return (f"round {round_index} of {group}: {search.round_path(earlier)} holds "
+                    f"{len(chosen['groups'][group])} configurations, chosen when `n` was smaller; delete it to "
+                    f"choose round {earlier} again with {len(search.round_numbers(earlier))} (its trials are kept)")
+    return f"round {round_index} of {group}: the rounds before it are not all chosen yet"
+
+
 def choose_round(study, round_index: int, log=print) -> dict:
     """Round `round_index`'s configurations (a round file's content), per combination of the grid's
     axes, given the results of every cell of the rounds before it."""
@@ -111,7 +125,7 @@ def choose_round(study, round_index: int, log=print) -> dict:
     for group, cells in sorted(cells_by_group(study).items()):
         draws = search.group_draws(group)[: round_index * search.per_round]
         if len(draws) < round_index * search.per_round:
-            raise ValueError(f"round {round_index} of {group}: the rounds before it are not all chosen yet")
+            raise ValueError(_short_rounds(search, group, round_index))
         optimised = optuna.create_study(study_name=group, storage=storage, load_if_exists=True,
                                         direction=TPE_METRICS[search.metric])
         record(optimised, draws, cells, study.out, search)
