@@ -6,7 +6,7 @@ rule aggregate:
     """Collect every grid cell's metrics and history into the study's tables: the summary, the best
     configuration per dataset and model, and the papers' pivot tables the grid's axes allow."""
     input:
-        metrics=grid_metrics(),
+        metrics=grid_metrics,
     output:
         for_report(table_files(STUDY), "html", "tables"),
     params:

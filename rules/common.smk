@@ -17,6 +17,7 @@ from workflow.study.config import ConfigError, check_config
 from workflow.study.grid import CELL_ID, build_study
 from workflow.study.jobenv import export_package_root
 from workflow.study.outputs import chart_files, table_files
+from workflow.study.tpe_space import TpeSearch, refresh, round_inputs
 from workflow.sweep.halving import finish_inputs, load_ranking, previous_rung_inputs, rank_inputs
 from workflow.train.weights import imagenet_files
 
@@ -33,6 +34,8 @@ except (ConfigError, DatasetConfigError, WeightsFileError) as error:
 
 RAW, OUT, DATA = config["raw_dir"], str(STUDY.out), str(STUDY.data_dir)
 HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search
+TPE = STUDY.sampling if isinstance(STUDY.sampling, TpeSearch) else None  # rules/search.smk
+KNOWN_ROUNDS = set(TPE.written_rounds()) if TPE else set()  # the TPE rounds whose cells STUDY has
 RES = config["resources"]
 # Several cells per GPU (resources.gpu_slots = K > 1): each cell's memory probe, shared by studies.
 SLOTS = slot_settings(RES, STUDY.results_dir)
@@ -146,8 +149,29 @@ def get_finish_inputs(wildcards):
     return finish_inputs(STUDY, wildcards.cell, read_ranking)
 
 
-def grid_metrics():
-    """metrics.json of every grid cell (upstream cells are pulled in by the DAG)."""
+# A TPE search (rules/search.smk): a round's cells join the study once its checkpoint job is done.
+def read_round(round_index):
+    checkpoints.tpe_round.get(round=round_index)
+    if round_index not in KNOWN_ROUNDS:
+        refresh(STUDY, config)
+        KNOWN_ROUNDS.update(TPE.written_rounds())
+        EXPORT_CELLS.update(export_ids(STUDY.grid_ids))  # rules/export_common.smk
+
+
+def get_tpe_round_inputs(wildcards):
+    return round_inputs(STUDY, int(wildcards.round), read_round)
+
+
+def read_all_rounds():
+    for round_index in range(1, TPE.rounds):
+        read_round(round_index)
+
+
+def grid_metrics(wildcards=None):
+    """metrics.json of every grid cell (upstream cells are pulled in by the DAG); a TPE search's once its
+    rounds are chosen (rules/search.smk)."""
+    if TPE:
+        read_all_rounds()
     return [paths.cell_outputs(STUDY.cell_dir(cell.id))["metrics"] for cell in STUDY.grid_cells]
 
 

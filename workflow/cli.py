@@ -135,6 +135,7 @@ def cmd_charts(args) -> None:
     import pandas as pd
 
     from workflow.results.charts import draw_charts
+    from workflow.results.search_charts import search_charts
     from workflow.study import paths
     from workflow.study.outputs import study_charts
 
@@ -142,7 +143,8 @@ def cmd_charts(args) -> None:
     names = study_charts(study)
     summary = pd.read_parquet(args.summary or paths.table_file(study.out, "summary", "parquet"))
     histories = pd.read_parquet(args.histories or paths.table_file(study.out, "histories", "parquet"))
-    draw_charts(names, summary, histories, Path(args.out_dir or paths.charts_folder(study.out)))
+    draw_charts(names, summary, histories, Path(args.out_dir or paths.charts_folder(study.out)),
+                study_charts=search_charts(study))
     print(f"drew {', '.join(names) or 'no charts'}")
 
 
@@ -153,6 +155,8 @@ def cmd_cells(args) -> None:
     table = cell_table(study)
     print(table.to_string(index=False))
     print(f"\n{study_summary(study, table)}")
+    if study.sampling is not None:
+        print(study.sampling.describe())
 
 
 def study_args(p: argparse.ArgumentParser) -> None:
@@ -251,6 +255,23 @@ def add_halving_commands(sub) -> None:
     p.set_defaults(func=cmd_finish_cell)
 
 
+def cmd_tpe_round(args) -> None:
+    from workflow.atomic import write_json
+    from workflow.sweep.tpe import choose_round
+
+    write_json(args.out, choose_round(load_study(args), args.round, log=log))
+
+
+def add_search_commands(sub) -> None:
+    """tpe-round: a TPE search's next round."""
+    p = sub.add_parser("tpe-round", help="ask Optuna's TPE sampler for a round's configurations, given every "
+                                         "finished cell of the rounds before it")
+    study_args(p)
+    p.add_argument("--round", required=True, type=int, help="the round, from 1 (round 0 is drawn at random)")
+    p.add_argument("--out", required=True, help="the round's file: results/<study>/search/round-<r>.json")
+    p.set_defaults(func=cmd_tpe_round)
+
+
 def add_results_commands(sub) -> None:
     """aggregate, charts, cells: a study's tables, charts and progress."""
     p = sub.add_parser("aggregate", help="collect the cells' metrics into the study's tables (a cell without "
@@ -278,6 +299,7 @@ def parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     add_training_commands(sub)
     add_halving_commands(sub)
+    add_search_commands(sub)
     add_results_commands(sub)
     add_export_commands(sub)
     return top

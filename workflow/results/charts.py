@@ -41,7 +41,10 @@ def save_chart(chart: alt.TopLevelMixin, out_dir: str | Path, name: str) -> None
             chart.save(str(tmp), format=fmt, **options[fmt])
 
 
-def draw_charts(names: list[str], summary: pd.DataFrame, histories: pd.DataFrame, out_dir: str | Path) -> None:
-    """Draw and save the named charts (see workflow.study.outputs.study_charts)."""
+def draw_charts(names: list[str], summary: pd.DataFrame, histories: pd.DataFrame, out_dir: str | Path,
+                study_charts: dict | None = None) -> None:
+    """Draw and save the named charts (see workflow.study.outputs.study_charts); `study_charts` adds chart
+    functions that depend on the study (a sampled search's, workflow.results.search_charts)."""
+    charts = {**CHARTS, **(study_charts or {})}
     for name in names:
-        save_chart(CHARTS[name](summary, histories), out_dir, name)
+        save_chart(charts[name](summary, histories), out_dir, name)

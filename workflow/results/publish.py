@@ -13,6 +13,7 @@ from workflow.results.aggregate import collect
 from workflow.results.caveats import caveats
 from workflow.results.predictions import load_outcomes
 from workflow.results.recommend import best_preamble, recommendation_markdown, summary_preamble
+from workflow.results.search_charts import search_table_names, search_tables
 from workflow.results.stats import best_table, configurations
 from workflow.results.tables import finalists, tables_from, write_histories, write_table
 from workflow.study import paths
@@ -34,8 +35,10 @@ def aggregate_study(study: Study, out_dir: str | Path | None = None, selection: 
     summary, histories = collect(study)
     write_histories(histories, out_dir)
     configs = configurations(finalists(summary), selection, outcomes_of(study, summary))
-    tables = tables_from(study_tables(study), summary, configs, histories,
+    names = [name for name in study_tables(study) if name not in search_table_names(study)]
+    tables = tables_from(names, summary, configs, histories,
                          study.halving.rungs if study.halving else ())
+    tables.update(search_tables(study, summary))  # a sampled search's (workflow.results.search_charts)
     best = tables["best"] if "best" in tables else best_table(configs)
     found = caveats(tables.get("summary", summary), configs, best, selection)
     preambles = {"summary": summary_preamble(best, selection, found), "best": best_preamble(best, selection, found)}

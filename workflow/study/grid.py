@@ -17,6 +17,7 @@ from pathlib import Path
 from workflow.data.datasets import DatasetConfigError, resolve_datasets
 from workflow.study import paths
 from workflow.study.config import ConfigError
+from workflow.study.sampling import RandomSearch, apply_draws, sampled_grid, sampled_search
 from workflow.study.search import Halving, build_search
 from workflow.study.settings import DEFAULT_TRAINING, check_swept_keys, check_training, merge
 from workflow.train.backbones import resolution_error
@@ -102,6 +103,7 @@ class Study:
     grid_cells: list[Cell]
     cells: dict[str, Cell]  # every cell by id: grid cells and their upstream cells
     halving: Halving | None = None  # `search: halving`; None for a plain grid search
+    sampling: RandomSearch | None = None  # `search: random` or `tpe`: what the cells' drawn values come from
 
     @property
     def out(self) -> Path:
@@ -250,7 +252,8 @@ def build_study(config: dict) -> Study:
     check_training(training, "training")
     cells: dict[str, Cell] = {}
     grid_cells = []
-    for values in expand_grid(grid):
+    sampling = sampled_search(config, DEFAULT_TRAINING)
+    for values in apply_draws(expand_grid(sampled_grid(grid, sampling)), sampling):
         _check_dataset(values["dataset"], datasets, "grid.dataset")
         params = {key: value for key, value in values.pop("params").items() if value != training[key]}
         cell = Cell(**{**values, "lr": float(values["lr"])}, training=merge(training, params), params=params)
@@ -275,4 +278,5 @@ def build_study(config: dict) -> Study:
         grid_cells=grid_cells,
         cells=cells,
         halving=build_search(config.get("search"), grid_cells, AXES),
+        sampling=sampling,
     )

@@ -43,8 +43,10 @@ def regime(weights: str, train: str) -> str:
 
 
 def grid_values(study: Study, axis: str) -> set:
-    """The distinct values an axis takes over the study's grid cells."""
-    return {getattr(cell, axis) for cell in study.grid_cells}
+    """The distinct values an axis takes over the study's grid cells (a TPE search's drawn axis: the
+    values it may take, since its later rounds are chosen during the run)."""
+    planned = study.sampling.planned_values(axis) if study.sampling is not None else None
+    return planned if planned is not None else {getattr(cell, axis) for cell in study.grid_cells}
 
 
 def _varies(study: Study, *axes: str) -> bool:
@@ -64,6 +66,8 @@ def study_tables(study: Study) -> list[str]:
         tables.append("regimes")
     if study.halving is not None:
         tables.append("halving")
+    if study.sampling is not None:  # workflow.results.search_charts
+        tables.append("importance")
     return tables
 
 
@@ -87,6 +91,8 @@ def study_charts(study: Study) -> list[str]:
         charts.append("configs")
     if study.halving is not None:
         charts.append("halving")
+    if study.sampling is not None:  # workflow.results.search_charts
+        charts.append("search")
     return charts
 
 

@@ -160,3 +160,18 @@ def export_files(out, export_id: str, formats) -> list[str]:
     """An export folder's files: preprocess.json and one model file per format."""
     folder = export_folder(out, export_id)
     return [f"{folder}/{PREPROCESS_JSON}"] + [f"{folder}/{EXPORT_FILES[fmt]}" for fmt in formats]
+
+
+def search_folder(out) -> str:
+    """A TPE search's files (search.method tpe): its rounds and Optuna's journal."""
+    return f"{out}/search"
+
+
+def round_file(search_dir, round_index) -> str:
+    """The configurations Optuna chose for one round of a TPE search, in the search folder."""
+    return f"{search_dir}/round-{round_index}.json"
+
+
+def journal_file(search_dir) -> str:
+    """Optuna's journal (JournalFileBackend) of a TPE search, in the search folder."""
+    return f"{search_dir}/optuna-journal.log"

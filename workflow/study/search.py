@@ -1,4 +1,5 @@
-"""A study's search: a plain grid, or successive halving with its ladder of budgets, checked."""
+"""A study's search: a plain grid, or successive halving with its ladder of budgets (over the grid or
+over randomly drawn cells, workflow.study.sampling), checked."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from workflow.study.config import ConfigError
 DEFAULT_HALVING = {"keep": 1 / 3, "metric": "val_accuracy", "group_by": ["dataset", "model"]}
 # Ranking metrics: a history.csv column and whether its best value so far is the largest or the smallest.
 HALVING_METRICS = {"val_accuracy": max, "val_loss": min}
+HALVING_KEYS = ("rungs", "keep", "metric", "group_by")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,31 @@ def _check_rungs(rungs: list, longest: int) -> None:
         )
 
 
+def _only(search: dict, allowed: set, method: str) -> dict:
+    extra = sorted(set(search) - allowed - {"method"})
+    if extra:
+        raise ConfigError(f"search: {extra} do not apply to method {method!r}")
+    return search
+
+
+def _no_halving(search: dict) -> None:
+    """A TPE search is not halved (yet): its rounds train every cell to the end."""
+    rung_keys = sorted(set(search) & {"halving", "rungs", "keep", "group_by"})
+    if rung_keys:
+        raise ConfigError(f"search.{rung_keys[0]}: a tpe search is not halved; its cells train to the end")
+    return None
+
+
+def _halving_part(search: dict) -> dict | None:
+    """A sampled search's halving settings (`halving: true` and the rung keys), or None without halving."""
+    rung_keys = sorted(set(search) & set(HALVING_KEYS))
+    if not search.get("halving"):
+        if rung_keys:
+            raise ConfigError(f"search.{rung_keys[0]}: halving settings need `halving: true` in a {search['method']} search")
+        return None
+    return {key: search[key] for key in rung_keys}
+
+
 def build_search(search, grid_cells: list, axes: tuple[str, ...]) -> Halving | None:
     """The study's search: None for a grid search, else its successive-halving settings, checked
     against its grid cells (their trainings) and the grid's `axes` (in their order)."""
@@ -83,10 +110,16 @@ def build_search(search, grid_cells: list, axes: tuple[str, ...]) -> Halving | N
         return None
     if isinstance(search, str):
         search = {"method": search}
-    if search.get("method", "grid") == "grid":
+    method = search.get("method", "grid")
+    if method == "grid":
         extra = sorted(set(search) - {"method"})
         if extra:
             raise ConfigError(f"search: {extra} only apply to method 'halving'")
+        return None
+    if method == "tpe":
+        return _no_halving(search)
+    search = _halving_part(search) if method == "random" else _only(search, set(HALVING_KEYS), method)
+    if search is None:
         return None
     settings = {**DEFAULT_HALVING, **search}
     longest = max(total_epochs(cell.training) for cell in grid_cells)
