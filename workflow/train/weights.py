@@ -18,7 +18,6 @@ from workflow.data.download import ChecksumError, download, file_digest
 from workflow.train.backbones import get_backbone
 
 HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's convention
-DOWNLOADS = "https://download.pytorch.org/models/"
 
 
 def hub_dir() -> Path:
@@ -35,7 +34,13 @@ def cached_weights_path(name: str) -> Path:
 
 def weights_url(name: str) -> str:
     """Where torchvision downloads the ImageNet weights file of model `name` from."""
-    return DOWNLOADS + get_backbone(name).weights_file
+    return get_backbone(name).url
+
+
+def fetch_command(name: str) -> str:
+    """The command that puts the ImageNet weights of model `name` into the cache (on a login node)."""
+    path = cached_weights_path(name)
+    return f"python -m workflow fetch-weights --url {weights_url(name)} --out {path}"
 
 
 def imagenet_files(models) -> dict[str, tuple[str, str]]:
