@@ -63,6 +63,19 @@ def test_training_jobs_wait_for_the_cached_weights(tmp_path, study_file, monkeyp
     assert re.search(r"^fetch_weights\s+1$", result.stdout, re.M) and f"output: {cached}" not in result.stdout
 
 
+def test_timm_weights_are_fetched_into_the_hub_cache_before_training(tmp_path, study_file, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    config = tiny_study()
+    config["grid"].update(model=["timm:resnet10t", "resnet18"], weights=["imagenet"], batch_size=[32])
+    result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
+    ref = tmp_path / "hf" / "hub" / "models--timm--resnet10t.c3_in1k" / "refs" / "main"
+    assert f"output: {ref}" in result.stdout and f"input: results/data/digits-5to9/r16.json, {ref}" in result.stdout
+    assert "digits-5to9/timm-resnet10t/r16/" in result.stdout
+    assert re.search(r"^fetch_timm_weights\s+1$", result.stdout, re.M)
+    assert re.search(r"^fetch_weights\s+1$", result.stdout, re.M)
+
+
 def test_the_weights_files_are_known_without_importing_torch():
     code = ("import sys, workflow.study.grid, workflow.train.weights as w; "
             "from workflow.train.backbones import torchvision_backbones as tv; "

@@ -20,7 +20,7 @@ TIMM_PREFIX = "timm:"
 
 @functools.cache
 def load_catalogue() -> dict:
-    """The catalogue: {"versions", "torchvision": {name: facts}, "timm": {"models", "pretrained"}}."""
+    """The catalogue: {"versions", "torchvision": {name: facts}, "timm": {"models": [...], "hub": {name: repo}}}."""
     return json.loads(CATALOGUE_FILE.read_text())
 
 
@@ -45,7 +45,16 @@ def model_name_error(model: str) -> str | None:
         return (f"unknown model {model!r}; closest torchvision models: {closest(model, catalogue['torchvision'])} "
                 f"(timm models are written timm:<name>)")
     timm = catalogue["timm"]
-    if name in timm["models"] or name in timm["pretrained"]:
+    if name in timm["models"] or name in timm["hub"]:
         return None
-    choices = timm["pretrained"] if "." in name else timm["models"]
+    choices = timm["hub"] if "." in name else timm["models"]
     return f"unknown timm model {name!r}; closest: {closest(name, choices, TIMM_PREFIX)}"
+
+
+def timm_hub_repo(model: str) -> str:
+    """The Hugging Face repository of the pretrained weights of `timm:<name>[.<tag>]`."""
+    repo = load_catalogue()["timm"]["hub"].get(timm_name(model))
+    if not repo:
+        raise ValueError(f"{model}: timm has no pretrained weights on the Hugging Face hub for it; "
+                         f"use weights: none or a checkpoint")
+    return repo

@@ -120,8 +120,14 @@ def torchvision_catalogue(structure: bool = True) -> dict:
 
 
 def timm_catalogue() -> dict:
-    """timm's model names and its pretrained tags (`<name>.<tag>`)."""
-    return {"models": sorted(timm.list_models()), "pretrained": sorted(timm.list_models(pretrained=True))}
+    """timm's model names, and the Hugging Face repository of each pretrained one (`<name>` for its default
+    weights, `<name>.<tag>` for each tag)."""
+    from timm.models import get_pretrained_cfg
+
+    pretrained = timm.list_models(pretrained=True)
+    hub = {name: get_pretrained_cfg(name).hf_hub_id for name in pretrained}
+    hub.update({name.split(".")[0]: get_pretrained_cfg(name.split(".")[0]).hf_hub_id for name in pretrained})
+    return {"models": sorted(timm.list_models()), "hub": dict(sorted(hub.items()))}
 
 
 def versions() -> dict:

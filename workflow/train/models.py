@@ -1,14 +1,17 @@
-"""torchvision backbones with a new head, their starting weights, and what trains.
+"""torchvision and timm backbones with a new head, their starting weights, and what trains.
 
 A model is ``Classifier(backbone, head)``: the backbone is the torchvision
-model with its classifier replaced by Identity, the head maps its features to
-the classes. Heads (``training.head``):
+(or timm, see workflow.train.timm_models) model with its classifier taken off,
+the head maps its features to the classes. Heads (``training.head``):
 
 - ``gap``: global average pool -> dropout (0.5) -> linear;
 - ``mlp``: global average pool -> linear 256 -> batch norm -> ReLU -> linear 128
   -> batch norm -> ReLU -> dropout (0.2) -> linear;
 - ``own``: the model's own classifier (VGG's and AlexNet's fully connected
   stack, MobileNetV2's dropout + linear, ResNet's fc...) with a new last layer.
+
+Where the classifier sits and how wide the features are come from the
+generated catalogue (workflow.train.catalogue), never from a hand-written table.
 
 Layers, as counted by ``train: last:N``, are the modules that own parameters
 directly (convolutions, batch norms, linear layers), in registration order,
@@ -25,8 +28,10 @@ import torchvision
 from torch import nn
 from torchvision.models.inception import InceptionOutputs
 
-from workflow.train.backbones import Backbone, get_backbone, resolution_error
+from workflow.train.backbones import Backbone, check_model, get_backbone, resolution_error
+from workflow.train.catalogue import timm_name
 from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
+from workflow.train.timm_models import build_timm, split_timm_head
 from workflow.train.weights import cached_weights_path, fetch_command
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -156,15 +161,18 @@ def own_head(own: nn.Module, num_classes: int) -> tuple[nn.Module, tuple[str, ..
 
 def split_head(model: nn.Module, name: str, head: str, num_classes: int, dropout: float | None):
     """Detach the classifier from `model` and return (new head, names of its fresh layers)."""
+    if head == "own" and dropout is not None:
+        raise ValueError("training.dropout: the 'own' head keeps the model's own dropout; leave it unset")
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {list(HEADS)}")
+    if timm_name(name) is not None:
+        own, features = split_timm_head(model, head, num_classes)
+        return own or new_head(head, features, num_classes, dropout), ("head",)
     spec = get_backbone(name)
     if head == "own":
-        if dropout is not None:
-            raise ValueError("training.dropout: the 'own' head keeps the model's own dropout; leave it unset")
         own = getattr(model, spec.classifier)
         setattr(model, spec.classifier, nn.Identity())
         return own_head(own, num_classes)
-    if head not in HEAD_DROPOUT:
-        raise ValueError(f"unknown head {head!r}; choose one of {list(HEADS)}")
     strip_classifier(model, spec)
     return new_head(head, spec.features, num_classes, dropout), ("head",)
 
@@ -220,11 +228,14 @@ def build_classifier(name: str, num_classes: int, weights: str, dropout: float |
     with it) or a torchvision-format state dict (ImageNet normalisation).
     `dropout` None means the head's default. Returns (model, (mean, std)).
     """
-    get_backbone(name)
+    check_model(name)
     if resolution is not None and (problem := resolution_error(name, resolution)):
         raise ResolutionError(problem)
-    model = build_torchvision(name, imagenet=weights == "imagenet")
-    normalization = imagenet_normalization(name) if weights == "imagenet" else (PLAIN_MEAN, PLAIN_STD)
+    if timm_name(name) is None:
+        model, imagenet_norm = build_torchvision(name, imagenet=weights == "imagenet"), imagenet_normalization(name)
+    else:
+        model, imagenet_norm = build_timm(name, weights == "imagenet", resolution)
+    normalization = imagenet_norm if weights == "imagenet" else (PLAIN_MEAN, PLAIN_STD)
     checkpoint = None
     if weights not in ("imagenet", "none"):
         if init is None:
@@ -232,10 +243,10 @@ def build_classifier(name: str, num_classes: int, weights: str, dropout: float |
         checkpoint = read_weights_file(init)
         if "state_dict" in checkpoint:
             load_state(model, checkpoint["state_dict"], init, "torchvision state dict", name)
-            normalization = imagenet_normalization(name)
+            normalization = imagenet_norm
         else:
             normalization = tuple(map(tuple, checkpoint.get("normalization", normalization)))
-    new_aux = fit_aux_classifier(model, name, num_classes, resolution)
+    new_aux = fit_aux_classifier(model, name, num_classes, resolution) if timm_name(name) is None else ()
     new_head, new_head_layers = split_head(model, name, head, num_classes, dropout)
     classifier = Classifier(model, new_head, head, new_head_layers + new_aux)
     if checkpoint is not None and "model" in checkpoint:
