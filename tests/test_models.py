@@ -9,7 +9,7 @@ import torchvision
 from workflow.train.backbones import torchvision_backbones
 from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
 from workflow.train.models import (
-    IMAGENET_MEAN, IMAGENET_STD, PLAIN_MEAN, set_trainable, build_classifier, imagenet_weights,
+    PLAIN_MEAN, set_trainable, build_classifier, imagenet_weights,
     parameterised_layers, set_train_mode,
 )
 from workflow.train.state import save_checkpoint
@@ -97,7 +97,8 @@ def test_inception_input_transform_is_done_by_our_normalisation(torch_home):
     normalise = lambda m, s: (pixels - torch.tensor(m).view(1, 3, 1, 1)) / torch.tensor(s).view(1, 3, 1, 1)  # noqa: E731
     with torch.no_grad():
         ours = model.backbone(normalise(mean, std))
-        theirs = reference(normalise(IMAGENET_MEAN, IMAGENET_STD))
+        imagenet = imagenet_weights("inception_v3").transforms()
+        theirs = reference(normalise(imagenet.mean, imagenet.std))
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
@@ -235,7 +236,7 @@ def test_torchvision_state_dict_file_loads_with_imagenet_normalisation(tmp_path)
     path = tmp_path / "resnet18-elsewhere.pth"
     torch.save(source.state_dict(), path)
     model, (mean, _) = build_classifier("resnet18", 3, str(path), init=path)
-    assert mean == IMAGENET_MEAN
+    assert list(mean) == imagenet_weights("resnet18").transforms().mean
     assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
     torch.save({"something": "else"}, path)
     with pytest.raises(StartingWeightsError, match="is neither a tlsweep checkpoint nor a torchvision state dict"):

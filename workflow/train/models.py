@@ -34,8 +34,6 @@ from workflow.train.errors import ResolutionError, StartingWeightsError, TrainVa
 from workflow.train.timm_models import build_timm, split_timm_head
 from workflow.train.weights import cached_weights_path, fetch_command
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PLAIN_MEAN = (0.5, 0.5, 0.5)
 PLAIN_STD = (0.5, 0.5, 0.5)
 
