@@ -78,6 +78,15 @@ def test_vit_takes_only_its_own_resolution():
         build_study(validated(config))
 
 
+def test_a_timm_model_without_pretrained_weights_cannot_start_from_imagenet():
+    config = tiny_study()
+    config["grid"].update(model=["timm:botnet50ts_256"], resolution=[32], weights=["imagenet"])
+    with pytest.raises(ConfigError, match="timm:botnet50ts_256: timm has no pretrained weights on the Hugging Face hub"):
+        build_study(validated(config))
+    config["grid"].update(weights=["none"])
+    assert len(build_study(validated(config)).grid_cells) == 4
+
+
 def test_timm_cells_have_a_path_safe_id():
     config = tiny_study()
     config["grid"].update(model=["timm:resnet18.a1_in1k"], weights=["imagenet"])

@@ -187,7 +187,7 @@ def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: 
 
 def _check_cell(cell: Cell, where: str) -> None:
     """Rules across a cell's axes, with the cell's id in the message."""
-    problem = model_error(cell.model, cell.resolution)
+    problem = model_error(cell.model, cell.resolution, cell.weights)
     if problem:
         raise ConfigError(f"{where}: {problem} (cell {cell.id})")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, fields
 
-from workflow.train.catalogue import load_catalogue, model_name_error, timm_name
+from workflow.train.catalogue import load_catalogue, model_name_error, timm_hub_repo, timm_name
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,16 @@ def get_backbone(name: str) -> Backbone:
     return torchvision_backbones()[name]
 
 
-def model_error(name: str, resolution: int) -> str | None:
-    """Why no model `name` can take `resolution` x `resolution` images (an unknown name, with the closest
-    ones, or a size it refuses), or None when it can."""
-    return model_name_error(name) or resolution_error(name, resolution)
+def model_error(name: str, resolution: int, weights: str = "none") -> str | None:
+    """Why model `name` cannot train on `resolution` x `resolution` images from `weights` (an unknown name,
+    with the closest ones; a size it refuses; ImageNet weights a timm model lacks), or None when it can."""
+    problem = model_name_error(name) or resolution_error(name, resolution)
+    if problem is None and weights == "imagenet" and timm_name(name) is not None:
+        try:
+            timm_hub_repo(name)
+        except ValueError as error:
+            return str(error)
+    return problem
 
 
 def resolution_error(name: str, resolution: int) -> str | None:
