@@ -9,10 +9,13 @@ the resolution by workflow.data.prepare), loaded whole on the device
 does per epoch: reading, shuffling, batching, normalising, the partial last
 batch and the end-of-epoch sync. 1 - ratio is the share of a training step
 spent on loading. Both use the same model,
-optimizer, bf16 autocast and channels-last settings as a training job.
+optimizer, precision (training.precision) and channels-last settings as a training job.
 Each is timed `--repeats` times, alternating, and the best run of each counts.
 
     python benchmarks/train_step.py --models mobilenet_v2 resnet50 --resolutions 160 224 --batch-size 128
+    python benchmarks/train_step.py --models convnext_tiny timm:efficientnet_b0 --resolutions 64 --precision fp16
+
+Any model `model:` accepts (torchvision names, timm:<name>) works, from random weights.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from workflow.train.loop import EpochPosition, train_one_epoch, train_step  # no
 from workflow.train.models import PLAIN_MEAN, PLAIN_STD, build_classifier, set_trainable  # noqa: E402
 from workflow.train.objective import Objective  # noqa: E402
 from workflow.train.optim import Stage  # noqa: E402
-from workflow.train.runtime import configure_backends, pick_device  # noqa: E402
+from workflow.train.runtime import PRECISIONS, Precision, configure_backends, pick_device  # noqa: E402
 
 DIGITS_SPLIT = {"train": 0.8, "val": 0.1, "test": 0.1}
 
@@ -57,7 +60,7 @@ def bench_stage(model, args) -> Stage:
 def bench_cell(name: str, resolution: int, args) -> dict:
     """A cell config with the benchmark's settings (random weights), for the pipeline's training job."""
     training = merge(DEFAULT_TRAINING, {
-        "head": args.head, "compile": args.compile, "bf16": args.bf16, "augment": {"hflip": args.hflip},
+        "head": args.head, "compile": args.compile, "precision": args.precision, "augment": {"hflip": args.hflip},
         "loader": {"memory_share": 1.0 if args.loader == "memory" else 0.0, "workers": 0, "buffer_chunks": 4},
     })
     return {"id": f"bench/{name}/r{resolution}", "model": name, "resolution": resolution, "batch_size": args.batch_size,
@@ -65,7 +68,7 @@ def bench_cell(name: str, resolution: int, args) -> dict:
             "training": training}
 
 
-def ceiling(name: str, resolution: int, device: torch.device, amp: bool, args):
+def ceiling(name: str, resolution: int, device: torch.device, precision: Precision, args):
     """A timer of training steps on one synthetic batch kept on the device: each call returns images/s."""
     model, _ = build_classifier(name, args.classes, "none", head=args.head, resolution=resolution)
     model = model.to(device, memory_format=torch.channels_last)
@@ -81,7 +84,7 @@ def ceiling(name: str, resolution: int, device: torch.device, amp: bool, args):
         sync(device)
         start = time.perf_counter()
         for _ in range(count):
-            train_step(model, normalize(images), labels, objective, optimizer, amp)
+            train_step(model, normalize(images), labels, objective, optimizer, precision)
         sync(device)
         return count * args.batch_size / (time.perf_counter() - start)
 
@@ -122,7 +125,8 @@ def parse_args(argv=None):
     parser.add_argument("--train", default="all", help="what trains: head, all, last:N or from:<module>")
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--hflip", action="store_true", help="random flips in the pipeline, as training.augment.hflip")
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="no bf16 autocast on the GPU")
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                        help="as training.precision (auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--data-dir", type=Path, help="where the digits shards go (default: a temporary folder)")
@@ -140,11 +144,11 @@ def main(argv=None) -> list[dict]:
     torch.set_num_threads(args.threads)
     device = pick_device()
     configure_backends(device, deterministic=False)
-    amp = args.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    precision = Precision(args.precision, device)
     resolutions = args.resolutions * len(args.models) if len(args.resolutions) == 1 else args.resolutions
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({args.threads} threads)"
-    print(f"device: {where}; batch size {args.batch_size}; bf16 {amp}; loader {args.loader}; torch {torch.__version__}")
-    print(f"{'model':<14}{'res':>5}{'ceiling img/s':>16}{'pipeline img/s':>17}{'ratio':>8}")
+    print(f"device: {where}; batch size {args.batch_size}; precision {precision.name}; loader {args.loader}; torch {torch.__version__}")
+    print(f"{'model':<28}{'res':>5}{'ceiling img/s':>16}{'pipeline img/s':>17}{'ratio':>8}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data_dir or Path(tmp)
@@ -153,13 +157,13 @@ def main(argv=None) -> list[dict]:
             if not shard.exists():
                 spec = {"source": "digits", "classes": list(range(args.classes)), "split": DIGITS_SPLIT, "seed": 0}
                 prepare_dataset("digits", spec, resolution, shard, shard.with_suffix(".json"))
-            timers = ceiling(name, resolution, device, amp, args), pipeline(name, resolution, shard, device, args)
+            timers = ceiling(name, resolution, device, precision, args), pipeline(name, resolution, shard, device, args)
             runs = [[timer() for timer in timers] for _ in range(args.repeats)]
             top, real = (max(column) for column in zip(*runs))
             results.append({"model": name, "resolution": resolution, "batch_size": args.batch_size,
-                            "device": where, "loader": args.loader, "ceiling_images_per_s": round(top, 1),
+                            "device": where, "precision": precision.name, "loader": args.loader, "ceiling_images_per_s": round(top, 1),
                             "pipeline_images_per_s": round(real, 1), "ratio": round(real / top, 3)})
-            print(f"{name:<14}{resolution:>5}{top:>16.1f}{real:>17.1f}{real / top:>8.1%}", flush=True)
+            print(f"{name:<28}{resolution:>5}{top:>16.1f}{real:>17.1f}{real / top:>8.1%}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -19,7 +19,7 @@ from workflow.study.jobenv import export_package_root
 from workflow.study.outputs import chart_files, table_files
 from workflow.study.tpe_space import TpeSearch, refresh, round_inputs
 from workflow.sweep.halving import finish_inputs, load_ranking, previous_rung_inputs, rank_inputs
-from workflow.train.weights import imagenet_files
+from workflow.train.weights import fetch_plan, imagenet_files
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 

@@ -5,7 +5,7 @@ if SLOTS.probe_dir:
 
     checkpoint probe_memory:
         """Measure the peak GPU memory of a few training steps and an evaluation pass of one combination
-        (model, resolution, batch size, head, optimizer state, bf16, eval batch size) on a whole GPU."""
+        (model, resolution, batch size, head, optimizer state, precision, eval batch size) on a whole GPU."""
         output:
             paths.probe_file(SLOTS.probe_dir, "{combo}"),
         params:

@@ -1,10 +1,12 @@
-# ImageNet weights: fetched once into torch's cache ($TORCH_HOME/hub/checkpoints)
-# on the machine running Snakemake, before any training job; training jobs
-# only read the cached file. On a cluster, TORCH_HOME must be on a file system
-# that the compute nodes share.
-if IMAGENET:
-    WEIGHTS_DIR = os.path.dirname(next(iter(IMAGENET.values()))[0])
-    WEIGHT_URLS = {os.path.basename(path): url for path, url in IMAGENET.values()}
+# ImageNet weights: fetched once into the caches on the machine running
+# Snakemake (a local rule: on a cluster, the login node), before any training
+# job; training jobs only read the cached files. torchvision's go to
+# $TORCH_HOME/hub/checkpoints, timm's to the Hugging Face hub cache ($HF_HOME/hub).
+# On a cluster both must be on a file system that the compute nodes share.
+FETCH = fetch_plan(IMAGENET)
+
+if FETCH["torchvision"]:
+    WEIGHTS_DIR, WEIGHT_URLS = FETCH["torchvision_dir"], FETCH["torchvision"]
 
     localrules:
         fetch_weights,
@@ -23,3 +25,25 @@ if IMAGENET:
             ENV
         shell:
             "python -m workflow fetch-weights --url {params.url} --out {output} > {log} 2>&1"
+
+
+if FETCH["timm"]:
+    HUB_CACHE, TIMM_WEIGHTS = FETCH["hub_cache"], FETCH["timm"]
+
+    localrules:
+        fetch_timm_weights,
+
+    rule fetch_timm_weights:
+        """Download a timm model's pretrained weights from the Hugging Face hub into its cache."""
+        output:
+            f"{HUB_CACHE}/models--{{repo}}/refs/main",
+        params:
+            model=lambda wildcards: TIMM_WEIGHTS[wildcards.repo],
+        log:
+            paths.log_file(OUT, "fetch_timm_weights", "{repo}"),
+        wildcard_constraints:
+            repo="|".join(map(re.escape, TIMM_WEIGHTS)),
+        conda:
+            ENV
+        shell:
+            "python -m workflow fetch-weights --timm {params.model} > {log} 2>&1"

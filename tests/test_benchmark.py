@@ -21,12 +21,12 @@ def load_benchmark(name: str):
 @pytest.mark.parametrize("loader", ["memory", "stream"])
 def test_train_step_benchmark_reports_ceiling_pipeline_and_ratio(loader, tmp_path, capsys):
     bench = load_benchmark("train_step")
-    results = bench.main(["--models", "resnet18", "mobilenet_v2", "--resolutions", "16", "--batch-size", "16",
+    results = bench.main(["--models", "resnet18", "timm:resnet10t", "--resolutions", "16", "--batch-size", "16",
                           "--steps", "2", "--warmup", "1", "--repeats", "1", "--threads", "1", "--classes", "2",
                           "--data-dir", str(tmp_path), "--json", str(tmp_path / "results.json"), "--loader", loader])
-    assert [(r["model"], r["resolution"]) for r in results] == [("resnet18", 16), ("mobilenet_v2", 16)]
+    assert [(r["model"], r["resolution"]) for r in results] == [("resnet18", 16), ("timm:resnet10t", 16)]
     for row in results:
-        assert row["loader"] == loader
+        assert row["loader"] == loader and row["precision"] == "fp32"
         assert row["ceiling_images_per_s"] > 0 and row["pipeline_images_per_s"] > 0
         assert abs(row["ratio"] - row["pipeline_images_per_s"] / row["ceiling_images_per_s"]) < 0.002
     assert json.loads((tmp_path / "results.json").read_text()) == results

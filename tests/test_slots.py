@@ -68,7 +68,7 @@ def test_splits_kept_on_the_device_count_against_the_share():
 def test_probe_spec_names_what_drives_peak_memory():
     study = build_study(load_config(REPO / "config.yaml"))  # the default study: MobileNetV2, RMSprop(momentum 0.9)
     names = sorted({probe_name(probe_spec(cell.to_dict())) for cell in study.cells.values()})
-    assert names == [f"mobilenet_v2-r160-bs{bs}-gap-opt2-bf16-eval256" for bs in (128, 256, 32, 512, 64)]
+    assert names == [f"mobilenet_v2-r160-bs{bs}-gap-opt2-auto-eval256" for bs in (128, 256, 32, 512, 64)]
     cell = next(iter(study.cells.values())).to_dict()
     sgd = {**cell, "optimizer": "sgd"}
     assert probe_spec(sgd)["optimizer_states"] == 1  # momentum 0.9
@@ -113,16 +113,16 @@ def test_cell_slots_read_the_cells_probe(digits, tmp_path):
 
 def test_probe_steps_run_on_the_cpu_but_measure_nothing():
     spec = {"model": "mobilenet_v2", "resolution": 32, "batch_size": 4, "head": "mlp", "optimizer_states": 2,
-            "bf16": True, "eval_batch_size": 8}
+            "precision": "auto", "eval_batch_size": 8}
     record = measure(spec, torch.device("cpu"), steps=2)
     assert record["steps"] == 2 and record["seconds"] > 0
-    assert record["peak_mb"] is None and record["device_mb"] is None and record["bf16_autocast"] is False
+    assert record["peak_mb"] is None and record["device_mb"] is None and record["precision"] == "fp32"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_probe_measures_peak_memory_on_a_gpu():
     spec = {"model": "mobilenet_v2", "resolution": 160, "batch_size": 64, "head": "gap", "optimizer_states": 2,
-            "bf16": True, "eval_batch_size": 256}
+            "precision": "auto", "eval_batch_size": 256}
     small = measure({**spec, "batch_size": 16}, torch.device("cuda"), steps=2)
     large = measure(spec, torch.device("cuda"), steps=2)
     assert 0 < small["peak_mb"] < large["peak_mb"] < large["device_mb"]
@@ -157,7 +157,7 @@ def test_a_capped_job_runs_out_of_memory_beyond_its_share_and_loads_splits_withi
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_probe_command_on_a_machine_without_a_gpu_records_that(tmp_path):
     spec = {"model": "resnet18", "resolution": 16, "batch_size": 8, "head": "gap", "optimizer_states": 1,
-            "bf16": True, "eval_batch_size": 256}
+            "precision": "auto", "eval_batch_size": 256}
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env.update(TLSWEEP_GPUS="0", TLSWEEP_LOCK_DIR=str(tmp_path / "locks"), PYTHONPATH=str(REPO))
     out = tmp_path / "probe.json"

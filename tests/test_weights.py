@@ -63,11 +63,25 @@ def test_training_jobs_wait_for_the_cached_weights(tmp_path, study_file, monkeyp
     assert re.search(r"^fetch_weights\s+1$", result.stdout, re.M) and f"output: {cached}" not in result.stdout
 
 
-def test_the_weights_files_are_known_without_importing_torch():
+def test_timm_weights_are_fetched_into_the_hub_cache_before_training(tmp_path, study_file, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    config = tiny_study()
+    config["grid"].update(model=["timm:resnet10t", "resnet18"], weights=["imagenet"], batch_size=[32])
+    result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
+    ref = tmp_path / "hf" / "hub" / "models--timm--resnet10t.c3_in1k" / "refs" / "main"
+    assert f"output: {ref}" in result.stdout and f"input: results/data/digits-5to9/r16.json, {ref}" in result.stdout
+    assert "digits-5to9/timm-resnet10t/r16/" in result.stdout
+    assert re.search(r"^fetch_timm_weights\s+1$", result.stdout, re.M)
+    assert re.search(r"^fetch_weights\s+1$", result.stdout, re.M)
+
+
+def test_the_weights_files_and_model_names_are_known_without_importing_torch_or_timm():
     code = ("import sys, workflow.study.grid, workflow.train.weights as w; "
-            "from workflow.train.backbones import BACKBONES; "
-            "files = w.imagenet_files(BACKBONES); assert len(files) == len(BACKBONES), files; "
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+            "from workflow.train.backbones import check_model, model_error, torchvision_backbones as tv; "
+            "files = w.imagenet_files([*tv(), 'timm:resnet50']); assert len(files) == len(tv()) + 1, files; "
+            "check_model('timm:resnet50'); assert 'closest' in model_error('resnet19', 32); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'timm')))")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

@@ -106,9 +106,9 @@ def cmd_finish_cell(args) -> None:
 
 
 def cmd_fetch_weights(args) -> None:
-    from workflow.train.weights import fetch_weights
+    from workflow.train.weights import fetch_any_weights
 
-    print(fetch_weights(args.url, args.out))
+    print(fetch_any_weights(args.url, args.out, args.timm))
 
 
 def load_study(args):
@@ -223,9 +223,11 @@ def add_training_commands(sub) -> None:
     p.add_argument("--steps", type=int, default=3, help="training steps before the evaluation pass")
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser("fetch-weights", help="download a torchvision weights file into torch's cache")
-    p.add_argument("--url", required=True)
-    p.add_argument("--out", required=True, help="the cached file: $TORCH_HOME/hub/checkpoints/<name in the URL>")
+    p = sub.add_parser("fetch-weights", help="download a torchvision weights file into torch's cache, or a timm "
+                                             "model's into the Hugging Face cache")
+    p.add_argument("--url", help="a torchvision weights file's URL (with --out)")
+    p.add_argument("--out", help="the cached file: $TORCH_HOME/hub/checkpoints/<name in the URL>")
+    p.add_argument("--timm", metavar="MODEL", help="a timm model, timm:<name>[.<tag>] (instead of --url, --out)")
     p.set_defaults(func=cmd_fetch_weights)
 
 

@@ -24,7 +24,7 @@ from workflow.study.settings import DEFAULT_TRAINING, stage_settings
 from workflow.train.loop import train_step
 from workflow.train.objective import Objective
 from workflow.train.optim import make_optimizer, parameter_groups
-from workflow.train.runtime import configure_backends, pick_device
+from workflow.train.runtime import Precision, configure_backends, pick_device
 
 CLASSES = 10  # the head's width hardly matters next to the backbone's
 OPTIMIZER_FOR_STATES = {0: ("sgd", 0.0), 1: ("sgd", 0.9), 2: ("adam", 0.0)}  # one with that many states per parameter
@@ -44,7 +44,7 @@ def measure(spec: dict, device: torch.device, steps: int = 3) -> dict:
                            {"name": "probe", "train": "all", "epochs": 1}, optimizer_name, "all")
     optimizer = make_optimizer(stage, parameter_groups(model, 0.0, False), 1e-3)
     objective = Objective(DEFAULT_TRAINING, seed=0)
-    amp = spec["bf16"] and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    precision = Precision(spec["precision"], device)
     normalize = Normalizer(PLAIN_MEAN, PLAIN_STD, device)
     size = spec["resolution"]
 
@@ -56,11 +56,11 @@ def measure(spec: dict, device: torch.device, steps: int = 3) -> dict:
     labels = torch.randint(0, CLASSES, (spec["batch_size"],), device=device)
     set_train_mode(model, "all")
     for _ in range(steps):
-        train_step(model, normalize(batch(spec["batch_size"])), labels, objective, optimizer, amp)
+        train_step(model, normalize(batch(spec["batch_size"])), labels, objective, optimizer, precision)
     model.eval()
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+    with torch.inference_mode(), precision.autocast():
         model(normalize(batch(spec["eval_batch_size"]))).float().softmax(1)
-    record = {"steps": steps, "bf16_autocast": amp, "seconds": None, "peak_mb": None, "reserved_mb": None,
+    record = {"steps": steps, "precision": precision.name, "seconds": None, "peak_mb": None, "reserved_mb": None,
               "device_mb": None}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -82,13 +82,13 @@ def probe(spec: dict, steps: int = 3, log=print) -> dict:
     }
     if device.type != "cuda":
         log("no CUDA device: GPU memory cannot be measured; cells of this combination take whole devices")
-        return {**record, "steps": 0, "bf16_autocast": False, "seconds": 0.0, "peak_mb": None, "reserved_mb": None,
+        return {**record, "steps": 0, "precision": "fp32", "seconds": 0.0, "peak_mb": None, "reserved_mb": None,
                 "device_mb": None, "note": "no CUDA device: nothing measured"}
     try:
         record.update(measure(spec, device, steps))
     except torch.OutOfMemoryError as error:  # more than the whole device: cells take it all (and record oom)
         log(f"out of memory on the whole device: {error}")
-        return {**record, "steps": steps, "bf16_autocast": None, "seconds": None, "peak_mb": None, "reserved_mb": None,
+        return {**record, "steps": steps, "precision": None, "seconds": None, "peak_mb": None, "reserved_mb": None,
                 "device_mb": round(torch.cuda.get_device_properties(device).total_memory / 2**20, 1),
                 "note": "out of memory on the whole device"}
     log(f"{record['device']}: peak {record['peak_mb']} MB allocated ({record['reserved_mb']} MB reserved) "

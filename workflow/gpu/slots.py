@@ -5,7 +5,7 @@ With ``resources.gpu_slots: K`` (K > 1) every local GPU counts as K slots of
 (1..K) whose memory, ``s x device x headroom / K``, holds
 
 - the peak memory of its training, measured once per combination of what
-  drives it (model, resolution, batch size, head, optimizer state, bf16,
+  drives it (model, resolution, batch size, head, optimizer state, precision,
   evaluation batch size) by the ``probe_memory`` rule: a few training steps
   with every layer trainable (the worst freezing) and an evaluation pass on
   synthetic uint8 batches, ``torch.cuda.max_memory_allocated``; plus
@@ -37,6 +37,7 @@ from pathlib import Path
 
 from workflow.study import paths
 from workflow.study.settings import stage_settings
+from workflow.train.backbones import model_folder
 
 SPLITS = ("train", "val", "test")  # the order in which training loads them
 
@@ -75,16 +76,15 @@ def probe_spec(cell: dict) -> dict:
         "batch_size": int(cell["batch_size"]),
         "head": training["head"],
         "optimizer_states": max(optimizer_states(s["optimizer"], s["momentum"]) for s in stages),
-        "bf16": bool(training["bf16"]),
+        "precision": training["precision"],
         "eval_batch_size": int(training["eval_batch_size"]),
     }
 
 
 def probe_name(spec: dict) -> str:
-    """The probe's file name without .json, e.g. mobilenet_v2-r160-bs32-gap-opt2-bf16-eval256."""
-    precision = "bf16" if spec["bf16"] else "fp32"
-    return (f"{spec['model']}-r{spec['resolution']}-bs{spec['batch_size']}-{spec['head']}"
-            f"-opt{spec['optimizer_states']}-{precision}-eval{spec['eval_batch_size']}")
+    """The probe's file name without .json, e.g. mobilenet_v2-r160-bs32-gap-opt2-auto-eval256."""
+    return (f"{model_folder(spec['model'])}-r{spec['resolution']}-bs{spec['batch_size']}-{spec['head']}"
+            f"-opt{spec['optimizer_states']}-{spec['precision']}-eval{spec['eval_batch_size']}")
 
 
 def gpu_names() -> list[str]:

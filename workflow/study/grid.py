@@ -20,7 +20,7 @@ from workflow.study.config import ConfigError
 from workflow.study.sampling import RandomSearch, apply_draws, sampled_grid, sampled_search
 from workflow.study.search import Halving, build_search
 from workflow.study.settings import DEFAULT_TRAINING, check_swept_keys, check_training, merge
-from workflow.train.backbones import resolution_error
+from workflow.train.backbones import model_error, model_folder
 
 PRETRAIN_PREFIX = "pretrain:"
 
@@ -89,7 +89,7 @@ def cell_id(cell: Cell) -> str:
         f"bs{cell.batch_size}-lr{format_lr(cell.lr)}-{cell.optimizer}"
         f"-{cell.train.replace(':', '')}-s{cell.seed}{weights_tag(cell.weights)}{params}"
     )
-    return f"{cell.dataset}/{cell.model}/r{cell.resolution}/{run}"
+    return f"{cell.dataset}/{model_folder(cell.model)}/r{cell.resolution}/{run}"
 
 
 @dataclass
@@ -189,7 +189,7 @@ def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: 
 
 def _check_cell(cell: Cell, where: str) -> None:
     """Rules across a cell's axes, with the cell's id in the message."""
-    problem = resolution_error(cell.model, cell.resolution)
+    problem = model_error(cell.model, cell.resolution, cell.weights)
     if problem:
         raise ConfigError(f"{where}: {problem} (cell {cell.id})")
 

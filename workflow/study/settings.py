@@ -34,7 +34,7 @@ DEFAULT_TRAINING = {
     "aux_loss_weight": 0.4,
     "eval_batch_size": 256,
     "oom_micro_batches": False,
-    "bf16": True,
+    "precision": "auto",
     "compile": False,
     "deterministic": False,
 }

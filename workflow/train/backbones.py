@@ -1,55 +1,93 @@
-"""What tlsweep knows about each torchvision backbone, without importing torch.
+"""What tlsweep knows about each model, from the generated catalogue, without importing torch.
 
-The Snakefile reads this table (through workflow.study.grid) to check resolutions
-when the config loads, and (through workflow.train.weights) to know the ImageNet
-weights files to fetch; workflow.train.models builds the models from it.
+The Snakefile reads this (through workflow.study.grid) to check model names and
+resolutions when the config loads, and (through workflow.train.weights) to know
+the ImageNet weights files to fetch; workflow.train.models builds the models
+from it. torchvision models go by their torchvision name, timm models by
+`timm:<name>` (facts about those are read from timm when the model is built).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, fields
+
+from workflow.train.catalogue import load_catalogue, model_name_error, timm_hub_repo, timm_name
 
 
 @dataclass(frozen=True)
 class Backbone:
     """How to build a torchvision model, where its classifier sits, what input it takes."""
 
-    weights: str  # torchvision weights enum member, e.g. "MobileNet_V2_Weights.IMAGENET1K_V1"
-    weights_file: str  # its file at https://download.pytorch.org/models/ and in torch's hub cache
-    classifier: str  # the model's own classifier: kept by the `own` head, replaced by Identity otherwise
-    features: int  # width of the globally average-pooled features the `gap` and `mlp` heads read
-    min_resolution: int  # smallest input side the model accepts (torchvision's weights meta min_size)
-    grid_pool: bool = False  # its `avgpool` pools to a grid (VGG 7x7, AlexNet 6x6): made global for gap/mlp
-    pre_dropout: str | None = None  # a dropout before its classifier, removed for the gap/mlp heads
-    plain_input: bool = False  # its ImageNet weights expect (x - 0.5) / 0.5 (InceptionV3's transform_input)
-    aux_resolution: int | None = None  # smallest input its auxiliary classifier accepts (InceptionV3)
+    name: str
+    weights: str  # torchvision's default weights enum member, e.g. "ResNet50_Weights.IMAGENET1K_V2"
+    url: str  # where torchvision downloads them from
+    weights_file: str  # their file name in torch's hub cache
+    min_resolution: int  # smallest input side the model accepts (the weights' meta min_size)
+    resolution: int  # the side the weights were evaluated at (their transforms' crop size)
+    mean: list  # the normalisation the weights expect
+    std: list
+    classifier: str  # the top-level module holding the model's own classifier (the `own` head)
+    keep: int  # leading layers of that classifier (norms, pools) the gap/mlp heads keep
+    conv_classifier: bool  # the classes are scored by a convolution (SqueezeNet): gap/mlp pool its input
+    grid_pool: bool  # its `avgpool` pools to a grid (VGG 7x7, AlexNet 6x6): made global for gap/mlp
+    pre_dropout: str | None  # a dropout before its classifier, removed for the gap/mlp heads
+    plain_input: bool  # its ImageNet weights expect (x - 0.5) / 0.5 (InceptionV3's transform_input)
+    aux_logits_param: bool  # its constructor takes aux_logits
+    init_weights_param: bool  # its constructor takes init_weights
+    image_size_param: bool  # its constructor takes image_size (ViT: set to min_resolution, as its weights are)
+    aux_resolution: int | None  # smallest input its auxiliary classifier accepts (InceptionV3)
+    fixed_resolution: bool  # takes only min_resolution (ViT, MaxViT: position embeddings of one size)
+    features: int  # width of the features the `gap` and `mlp` heads read
 
 
-BACKBONES = {
-    "mobilenet_v2": Backbone("MobileNet_V2_Weights.IMAGENET1K_V1", "mobilenet_v2-b0353104.pth", "classifier", 1280, 1),
-    "resnet18": Backbone("ResNet18_Weights.IMAGENET1K_V1", "resnet18-f37072fd.pth", "fc", 512, 1),
-    "resnet50": Backbone("ResNet50_Weights.IMAGENET1K_V2", "resnet50-11ad3fa6.pth", "fc", 2048, 1),
-    "inception_v3": Backbone(
-        "Inception_V3_Weights.IMAGENET1K_V1", "inception_v3_google-0cc3c7bd.pth", "fc", 2048, 75,
-        pre_dropout="dropout", plain_input=True, aux_resolution=299,
-    ),
-    "vgg16": Backbone("VGG16_Weights.IMAGENET1K_V1", "vgg16-397923af.pth", "classifier", 512, 32, grid_pool=True),
-    "densenet121": Backbone("DenseNet121_Weights.IMAGENET1K_V1", "densenet121-a639ec97.pth", "classifier", 1024, 29),
-    "alexnet": Backbone("AlexNet_Weights.IMAGENET1K_V1", "alexnet-owt-7be5be79.pth", "classifier", 256, 63,
-                        grid_pool=True),
-}
+@functools.cache
+def torchvision_backbones() -> dict[str, Backbone]:
+    """{name: Backbone} of every torchvision classification model in the catalogue."""
+    names = {f.name for f in fields(Backbone)}
+    return {name: Backbone(name=name, **{k: v for k, v in facts.items() if k in names})
+            for name, facts in load_catalogue()["torchvision"].items()}
+
+
+def check_model(name: str) -> None:
+    """Raise ValueError with the closest names unless `name` is a known torchvision or `timm:` model."""
+    problem = model_name_error(name)
+    if problem:
+        raise ValueError(problem)
+
+
+def model_folder(name: str) -> str:
+    """The model's part of a cell id: its name, with `timm:` written `timm-` (a path and wildcard-safe)."""
+    return name.replace(":", "-", 1)
 
 
 def get_backbone(name: str) -> Backbone:
-    """The Backbone entry for a model name, or an error listing the known ones."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(BACKBONES)}")
-    return BACKBONES[name]
+    """The Backbone entry of a torchvision model name, or an error with the closest names."""
+    check_model(name)
+    if timm_name(name) is not None:
+        raise ValueError(f"{name} is a timm model, not a torchvision one")
+    return torchvision_backbones()[name]
+
+
+def model_error(name: str, resolution: int, weights: str = "none") -> str | None:
+    """Why model `name` cannot train on `resolution` x `resolution` images from `weights` (an unknown name,
+    with the closest ones; a size it refuses; ImageNet weights a timm model lacks), or None when it can."""
+    problem = model_name_error(name) or resolution_error(name, resolution)
+    if problem is None and weights == "imagenet" and timm_name(name) is not None:
+        try:
+            timm_hub_repo(name)
+        except ValueError as error:
+            return str(error)
+    return problem
 
 
 def resolution_error(name: str, resolution: int) -> str | None:
-    """Why `name` cannot take `resolution` x `resolution` images, or None when it can."""
-    low = get_backbone(name).min_resolution
-    if resolution < low:
-        return f"{name} needs a resolution of at least {low}, not {resolution}"
+    """Why `name` cannot take `resolution` x `resolution` images, or None when it can (or is unknown)."""
+    if model_name_error(name) or timm_name(name) is not None:
+        return None
+    spec = get_backbone(name)
+    if spec.fixed_resolution and resolution != spec.min_resolution:
+        return f"{name} takes only a resolution of {spec.min_resolution}, not {resolution}"
+    if resolution < spec.min_resolution:
+        return f"{name} needs a resolution of at least {spec.min_resolution}, not {resolution}"
     return None

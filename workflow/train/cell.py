@@ -141,7 +141,8 @@ def cell_metrics(job: Job, state: RunState, report: dict, test_loss: float | Non
         "run": {
             "head": job.model.head_kind,
             "normalization": {"mean": list(job.normalization[0]), "std": list(job.normalization[1])},
-            "aux_classifier": getattr(job.model.backbone, "AuxLogits", None) is not None, "bf16": job.amp,
+            "aux_classifier": getattr(job.model.backbone, "AuxLogits", None) is not None, "precision": job.amp.name,
+            "skipped_fp16_steps": job.amp.skipped_steps,
             "compiled": training["compile"], "deterministic": training["deterministic"], "threads": job.threads,
             "resumed_after_epochs": state.resumed_after, "resumes": state.resumes,
             "micro_batches": job.micro.changes,

@@ -16,7 +16,7 @@ from workflow.data.shards import read_class_names
 from workflow.train.loop import MicroBatching
 from workflow.train.models import Classifier, build_classifier
 from workflow.train.objective import Objective
-from workflow.train.runtime import configure_backends, pick_device, seed_everything
+from workflow.train.runtime import Precision, configure_backends, pick_device, seed_everything
 from workflow.train.signals import StopFlag
 from workflow.train.state import run_fingerprint
 
@@ -34,7 +34,7 @@ class Job:
     test: DeviceSplit
     normalize: Normalizer  # augments (training.augment) and normalises a batch
     device: torch.device
-    amp: bool  # bf16 autocast
+    amp: Precision  # training.precision on this device: autocast (bf16, fp16 with a GradScaler) or fp32
     threads: int
     out_dir: Path  # the cell's folder
     fingerprint: dict  # what its last.pt must have been written for (state.run_fingerprint)
@@ -66,7 +66,7 @@ def open_job(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | 
     return Job(
         cell=cell, model=model, normalization=normalization, class_names=class_names,
         train=train, val=val, test=test, normalize=Normalizer(*normalization, device, training["augment"]),
-        device=device, amp=training["bf16"] and device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        device=device, amp=Precision(training["precision"], device),
         threads=threads, out_dir=Path(out_dir), fingerprint=run_fingerprint(cell, manifest, init),
         generator=torch.Generator().manual_seed(cell["seed"]), objective=Objective(training, cell["seed"]),
         log=log, stop=stop or StopFlag(), micro=MicroBatching(allowed=training["oom_micro_batches"]),

@@ -4,6 +4,7 @@ from (`EpochPosition`), and the predictions for a whole split."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from workflow.train.errors import SplitTooSmallError
 from workflow.train.models import batch_norm_training, set_train_mode
 from workflow.train.objective import Objective, logits_of
 from workflow.train.optim import Stage
+from workflow.train.runtime import Precision
 from workflow.train.signals import Stopped
 
 if TYPE_CHECKING:
@@ -44,9 +46,12 @@ class MicroBatching:
 
 
 def train_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, objective: Objective,
-               optimizer: torch.optim.Optimizer, amp: bool,
+               optimizer: torch.optim.Optimizer, precision: Precision | None,
                micro: MicroBatching | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step; returns the batch's summed loss and correct count as tensors (no sync).
+
+    `precision` (None: fp32) autocasts, and for fp16 scales the loss; a step the scaler skips for
+    inf/NaN gradients adds no loss (so it does not read as divergence).
 
     With `micro`, the batch goes through the model in micro-batches of at most `micro.size` images,
     each one's loss weighted by its share of the batch and the gradients accumulated, so the
@@ -56,8 +61,8 @@ def train_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, objectiv
     inputs, targets = objective.mix(x, labels)
     while True:
         try:
-            return accumulate_step(model, inputs, targets, labels, objective, optimizer, amp,
-                                   micro.size if micro else None)
+            return accumulate_step(model, inputs, targets, labels, objective, optimizer,
+                                   precision or Precision("fp32", inputs.device), micro.size if micro else None)
         except torch.OutOfMemoryError:
             if micro is None or not micro.allowed:
                 raise
@@ -68,7 +73,7 @@ def train_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, objectiv
         micro.split_further(len(labels), smallest=2 if batch_norm_training(model) else 1)
 
 
-def accumulate_step(model, inputs, targets, labels, objective: Objective, optimizer, amp: bool,
+def accumulate_step(model, inputs, targets, labels, objective: Objective, optimizer, precision: Precision,
                     micro_batch_size: int | None):
     """Zero the gradients, run the batch forward and backward in nearly equal micro-batches of at
     most `micro_batch_size` images (None: whole), step the optimizer once; (summed loss, correct)."""
@@ -81,14 +86,15 @@ def accumulate_step(model, inputs, targets, labels, objective: Objective, optimi
     for i in range(parts):
         stop = start + n // parts + (i < n % parts)
         part = slice(start, stop)
-        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
+        with precision.autocast():
             output = model(inputs[part])
             loss = objective.score(output, targets, part)
-        (loss if parts == 1 else loss * ((stop - start) / n)).backward()
+        precision.backward(loss if parts == 1 else loss * ((stop - start) / n))
         total_loss += loss.detach() * (stop - start)
         correct += (logits_of(output).argmax(1) == labels[part]).sum()
         start = stop
-    optimizer.step()
+    if not precision.step(optimizer):  # fp16's scaler skipped it: an overflow, not a diverged run
+        total_loss = torch.where(total_loss.isfinite(), total_loss, torch.zeros_like(total_loss))
     return total_loss, correct
 
 
@@ -172,12 +178,12 @@ def train_batch(job: Job, stage: Stage, position: EpochPosition, images: torch.T
 
 
 @torch.inference_mode()
-def predict(model, split: DeviceSplit, normalize: Normalizer, batch_size: int, amp: bool = False):
+def predict(model, split: DeviceSplit, normalize: Normalizer, batch_size: int, precision: Precision | None = None):
     """Softmax scores for a whole split, and its mean cross-entropy loss."""
     model.eval()
     scores, total_loss = [], torch.zeros((), device=split.labels.device)
     for images, labels in split.batches(batch_size):
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+        with precision.autocast() if precision else contextlib.nullcontext():
             logits = model(normalize(images)).float()
         total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum")
         scores.append(logits.softmax(1))

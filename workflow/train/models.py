@@ -1,14 +1,17 @@
-"""torchvision backbones with a new head, their starting weights, and what trains.
+"""torchvision and timm backbones with a new head, their starting weights, and what trains.
 
 A model is ``Classifier(backbone, head)``: the backbone is the torchvision
-model with its classifier replaced by Identity, the head maps its features to
-the classes. Heads (``training.head``):
+(or timm, see workflow.train.timm_models) model with its classifier taken off,
+the head maps its features to the classes. Heads (``training.head``):
 
 - ``gap``: global average pool -> dropout (0.5) -> linear;
 - ``mlp``: global average pool -> linear 256 -> batch norm -> ReLU -> linear 128
   -> batch norm -> ReLU -> dropout (0.2) -> linear;
 - ``own``: the model's own classifier (VGG's and AlexNet's fully connected
   stack, MobileNetV2's dropout + linear, ResNet's fc...) with a new last layer.
+
+Where the classifier sits and how wide the features are come from the
+generated catalogue (workflow.train.catalogue), never from a hand-written table.
 
 Layers, as counted by ``train: last:N``, are the modules that own parameters
 directly (convolutions, batch norms, linear layers), in registration order,
@@ -25,12 +28,12 @@ import torchvision
 from torch import nn
 from torchvision.models.inception import InceptionOutputs
 
-from workflow.train.backbones import get_backbone, resolution_error
+from workflow.train.backbones import Backbone, check_model, get_backbone, resolution_error
+from workflow.train.catalogue import timm_name
 from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
-from workflow.train.weights import cached_weights_path
+from workflow.train.timm_models import build_timm, split_timm_head
+from workflow.train.weights import cached_weights_path, fetch_command
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PLAIN_MEAN = (0.5, 0.5, 0.5)
 PLAIN_STD = (0.5, 0.5, 0.5)
 
@@ -61,38 +64,43 @@ class Classifier(nn.Module):
 
 
 def num_classes_of(model: Classifier) -> int:
-    """How many classes a Classifier's head scores: its last linear layer's width."""
-    return [module for module in model.head.modules() if isinstance(module, nn.Linear)][-1].out_features
+    """How many classes a Classifier's head scores: its last linear (or convolutional) layer's width."""
+    last = [module for module in model.head.modules() if isinstance(module, (nn.Linear, nn.Conv2d))][-1]
+    return getattr(last, "out_features", getattr(last, "out_channels", None))
 
 
 def imagenet_weights(name: str):
-    """torchvision's ImageNet weights enum member for a model name."""
+    """torchvision's default ImageNet weights enum member for a model name."""
     enum_name, member = get_backbone(name).weights.split(".")
     return getattr(getattr(torchvision.models, enum_name), member)
 
 
 def imagenet_normalization(name: str) -> tuple[tuple, tuple]:
     """The mean and std that `name`'s ImageNet weights expect."""
-    if get_backbone(name).plain_input:
+    spec = get_backbone(name)
+    if spec.plain_input:
         return PLAIN_MEAN, PLAIN_STD
-    return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(spec.mean), tuple(spec.std)
 
 
 def build_torchvision(name: str, imagenet: bool) -> nn.Module:
     """The torchvision model, with ImageNet weights from the cache (never downloaded here)."""
+    spec = get_backbone(name)
     kwargs = {}
-    if name == "inception_v3":
-        # Our normaliser already gives the (x - 0.5) / 0.5 input its weights expect.
-        kwargs = {"transform_input": False} if imagenet else {"init_weights": True}
+    if imagenet and spec.plain_input:
+        kwargs["transform_input"] = False  # our normaliser already gives the (x - 0.5) / 0.5 input it expects
     if not imagenet:
-        return getattr(torchvision.models, name)(weights=None, **kwargs)
+        kwargs.update({"init_weights": True} if spec.init_weights_param else {})
+        kwargs.update({"image_size": spec.min_resolution} if spec.image_size_param else {})
+        kwargs.update({"aux_logits": False} if spec.aux_logits_param and spec.aux_resolution is None else {})
+        return torchvision.models.get_model(name, weights=None, **kwargs)
     path = cached_weights_path(name)
     if not path.exists():
         raise FileNotFoundError(
             f"ImageNet weights of {name} are not in the cache: {path} is missing; the fetch_weights rule "
-            f"puts them there before training (training jobs never download)"
+            f"puts them there before training (training jobs never download): {fetch_command(name)}"
         )
-    return getattr(torchvision.models, name)(weights=imagenet_weights(name), **kwargs)
+    return torchvision.models.get_model(name, weights=imagenet_weights(name), **kwargs)
 
 
 def read_weights_file(path: str | Path) -> dict:
@@ -116,33 +124,67 @@ def load_state(module: nn.Module, state: dict, path, source_model: str, model_na
             f"checkpoint {path} (model {source_model!r}) does not fit model {model_name!r}: {error}") from None
 
 
-def split_head(model: nn.Module, name: str, head: str, num_classes: int, dropout: float | None):
-    """Detach the classifier from `model` and return (new head, names of its fresh layers)."""
-    spec = get_backbone(name)
+def strip_classifier(model: nn.Module, spec: Backbone) -> None:
+    """Make `model` output the features the gap and mlp heads read: its classifier replaced (its leading
+    norms and pools kept; a convolutional one by a global pool), a grid pool made global, a dropout
+    before the classifier removed."""
     own = getattr(model, spec.classifier)
-    setattr(model, spec.classifier, nn.Identity())
-    if head == "own":
-        if dropout is not None:
-            raise ValueError("training.dropout: the 'own' head keeps the model's own dropout; leave it unset")
-        if isinstance(own, nn.Linear):
-            return nn.Linear(own.in_features, num_classes), ("head",)
-        last = max(i for i, layer in enumerate(own) if isinstance(layer, nn.Linear))
-        own[last] = nn.Linear(own[last].in_features, num_classes)
-        return own, (f"head.{last}",)
-    if head not in HEAD_DROPOUT:
-        raise ValueError(f"unknown head {head!r}; choose one of {list(HEADS)}")
+    if spec.conv_classifier:
+        setattr(model, spec.classifier, nn.AdaptiveAvgPool2d(1))
+    elif spec.keep:
+        setattr(model, spec.classifier, own[:spec.keep])
+    else:
+        setattr(model, spec.classifier, nn.Identity())
     if spec.grid_pool:
         model.avgpool = nn.AdaptiveAvgPool2d(1)
     if spec.pre_dropout:
         setattr(model, spec.pre_dropout, nn.Identity())
+
+
+def own_head(own: nn.Module, num_classes: int) -> tuple[nn.Module, tuple[str, ...]]:
+    """The model's own classifier with a new last layer scoring `num_classes`, and that layer's name.
+
+    A convolutional classifier (SqueezeNet's 1x1 convolution and pool) reads the flattened feature map
+    its model hands on, unflattened to one column (the same result for a 1x1 convolution)."""
+    if isinstance(own, nn.Linear):
+        return nn.Linear(own.in_features, num_classes), ("head",)
+    last = [name for name, layer in own.named_modules() if isinstance(layer, (nn.Linear, nn.Conv2d))][-1]
+    layer = own.get_submodule(last)
+    if isinstance(layer, nn.Linear):
+        own.set_submodule(last, nn.Linear(layer.in_features, num_classes))
+        return own, (f"head.{last}",)
+    own.set_submodule(last, nn.Conv2d(layer.in_channels, num_classes, layer.kernel_size))
+    return nn.Sequential(nn.Unflatten(1, (layer.in_channels, -1, 1)), *own, nn.Flatten()), (f"head.{int(last) + 1}",)
+
+
+def split_head(model: nn.Module, name: str, head: str, num_classes: int, dropout: float | None):
+    """Detach the classifier from `model` and return (new head, names of its fresh layers)."""
+    if head == "own" and dropout is not None:
+        raise ValueError("training.dropout: the 'own' head keeps the model's own dropout; leave it unset")
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {list(HEADS)}")
+    if timm_name(name) is not None:
+        own, features = split_timm_head(model, head, num_classes)
+        return own or new_head(head, features, num_classes, dropout), ("head",)
+    spec = get_backbone(name)
+    if head == "own":
+        own = getattr(model, spec.classifier)
+        setattr(model, spec.classifier, nn.Identity())
+        return own_head(own, num_classes)
+    strip_classifier(model, spec)
+    return new_head(head, spec.features, num_classes, dropout), ("head",)
+
+
+def new_head(head: str, features: int, num_classes: int, dropout: float | None) -> nn.Module:
+    """A fresh `gap` or `mlp` head reading `features` pooled features."""
     p = HEAD_DROPOUT[head] if dropout is None else dropout
     if head == "gap":
-        return nn.Sequential(nn.Dropout(p), nn.Linear(spec.features, num_classes)), ("head",)
+        return nn.Sequential(nn.Dropout(p), nn.Linear(features, num_classes))
     return nn.Sequential(
-        nn.Linear(spec.features, 256), nn.BatchNorm1d(256), nn.ReLU(inplace=True),
+        nn.Linear(features, 256), nn.BatchNorm1d(256), nn.ReLU(inplace=True),
         nn.Linear(256, 128), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
         nn.Dropout(p), nn.Linear(128, num_classes),
-    ), ("head",)
+    )
 
 
 def fit_aux_classifier(model: nn.Module, name: str, num_classes: int, resolution: int | None) -> tuple[str, ...]:
@@ -184,11 +226,14 @@ def build_classifier(name: str, num_classes: int, weights: str, dropout: float |
     with it) or a torchvision-format state dict (ImageNet normalisation).
     `dropout` None means the head's default. Returns (model, (mean, std)).
     """
-    get_backbone(name)
+    check_model(name)
     if resolution is not None and (problem := resolution_error(name, resolution)):
         raise ResolutionError(problem)
-    model = build_torchvision(name, imagenet=weights == "imagenet")
-    normalization = imagenet_normalization(name) if weights == "imagenet" else (PLAIN_MEAN, PLAIN_STD)
+    if timm_name(name) is None:
+        model, imagenet_norm = build_torchvision(name, imagenet=weights == "imagenet"), imagenet_normalization(name)
+    else:
+        model, imagenet_norm = build_timm(name, weights == "imagenet", resolution)
+    normalization = imagenet_norm if weights == "imagenet" else (PLAIN_MEAN, PLAIN_STD)
     checkpoint = None
     if weights not in ("imagenet", "none"):
         if init is None:
@@ -196,10 +241,10 @@ def build_classifier(name: str, num_classes: int, weights: str, dropout: float |
         checkpoint = read_weights_file(init)
         if "state_dict" in checkpoint:
             load_state(model, checkpoint["state_dict"], init, "torchvision state dict", name)
-            normalization = imagenet_normalization(name)
+            normalization = imagenet_norm
         else:
             normalization = tuple(map(tuple, checkpoint.get("normalization", normalization)))
-    new_aux = fit_aux_classifier(model, name, num_classes, resolution)
+    new_aux = fit_aux_classifier(model, name, num_classes, resolution) if timm_name(name) is None else ()
     new_head, new_head_layers = split_head(model, name, head, num_classes, dropout)
     classifier = Classifier(model, new_head, head, new_head_layers + new_aux)
     if checkpoint is not None and "model" in checkpoint:
@@ -230,7 +275,8 @@ def set_trainable(model: Classifier, train: str) -> None:
             )
         model.requires_grad_(False)
         for _, layer in layers[-n:]:
-            layer.requires_grad_(True)
+            for parameter in layer.parameters(recurse=False):  # a layer's own, not its sub-layers'
+                parameter.requires_grad_(True)
     elif train.startswith("from:") and len(train) > 5:
         model.requires_grad_(False)
         for _, module in modules_from(model, train[5:]):

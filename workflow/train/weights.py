@@ -16,9 +16,9 @@ from urllib.parse import urlparse
 
 from workflow.data.download import ChecksumError, download, file_digest
 from workflow.train.backbones import get_backbone
+from workflow.train.catalogue import timm_hub_repo, timm_name
 
 HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's convention
-DOWNLOADS = "https://download.pytorch.org/models/"
 
 
 def hub_dir() -> Path:
@@ -28,14 +28,49 @@ def hub_dir() -> Path:
     return Path(os.path.expanduser(home)) / "hub"
 
 
+def hf_hub_cache() -> Path:
+    """huggingface_hub's cache folder, read from the environment at call time: $HF_HUB_CACHE, else
+    $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub."""
+    if os.getenv("HF_HUB_CACHE"):
+        return Path(os.path.expanduser(os.environ["HF_HUB_CACHE"]))
+    home = os.getenv("HF_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "huggingface"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def timm_ref_file(model: str) -> Path:
+    """The hub cache's record that the weights repository of `timm:<name>` was fetched (refs/main)."""
+    return hf_hub_cache() / f"models--{timm_hub_repo(model).replace('/', '--')}" / "refs" / "main"
+
+
 def cached_weights_path(name: str) -> Path:
-    """Where torchvision keeps the ImageNet weights file of model `name`: <hub dir>/checkpoints/<file>."""
+    """Where the ImageNet weights of model `name` are cached: torchvision's <hub dir>/checkpoints/<file>,
+    or for a timm model the hub cache's refs/main of its repository."""
+    if timm_name(name) is not None:
+        return timm_ref_file(name)
     return hub_dir() / "checkpoints" / get_backbone(name).weights_file
 
 
 def weights_url(name: str) -> str:
-    """Where torchvision downloads the ImageNet weights file of model `name` from."""
-    return DOWNLOADS + get_backbone(name).weights_file
+    """Where the ImageNet weights of model `name` come from: torchvision's URL, or `timm:<name>`."""
+    return name if timm_name(name) is not None else get_backbone(name).url
+
+
+def fetch_command(name: str) -> str:
+    """The command that puts the ImageNet weights of model `name` into the cache (on a login node)."""
+    if timm_name(name) is not None:
+        return f"python -m workflow fetch-weights --timm {name}"
+    return f"python -m workflow fetch-weights --url {weights_url(name)} --out {cached_weights_path(name)}"
+
+
+def fetch_any_weights(url: str | None, dest: str | None, timm: str | None) -> Path:
+    """fetch-weights: a torchvision file (`url` to `dest`) or the weights of timm model `timm`."""
+    if timm:
+        from workflow.train.timm_models import fetch_timm_weights
+
+        return fetch_timm_weights(timm)
+    if not (url and dest):
+        raise SystemExit("fetch-weights: give --url and --out, or --timm")
+    return fetch_weights(url, dest)
 
 
 def imagenet_files(models) -> dict[str, tuple[str, str]]:
@@ -64,3 +99,12 @@ def fetch_weights(url: str, dest: str | os.PathLike) -> Path:
         raise ChecksumError(dest, "sha256", f"{match[1]}...", found, note=f"; downloaded bytes kept in {kept}")
     os.replace(staged, dest)
     return dest
+
+
+def fetch_plan(imagenet: dict[str, tuple[str, str]]) -> dict:
+    """What the fetch rules download, from imagenet_files(): torchvision's {file name: URL} into its
+    checkpoints folder, timm's {repository folder (`timm--resnet50.a1_in1k`): model} into the hub cache."""
+    torchvision = {Path(path).name: url for model, (path, url) in imagenet.items() if timm_name(model) is None}
+    timm = {timm_hub_repo(model).replace("/", "--"): model for model in imagenet if timm_name(model) is not None}
+    return {"torchvision_dir": str(hub_dir() / "checkpoints"), "torchvision": torchvision,
+            "hub_cache": str(hf_hub_cache()), "timm": timm}
