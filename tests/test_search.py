@@ -81,7 +81,7 @@ def test_a_draw_never_repeats_an_earlier_one_while_the_space_has_room():
     ({"lr": {"uniform": [0.1, 0.01]}}, "search.space.lr.uniform: the low end must be below the high end, got [0.1, 0.01]"),
     ({"batch_size": {"uniform": [8, 64]}}, "search.space.batch_size: batch_size takes whole numbers"),
     ({"train": {"int": [1, 3]}}, "search.space.train: train takes named values; draw it with choice"),
-    ({"model": {"choice": ["resnet18", "lenet"]}}, "search.space.model.choice[1]: 'lenet' is not one of"),
+    ({"model": {"choice": ["resnet18", "lenet"]}}, "search.space.model.choice[1]: unknown model 'lenet'; closest torchvision models"),
     ({"batch_size": {"choice": [16, 0]}}, "search.space.batch_size.choice[1]: 0 is less than the minimum of 1"),
     ({"training.colour": {"uniform": [0, 1]}}, "search.space.training.colour: unknown training key 'colour'"),
     ({"training.dropout": {"uniform": [0, 1.5]}}, "search.space.training.dropout.uniform[1]: 1.5 is greater than the "

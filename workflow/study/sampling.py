@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from workflow.study.config import SCHEMA, ConfigError
+from workflow.train.catalogue import model_name_error
 
 SIGNIFICANT = 3  # digits a drawn number keeps
 TRAINING_PREFIX = "training."
@@ -152,6 +153,8 @@ def _check_dimension(key: str, kind: str, values: list) -> None:
         problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
         if problem is not None:
             raise ConfigError(f"{where}[{i}]: {problem.message}")
+        if key == "model" and (unknown := model_name_error(value)):
+            raise ConfigError(f"{where}[{i}]: {unknown}")
 
 
 def build_random(search: dict, grid: dict, training_keys) -> RandomSearch:
