@@ -1,0 +1,154 @@
+"""Faults of a hostile run (issue 19), each reproduced with real processes: a kill right after a cell's
+outputs are written, a full disk, damaged checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO
+from histories import TIMING_COLUMNS
+from workflow.integrity import DamagedFileError
+from workflow.study.settings import DEFAULT_TRAINING, merge
+from workflow.train.cell import train_cell
+from workflow.train.state import BEST_SO_FAR, LAST
+
+OUTPUTS = ("metrics.json", "history.csv", "best.pt", "predictions.npz")
+
+
+def one_stage_cell(epochs=2, **overrides):
+    training = merge(DEFAULT_TRAINING, {"stages": [{"name": "all", "train": "all", "epochs": epochs}],
+                                        "deterministic": True})
+    cell = {"id": "digits-012/resnet18/r16/hostile", "dataset": "digits-012", "model": "resnet18",
+            "resolution": 16, "batch_size": 64, "lr": 0.01, "optimizer": "adam", "train": "all", "seed": 0,
+            "weights": "none", "training": training, "upstream": None}
+    return {**cell, **overrides}
+
+
+def train_command(cell, shard, out, init=None):
+    return [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(shard),
+            "--out", str(out), "--threads", "1"] + (["--init", str(init)] if init else [])
+
+
+def job_env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+
+
+def test_a_kill_right_after_metrics_json_loses_no_training(shard, tmp_path):
+    out = tmp_path / "cell"
+    cell = one_stage_cell()
+    with open(tmp_path / "run1.log", "w") as log:
+        job = subprocess.Popen(train_command(cell, shard, out), stdout=log, stderr=subprocess.STDOUT,
+                               env=job_env())
+    deadline = time.monotonic() + 300
+    while not (out / "metrics.json").exists():
+        assert job.poll() is None and time.monotonic() < deadline, (tmp_path / "run1.log").read_text()
+        time.sleep(0.002)
+    job.kill()  # the instant after metrics.json: Snakemake still counts the job incomplete
+    job.wait()
+    first = json.loads((out / "metrics.json").read_text())
+    history = pd.read_csv(out / "history.csv")
+    for name in OUTPUTS:  # what Snakemake does before it runs an incomplete job again
+        (out / name).unlink(missing_ok=True)
+    rerun = subprocess.run(train_command(cell, shard, out), capture_output=True, text=True, env=job_env(),
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "finished training in an earlier job" in rerun.stdout
+    assert "train loss" not in rerun.stdout  # not one epoch trained again
+    again = json.loads((out / "metrics.json").read_text())
+    for key in ("status", "test_accuracy", "test_loss", "best_epoch", "best_val_accuracy", "confusion_matrix"):
+        assert again[key] == first[key], key
+    pd.testing.assert_frame_equal(pd.read_csv(out / "history.csv"), history)
+    assert torch.load(out / "best.pt", weights_only=False)["epoch"] == first["best_epoch"]
+    finished = torch.load(out / LAST, weights_only=False)
+    assert finished["finished"] and "model" not in finished  # no second copy of the weights
+    assert os.path.samefile(out / "best.pt", out / BEST_SO_FAR)
+
+
+def test_a_changed_best_so_far_is_not_finished_from_but_trained_again(shard, tmp_path):
+    cell = one_stage_cell(epochs=1)
+    out = tmp_path / "cell"
+    train_cell(cell, shard, out, log=lambda _: None)
+    reference = pd.read_csv(out / "history.csv").drop(columns=list(TIMING_COLUMNS))
+    with open(out / BEST_SO_FAR, "r+b") as f:  # damaged in place: best.pt, its hard link, too
+        f.seek(200)
+        f.write(b"\0" * 64)
+    for name in OUTPUTS:
+        (out / name).unlink()
+    messages = []
+    metrics = train_cell(cell, shard, out, log=messages.append)
+    assert any("missing or changed; training afresh" in m for m in messages)
+    assert metrics["status"] == "ok" and metrics["epochs_run"] == 1
+    pd.testing.assert_frame_equal(pd.read_csv(out / "history.csv").drop(columns=list(TIMING_COLUMNS)), reference)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 2 MB tmpfs (root only), far too small for one checkpoint of resnet18."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def assert_the_job_failed_naming(result, out, cause):
+    assert result.returncode not in (0, 75), result.stdout[-3000:]
+    assert cause in result.stderr and str(out) in result.stderr, result.stderr[-3000:]
+    assert not (out / "metrics.json").exists()  # no `failed` result: a rerun retries the cell
+
+
+def test_a_full_disk_fails_the_job_naming_the_file_and_the_cause(shard, full_disk):
+    out = full_disk / "cell"
+    result = subprocess.run(train_command(one_stage_cell(epochs=1), shard, out), capture_output=True, text=True,
+                            env=job_env(), timeout=300)
+    assert_the_job_failed_naming(result, out, "No space left on device")
+    assert "error: StorageError" in result.stderr
+
+
+def test_a_file_size_limit_fails_the_job_naming_the_file_and_the_cause(shard, tmp_path):
+    out = tmp_path / "cell"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # 1 MiB; Python ignores SIGXFSZ
+
+    result = subprocess.run(train_command(one_stage_cell(epochs=1), shard, out), capture_output=True, text=True,
+                            env=job_env(), timeout=300, preexec_fn=limit)
+    assert_the_job_failed_naming(result, out, "File too large")
+
+
+def test_a_damaged_upstream_checkpoint_fails_the_job_naming_it_and_goes_back_for_retraining(shard, tmp_path):
+    upstream = tmp_path / "upstream"
+    train_cell(one_stage_cell(epochs=1, id="digits-012/resnet18/r16/base"), shard, upstream, log=lambda _: None)
+    best = upstream / "best.pt"
+    data = bytearray(best.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 16] = b"\xff" * 16  # tensor bytes: torch.load still reads them
+    best.write_bytes(bytes(data))
+    downstream = tmp_path / "downstream"
+    seeded = one_stage_cell(epochs=1, weights="pretrain:base", upstream="digits-012/resnet18/r16/base")
+    result = subprocess.run(train_command(seeded, shard, downstream, init=best), capture_output=True, text=True,
+                            env=job_env(), timeout=300)
+    assert_the_job_failed_naming(result, best, "is damaged")
+    assert not best.exists() and (upstream / "best.pt.damaged").exists()  # Snakemake trains base again
+
+
+def test_a_truncated_checkpoint_is_an_error_naming_the_file(shard, tmp_path):
+    from workflow.train.models import read_weights_file
+
+    out = tmp_path / "cell"
+    train_cell(one_stage_cell(epochs=1), shard, out, log=lambda _: None)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((out / "best.pt").read_bytes()[:5000])
+    with pytest.raises(DamagedFileError, match=f"{truncated} is damaged"):
+        read_weights_file(truncated)
