@@ -12,6 +12,7 @@ sys.path.insert(0, workflow.basedir)
 from workflow.data.datasets import DatasetConfigError, downloads, source_inputs, source_raw_dir
 from workflow.export.weights_check import WeightsFileError, check_study_weights
 from workflow.gpu.slots import cell_slots, probe_table, slot_settings
+from workflow.integrity import DamagedFileError, check_cell_file
 from workflow.study import paths
 from workflow.study.config import ConfigError, check_config
 from workflow.study.grid import CELL_ID, build_study
@@ -49,6 +50,11 @@ def get_train_inputs(wildcards, folder):
     """A cell's manifest and starting weights and, with K > 1, its memory probe until measured: a checkpoint,
     so that turning slots on, or a new probe (another GPU or torch version), never re-runs a finished cell."""
     cell = STUDY.cell(wildcards.cell, folder)
+    if cell.upstream:  # a damaged upstream best.pt stops the run (moved aside: that cell trains again)
+        try:
+            check_cell_file(STUDY.train_inputs(cell, IMAGENET)["init"])
+        except DamagedFileError as error:
+            raise WorkflowError(str(error))
     try:
         if SLOTS.probe_dir:
             checkpoints.probe_memory.get(combo=CELL_PROBES[cell.id])

@@ -152,3 +152,42 @@ def test_a_truncated_checkpoint_is_an_error_naming_the_file(shard, tmp_path):
     truncated.write_bytes((out / "best.pt").read_bytes()[:5000])
     with pytest.raises(DamagedFileError, match=f"{truncated} is damaged"):
         read_weights_file(truncated)
+
+
+def seeded_study():
+    stages = {"stages": [{"name": "all", "train": "all", "epochs": 1}]}
+    return {
+        "study": "hostile",
+        "datasets": {"digits-012": {"source": "digits", "classes": [0, 1, 2], "seed": 0,
+                                    "split": {"train": 0.6, "val": 0.2, "test": 0.2}}},
+        "pretrain": {"base": {"dataset": "digits-012", "batch_size": 64, "lr": 0.001, "optimizer": "adam",
+                              "weights": "none", "training": stages}},
+        "grid": {"dataset": ["digits-012"], "model": ["resnet18"], "resolution": [16], "batch_size": [64],
+                 "lr": [0.01], "optimizer": ["adam"], "weights": ["pretrain:base"]},
+        "training": stages, "resources": {"train_threads": 1},
+    }
+
+
+def test_snakemake_stops_at_a_damaged_upstream_checkpoint_and_keeps_the_downstream_results(tmp_path):
+    from conftest import snakemake, write_config
+
+    configfile = str(write_config(tmp_path / "study.yaml", seeded_study()))
+    work = tmp_path / "work"
+    cells = work / "results/hostile/cells"
+    snakemake(work, "--cores", "2", "--configfile", configfile, "--until", "train")
+    (downstream,) = cells.glob("*/*/*/*/metrics.json")
+    good = downstream.read_text()
+    (best,) = (work / "results/hostile/upstream").glob("*/*/*/*/best.pt")
+    data = bytearray(best.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 16] = b"\xff" * 16  # new bytes and a new mtime: downstream is out of date
+    best.write_bytes(bytes(data))
+
+    target = str(downstream.relative_to(work))
+    result = snakemake(work, target, "--cores", "2", "--configfile", configfile, check=False)
+    assert result.returncode != 0 and f"{best.relative_to(work)} is damaged" in result.stderr, result.stderr[-3000:]
+    assert downstream.read_text() == good  # never replaced
+    assert (best.parent / "best.pt.damaged").exists()
+    kept = snakemake(work, target, "-n", "--cores", "2", "--configfile", configfile).stdout
+    assert "Nothing to be done" in kept  # the downstream cell is done: its results stay
+    planned = snakemake(work, str(best.relative_to(work)), "-n", "--cores", "2", "--configfile", configfile).stdout
+    assert "train_upstream" in planned, planned  # the damaged cell trains again once a job needs its best.pt

@@ -66,7 +66,8 @@ def load_torch(path, **kwargs):
 
 def check_cell_file(path, always: bool = False) -> None:
     """Check a finished cell's output `path` (its best.pt, which other cells start from) against the stamp
-    its metrics.json recorded: on a mismatch move it aside, so that the cell trains again, and raise
+    its metrics.json recorded: on a mismatch move it aside (the output missing, Snakemake trains the
+    cell again when a job needs it) and raise
     DamagedFileError. Without `always`, the SHA-256 is computed only when the file changed after
     metrics.json (the size always counts). A cell not finished, or that recorded no stamp, passes."""
     path = Path(path)
@@ -85,8 +86,8 @@ def check_cell_file(path, always: bool = False) -> None:
         return
     dest = quarantine(path)
     raise DamagedFileError(f"{path} is damaged: it is not the file cell {metrics.get('cell')} wrote "
-                           f"(size or SHA-256 differ from its metrics.json); moved to {dest}, so that the "
-                           f"next run trains that cell again, and the cells it starts after it")
+                           f"(size or SHA-256 differ from its metrics.json); moved to {dest}: that cell trains again "
+                           f"once a job needs it, and the finished cells it started keep their results")
 
 
 # torch.save's own errors when the stream it writes fails (a write that hit a full disk or a size limit)
