@@ -14,7 +14,7 @@ from workflow.export.weights_check import WeightsFileError, check_study_weights
 from workflow.gpu.slots import cell_slots, probe_table, slot_settings
 from workflow.integrity import DamagedFileError, check_cell_file
 from workflow.study import paths
-from workflow.study.config import ConfigError, check_config
+from workflow.study.config import ConfigError, check_config, check_config_files
 from workflow.study.grid import CELL_ID, build_study
 from workflow.study.jobenv import export_package_root
 from workflow.study.outputs import chart_files, table_files
@@ -24,6 +24,7 @@ from workflow.train.weights import imagenet_files
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
 try:
+    check_config_files(workflow.config_settings.configfiles)  # a repeated key, naming both lines
     check_config(config)
     STUDY = build_study(config)
     check_study_weights(STUDY.cells.values())
