@@ -191,3 +191,51 @@ def test_snakemake_stops_at_a_damaged_upstream_checkpoint_and_keeps_the_downstre
     assert "Nothing to be done" in kept  # the downstream cell is done: its results stay
     planned = snakemake(work, str(best.relative_to(work)), "-n", "--cores", "2", "--configfile", configfile).stdout
     assert "train_upstream" in planned, planned  # the damaged cell trains again once a job needs its best.pt
+
+
+@pytest.fixture
+def own_dataset(shard, tmp_path, monkeypatch):
+    """A copy of the digits shard and its manifest that a test may damage, with its own stamp cache."""
+    import shutil
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy2(shard, folder / shard.name)
+    shutil.copy2(shard.with_suffix(".json"), folder / "r16.json")
+    return folder / "r16.json", folder / shard.name
+
+
+def damage_keeping_mtime(path: Path) -> None:
+    """Overwrite bytes of the first chunk of training images, then set the mtime back."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        offset = f["train/images"].id.get_chunk_info(0).byte_offset
+    before = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(offset + 100)
+        f.write(b"\x5a" * 64)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_shard_damaged_with_its_mtime_kept_fails_training_naming_it(own_dataset):
+    from workflow.data.batches import load_splits
+    from workflow.study.settings import DEFAULT_TRAINING
+
+    manifest, shard_file = own_dataset
+    loader = DEFAULT_TRAINING["loader"]
+    load_splits(manifest, ("train",), torch.device("cpu"), loader)  # verified, and stamped
+    damage_keeping_mtime(shard_file)
+    with pytest.raises(DamagedFileError, match=f"shard {shard_file} is damaged"):
+        load_splits(manifest, ("train",), torch.device("cpu"), loader)
+    assert (shard_file.parent / (shard_file.name + ".damaged")).exists() and not manifest.exists()  # made anew
+
+
+def test_a_truncated_shard_fails_the_train_job_naming_it(own_dataset, tmp_path):
+    manifest, shard_file = own_dataset
+    data = shard_file.read_bytes()
+    shard_file.write_bytes(data[:len(data) // 3])
+    result = subprocess.run(train_command(one_stage_cell(epochs=1), manifest, tmp_path / "cell"), capture_output=True,
+                            text=True, env=dict(job_env(), XDG_CACHE_HOME=str(tmp_path / "cache")), timeout=300)
+    assert result.returncode != 0 and f"shard {shard_file} is damaged" in result.stderr, result.stderr[-3000:]
