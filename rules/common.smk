@@ -13,6 +13,7 @@ from workflow.data.datasets import DatasetConfigError, downloads, source_inputs,
 from workflow.export.weights_check import WeightsFileError, check_study_weights
 from workflow.gpu.slots import cell_slots, probe_table, slot_settings
 from workflow.integrity import DamagedFileError, check_cell_file
+from workflow.lock import lock_results
 from workflow.study import paths
 from workflow.study.config import ConfigError, check_config, check_config_files
 from workflow.study.grid import CELL_ID, build_study
@@ -34,6 +35,12 @@ except (ConfigError, DatasetConfigError, WeightsFileError) as error:
     raise WorkflowError(f"Invalid study config {files}: {error}")
 
 RAW, OUT, DATA = config["raw_dir"], str(STUDY.out), str(STUDY.data_dir)
+
+
+onstart:
+    lock_results(OUT)  # one run at a time on the study's results, from whichever working folder
+
+
 HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search
 RES = config["resources"]
 # Several cells per GPU (resources.gpu_slots = K > 1): each cell's memory probe, shared by studies.

@@ -239,3 +239,37 @@ def test_a_truncated_shard_fails_the_train_job_naming_it(own_dataset, tmp_path):
     result = subprocess.run(train_command(one_stage_cell(epochs=1), manifest, tmp_path / "cell"), capture_output=True,
                             text=True, env=dict(job_env(), XDG_CACHE_HOME=str(tmp_path / "cache")), timeout=300)
     assert result.returncode != 0 and f"shard {shard_file} is damaged" in result.stderr, result.stderr[-3000:]
+
+
+def test_a_second_run_from_another_folder_is_refused_while_the_first_holds_the_results(tmp_path):
+    from conftest import snakemake, write_config
+
+    config = seeded_study()
+    config["results_dir"] = str(tmp_path / "shared-results")  # both working folders write here
+    config["pretrain"]["base"]["training"] = {"stages": [{"name": "all", "train": "all", "epochs": 3}]}
+    configfile = str(write_config(tmp_path / "study.yaml", config))
+    lock = tmp_path / "shared-results/hostile/.tlsweep.lock"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    with open(tmp_path / "first.out", "w") as sink:
+        first = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                                  "--directory", str(tmp_path / "one"), "--cores", "1", "--configfile", configfile,
+                                  "--until", "train_upstream"], stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not (lock.exists() and lock.read_text()):
+            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.out").read_text()[-3000:]
+            time.sleep(0.1)
+        second = snakemake(tmp_path / "two", "--cores", "1", "--configfile", configfile, "--until", "train_upstream",
+                           check=False)
+        assert first.poll() is None, "the first run ended before the second was refused"
+        assert first.wait(timeout=600) == 0, (tmp_path / "first.out").read_text()[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    output = second.stdout + second.stderr
+    assert second.returncode != 0
+    assert f"{lock.parent} is in use by another run: Snakemake process {first.pid}" in output, output[-3000:]
+    assert f"working folder {tmp_path / 'one'}" in output and "--unlock" not in output
+    (metrics,) = lock.parent.glob("upstream/*/*/*/*/metrics.json")
+    assert json.loads(metrics.read_text())["status"] == "ok"  # the first run's result, untouched
+    assert not list((tmp_path / "two").rglob("*.h5"))  # the second run did nothing at all
