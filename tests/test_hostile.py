@@ -273,3 +273,26 @@ def test_a_second_run_from_another_folder_is_refused_while_the_first_holds_the_r
     (metrics,) = lock.parent.glob("upstream/*/*/*/*/metrics.json")
     assert json.loads(metrics.read_text())["status"] == "ok"  # the first run's result, untouched
     assert not list((tmp_path / "two").rglob("*.h5"))  # the second run did nothing at all
+
+
+def test_on_a_full_disk_the_error_that_ended_a_train_job_reaches_snakemakes_output(tmp_path, full_disk):
+    from conftest import snakemake, write_config
+
+    config = seeded_study()
+    del config["pretrain"]
+    config["grid"]["weights"] = ["none"]
+    config.update(results_dir=str(full_disk), data_dir=str(tmp_path / "data"))
+    configfile = str(write_config(tmp_path / "study.yaml", config))
+    work = tmp_path / "work"
+    snakemake(work, "--cores", "1", "--configfile", configfile, "--until", "manifest")
+    (full_disk / "hostile/logs/train").mkdir(parents=True)
+    with open(full_disk / "filler", "wb", buffering=0) as filler:  # every block of the disk taken
+        try:
+            while filler.write(b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+    result = snakemake(work, "--cores", "1", "--configfile", configfile, "--until", "train", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "error: OSError: [Errno 28] No space left on device" in output, output[-3000:]

@@ -45,6 +45,9 @@ def cmd_manifest(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from workflow.integrity import report_fatal_errors
+
+    report_fatal_errors()  # storage, damaged files, bugs: the job fails (a retry resumes it), saying why
     from workflow.gpu.devices import cap_memory, claim_gpu
     from workflow.gpu.slots import SlotSettings, memory_fraction
 
@@ -59,15 +62,9 @@ def cmd_train(args) -> None:
     from workflow.testing import injected_faults
     from workflow.train.cell import run_job
 
-    from workflow.integrity import io_failure, report_fatal
-
-    try:
-        with injected_faults():  # nothing unless a test sets TLSWEEP_INJECT_OOM_* or TLSWEEP_SIGNAL_AT_STEP
-            status = run_job(cell, args.manifest, args.out, init=args.init, threads=args.threads, log=log,
-                             until_epoch=getattr(args, "until_epoch", None))
-    except Exception as error:  # storage, damaged files, bugs: the job fails (a retry resumes it), saying why
-        report_fatal(io_failure(error) or f"{type(error).__name__}: {error}")
-        raise
+    with injected_faults():  # nothing unless a test sets TLSWEEP_INJECT_OOM_* or TLSWEEP_SIGNAL_AT_STEP
+        status = run_job(cell, args.manifest, args.out, init=args.init, threads=args.threads, log=log,
+                         until_epoch=getattr(args, "until_epoch", None))
     if status:  # stopped by a signal: a retry resumes it
         sys.exit(status)
 

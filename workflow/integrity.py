@@ -90,6 +90,7 @@ def check_cell_file(path, always: bool = False) -> None:
                            f"once a job needs it, and the finished cells it started keep their results")
 
 
+ERROR_FD = "TLSWEEP_ERROR_FD"  # where else a job's fatal error is written (report_fatal)
 # torch.save's own errors when the stream it writes fails (a write that hit a full disk or a size limit)
 TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed", "inline_container.cc", "file write failed")
 
@@ -106,14 +107,28 @@ def io_failure(error: BaseException) -> str | None:
     return None
 
 
-def report_fatal(message: str, fd: int = 3) -> None:
-    """Print the error that ends a job on stderr (the job's log) and on file descriptor `fd` when it
-    is open: the train rule points it at Snakemake's own stderr, readable when the log's disk is full."""
+def report_fatal(message: str) -> None:
+    """Print the error that ends a job on stderr (the job's log) and on the file descriptor that
+    $TLSWEEP_ERROR_FD names: the train rule points it at Snakemake's own stderr, which stays readable
+    when the log's disk is full."""
     try:
         print(f"error: {message}", file=sys.stderr, flush=True)
     except OSError:
         pass  # the log's disk is full
-    try:
-        os.write(fd, f"error: {message}\n".encode())
-    except OSError:
-        pass  # not open: run outside the train rule
+    fd = os.environ.get(ERROR_FD)
+    if fd and fd.isdigit():
+        try:
+            os.write(int(fd), f"error: {message}\n".encode())
+        except OSError:
+            pass  # not open
+
+
+def report_fatal_errors() -> None:
+    """From now on, an exception that ends the process is reported by `report_fatal` (a storage error
+    as such) before its traceback. Only a CellError is a cell's result (recorded as `failed`); the
+    rest fail the job, so that Snakemake retries it and the retry resumes."""
+    def hook(kind, error, trace):
+        report_fatal(io_failure(error) or f"{kind.__name__}: {error}")
+        sys.__excepthook__(kind, error, trace)
+
+    sys.excepthook = hook
