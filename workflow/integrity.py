@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 DAMAGED_SUFFIX = ".damaged"
+_CHECKED: set[tuple] = set()  # (path, size, mtime, ctime) of the cell files check_cell_file passed
 
 
 class StorageError(OSError):
@@ -81,8 +82,13 @@ def check_cell_file(path, always: bool = False) -> None:
     stamp = (metrics.get("files") or {}).get(path.name)
     if not stamp:
         return
-    changed = always or path.stat().st_mtime_ns > metrics_file.stat().st_mtime_ns
-    if os.path.getsize(path) == stamp["size"] and not (changed and sha256_of(path) != stamp["sha256"]):
+    stat = path.stat()
+    seen = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if seen in _CHECKED:
+        return
+    changed = always or stat.st_mtime_ns > metrics_file.stat().st_mtime_ns
+    if stat.st_size == stamp["size"] and not (changed and sha256_of(path) != stamp["sha256"]):
+        _CHECKED.add(seen)  # the Snakefile asks once per cell that starts from it
         return
     dest = quarantine(path)
     raise DamagedFileError(f"{path} is damaged: it is not the file cell {metrics.get('cell')} wrote "

@@ -162,8 +162,7 @@ def write_outputs(job: Job, state: RunState, metrics: dict, scores: dict | None,
     (`save_finished`) and best-so-far.pt stays as a hard link of best.pt: a rerun after a kill at any
     instant, its outputs deleted by Snakemake, writes them again without training."""
     best_so_far = job.out_dir / BEST_SO_FAR
-    if not keep_resumable:
-        save_finished(job, state)
+    stamp = file_stamp(best_so_far) if keep_resumable else save_finished(job, state)
     with atomic_path(job.out_dir / BEST_PT) as tmp:
         link_or_copy(best_so_far, tmp)
     write_history(job.out_dir / HISTORY_CSV, state.history)
@@ -171,7 +170,7 @@ def write_outputs(job: Job, state: RunState, metrics: dict, scores: dict | None,
     if scores is not None:
         write_predictions(job.out_dir / PREDICTIONS, scores["val"], job.val.labels.cpu().numpy(),
                           scores["test"], job.test.labels.cpu().numpy(), job.class_names)
-    metrics["files"] = {BEST_PT: file_stamp(job.out_dir / BEST_PT)}
+    metrics["files"] = {BEST_PT: stamp}  # best.pt is best-so-far.pt, linked or copied
     write_json(job.out_dir / METRICS_JSON, metrics)
 
 

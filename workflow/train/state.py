@@ -155,11 +155,13 @@ def save_last(job: Job, state: RunState, stage: Stage, position: EpochPosition |
     }, job.out_dir / LAST)
 
 
-def save_finished(job: Job, state: RunState) -> None:
-    """last.pt of a complete cell: its final run state and the stamp of best-so-far.pt (= best.pt)."""
-    save_torch({"format": LAST_FORMAT, "fingerprint": job.fingerprint, "finished": True,
-                "best": file_stamp(job.out_dir / BEST_SO_FAR), "state": asdict(state),
-                "micro": asdict(job.micro)}, job.out_dir / LAST)
+def save_finished(job: Job, state: RunState) -> dict:
+    """last.pt of a complete cell: its final run state and the stamp of best-so-far.pt (= best.pt),
+    which it returns."""
+    stamp = file_stamp(job.out_dir / BEST_SO_FAR)
+    save_torch({"format": LAST_FORMAT, "fingerprint": job.fingerprint, "finished": True, "best": stamp,
+                "state": asdict(state), "micro": asdict(job.micro)}, job.out_dir / LAST)
+    return stamp
 
 
 def finished_state(job: Job, saved: dict) -> RunState | None:
