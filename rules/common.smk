@@ -12,8 +12,10 @@ sys.path.insert(0, workflow.basedir)
 from workflow.data.datasets import DatasetConfigError, downloads, source_fingerprint, source_inputs, source_raw_dir
 from workflow.export.weights_check import WeightsFileError, check_study_weights
 from workflow.gpu.slots import cell_slots, probe_table, slot_settings
+from workflow.integrity import DamagedFileError, check_cell_file
+from workflow.lock import lock_results
 from workflow.study import paths
-from workflow.study.config import ConfigError, check_config
+from workflow.study.config import ConfigError, check_config, check_config_files
 from workflow.study.grid import CELL_ID, build_study
 from workflow.study.jobenv import export_package_root
 from workflow.study.outputs import chart_files, table_files
@@ -24,6 +26,7 @@ from workflow.train.weights import fetch_plan, imagenet_files
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
 try:
+    check_config_files(workflow.config_settings.configfiles)  # a repeated key, naming both lines
     check_config(config)
     STUDY = build_study(config)
     check_study_weights(STUDY.cells.values())
@@ -33,6 +36,12 @@ except (ConfigError, DatasetConfigError, WeightsFileError) as error:
     raise WorkflowError(f"Invalid study config {files}: {error}")
 
 RAW, OUT, DATA = config["raw_dir"], str(STUDY.out), str(STUDY.data_dir)
+
+
+onstart:
+    lock_results(OUT)  # one run at a time on the study's results, from whichever working folder
+
+
 HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search
 TPE = STUDY.sampling if isinstance(STUDY.sampling, TpeSearch) else None  # rules/search.smk
 KNOWN_ROUNDS = set(TPE.written_rounds()) if TPE else set()  # the TPE rounds whose cells STUDY has
@@ -52,6 +61,11 @@ def get_train_inputs(wildcards, folder):
     """A cell's manifest and starting weights and, with K > 1, its memory probe until measured: a checkpoint,
     so that turning slots on, or a new probe (another GPU or torch version), never re-runs a finished cell."""
     cell = STUDY.cell(wildcards.cell, folder)
+    if cell.upstream:  # a damaged upstream best.pt stops the run (moved aside: that cell trains again)
+        try:
+            check_cell_file(STUDY.train_inputs(cell, IMAGENET)["init"])
+        except DamagedFileError as error:
+            raise WorkflowError(str(error))
     try:
         if SLOTS.probe_dir:
             checkpoints.probe_memory.get(combo=CELL_PROBES[cell.id])

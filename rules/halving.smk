@@ -36,9 +36,9 @@ if HALVING:
         conda:
             ENV
         shell:
-            "exec python -m workflow train-rung --cell {params.cell:q} --manifest {input.manifest} {params.init}"
+            "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --cell {params.cell:q} --manifest {input.manifest} {params.init}"
             " --gpu-slots {resources.gpu_slots} {params.slots} --rung {wildcards.rung} --until-epoch {params.budget}"
-            " {params.previous} --out {params.out} --threads {threads} > {log} 2>&1"
+            " {params.previous} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
 
     checkpoint rank_rung:
         """Rank the cells that reached a rung by their validation metric within their group; the best

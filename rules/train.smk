@@ -25,10 +25,11 @@ rule train_upstream:
         slurm_extra=TRAIN_SLURM_EXTRA,
     conda:
         ENV
-    # exec: no shell between Snakemake and the trainer, which checkpoints on SIGTERM (a shell would die of it)
+    # exec: no shell between Snakemake and the trainer, which checkpoints on SIGTERM (a shell would die of it);
+    # fd 3 is Snakemake's stderr, where the error that ends a job goes too (readable when the log's disk is full)
     shell:
-        "exec python -m workflow train --cell {params.cell:q} --manifest {input.manifest} {params.init}"
-        " --gpu-slots {resources.gpu_slots} {params.slots} --out {params.out} --threads {threads} > {log} 2>&1"
+        "TLSWEEP_ERROR_FD=3 exec python -m workflow train --cell {params.cell:q} --manifest {input.manifest} {params.init}"
+        " --gpu-slots {resources.gpu_slots} {params.slots} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 if not HALVING:

@@ -93,3 +93,26 @@ def test_aggregate_command_writes_every_planned_table_readably(mixed_study, tmp_
     summary = pd.read_parquet(tables / "summary.parquet")
     assert summary["status"].tolist() == collect(mixed_study)[0]["status"].tolist()
     assert "| 1e-2 |" in (tables / "summary.md").read_text()  # learning rates stay readable
+
+
+def test_a_cell_with_a_damaged_metrics_json_or_no_history_is_listed_naming_the_file(mixed_study, tmp_path,
+                                                                                       study_file, capsys):
+    from fakecells import study_config
+
+    gone, garbled = find(mixed_study, dataset="d1", batch_size=16, seed=0), find(mixed_study, dataset="d1",
+                                                                                  batch_size=16, seed=1)
+    (mixed_study.cell_dir(gone.id) / "history.csv").unlink()
+    metrics = mixed_study.cell_dir(garbled.id) / "metrics.json"
+    metrics.write_text(metrics.read_text()[:40])  # cut short
+    config = study_file(study_config(tmp_path, dataset=["d1", "d2"], batch_size=[16, 64], seed=[0, 1, 2]))
+    assert main(["aggregate", "--configfile", str(config)]) == 0  # the tables are written
+    summary = pd.read_csv(mixed_study.out / "tables" / "summary.csv").set_index("cell")
+    assert len(summary) == 12  # no cell vanished
+    assert summary.loc[gone.id, "status"] == "damaged"
+    assert str(mixed_study.cell_dir(gone.id) / "history.csv") in summary.loc[gone.id, "error"]
+    assert summary.loc[garbled.id, "status"] == "damaged"
+    assert f"{metrics} is damaged (JSONDecodeError" in summary.loc[garbled.id, "error"]
+    histories = pd.read_csv(mixed_study.out / "tables" / "histories.csv")
+    assert gone.id not in set(histories["cell"])  # no curves from a file that is not there
+    out = capsys.readouterr().out
+    assert f"warning: {metrics} is damaged" in out

@@ -6,16 +6,15 @@ import pandas as pd
 from fakecells import find, make_study, study_config, write_cell
 from fakepredictions import mask, write_run
 from workflow.cli import main
-from workflow.results.aggregate import collect
+from workflow.results.aggregate import collect, collect_cells
 from workflow.results.caveats import caveats
-from workflow.results.publish import outcomes_of
 from workflow.results.stats import best_table, configurations
 
 
 def warnings_of(study, selection=None) -> dict:
     """The study's warnings by kind (each kind's messages joined)."""
-    summary = collect(study)[0]
-    configs = configurations(summary, selection, outcomes_of(study, summary))
+    summary, _, outcomes = collect_cells(study)
+    configs = configurations(summary, selection, outcomes)
     found = {}
     for caveat in caveats(summary, configs, best_table(configs), selection):
         found[caveat.kind] = (found.get(caveat.kind, "") + " | " + caveat.line()).strip(" |")

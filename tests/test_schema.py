@@ -78,3 +78,34 @@ def test_check_config_fills_the_same_defaults_as_snakemakes_validate(path):
     check_config(ours)
     validate(snakemakes, str(SCHEMA))
     assert ours == snakemakes and ours != yaml.safe_load(path.read_text())
+
+
+def test_a_repeated_key_fails_the_dry_run_naming_both_lines(tmp_path):
+    import yaml
+
+    path = tmp_path / "study.yaml"
+    text = yaml.safe_dump(tiny_study(), sort_keys=False)
+    path.write_text(text + "grid: {}\n")  # `grid` again, at the end: safe_load keeps the last one
+    first = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("grid:"))
+    last = len(text.splitlines()) + 1
+    result = snakemake(tmp_path, "-n", "--configfile", str(path), check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{path}, line {last}: key 'grid' repeats the key of line {first}" in output, output[-3000:]
+
+
+def test_an_exclude_that_removes_every_cell_fails_the_dry_run(tmp_path, study_file):
+    config = tiny_study()
+    config["grid"]["exclude"] = [{"model": "resnet18"}]
+    output = dry_run_error(tmp_path, study_file, config)
+    assert "grid.exclude removes every cell of the grid" in output, output[-3000:]
+
+
+def test_a_yaml_syntax_error_names_the_file_and_the_line(tmp_path):
+    from workflow.study.config import ConfigError, load_config
+
+    path = tmp_path / "study.yaml"
+    path.write_text("study: broken\ngrid: [resnet18\n  model: x\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}, line 3, column 8: not valid YAML: ") and "\n" not in str(error.value)

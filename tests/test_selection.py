@@ -12,15 +12,14 @@ from statsmodels.stats.proportion import proportion_confint
 
 from fakecells import find, make_study, summary_frame, write_cell
 from fakepredictions import binary_scores, labels, mask, scores, write_run
-from workflow.results.aggregate import collect
+from workflow.results.aggregate import collect, collect_cells
 from workflow.train.predictions import PREDICTIONS, read_predictions, write_predictions
-from workflow.results.publish import outcomes_of
 from workflow.results.stats import best_table, configurations, resolve_selection
 
 
 def ranked(study, selection=None):
-    summary = collect(study)[0]
-    configs = configurations(summary, selection, outcomes_of(study, summary))
+    summary, _, outcomes = collect_cells(study)
+    configs = configurations(summary, selection, outcomes)
     return summary, configs.set_index("config"), best_table(configs)
 
 

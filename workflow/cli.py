@@ -45,6 +45,9 @@ def cmd_manifest(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from workflow.integrity import report_fatal_errors
+
+    report_fatal_errors()  # storage, damaged files, bugs: the job fails (a retry resumes it), saying why
     from workflow.gpu.devices import cap_memory, claim_gpu
     from workflow.gpu.slots import SlotSettings, memory_fraction
 

@@ -19,6 +19,7 @@ import h5py
 import torch
 
 from workflow.data.device_split import DeviceSplit
+from workflow.data.shard_check import check_shards
 from workflow.data.shards import shard_files
 from workflow.data.stream_split import StreamSplit
 
@@ -58,9 +59,10 @@ def keep_freed_memory() -> None:
 def load_splits(path: str | Path, splits, device: torch.device, loader: dict) -> list:
     """Each split of a prepared dataset (its manifest or a shard file) as a DeviceSplit while they fit
     in `memory_share` of the device's memory, in the order given, and as a StreamSplit once they do
-    not (`loader` is `training.loader`)."""
+    not (`loader` is `training.loader`). A shard whose bytes differ from its checksums is a DamagedFileError."""
     if torch.device(device).type == "cpu":
         keep_freed_memory()
+    check_shards(path)  # against their checksums, once per shard per machine
     files = shard_files(path)
     budget = loader["memory_share"] * device_memory(device)
     out = []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow.results.predictions import counts_columns, prediction_columns
+from workflow.results.predictions import Outcome, counts_columns, outcome, prediction_columns
 from workflow.train.predictions import read_predictions
 from workflow.study import paths
 from workflow.study.grid import AXES, Cell, Study, format_lr
@@ -38,6 +38,8 @@ METRICS = {
 # A cell `ok` whose best checkpoint's validation or test loss is not finite or above this many times
 # the loss of a uniform guess (ln of the number of classes) is `unstable`: its scores are not to be trusted.
 EXPLODING = 10.0
+# The status of a cell whose metrics.json cannot be read, or whose history.csv is gone: listed, never dropped.
+DAMAGED = "damaged"
 # Per-epoch history columns renamed so they do not clash with the cell's axes.
 HISTORY_RENAMES = {"lr": "epoch_lr", "train": "stage_train"}
 # A halving study's summary has these columns too (after the metrics): the rung where a cell stopped
@@ -89,16 +91,31 @@ def epoch_rungs(epochs: pd.Series, rungs: tuple[int, ...]) -> pd.Series:
     return epochs.map(lambda epoch: next(k for k, budget in enumerate(rungs) if epoch <= budget or k == len(rungs) - 1))
 
 
-def prediction_summary(folder: Path, metrics: dict) -> dict:
+def prediction_summary(folder: Path, metrics: dict) -> tuple[dict, Outcome | None]:
     """The summary columns from a cell's predictions.npz, or what its metrics.json's class counts give
-    when it has none; `predictions` says which: `yes`, `missing` or why the file is unreadable."""
+    when it has none (`predictions` says which: `yes`, `missing` or why the file is unreadable), and the
+    test outcomes that paired tests compare (None without the file): the file is read once."""
     try:
         predictions = read_predictions(folder)
     except ValueError as error:
-        return {**counts_columns(metrics), "predictions": f"unreadable: {error}"}
+        return {**counts_columns(metrics), "predictions": f"unreadable: {error}"}, None
     if predictions is None:
-        return {**counts_columns(metrics), "predictions": "missing"}
-    return {**prediction_columns(predictions), "predictions": "yes"}
+        return {**counts_columns(metrics), "predictions": "missing"}, None
+    return {**prediction_columns(predictions), "predictions": "yes"}, outcome(predictions)
+
+
+def read_metrics(folder: Path) -> tuple[dict | None, str | None]:
+    """A cell's metrics.json and, when it is missing or cannot be read, what is wrong, naming the file."""
+    path = folder / paths.METRICS_JSON
+    if not path.exists():
+        return None, None
+    try:
+        metrics = json.loads(path.read_text())
+    except (ValueError, OSError) as error:
+        return None, f"{path} is damaged ({type(error).__name__}: {error}); delete it and run again to redo the cell"
+    if not isinstance(metrics, dict) or "status" not in metrics:
+        return None, f"{path} is damaged (no `status`); delete it and run again to redo the cell"
+    return metrics, None
 
 
 def instability(row: dict, history: pd.DataFrame | None) -> str | None:
@@ -123,23 +140,29 @@ def instability(row: dict, history: pd.DataFrame | None) -> str | None:
     return None
 
 
-def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.DataFrame | None]:
-    """A cell's summary row and its history; a cell without metrics.json is `failed`, error from its log;
-    an `ok` cell whose losses exploded is `unstable`, error saying which."""
+def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.DataFrame | None, Outcome | None]:
+    """A cell's summary row, its history and its test outcomes; a cell without metrics.json is `failed`,
+    error from its log; one whose metrics.json cannot be read, or without the history.csv its trained
+    epochs need, is `damaged`, error naming the file; an `ok` cell whose losses exploded is `unstable`."""
     row = {"cell": cell.id, **axis_values(cell, extras)}
     folder = study.cell_dir(cell.id)
-    metrics_file = folder / paths.METRICS_JSON
-    if not metrics_file.exists():
+    metrics, damage = read_metrics(folder)
+    if damage:
+        return {**row, "status": DAMAGED, "error": damage}, None, None
+    if metrics is None:
         log_line = last_line(train_log(study, cell.id))
         error = f"no metrics.json; the log ends: {log_line}" if log_line else "no metrics.json and no log: not run"
-        return {**row, "status": "failed", "error": error}, None
-    metrics = json.loads(metrics_file.read_text())
+        return {**row, "status": "failed", "error": error}, None, None
     row.update({name: metrics.get(name) for name in METRICS})
     if study.halving is not None:
         row.update({name: metrics.get(name) for name in HALVING_COLUMNS})
-    row.update(prediction_summary(study.cell_dir(cell.id), metrics))
+    columns, outcomes = prediction_summary(study.cell_dir(cell.id), metrics)
+    row.update(columns)
     history_file = folder / paths.HISTORY_CSV
     history = pd.read_csv(history_file) if history_file.exists() else None
+    if history is None and metrics.get("epochs_run"):
+        return {**row, "status": DAMAGED, "error": f"{history_file} is missing; run again to redo the cell"}, \
+            None, None
     if row["status"] == "ok" and (reason := instability(row, history)):
         row.update(status="unstable", error=reason)
     if history is not None and len(history):
@@ -154,16 +177,23 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
             history["pruned"] = metrics.get("pruned")
         identity = {"cell": cell.id, **axis_values(cell, extras)}
         history = pd.concat([pd.DataFrame([identity] * len(history)), history], axis=1)
-    return row, history
+    return row, history, outcomes
 
 
 def collect(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The summary (one row per grid cell) and histories (one row per cell and epoch) of a study."""
+    return collect_cells(study)[:2]
+
+
+def collect_cells(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The summary and histories of `collect`, and the test outcomes of its `ok` cells, by cell id."""
     extras = extra_axes(study)
-    rows, histories = [], []
+    rows, histories, outcomes = [], [], {}
     for cell in study.grid_cells:
-        row, history = read_cell(study, cell, extras)
+        row, history, outcome_of_cell = read_cell(study, cell, extras)
         rows.append(row)
+        if outcome_of_cell is not None and row["status"] == "ok":
+            outcomes[cell.id] = outcome_of_cell
         if history is not None and len(history):
             histories.append(history)
     halving = HALVING_COLUMNS if study.halving is not None else {}
@@ -175,7 +205,7 @@ def collect(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
         summary[column] = summary[column].astype(dtype)
     history_columns = ["cell", *AXES, *extras]
     histories = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(columns=history_columns)
-    return summary, histories
+    return summary, histories, outcomes
 
 
 def varying_axes(frame: pd.DataFrame, axes: list[str], exclude: tuple[str, ...] = ()) -> list[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from workflow.results.inference import delong_auc, delong_interval, wilson_interval
-from workflow.train.predictions import Predictions, read_predictions
+from workflow.train.predictions import Predictions
 
 
 def split_sizes(labels: np.ndarray, classes: int) -> tuple[int, int, float]:
@@ -63,16 +63,3 @@ class Outcome:
 def outcome(predictions: Predictions) -> Outcome:
     return Outcome(predictions.test_correct(), predictions.test_scores[:, 1] if predictions.binary else None,
                    predictions.test_labels)
-
-
-def load_outcomes(cell_dirs: dict) -> dict:
-    """Outcomes by cell id, for the cells (id: folder) whose predictions can be read."""
-    outcomes = {}
-    for cell, folder in cell_dirs.items():
-        try:
-            predictions = read_predictions(folder)
-        except ValueError:
-            continue  # the summary's `predictions` column says why
-        if predictions is not None:
-            outcomes[cell] = outcome(predictions)
-    return outcomes

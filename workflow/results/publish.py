@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow.results.aggregate import collect
+from workflow.results.aggregate import DAMAGED, collect_cells
 from workflow.results.caveats import caveats
-from workflow.results.predictions import load_outcomes
 from workflow.results.recommend import best_preamble, recommendation_markdown, summary_preamble
 from workflow.results.search_charts import search_table_names, search_tables
 from workflow.results.stats import best_table, configurations
@@ -21,20 +20,14 @@ from workflow.study.grid import Study
 from workflow.study.outputs import study_tables
 
 
-def outcomes_of(study: Study, summary: pd.DataFrame) -> dict:
-    """The test outcomes of the study's ok cells that have predictions.npz, by cell id."""
-    ok = summary[summary["status"] == "ok"]
-    return load_outcomes({cell: study.cell_dir(cell) for cell in ok["cell"]})
-
-
 def aggregate_study(study: Study, out_dir: str | Path | None = None, selection: str | None = None,
                     log=print) -> dict[str, pd.DataFrame]:
     """Write the study's planned tables and histories into `out_dir` (default <study>/tables), ranking
     on `selection` (the study's setting; None: auto), and log the recommendation and every warning."""
     out_dir = Path(out_dir) if out_dir else paths.tables_folder(study.out)
-    summary, histories = collect(study)
+    summary, histories, outcomes = collect_cells(study)  # every predictions.npz read once
     write_histories(histories, out_dir)
-    configs = configurations(finalists(summary), selection, outcomes_of(study, summary))
+    configs = configurations(finalists(summary), selection, outcomes)
     names = [name for name in study_tables(study) if name not in search_table_names(study)]
     tables = tables_from(names, summary, configs, histories,
                          study.halving.rungs if study.halving else ())
@@ -48,5 +41,7 @@ def aggregate_study(study: Study, out_dir: str | Path | None = None, selection: 
     log("\n" + recommendation_markdown(best, selection).strip())
     for caveat in found:
         log(f"warning: {caveat.line()}")
+    for error in summary.loc[summary["status"] == DAMAGED, "error"]:
+        log(f"warning: {error}")
     log(f"\nwrote {', '.join(tables)} and histories to {out_dir}")
     return tables

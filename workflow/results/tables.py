@@ -110,7 +110,7 @@ def build_tables(names: list[str], summary: pd.DataFrame, histories: pd.DataFram
                  outcomes: dict | None = None) -> dict[str, pd.DataFrame]:
     """The named tables (see workflow.study.outputs.study_tables) from the summary (and for `halving` the
     histories and the rungs' budgets). Configurations are ranked on `selection` (the study's setting) and
-    compared on the test images where `outcomes` (workflow.results.predictions.load_outcomes) has them.
+    compared on the test images where `outcomes` (workflow.results.aggregate.collect_cells) has them.
     In a halving study the configurations, and so the best one, are those of the finalists: a pruned
     cell stopped at a smaller budget."""
     return tables_from(names, summary, configurations(finalists(summary), selection, outcomes), histories, rungs)

@@ -22,12 +22,51 @@ class ConfigError(ValueError):
     """A config that the schema or the study's own rules refuse; the message names the key."""
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a study YAML file and check it (`check_config`), filling in the schema's defaults."""
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader refusing a key that a mapping repeats (safe_load keeps the last one silently)."""
+
+
+def _unique_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    lines = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key == "<<" or not isinstance(key, (str, int, float, bool)):
+            continue  # a merge key or an unhashable one: left to yaml
+        line = key_node.start_mark.line + 1
+        if key in lines:
+            raise ConfigError(f"line {line}: key {key!r} repeats the key of line {lines[key]} "
+                              f"(YAML would keep only the last value); keep one")
+        lines[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(path: str | Path):
+    """A YAML file's content; a syntax error or a repeated key is a ConfigError naming the file and line."""
     try:
-        config = yaml.safe_load(Path(path).read_text())
+        return yaml.load(Path(path).read_text(), Loader=StrictLoader)
+    except ConfigError as error:
+        raise ConfigError(f"{path}, {error}") from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = f" ({error.context})" if error.context else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {error.problem}{context}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
+
+
+def check_config_files(paths) -> None:
+    """Read each study file strictly (`read_yaml`): Snakemake's own loader lets a repeated key through."""
+    for path in paths:
+        read_yaml(path)
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a study YAML file and check it (`check_config`), filling in the schema's defaults."""
+    config = read_yaml(path)
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: a study config must be a YAML mapping")
     try:

@@ -270,6 +270,8 @@ def build_study(config: dict) -> Study:
         if cell.id not in cells:
             grid_cells.append(cell)
         cells[cell.id] = cell
+    if not grid_cells:
+        raise ConfigError("grid.exclude removes every cell of the grid (and grid.include adds none): nothing to train")
     return Study(
         name=config["study"],
         results_dir=Path(config.get("results_dir", "results")),

@@ -3,12 +3,15 @@ run it as a job (`run_job`): a stop signal exits with EXIT_STOPPED, a CellError 
 failed cell.
 
 While a cell trains its best weights live in best-so-far.pt; best.pt, history.csv, predictions.npz
-and, last, metrics.json are written once it is complete. last.pt and best-so-far.pt then go, unless the job
-trained to a budget (`until_epoch`, successive halving's rungs): a later job continues from them.
+and, last, metrics.json are written once it is complete. last.pt then holds only the finished run state
+and best-so-far.pt is best.pt's hard link, so that a job killed after writing them is finished again
+without training (`write_outputs`); a job that trained to a budget (`until_epoch`, successive halving's
+rungs) keeps the whole last.pt for a later job to continue.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import traceback
@@ -17,6 +20,8 @@ from pathlib import Path
 import torch
 
 from workflow.atomic import atomic_path, write_json
+from workflow.integrity import check_cell_file, file_stamp, load_torch
+from workflow.study.paths import BEST_PT, HISTORY_CSV, METRICS_JSON
 from workflow.study.settings import stage_settings
 from workflow.train.epoch import predict_or_oom, run_epoch
 from workflow.train.errors import CellError
@@ -29,7 +34,7 @@ from workflow.train.optim import Stage
 from workflow.train.predictions import PREDICTIONS, write_predictions
 from workflow.train.runtime import versions
 from workflow.train.signals import EXIT_STOPPED, StopFlag, Stopped
-from workflow.train.state import BEST_SO_FAR, LAST, RunState, resume_run, save_checkpoint, save_last
+from workflow.train.state import BEST_SO_FAR, RunState, resume_run, save_checkpoint, save_finished, save_last, save_torch
 
 
 def resolved_stages(cell: dict) -> list[dict]:
@@ -79,10 +84,10 @@ def evaluate_best(job: Job, state: RunState) -> tuple[dict, float | None, dict |
     on the validation and test splits: (test classification report, test loss, {split: scores}),
     ({}, None, None) after an out-of-memory error."""
     best_path = job.out_dir / BEST_SO_FAR
-    if state.best_epoch is None:
+    if state.best_epoch is None and not best_path.exists():  # it exists when an earlier job finished
         save_checkpoint(best_path, job.model, job.cell, job.normalization, 0, class_names=job.class_names)
     else:
-        job.model.load_state_dict(torch.load(best_path, map_location=job.device, weights_only=False)["model"])
+        job.model.load_state_dict(load_torch(best_path, map_location=job.device, weights_only=False)["model"])
     if job.device.type == "cuda":
         torch.cuda.empty_cache()  # after an out-of-memory error, what the failed step held
     scores = {}
@@ -153,20 +158,29 @@ def cell_metrics(job: Job, state: RunState, report: dict, test_loss: float | Non
 
 def write_outputs(job: Job, state: RunState, metrics: dict, scores: dict | None, keep_resumable: bool) -> None:
     """best.pt, history.csv, the best weights' predictions (when it got that far) and, last,
-    metrics.json (its presence means the cell is complete); then last.pt and best-so-far.pt go
-    unless `keep_resumable`."""
+    metrics.json (its presence means the cell is complete, and it records best.pt's stamp). Unless
+    `keep_resumable` (a budget: a later job trains on), last.pt first becomes the finished run state
+    (`save_finished`) and best-so-far.pt stays as a hard link of best.pt: a rerun after a kill at any
+    instant, its outputs deleted by Snakemake, writes them again without training."""
     best_so_far = job.out_dir / BEST_SO_FAR
-    with atomic_path(job.out_dir / "best.pt") as tmp:
-        shutil.copyfile(best_so_far, tmp)
-    write_history(job.out_dir / "history.csv", state.history)
+    stamp = file_stamp(best_so_far) if keep_resumable else save_finished(job, state)
+    with atomic_path(job.out_dir / BEST_PT) as tmp:
+        link_or_copy(best_so_far, tmp)
+    write_history(job.out_dir / HISTORY_CSV, state.history)
     (job.out_dir / PREDICTIONS).unlink(missing_ok=True)  # an earlier run's
     if scores is not None:
         write_predictions(job.out_dir / PREDICTIONS, scores["val"], job.val.labels.cpu().numpy(),
                           scores["test"], job.test.labels.cpu().numpy(), job.class_names)
-    write_json(job.out_dir / "metrics.json", metrics)
-    if not keep_resumable:
-        (job.out_dir / LAST).unlink(missing_ok=True)
-        best_so_far.unlink()  # after last.pt: a job killed in between starts afresh, never resumes without it
+    metrics["files"] = {BEST_PT: stamp}  # best.pt is best-so-far.pt, linked or copied
+    write_json(job.out_dir / METRICS_JSON, metrics)
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """A hard link of `source` at `dest` (no second copy on disk), or a copy where links are refused."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
 
 
 def train_cell(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
@@ -193,8 +207,7 @@ def record_failure(cell: dict, out_dir: str | Path, error: BaseException) -> dic
     history.csv and a best.pt that says it holds no weights (so seeded cells fail clearly too)."""
     out_dir = Path(out_dir)
     message = f"{type(error).__name__}: {error}"
-    with atomic_path(out_dir / "best.pt") as tmp:
-        torch.save({"failed": True, "cell": cell["id"], "error": message}, tmp)
+    save_torch({"failed": True, "cell": cell["id"], "error": message}, out_dir / BEST_PT)
     write_history(out_dir / "history.csv", [])
     metrics = {"cell": cell["id"], "status": "failed", "error": message, "versions": versions(), "config": cell}
     write_json(out_dir / "metrics.json", metrics)  # last, as for a finished cell
@@ -205,8 +218,11 @@ def run_job(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | P
             threads: int = 1, log=print, until_epoch: int | None = None) -> int:
     """Train one cell as a job and return its exit status. Stop signals set a flag (StopFlag): a stopped
     run returns EXIT_STOPPED, and a retry resumes it. A CellError is recorded as a failed cell (status
-    0: the sweep goes on); any other exception (a bug, a missing file, the machine) propagates."""
+    0: the sweep goes on); any other exception (a bug, a missing file, the machine) propagates, among
+    them a DamagedFileError when `init`, an upstream cell's best.pt, is not the file that cell wrote."""
     stop = StopFlag().install()
+    if init is not None:
+        check_cell_file(init, always=True)
     try:
         train_cell(cell, manifest, out_dir, init=init, threads=threads, log=log, stop=stop, until_epoch=until_epoch)
     except Stopped as stopped:  # not a result: the retry resumes from last.pt

@@ -28,6 +28,7 @@ import torchvision
 from torch import nn
 from torchvision.models.inception import InceptionOutputs
 
+from workflow.integrity import load_torch
 from workflow.train.backbones import Backbone, check_model, get_backbone, resolution_error
 from workflow.train.catalogue import timm_name
 from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
@@ -105,7 +106,7 @@ def build_torchvision(name: str, imagenet: bool) -> nn.Module:
 
 def read_weights_file(path: str | Path) -> dict:
     """A tlsweep checkpoint, or a torchvision-format state dict wrapped as {"state_dict": ...}."""
-    loaded = torch.load(path, map_location="cpu", weights_only=False)
+    loaded = load_torch(path, map_location="cpu", weights_only=False)  # DamagedFileError names the file
     if isinstance(loaded, dict) and loaded.get("failed"):
         raise StartingWeightsError(f"{path} holds no weights: cell {loaded['cell']} failed ({loaded['error']})")
     if isinstance(loaded, dict) and "model" in loaded and "model_name" in loaded:

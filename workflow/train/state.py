@@ -8,12 +8,15 @@ input files resumes from it, and on the CPU in deterministic mode ends with the
 same history as a run that was never stopped. best-so-far.pt holds the best
 weights so far; it and best.pt, its copy, describe themselves (`checkpoint_description`): enough to
 rebuild the model without tlsweep's config and to prepare its input (workflow.export.checkpoint).
+
+Once a cell is complete, last.pt shrinks to the finished run state (`save_finished`: no weights, no
+optimizer) and best-so-far.pt stays, a hard link of best.pt: a job killed after its outputs are
+written, whose outputs Snakemake then deletes, is finished again by the rerun without training.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 from importlib.metadata import PackageNotFoundError, version
 import random
 from dataclasses import asdict, dataclass, field
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from workflow.atomic import atomic_path
+from workflow.integrity import file_stamp, load_torch
 from workflow.data.resize import RESIZE_METHOD
 from workflow.study import paths
 from workflow.train.loop import EpochPosition, MicroBatching
@@ -103,8 +107,19 @@ def save_checkpoint(path: Path, model, cell: dict, normalization, epoch: int,
                     class_names: list[str] | None = None) -> None:
     """Write the model weights and their description (`checkpoint_description`), atomically."""
     description = checkpoint_description(model, cell, normalization, class_names)
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), **description, "epoch": epoch}, tmp)
+    save_torch({"model": model.state_dict(), **description, "epoch": epoch}, path)
+
+
+def save_torch(obj, path: Path) -> None:
+    """torch.save, atomically, through a file object: a write error (a full disk, a file-size limit)
+    is then an OSError, which atomic_path reports as a StorageError naming `path` and the cause."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as error:  # torch's stream writer hides the OSError of a failed write
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from error
+            raise
 
 
 def rng_states(job: Job) -> dict:
@@ -132,13 +147,31 @@ def restore_rng_states(job: Job, states: dict) -> None:
 def save_last(job: Job, state: RunState, stage: Stage, position: EpochPosition | None = None,
               stopped_by: str | None = None) -> None:
     """The resumable checkpoint, written atomically: at an epoch's end, or inside one at `position`."""
-    with atomic_path(job.out_dir / LAST) as tmp:
-        torch.save({
-            "format": LAST_FORMAT, "fingerprint": job.fingerprint, "model": job.model.state_dict(),
-            "stage": stage.state_dict(), "state": asdict(state), "rng": rng_states(job),
-            "micro": asdict(job.micro),
-            "position": None if position is None else asdict(position), "stopped_by": stopped_by,
-        }, tmp)
+    save_torch({
+        "format": LAST_FORMAT, "fingerprint": job.fingerprint, "model": job.model.state_dict(),
+        "stage": stage.state_dict(), "state": asdict(state), "rng": rng_states(job),
+        "micro": asdict(job.micro),
+        "position": None if position is None else asdict(position), "stopped_by": stopped_by,
+    }, job.out_dir / LAST)
+
+
+def save_finished(job: Job, state: RunState) -> dict:
+    """last.pt of a complete cell: its final run state and the stamp of best-so-far.pt (= best.pt),
+    which it returns."""
+    stamp = file_stamp(job.out_dir / BEST_SO_FAR)
+    save_torch({"format": LAST_FORMAT, "fingerprint": job.fingerprint, "finished": True, "best": stamp,
+                "state": asdict(state), "micro": asdict(job.micro)}, job.out_dir / LAST)
+    return stamp
+
+
+def finished_state(job: Job, saved: dict) -> RunState | None:
+    """The run state of a finished last.pt whose best-so-far.pt is still the one it finished with."""
+    best = job.out_dir / BEST_SO_FAR
+    if not best.exists() or file_stamp(best) != saved["best"]:
+        job.log(f"not finishing from {job.out_dir / LAST}: {best} is missing or changed; training afresh")
+        return None
+    job.log(f"the cell finished training in an earlier job ({job.out_dir / LAST}): writing its outputs again")
+    return RunState(**saved["state"])
 
 
 def load_last(path: Path, fingerprint: dict, log) -> dict | None:
@@ -146,9 +179,9 @@ def load_last(path: Path, fingerprint: dict, log) -> dict | None:
     if not path.exists():
         return None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        log(f"not resuming: {path} is unreadable ({error})")
+        checkpoint = load_torch(path, map_location="cpu", weights_only=False)
+    except OSError as error:
+        log(f"not resuming: {error}")
         return None
     if checkpoint.get("fingerprint") != fingerprint:
         log(f"not resuming: {path} belongs to another cell config or other input files")
@@ -165,8 +198,13 @@ def resume_run(job: Job) -> tuple[RunState, dict | None, EpochPosition | None]:
     saved stage state (optimizer, schedule, early stopping) and the position inside an epoch."""
     path = job.out_dir / LAST
     saved = load_last(path, job.fingerprint, job.log)
-    if saved is None:
+    finished = saved is not None and saved.get("finished") and finished_state(job, saved)
+    if finished:
+        job.micro = MicroBatching(**saved["micro"])
+        return finished, None, None
+    if saved is None or saved.get("finished") or saved["state"]["best_epoch"] is None:
         (job.out_dir / BEST_SO_FAR).unlink(missing_ok=True)  # best weights of an earlier, unrelated run
+    if saved is None or saved.get("finished"):
         return RunState(), None, None
     job.model.load_state_dict(saved["model"])
     state = RunState(**saved["state"])

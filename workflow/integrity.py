@@ -1,0 +1,140 @@
+"""Damaged and unwritable files: errors that name the file and its cause, SHA-256 stamps of a cell's
+outputs, and moving a damaged output aside so that the rule that makes it runs again. Torch-free
+(the Snakefile uses it); `load_torch` imports torch only when it is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+
+DAMAGED_SUFFIX = ".damaged"
+_CHECKED: set[tuple] = set()  # (path, size, mtime, ctime) of the cell files check_cell_file passed
+
+
+class StorageError(OSError):
+    """A file could not be written (a full disk, a file-size limit, ...): the job fails and is retried."""
+
+
+class DamagedFileError(OSError):
+    """A file that a job reads is corrupt or truncated; the message names it and what becomes of it."""
+
+
+def storage_error(path, error: OSError) -> StorageError:
+    """`error` while writing `path`, as a StorageError naming both (e.g. 'No space left on device')."""
+    cause = error.strerror or str(error)
+    return StorageError(error.errno, f"cannot write {path}: {cause}")
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_stamp(path) -> dict:
+    """What metrics.json records of an output file, to recognise it later: its size and SHA-256."""
+    return {"size": os.path.getsize(path), "sha256": sha256_of(path)}
+
+
+def quarantine(path) -> Path:
+    """Move a damaged file aside (<name>.damaged, kept for a look) and return where it went."""
+    path = Path(path)
+    dest = path.with_name(path.name + DAMAGED_SUFFIX)
+    os.replace(path, dest)
+    return dest
+
+
+def load_torch(path, **kwargs):
+    """torch.load, with a DamagedFileError naming `path` when the file is truncated or not a checkpoint."""
+    import torch
+
+    try:
+        return torch.load(path, **kwargs)
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        raise DamagedFileError(f"{path} is damaged: it cannot be read as a checkpoint "
+                               f"({type(error).__name__}: {error})") from None
+
+
+def check_cell_file(path, always: bool = False) -> None:
+    """Check a finished cell's output `path` (its best.pt, which other cells start from) against the stamp
+    its metrics.json recorded: on a mismatch move it aside (the output missing, Snakemake trains the
+    cell again when a job needs it) and raise
+    DamagedFileError. Without `always`, the SHA-256 is computed only when the file changed after
+    metrics.json (the size always counts). A cell not finished, or that recorded no stamp, passes."""
+    path = Path(path)
+    metrics_file = path.parent / "metrics.json"
+    if not path.exists() or not metrics_file.exists():
+        return
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except ValueError:
+        return  # the summary lists such a cell (workflow.results.aggregate)
+    stamp = (metrics.get("files") or {}).get(path.name)
+    if not stamp:
+        return
+    stat = path.stat()
+    seen = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if seen in _CHECKED:
+        return
+    changed = always or stat.st_mtime_ns > metrics_file.stat().st_mtime_ns
+    if stat.st_size == stamp["size"] and not (changed and sha256_of(path) != stamp["sha256"]):
+        _CHECKED.add(seen)  # the Snakefile asks once per cell that starts from it
+        return
+    dest = quarantine(path)
+    raise DamagedFileError(f"{path} is damaged: it is not the file cell {metrics.get('cell')} wrote "
+                           f"(size or SHA-256 differ from its metrics.json); moved to {dest}: that cell trains again "
+                           f"once a job needs it, and the finished cells it started keep their results")
+
+
+ERROR_FD = "TLSWEEP_ERROR_FD"  # where else a job's fatal error is written (report_fatal)
+# torch.save's own errors when the stream it writes fails (a write that hit a full disk or a size limit)
+TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed", "inline_container.cc", "file write failed")
+
+
+def io_failure(error: BaseException) -> str | None:
+    """What ended a job, when it is the storage's doing: an OSError (a write or read error, a damaged
+    file) or a RuntimeError of torch.save's failing stream (or one wrapping an OSError); None otherwise."""
+    if isinstance(error, OSError):
+        return f"{type(error).__name__}: {error}"
+    cause = error.__cause__ or error.__context__
+    if isinstance(error, RuntimeError) and (isinstance(cause, OSError) or any(
+            text in str(error) for text in TORCH_WRITE_FAILURES)):
+        return f"a write failed ({error}{f'; {cause}' if cause else ''}); is the disk full?"
+    return None
+
+
+def report_fatal(message: str) -> None:
+    """Print the error that ends a job on stderr (the job's log) and on the file descriptor that
+    $TLSWEEP_ERROR_FD names: the train rule points it at Snakemake's own stderr, which stays readable
+    when the log's disk is full."""
+    try:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    except OSError:
+        pass  # the log's disk is full
+    fd = os.environ.get(ERROR_FD)
+    if fd and fd.isdigit():
+        try:
+            os.write(int(fd), f"error: {message}\n".encode())
+        except OSError:
+            pass  # not open
+
+
+def report_fatal_errors() -> None:
+    """From now on, an exception that ends the process is reported by `report_fatal` (a storage error
+    as such) before its traceback. Only a CellError is a cell's result (recorded as `failed`); the
+    rest fail the job, so that Snakemake retries it and the retry resumes."""
+    def hook(kind, error, trace):
+        report_fatal(io_failure(error) or f"{kind.__name__}: {error}")
+        sys.__excepthook__(kind, error, trace)
+
+    sys.excepthook = hook
