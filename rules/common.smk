@@ -15,7 +15,7 @@ from workflow.gpu.slots import cell_slots, probe_table, slot_settings
 from workflow.study import paths
 from workflow.study.config import ConfigError, check_config
 from workflow.study.grid import CELL_ID, build_study
-from workflow.study.jobfile import write_job_file
+from workflow.study.jobfile import write_job_file, write_study_file
 from workflow.study.jobenv import export_package_root
 from workflow.study.outputs import chart_files, table_files
 from workflow.sweep.halving import finish_inputs, load_ranking, previous_rung_inputs, rank_inputs
@@ -87,6 +87,11 @@ def get_cell_json(wildcards):
 def get_cell_file(wildcards):
     """<cell folder>/cell.json: the resolved cell its training job reads (written when it changes)."""
     return write_job_file(STUDY, wildcards.cell, config.get("tracking"))
+
+
+def get_study_file(wildcards):
+    """<study folder>/config.json: the validated config the results jobs read (written when it changes)."""
+    return write_study_file(STUDY, config)
 
 
 def get_probe_json(wildcards):

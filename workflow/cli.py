@@ -172,6 +172,23 @@ def cmd_cells(args) -> None:
     print(f"\n{study_summary(study, table)}")
 
 
+def cmd_status(args) -> None:
+    import time
+
+    from workflow.sweep.status import FINISHED, format_status, status_table
+
+    study = load_study(args)
+    while True:
+        table = status_table(study)
+        print(("\033[H\033[J" if args.watch else "") + format_status(study, table), flush=True)
+        if not args.watch or table["state"].isin(FINISHED).all():
+            return
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:  # the way to leave --watch
+            return
+
+
 def study_args(p: argparse.ArgumentParser) -> None:
     """--config or --configfile: the study a results command works on."""
     group = p.add_mutually_exclusive_group(required=True)
@@ -286,6 +303,11 @@ def add_results_commands(sub) -> None:
     p = sub.add_parser("cells", help="list a study's cells and how far each got")
     p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
     p.set_defaults(func=cmd_cells, config=None)
+
+    p = sub.add_parser("status", help="where each cell stands (state, stage, epoch, speed, ETA), from its files")
+    p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
+    p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until every cell is finished")
+    p.set_defaults(func=cmd_status, config=None)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,8 +1,9 @@
-"""The file a training job reads its cell from, so that its command line only names the cell.
+"""The files jobs read their settings from, so that their command lines stay short.
 
 The Snakefile writes <cell folder>/cell.json when it plans a cell's training job: the resolved cell
-(workflow.study.grid.Cell.to_dict) and the study's `tracking` settings. It is rewritten only when
-its content changes, so its time stamp says when the cell's config last changed. Imports no torch.
+(workflow.study.grid.Cell.to_dict) and the study's `tracking` settings; and <study folder>/config.json,
+the validated config the results jobs (aggregate, charts) read. Each is rewritten only when its
+content changes. Imports no torch.
 """
 
 from __future__ import annotations
@@ -18,17 +19,26 @@ class JobFileError(ValueError):
     """A cell file that is missing, unreadable or for another cell."""
 
 
-def write_job_file(study, cell_id: str, tracking: dict | None) -> str:
-    """Write `cell_id`'s cell file (if its content changed) and return its path."""
-    path = Path(paths.cell_job_file(study.cell_dir(cell_id)))
-    content = {"study": study.name, "cell": study.cell(cell_id).to_dict(), "tracking": tracking or {}}
+def write_if_changed(path: str | Path, content) -> str:
+    """Write `content` as JSON at `path` unless the file already holds it; return the path."""
     try:
-        if json.loads(path.read_text()) == json.loads(json.dumps(content)):
+        if json.loads(Path(path).read_text()) == json.loads(json.dumps(content)):
             return str(path)
     except (OSError, ValueError):
         pass  # none yet, or a damaged one: write it
     write_json(path, content)
     return str(path)
+
+
+def write_job_file(study, cell_id: str, tracking: dict | None) -> str:
+    """Write `cell_id`'s cell file (if its content changed) and return its path."""
+    content = {"study": study.name, "cell": study.cell(cell_id).to_dict(), "tracking": tracking or {}}
+    return write_if_changed(paths.cell_job_file(study.cell_dir(cell_id)), content)
+
+
+def write_study_file(study, config: dict) -> str:
+    """Write the study's validated config (if it changed) for its results jobs; return its path."""
+    return write_if_changed(paths.study_config_file(study.out), config)
 
 
 def read_job_file(path: str | Path, cell_id: str) -> tuple[dict, dict]:

@@ -31,6 +31,11 @@ def study_folder(results_dir, study: str) -> str:
     return f"{results_dir}/{study}"
 
 
+def study_config_file(out) -> str:
+    """The study's validated config (defaults filled in) that its results jobs read."""
+    return f"{out}/config.json"
+
+
 def cell_folder(out, folder: str, cell_id: str) -> str:
     """A cell's folder in the study folder `out`; `folder` is GRID or UPSTREAM."""
     return f"{out}/{folder}/{cell_id}"

@@ -15,17 +15,12 @@ from tqdm import tqdm
 
 from workflow.atomic import write_json
 from workflow.study import paths
+from workflow.sweep.status import planned_epochs
 from workflow.track.attempts import read_progress
 from workflow.track.tensorboard import CellBoard
 
 HEARTBEAT_S = 5.0  # progress.json is rewritten at most this often inside an epoch
 PROGRESS_EVERY = 20  # batches between progress lines when stderr is not a terminal (tracking.progress_every)
-
-
-def planned_epochs(cell: dict, until_epoch: int | None = None) -> int:
-    """Epochs a cell trains, all stages together (a rung's budget at most)."""
-    total = sum(stage["epochs"] for stage in cell["training"]["stages"])
-    return total if until_epoch is None else min(total, until_epoch)
 
 
 class Watch:
@@ -56,7 +51,7 @@ class Watch:
         stage_name = stages[state.stage_index]["name"] if state.stage_index < len(stages) else None
         self.batches = -(-len(job.train) // job.cell["batch_size"])
         self.write(epoch=state.epoch, stage=stage_name, batches=self.batches, elapsed_s=state.elapsed_s,
-                   **self.latest(state))
+                   since=time.time(), **self.latest(state))
         if self.board:
             self.board.start(state.epoch)
 
@@ -95,7 +90,8 @@ class Watch:
     def epoch(self, state, stage_name: str) -> None:
         """An epoch is counted: its history row is the last of `state.history`."""
         self.close_bar()
-        self.write(epoch=state.epoch, batch=0, stage=stage_name, elapsed_s=state.elapsed_s, **self.latest(state))
+        self.write(epoch=state.epoch, batch=0, stage=stage_name, elapsed_s=state.elapsed_s, since=time.time(),
+                   **self.latest(state))
         if self.board:
             self.board.epoch(state.history[-1])
 
