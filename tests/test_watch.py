@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -18,6 +19,7 @@ from fakecells import study_config, write_cell
 from histories import TIMING_COLUMNS
 from test_halving import write_rung
 from workflow.study.grid import build_study
+from workflow.study.jobfile import job_tracking
 from workflow.study.settings import DEFAULT_TRAINING, merge
 from workflow.sweep.halving import rank_rung
 from workflow.sweep.status import status_table
@@ -58,11 +60,12 @@ def wait_for_line(path, text, process, timeout=300):
     raise AssertionError(f"{text!r} not in {path} within {timeout} s")
 
 
-def test_sigint_mid_epoch_then_a_rerun_gives_the_uninterrupted_history_and_tensorboard_equals_it(shard, tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+def test_sigint_mid_epoch_then_a_rerun_gives_the_uninterrupted_history_and_tracking_equals_it(shard, tmp_path,
+                                                                                              monkeypatch):
+    tracking = job_tracking(SimpleNamespace(name="watched", results_dir=tmp_path / "results"),
+                            {"progress_every": 1, "tensorboard": True, "mlflow": True})
     cell_file = tmp_path / "cell.json"
-    cell_file.write_text(json.dumps({"cell": watched_cell(), "tracking": {"progress_every": 1, "tensorboard": True}}))
+    cell_file.write_text(json.dumps({"cell": watched_cell(), "tracking": tracking}))
     reference_file = tmp_path / "reference.json"
     reference_file.write_text(json.dumps({"cell": watched_cell(), "tracking": {}}))
     out, reference_out = tmp_path / "cell", tmp_path / "reference"
@@ -94,11 +97,22 @@ def test_sigint_mid_epoch_then_a_rerun_gives_the_uninterrupted_history_and_tenso
                                   expected.drop(columns=list(TIMING_COLUMNS)), check_exact=True)
     both = log.read_text()
     assert both.startswith(first_attempt)  # appended, not overwritten
+    assert "warning:" not in both  # no tracking failed
     headers = [line for line in both.splitlines() if line.startswith("===== attempt")]
     assert len(headers) == 2 and "attempt 1," in headers[0] and headers[0].endswith(": fresh =====")
     assert "attempt 2," in headers[1] and "stopped by SIGINT" in headers[1]
     assert f"after epoch 1 and {saved['position']['batches']} batches of epoch 2" in headers[1]
     assert json.loads((out / "progress.json").read_text())["state"] == "done"
+    assert not (reference_out / "tensorboard").exists()  # tracking off: no events
+
+    assert_tensorboard_equals(out, history)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'results/mlflow.db'}")  # the default store
+    assert_one_mlflow_run_equals(history, json.loads((out / "metrics.json").read_text()))
+
+
+def assert_tensorboard_equals(out, history):
+    """The cell's TensorBoard events hold its history, each epoch once, and its hyperparameters."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
@@ -110,7 +124,26 @@ def test_sigint_mid_epoch_then_a_rerun_gives_the_uninterrupted_history_and_tenso
     (test_accuracy,) = events.Scalars("hparams/test_accuracy")
     assert test_accuracy.value == pytest.approx(metrics["test_accuracy"], rel=1e-6)
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(events.PluginTagToContent("hparams"))
-    assert not (reference_out / "tensorboard").exists()  # tracking off: no events
+
+
+def assert_one_mlflow_run_equals(history, metrics):
+    """One MLflow run for the stopped and resumed cell, nested under the study's, equal to its history."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    runs = mlflow.search_runs(experiment_names=["watched"], output_format="list")
+    (cell_run,) = [run for run in runs if run.data.tags.get("tlsweep.cell") == CELL_ID]
+    (study_run,) = [run for run in runs if run.data.tags.get("tlsweep.study") == "watched"]
+    assert len(runs) == 2 and cell_run.data.tags["mlflow.parentRunId"] == study_run.info.run_id
+    assert cell_run.info.status == "FINISHED"
+    assert (cell_run.data.params["lr"], cell_run.data.params["model"]) == ("0.01", "resnet18")
+    assert cell_run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    client = MlflowClient()
+    for column in ("train_loss", "val_loss", "val_accuracy", "lr"):
+        logged = sorted(client.get_metric_history(cell_run.info.run_id, column), key=lambda m: m.step)
+        assert [m.step for m in logged] == history["epoch"].tolist(), column
+        assert [m.value for m in logged] == pytest.approx(history[column].tolist(), rel=1e-12), column
+    assert "best.pt" in [artifact.path for artifact in client.list_artifacts(cell_run.info.run_id)]
 
 
 def test_status_names_every_state_from_the_files_alone(tmp_path):
@@ -185,3 +218,21 @@ def test_a_snakemake_run_shows_no_json_and_the_cell_file_changes_nothing_on_a_re
         (folder / "metrics.json").read_text())["config"]
     assert "===== attempt 1" in (folder / "train.log").read_text()
     assert "Nothing to be done" in snakemake(work, "-n", "--configfile", str(configfile)).stdout
+
+
+def test_a_tracking_failure_warns_once_and_the_cell_trains_on(shard, tmp_path):
+    from workflow.train.cell import train_cell
+
+    (tmp_path / "taken").write_text("a file where the events folder should be")
+    tracking = {"tensorboard": True, "mlflow": True, "experiment": "broken", "tracking_uri": "nosuchstore://x"}
+    cell = watched_cell()
+    cell["training"]["stages"] = cell["training"]["stages"][:1]
+    messages = []
+    out = tmp_path / "cell"
+    watch = Watch(out, cell, tracking, log=messages.append)
+    watch.trackers[0].folder = str(tmp_path / "taken")  # TensorBoard cannot make its folder
+    metrics = train_cell(cell, shard, out, log=messages.append, watch=watch)
+    assert metrics["status"] == "ok" and (out / "metrics.json").exists()
+    warnings = [m for m in messages if m.startswith("warning:")]
+    assert len(warnings) == 2, messages
+    assert "TensorBoard events are off" in warnings[0] and "MLflow runs are off" in warnings[1]

@@ -30,9 +30,20 @@ def write_if_changed(path: str | Path, content) -> str:
     return str(path)
 
 
+def job_tracking(study, tracking: dict | None) -> dict:
+    """The study's tracking settings as its jobs use them: with MLflow on, the experiment (the study's
+    name) and the store (default: SQLite, <results_dir>/mlflow.db)."""
+    tracking = dict(tracking or {})
+    if tracking.get("mlflow"):
+        tracking["experiment"] = study.name
+        tracking["tracking_uri"] = tracking.get("tracking_uri") or \
+            f"sqlite:///{Path(study.results_dir).resolve() / paths.MLFLOW_DB}"
+    return tracking
+
+
 def write_job_file(study, cell_id: str, tracking: dict | None) -> str:
     """Write `cell_id`'s cell file (if its content changed) and return its path."""
-    content = {"study": study.name, "cell": study.cell(cell_id).to_dict(), "tracking": tracking or {}}
+    content = {"study": study.name, "cell": study.cell(cell_id).to_dict(), "tracking": job_tracking(study, tracking)}
     return write_if_changed(paths.cell_job_file(study.cell_dir(cell_id)), content)
 
 

@@ -23,6 +23,7 @@ CELL_JSON = "cell.json"  # the resolved cell a training job reads (written when 
 PROGRESS_JSON = "progress.json"  # how far a training job got, rewritten as it goes (`python -m workflow status`)
 ATTEMPTS_LOG = "train.log"  # a training job's log, appended by every attempt
 TENSORBOARD = "tensorboard"  # a cell's TensorBoard event files (tracking.tensorboard)
+MLFLOW_DB = "mlflow.db"  # the default MLflow store, in the results folder (tracking.mlflow)
 CELL_FILES = {"metrics": METRICS_JSON, "history": HISTORY_CSV, "checkpoint": BEST_PT}  # by output name
 
 

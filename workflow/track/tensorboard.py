@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 from workflow.study.grid import AXES
+from workflow.track.guard import guarded
 
 SCALARS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s")  # history columns
 METRICS = ("test_accuracy", "best_val_accuracy")  # the hyperparameters' metrics, at the cell's end
@@ -24,25 +25,13 @@ def hyperparameters(cell: dict) -> dict:
     return {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in values.items()}
 
 
-def guarded(method):
-    """Run a CellBoard method; on any error warn once and stop writing events."""
-    @functools.wraps(method)
-    def run(self, *args):
-        if self.writer is None and method.__name__ != "start":
-            return
-        try:
-            method(self, *args)
-        except Exception as error:  # tracking never fails a cell
-            self.log(f"warning: TensorBoard events are off for this job: {type(error).__name__}: {error}")
-            self.writer = None
-    return run
-
-
 class CellBoard:
     """A cell's SummaryWriter, written from the training job (`workflow.track.watch.Watch`)."""
 
+    name = "TensorBoard events"
+
     def __init__(self, folder: str, cell: dict, log=print):
-        self.folder, self.cell, self.log, self.writer = folder, cell, log, None
+        self.folder, self.cell, self.log, self.writer, self.on = folder, cell, log, None, False
 
     @guarded
     def start(self, epochs_done: int) -> None:
@@ -75,4 +64,4 @@ class CellBoard:
             _, _, end = hparams(hyperparameters(self.cell), {f"hparams/{name}": None for name in METRICS})
             self.writer.file_writer.add_summary(end)
         self.writer.close()
-        self.writer = None
+        self.on = False

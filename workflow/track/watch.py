@@ -1,7 +1,7 @@
 """What a training job shows as it goes (`Watch`): its progress.json (state, stage, epoch, batch,
 latest validation accuracy, speed; rewritten at most every few seconds while an epoch runs, read by
 `python -m workflow status`), a tqdm bar per epoch when stderr is a terminal or else a line every
-`tracking.progress_every` batches, and TensorBoard events when `tracking.tensorboard` is on."""
+`tracking.progress_every` batches, and TensorBoard events and an MLflow run when `tracking` asks."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from workflow.atomic import write_json
 from workflow.study import paths
 from workflow.sweep.status import planned_epochs
 from workflow.track.attempts import read_progress
+from workflow.track.mlruns import CellRun
 from workflow.track.tensorboard import CellBoard
 
 HEARTBEAT_S = 5.0  # progress.json is rewritten at most this often inside an epoch
@@ -35,8 +36,8 @@ class Watch:
         self.record = {"cell": cell["id"], "state": "running", "attempt": previous.get("attempt", 0) + 1,
                        "pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                        "planned_epochs": planned_epochs(cell, until_epoch), "epoch": 0, "batch": 0}
-        self.board = CellBoard(paths.job_files(out_dir)["tensorboard"], cell, log) if tracking.get("tensorboard") \
-            else None
+        self.trackers = ([CellBoard(paths.job_files(out_dir)["tensorboard"], cell, log)] if tracking.get("tensorboard")
+                         else []) + ([CellRun(tracking, cell, out_dir, log)] if tracking.get("mlflow") else [])
         self.bar, self.written, self.mark = None, 0.0, None
 
     def write(self, **changes) -> None:
@@ -52,8 +53,8 @@ class Watch:
         self.batches = -(-len(job.train) // job.cell["batch_size"])
         self.write(epoch=state.epoch, stage=stage_name, batches=self.batches, elapsed_s=state.elapsed_s,
                    since=time.time(), **self.latest(state))
-        if self.board:
-            self.board.start(state.epoch)
+        for tracker in self.trackers:
+            tracker.start(state.epoch)
 
     @staticmethod
     def latest(state) -> dict:
@@ -92,13 +93,13 @@ class Watch:
         self.close_bar()
         self.write(epoch=state.epoch, batch=0, stage=stage_name, elapsed_s=state.elapsed_s, since=time.time(),
                    **self.latest(state))
-        if self.board:
-            self.board.epoch(state.history[-1])
+        for tracker in self.trackers:
+            tracker.epoch(state.history[-1])
 
     def end(self, outcome: str, metrics: dict | None = None, **details) -> None:
         """The job ends: `outcome` done, stopped or failed, with what to say about it (`metrics`: the
         finished cell's)."""
         self.close_bar()
         self.write(state=outcome, **details)
-        if self.board:
-            self.board.close(metrics)
+        for tracker in self.trackers:
+            tracker.close(metrics)
