@@ -236,3 +236,36 @@ def test_a_tracking_failure_warns_once_and_the_cell_trains_on(shard, tmp_path):
     warnings = [m for m in messages if m.startswith("warning:")]
     assert len(warnings) == 2, messages
     assert "TensorBoard events are off" in warnings[0] and "MLflow runs are off" in warnings[1]
+
+
+def test_a_terminal_gets_a_progress_bar_and_the_log_file_no_bar(shard, tmp_path):
+    import pty
+    import select
+
+    cell = watched_cell()
+    cell["training"]["stages"] = cell["training"]["stages"][:1]  # one epoch of 11 batches
+    cell_file = tmp_path / "cell.json"
+    cell_file.write_text(json.dumps({"cell": cell, "tracking": {"progress_every": 5}}))
+    terminal, stderr = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    with open(tmp_path / "stdout", "w") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workflow", "train", "--cell", CELL_ID, "--cell-file", str(cell_file),
+             "--manifest", str(shard), "--out", str(tmp_path / "cell")], stdout=stdout, stderr=stderr, env=env)
+    os.close(stderr)
+    shown = b""
+    while True:  # read what the terminal shows until the job closes it
+        if select.select([terminal], [], [], 300)[0]:
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:  # EIO: the job exited
+                break
+            if not chunk:
+                break
+            shown += chunk
+    assert process.wait(timeout=60) == 0, shown.decode(errors="replace")
+    shown = shown.decode(errors="replace")
+    assert "epoch 1 (head)" in shown and "11/11" in shown and "batch" in shown and "\r" in shown  # tqdm's bar
+    for written in ((tmp_path / "stdout").read_text(), (tmp_path / "cell" / "train.log").read_text()):
+        assert "batch 5/11" not in written and "11/11" not in written  # no lines, no bar
+        assert "epoch 1 (head, lr" in written  # the epoch's summary line

@@ -66,7 +66,7 @@ class Watch:
         if self.terminal.isatty():
             if self.bar is None:
                 self.bar = tqdm(total=self.batches, initial=position.batches - 1, file=self.terminal,
-                                desc=f"epoch {position.epoch} ({stage_name})", unit="batch", leave=False)
+                                desc=f"epoch {position.epoch} ({stage_name})", unit="batch")
             self.bar.update(1)
         elif position.batches % self.every == 0 or position.batches == self.batches:
             self.log(f"epoch {position.epoch} ({stage_name}): batch {position.batches}/{self.batches}, "
