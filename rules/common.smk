@@ -90,7 +90,7 @@ def get_cell_file(wildcards):
 
 
 def get_study_file(wildcards):
-    """<study folder>/config.json: the validated config the results jobs read (written when it changes)."""
+    """<study folder>/config.yaml: the validated config the results jobs read (written when it changes)."""
     return write_study_file(STUDY, config)
 
 

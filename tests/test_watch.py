@@ -269,3 +269,19 @@ def test_a_terminal_gets_a_progress_bar_and_the_log_file_no_bar(shard, tmp_path)
     for written in ((tmp_path / "stdout").read_text(), (tmp_path / "cell" / "train.log").read_text()):
         assert "batch 5/11" not in written and "11/11" not in written  # no lines, no bar
         assert "epoch 1 (head, lr" in written  # the epoch's summary line
+
+
+def test_the_study_file_reads_back_as_the_config_and_is_rewritten_only_when_it_changes(tmp_path):
+    from workflow.study.config import load_config
+    from workflow.study.jobfile import write_study_file
+
+    config = load_config(write_config(tmp_path / "study.yaml", study_config(tmp_path, lr=[1e-5, 0.01])))
+    study = build_study(config)
+    path = write_study_file(study, config)
+    assert load_config(path) == config  # 1e-05 stays a number
+    written = os.stat(path).st_mtime_ns
+    time.sleep(0.01)
+    assert write_study_file(study, config) == path and os.stat(path).st_mtime_ns == written
+    config["selection"] = "val_loss"
+    write_study_file(study, config)
+    assert load_config(path)["selection"] == "val_loss"

@@ -60,6 +60,9 @@ def load_cell(args) -> tuple[dict, dict]:
 
 
 def cmd_train(args) -> None:
+    from workflow.train.signals import StopFlag
+
+    stop = StopFlag().install()  # first: Ctrl-C while torch loads is no KeyboardInterrupt either
     from workflow.gpu.devices import cap_memory, claim_gpu
     from workflow.gpu.slots import SlotSettings, memory_fraction
 
@@ -78,7 +81,8 @@ def cmd_train(args) -> None:
     # injected faults: nothing unless a test sets TLSWEEP_INJECT_OOM_* or TLSWEEP_SIGNAL_AT_STEP
     with injected_faults(), attempt_log(args.out):  # the job folder's train.log: every attempt's lines
         status = run_job(cell, args.manifest, args.out, init=args.init, threads=args.threads, log=log,
-                         until_epoch=getattr(args, "until_epoch", None), tracking=tracking)
+                         until_epoch=getattr(args, "until_epoch", None), tracking=tracking, stop=stop)
+    stop.uninstall()  # for a caller in the same process (tests)
     if status:  # stopped by a signal: a retry resumes it
         sys.exit(status)
 

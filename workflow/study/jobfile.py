@@ -1,7 +1,7 @@
 """The files jobs read their settings from, so that their command lines stay short.
 
 The Snakefile writes <cell folder>/cell.json when it plans a cell's training job: the resolved cell
-(workflow.study.grid.Cell.to_dict) and the study's `tracking` settings; and <study folder>/config.json,
+(workflow.study.grid.Cell.to_dict) and the study's `tracking` settings; and <study folder>/config.yaml,
 the validated config the results jobs (aggregate, charts) read. Each is rewritten only when its
 content changes. Imports no torch.
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from workflow.atomic import write_json
+import yaml
+
+from workflow.atomic import atomic_path, write_json
 from workflow.study import paths
 
 
@@ -48,8 +50,18 @@ def write_job_file(study, cell_id: str, tracking: dict | None) -> str:
 
 
 def write_study_file(study, config: dict) -> str:
-    """Write the study's validated config (if it changed) for its results jobs; return its path."""
-    return write_if_changed(paths.study_config_file(study.out), config)
+    """Write the study's validated config as YAML (what `--configfile` reads; if it changed) for its
+    results jobs; return its path."""
+    path = Path(paths.study_config_file(study.out))
+    content = json.loads(json.dumps(config))
+    try:
+        if yaml.safe_load(path.read_text()) == content:
+            return str(path)
+    except (OSError, yaml.YAMLError):
+        pass  # none yet, or a damaged one: write it
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(content, sort_keys=False))
+    return str(path)
 
 
 def read_job_file(path: str | Path, cell_id: str) -> tuple[dict, dict]:

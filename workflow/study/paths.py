@@ -34,7 +34,7 @@ def study_folder(results_dir, study: str) -> str:
 
 def study_config_file(out) -> str:
     """The study's validated config (defaults filled in) that its results jobs read."""
-    return f"{out}/config.json"
+    return f"{out}/config.yaml"
 
 
 def cell_folder(out, folder: str, cell_id: str) -> str:

@@ -28,9 +28,13 @@ class StopFlag:
 
     def install(self, signals=STOP_SIGNALS) -> "StopFlag":
         """Make `signals` set this flag (main thread only), instead of their default action."""
-        for sig in signals:
-            signal.signal(sig, self)
+        self.previous = {sig: signal.signal(sig, self) for sig in signals}
         return self
+
+    def uninstall(self) -> None:
+        """Give the signals back the handlers they had before `install`."""
+        for sig, handler in getattr(self, "previous", {}).items():
+            signal.signal(sig, handler)
 
 
 class Stopped(Exception):
