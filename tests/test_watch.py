@@ -220,7 +220,7 @@ def test_a_snakemake_run_shows_no_json_and_the_cell_file_changes_nothing_on_a_re
     assert "Nothing to be done" in snakemake(work, "-n", "--configfile", str(configfile)).stdout
 
 
-def test_a_tracking_failure_warns_once_and_the_cell_trains_on(shard, tmp_path):
+def test_a_tracking_or_progress_failure_warns_once_and_the_cell_trains_on(shard, tmp_path):
     from workflow.train.cell import train_cell
 
     (tmp_path / "taken").write_text("a file where the events folder should be")
@@ -231,11 +231,13 @@ def test_a_tracking_failure_warns_once_and_the_cell_trains_on(shard, tmp_path):
     out = tmp_path / "cell"
     watch = Watch(out, cell, tracking, log=messages.append)
     watch.trackers[0].folder = str(tmp_path / "taken")  # TensorBoard cannot make its folder
+    (out / "progress.json").mkdir(parents=True)  # nor can progress.json be written
     metrics = train_cell(cell, shard, out, log=messages.append, watch=watch)
     assert metrics["status"] == "ok" and (out / "metrics.json").exists()
     warnings = [m for m in messages if m.startswith("warning:")]
-    assert len(warnings) == 2, messages
-    assert "TensorBoard events are off" in warnings[0] and "MLflow runs are off" in warnings[1]
+    assert len(warnings) == 3, messages  # each once
+    assert "cannot write progress.json" in warnings[0]
+    assert "TensorBoard events are off" in warnings[1] and "MLflow runs are off" in warnings[2]
 
 
 def test_a_terminal_gets_a_progress_bar_and_the_log_file_no_bar(shard, tmp_path):

@@ -38,13 +38,19 @@ class Watch:
                        "planned_epochs": planned_epochs(cell, until_epoch), "epoch": 0, "batch": 0}
         self.trackers = ([CellBoard(paths.job_files(out_dir)["tensorboard"], cell, log)] if tracking.get("tensorboard")
                          else []) + ([CellRun(tracking, cell, out_dir, log)] if tracking.get("mlflow") else [])
-        self.bar, self.written, self.mark = None, 0.0, None
+        self.bar, self.written, self.mark, self.unwritten = None, 0.0, None, False
 
     def write(self, **changes) -> None:
-        """Update progress.json (atomically: `status` never reads half a file)."""
+        """Update progress.json (atomically: `status` never reads half a file); a failure to write
+        it warns once and never fails the cell."""
         self.record.update(changes, updated=time.time())
         self.written = time.monotonic()
-        write_json(paths.job_files(self.out_dir)["progress"], self.record)
+        try:
+            write_json(paths.job_files(self.out_dir)["progress"], self.record)
+        except OSError as error:
+            if not self.unwritten:
+                self.log(f"warning: cannot write {paths.PROGRESS_JSON} ({error}); `status` will not see this job")
+            self.unwritten = True
 
     def start(self, job, state) -> None:
         """The job has set up and resumed (`state`): where the run stands."""

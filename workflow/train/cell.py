@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from workflow.atomic import atomic_path, write_json
-from workflow.track.watch import Watch
 from workflow.study.settings import stage_settings
+from workflow.track.watch import Watch
 from workflow.train.epoch import predict_or_oom, run_epoch
 from workflow.train.errors import CellError
 from workflow.train.history import write_history
