@@ -10,11 +10,12 @@ rule aggregate:
     output:
         for_report(table_files(STUDY), "html", "tables"),
     params:
-        config=json.dumps(config),
+        config=json.dumps(config),  # not on the command line: a changed config re-runs the job (params trigger)
+        configfile=get_study_file,
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         paths.log_file(OUT, "aggregate"),
     conda:
         ENV
     shell:
-        "python -m workflow aggregate --config {params.config:q} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m workflow aggregate --configfile {params.configfile} --out-dir {params.out_dir} > {log} 2>&1"

@@ -10,12 +10,13 @@ rule charts:
     output:
         for_report(chart_files(STUDY), "svg", "charts"),
     params:
-        config=json.dumps(config),
+        config=json.dumps(config),  # not on the command line: a changed config re-runs the job (params trigger)
+        configfile=get_study_file,
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         paths.log_file(OUT, "charts"),
     conda:
         ENV
     shell:
-        "python -m workflow charts --config {params.config:q} --summary {input.summary}"
+        "python -m workflow charts --configfile {params.configfile} --summary {input.summary}"
         " --histories {input.histories} --out-dir {params.out_dir} > {log} 2>&1"

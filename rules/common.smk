@@ -17,6 +17,7 @@ from workflow.lock import lock_results
 from workflow.study import paths
 from workflow.study.config import ConfigError, check_config, check_config_files
 from workflow.study.grid import CELL_ID, build_study
+from workflow.study.jobfile import write_job_file, write_study_file
 from workflow.study.jobenv import export_package_root
 from workflow.study.outputs import chart_files, table_files
 from workflow.study.tpe_space import TpeSearch, refresh, round_inputs
@@ -98,6 +99,16 @@ def get_init_arg(wildcards, input):
 
 def get_cell_json(wildcards):
     return json.dumps(STUDY.cell(wildcards.cell).to_dict(), sort_keys=True)
+
+
+def get_cell_file(wildcards):
+    """<cell folder>/cell.json: the resolved cell its training job reads (written when it changes)."""
+    return write_job_file(STUDY, wildcards.cell, config.get("tracking"))
+
+
+def get_study_file(wildcards):
+    """<study folder>/config.yaml: the validated config the results jobs read (written when it changes)."""
+    return write_study_file(STUDY, config)
 
 
 def get_probe_json(wildcards):

@@ -16,7 +16,8 @@ if HALVING:
         output:
             **paths.rung_outputs(paths.rung_folder(paths.cell_folder(OUT, paths.GRID, "{cell}"), "{rung}")),
         params:
-            cell=get_cell_json,
+            cell=get_cell_json,  # not on the command line: a changed cell config re-runs the job (params trigger)
+            cell_file=get_cell_file,
             init=get_init_arg,
             slots=SLOT_ARGS,
             budget=lambda wildcards: HALVING.budget(int(wildcards.rung)),
@@ -36,7 +37,8 @@ if HALVING:
         conda:
             ENV
         shell:
-            "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --cell {params.cell:q} --manifest {input.manifest} {params.init}"
+            "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --cell {wildcards.cell} --cell-file {params.cell_file}"
+            " --manifest {input.manifest} {params.init}"
             " --gpu-slots {resources.gpu_slots} {params.slots} --rung {wildcards.rung} --until-epoch {params.budget}"
             " {params.previous} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
 

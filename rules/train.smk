@@ -7,7 +7,8 @@ rule train_upstream:
     output:
         **paths.cell_outputs(paths.cell_folder(OUT, paths.UPSTREAM, "{cell}")),
     params:
-        cell=get_cell_json,
+        cell=get_cell_json,  # not on the command line: a changed cell config re-runs the job (params trigger)
+        cell_file=get_cell_file,
         init=get_init_arg,
         slots=SLOT_ARGS,
         out=lambda wildcards, output: os.path.dirname(output.metrics),
@@ -28,7 +29,8 @@ rule train_upstream:
     # exec: no shell between Snakemake and the trainer, which checkpoints on SIGTERM (a shell would die of it);
     # fd 3 is Snakemake's stderr, where the error that ends a job goes too (readable when the log's disk is full)
     shell:
-        "TLSWEEP_ERROR_FD=3 exec python -m workflow train --cell {params.cell:q} --manifest {input.manifest} {params.init}"
+        "TLSWEEP_ERROR_FD=3 exec python -m workflow train --cell {wildcards.cell} --cell-file {params.cell_file}"
+        " --manifest {input.manifest} {params.init}"
         " --gpu-slots {resources.gpu_slots} {params.slots} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
 
 

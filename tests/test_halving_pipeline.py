@@ -196,7 +196,8 @@ def test_an_added_cell_trains_only_itself_and_re_ranks(runs):
     assert {path: after[path] for path in before["files"]} == before["files"], "an existing rung was rewritten"
     assert set(after) - set(before["files"]) == {
         *(f"cells/{new}/rung-{rung}/{name}" for rung in (0, 1)
-          for name in ("best.pt", "history.csv", "metrics.json", "predictions.npz", "state.pt")),
+          for name in ("best.pt", "history.csv", "metrics.json", "predictions.npz", "state.pt",
+                       "progress.json", "train.log")),  # and the job's own progress and log
         f"logs/train/{new}/rung-0.log", f"logs/train/{new}/rung-1.log"}
     assert runs["rerun"].count("rule train_rung:") == 2 and "rule train:" not in runs["rerun"]
     # re-ranked: 7 cells reach rung 0 and ceil(7 / 2) = 4 go on; rung 1 keeps the same 2 finalists

@@ -44,14 +44,33 @@ def cmd_manifest(args) -> None:
     print(json.dumps({"counts": manifest["counts"], "skipped": manifest["skipped_count"]}, indent=1))
 
 
+def load_cell(args) -> tuple[dict, dict]:
+    """A training job's cell and the study's tracking settings: those of the cell file the rules
+    write (--cell-file, for the cell --cell names), or --cell itself as JSON (by hand, in tests)."""
+    from workflow.study.jobfile import JobFileError, read_job_file
+
+    if args.cell_file is None:
+        if not args.cell.lstrip().startswith("{"):
+            sys.exit(f"error: --cell {args.cell} names a cell: give its --cell-file too")
+        return json.loads(args.cell), {}
+    try:
+        return read_job_file(args.cell_file, args.cell)
+    except JobFileError as error:
+        sys.exit(f"error: {error}")
+
+
 def cmd_train(args) -> None:
+    from workflow.train.signals import StopFlag
+
+    stop = StopFlag().install()  # first: Ctrl-C while torch loads is no KeyboardInterrupt either
     from workflow.integrity import report_fatal_errors
 
     report_fatal_errors()  # storage, damaged files, bugs: the job fails (a retry resumes it), saying why
+
     from workflow.gpu.devices import cap_memory, claim_gpu
     from workflow.gpu.slots import SlotSettings, memory_fraction
 
-    cell = json.loads(args.cell)
+    cell, tracking = load_cell(args)
     slots = SlotSettings(per_gpu=args.slots_per_gpu, headroom=args.gpu_headroom)
     need = args.gpu_slots  # the job's gpu_slots resource: what the scheduler reserved for it
     if slots.per_gpu > 1:
@@ -60,11 +79,14 @@ def cmd_train(args) -> None:
     if gpu is not None and need < slots.per_gpu:
         cap_memory(memory_fraction(need, slots), log=log)
     from workflow.testing import injected_faults
+    from workflow.track.attempts import attempt_log
     from workflow.train.cell import run_job
 
-    with injected_faults():  # nothing unless a test sets TLSWEEP_INJECT_OOM_* or TLSWEEP_SIGNAL_AT_STEP
+    # injected faults: nothing unless a test sets TLSWEEP_INJECT_OOM_* or TLSWEEP_SIGNAL_AT_STEP
+    with injected_faults(), attempt_log(args.out):  # the job folder's train.log: every attempt's lines
         status = run_job(cell, args.manifest, args.out, init=args.init, threads=args.threads, log=log,
-                         until_epoch=getattr(args, "until_epoch", None))
+                         until_epoch=getattr(args, "until_epoch", None), tracking=tracking, stop=stop)
+    stop.uninstall()  # for a caller in the same process (tests)
     if status:  # stopped by a signal: a retry resumes it
         sys.exit(status)
 
@@ -162,6 +184,23 @@ def cmd_cells(args) -> None:
         print(study.sampling.describe())
 
 
+def cmd_status(args) -> None:
+    import time
+
+    from workflow.sweep.status import FINISHED, format_status, status_table
+
+    study = load_study(args)
+    while True:
+        table = status_table(study)
+        print(("\033[H\033[J" if args.watch else "") + format_status(study, table), flush=True)
+        if not args.watch or table["state"].isin(FINISHED).all():
+            return
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:  # the way to leave --watch
+            return
+
+
 def study_args(p: argparse.ArgumentParser) -> None:
     """--config or --configfile: the study a results command works on."""
     group = p.add_mutually_exclusive_group(required=True)
@@ -204,7 +243,8 @@ def add_data_commands(sub) -> None:
 
 def train_args(p: argparse.ArgumentParser, out: str) -> None:
     """What a training job takes: the cell, its data and weights, and its share of a GPU."""
-    p.add_argument("--cell", required=True, help="the resolved cell as JSON (workflow.study.grid.Cell.to_dict)")
+    p.add_argument("--cell", required=True, help="the cell's id (or, without --cell-file, the resolved cell as JSON)")
+    p.add_argument("--cell-file", help="the cell file the rules write: <cell folder>/cell.json (workflow.study.jobfile)")
     p.add_argument("--manifest", required=True, help="the prepared dataset's manifest (or one shard file)")
     p.add_argument("--out", required=True, help=out)
     p.add_argument("--init", help="checkpoint whose backbone starts the cell")
@@ -295,6 +335,11 @@ def add_results_commands(sub) -> None:
     p = sub.add_parser("cells", help="list a study's cells and how far each got")
     p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
     p.set_defaults(func=cmd_cells, config=None)
+
+    p = sub.add_parser("status", help="where each cell stands (state, stage, epoch, speed, ETA), from its files")
+    p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
+    p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until every cell is finished")
+    p.set_defaults(func=cmd_status, config=None)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -19,12 +19,22 @@ BEST_SO_FAR_PT = "best-so-far.pt"  # training's best weights so far while a cell
 PREDICTIONS_NPZ = "predictions.npz"  # the best weights' class scores on validation and test
 EXPORT_FILES = {"torchscript": "torchscript.pt", "onnx": "model.onnx"}  # an export's file per format
 PREPROCESS_JSON = "preprocess.json"  # an export's input size, resize, normalisation and class names
+CELL_JSON = "cell.json"  # the resolved cell a training job reads (written when Snakemake plans it)
+PROGRESS_JSON = "progress.json"  # how far a training job got, rewritten as it goes (`python -m workflow status`)
+ATTEMPTS_LOG = "train.log"  # a training job's log, appended by every attempt
+TENSORBOARD = "tensorboard"  # a cell's TensorBoard event files (tracking.tensorboard)
+MLFLOW_DB = "mlflow.db"  # the default MLflow store, in the results folder (tracking.mlflow)
 CELL_FILES = {"metrics": METRICS_JSON, "history": HISTORY_CSV, "checkpoint": BEST_PT}  # by output name
 
 
 def study_folder(results_dir, study: str) -> str:
     """Everything a study writes: <results_dir>/<study>."""
     return f"{results_dir}/{study}"
+
+
+def study_config_file(out) -> str:
+    """The study's validated config (defaults filled in) that its results jobs read."""
+    return f"{out}/config.yaml"
 
 
 def cell_folder(out, folder: str, cell_id: str) -> str:
@@ -35,6 +45,18 @@ def cell_folder(out, folder: str, cell_id: str) -> str:
 def cell_outputs(cell_dir) -> dict[str, str]:
     """A cell's metrics, history and best checkpoint, by output name."""
     return {key: f"{cell_dir}/{name}" for key, name in CELL_FILES.items()}
+
+
+def cell_job_file(cell_dir) -> str:
+    """The resolved cell (and the study's tracking settings) its training jobs read."""
+    return f"{cell_dir}/{CELL_JSON}"
+
+
+def job_files(out_dir) -> dict[str, str]:
+    """What a training job writes as it goes into its folder (a cell's, or a rung's): progress, the
+    log of every attempt and the TensorBoard events; none is a Snakemake output."""
+    return {"progress": f"{out_dir}/{PROGRESS_JSON}", "log": f"{out_dir}/{ATTEMPTS_LOG}",
+            "tensorboard": f"{out_dir}/{TENSORBOARD}"}
 
 
 def rung_name(rung) -> str:

@@ -23,6 +23,7 @@ from workflow.atomic import atomic_path, write_json
 from workflow.integrity import check_cell_file, file_stamp, load_torch
 from workflow.study.paths import BEST_PT, HISTORY_CSV, METRICS_JSON
 from workflow.study.settings import stage_settings
+from workflow.track.watch import Watch
 from workflow.train.epoch import predict_or_oom, run_epoch
 from workflow.train.errors import CellError
 from workflow.train.history import write_history
@@ -184,14 +185,18 @@ def link_or_copy(source: Path, dest: Path) -> None:
 
 
 def train_cell(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
-               threads: int = 1, log=print, stop: StopFlag | None = None, until_epoch: int | None = None) -> dict:
+               threads: int = 1, log=print, stop: StopFlag | None = None, until_epoch: int | None = None,
+               watch: Watch | None = None) -> dict:
     """Train one cell from its resolved config (resuming last.pt if it fits); writes metrics.json,
     history.csv and best.pt, and returns the metrics. A set `stop` flag ends it early with `Stopped`,
     last.pt and no outputs. With `until_epoch` (a budget, all stages together) it stops after that many
-    epochs and keeps last.pt and best-so-far.pt for a later call with a larger budget."""
+    epochs and keeps last.pt and best-so-far.pt for a later call with a larger budget. `watch` shows its
+    progress (default: progress.json and progress lines only)."""
     started = time.perf_counter()
     job = open_job(cell, manifest, out_dir, init, threads, log, stop)
     state, saved_stage, position = resume_run(job)
+    job.watch = watch or Watch(out_dir, cell, log=log, until_epoch=until_epoch)
+    job.watch.start(job, state)
     log(f"cell {cell['id']} on {job.device}: {len(job.train)} train / {len(job.val)} val / "
         f"{len(job.test)} test images")
     run_stages(job, state, saved_stage, position, until_epoch)
@@ -199,6 +204,7 @@ def train_cell(cell: dict, manifest: str | Path, out_dir: str | Path, init: str 
     metrics = cell_metrics(job, state, report, test_loss, time.perf_counter() - started)
     write_outputs(job, state, metrics, scores, keep_resumable=until_epoch is not None)
     log(f"done: status {state.status}, test accuracy {metrics['test_accuracy']}, best epoch {state.best_epoch}")
+    job.watch.end("done", metrics=metrics, status=state.status)
     return metrics
 
 
@@ -215,21 +221,31 @@ def record_failure(cell: dict, out_dir: str | Path, error: BaseException) -> dic
 
 
 def run_job(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
-            threads: int = 1, log=print, until_epoch: int | None = None) -> int:
-    """Train one cell as a job and return its exit status. Stop signals set a flag (StopFlag): a stopped
-    run returns EXIT_STOPPED, and a retry resumes it. A CellError is recorded as a failed cell (status
-    0: the sweep goes on); any other exception (a bug, a missing file, the machine) propagates, among
-    them a DamagedFileError when `init`, an upstream cell's best.pt, is not the file that cell wrote."""
-    stop = StopFlag().install()
+            threads: int = 1, log=print, until_epoch: int | None = None, tracking: dict | None = None,
+            stop: StopFlag | None = None) -> int:
+    """Train one cell as a job and return its exit status. Stop signals set a flag (`stop`, installed
+    here if not given): a stopped run returns EXIT_STOPPED, and a retry resumes it. A CellError is recorded
+    as a failed cell (status 0: the sweep goes on); any other exception (a bug, a missing file, the
+    machine) propagates, among them a DamagedFileError when `init`, an upstream cell's best.pt, is not the
+    file that cell wrote. `tracking`: the study's tracking settings."""
+    stop = stop or StopFlag().install()
     if init is not None:
         check_cell_file(init, always=True)
+    watch = Watch(out_dir, cell, tracking, log=log, until_epoch=until_epoch)
     try:
-        train_cell(cell, manifest, out_dir, init=init, threads=threads, log=log, stop=stop, until_epoch=until_epoch)
+        train_cell(cell, manifest, out_dir, init=init, threads=threads, log=log, stop=stop, until_epoch=until_epoch,
+                   watch=watch)
     except Stopped as stopped:  # not a result: the retry resumes from last.pt
         log(str(stopped))
+        watch.end("stopped", signal=stopped.signal, epoch=stopped.epochs,
+                  batch=stopped.position.batches if stopped.position else 0)
         return EXIT_STOPPED
     except CellError as error:  # the cell itself cannot train: record it, let the sweep go on
         traceback.print_exc()
         record_failure(cell, out_dir, error)
         log(f"done: status failed ({type(error).__name__}: {error})")
+        watch.end("failed", error=f"{type(error).__name__}: {error}")
+    except Exception as error:
+        watch.end("failed", error=f"{type(error).__name__}: {error}")
+        raise
     return 0

@@ -100,6 +100,8 @@ def record_epoch(job: Job, state: RunState, stage: Stage, lr: float, result: Epo
     job.log(f"epoch {state.epoch} ({stage.name}, lr {lr:.2e}): train loss {result.loss:.4f} "
             f"acc {result.accuracy:.4f} | val loss {val_loss:.4f} acc {val_accuracy:.4f} "
             f"| {result.images / result.seconds:.0f} img/s")
+    if job.watch is not None:
+        job.watch.epoch(state, stage.name)
 
 
 def keep_best(job: Job, state: RunState, val_accuracy: float) -> bool:

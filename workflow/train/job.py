@@ -43,6 +43,7 @@ class Job:
     log: Callable[[str], None]
     stop: StopFlag
     micro: MicroBatching
+    watch: object = None  # workflow.track.watch.Watch: progress file, progress lines, tracking
 
 
 def open_job(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,

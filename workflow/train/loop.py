@@ -157,6 +157,8 @@ def train_one_epoch(job: Job, stage: Stage, position: EpochPosition) -> EpochRes
         if len(labels) > 1:  # batch norm cannot train on a single image
             train_batch(job, stage, position, images, labels)
         position.batches += 1
+        if job.watch is not None:
+            job.watch.batch(position, stage.name)
     position.seconds += time.perf_counter() - start
     if position.seen == 0:
         raise SplitTooSmallError(f"the training split has {len(job.train)} image(s); batch norm needs at least 2")

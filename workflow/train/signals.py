@@ -1,7 +1,7 @@
 """Stop signals: a flag they set instead of ending the process, and the exception that ends training.
 
-SIGTERM (time limit, preemption, scancel) and the warning signals SIGURG and
-SIGUSR1 only set `StopFlag`; training checks it at batch boundaries, writes
+SIGTERM (time limit, preemption, scancel), SIGINT (Ctrl-C) and the warning
+signals SIGURG and SIGUSR1 only set `StopFlag`; training checks it at batch boundaries, writes
 last.pt and raises `Stopped`, and the command exits with EXIT_STOPPED so that
 a retry resumes the run.
 """
@@ -11,8 +11,9 @@ from __future__ import annotations
 import signal
 
 # SIGTERM: the time limit or preemption; SIGURG: the warning rules/train.smk asks SLURM for (every
-# other process of the job step ignores it); SIGUSR1: the usual warning signal elsewhere.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGURG, signal.SIGUSR1)
+# other process of the job step ignores it); SIGUSR1: the usual warning signal elsewhere; SIGINT: Ctrl-C,
+# which a terminal sends to Snakemake and its jobs alike (no KeyboardInterrupt, e.g. inside torch.save).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGURG, signal.SIGUSR1)
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, try again
 
 
@@ -27,9 +28,13 @@ class StopFlag:
 
     def install(self, signals=STOP_SIGNALS) -> "StopFlag":
         """Make `signals` set this flag (main thread only), instead of their default action."""
-        for sig in signals:
-            signal.signal(sig, self)
+        self.previous = {sig: signal.signal(sig, self) for sig in signals}
         return self
+
+    def uninstall(self) -> None:
+        """Give the signals back the handlers they had before `install`."""
+        for sig, handler in getattr(self, "previous", {}).items():
+            signal.signal(sig, handler)
 
 
 class Stopped(Exception):
