@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workflow.cli import add_export_commands
+from workflow.cli_export import add_export_commands
 from workflow.data.datasets import resolve_dataset
 from workflow.data.prepare import make_plan, prepare_dataset, prepare_files
 from workflow.data.shards import read_split
