@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow.results.predictions import counts_columns, prediction_columns
+from workflow.results.predictions import counts_columns, positive_columns, positive_index, prediction_columns
 from workflow.train.predictions import read_predictions
 from workflow.study import paths
 from workflow.study.grid import AXES, Cell, Study, format_lr
@@ -26,6 +26,9 @@ METRICS = {
     "test_accuracy": "float", "test_accuracy_low": "float", "test_accuracy_high": "float",
     "test_top5_accuracy": "float", "test_auc": "float", "test_auc_low": "float", "test_auc_high": "float",
     "test_loss": "float", "test_macro_f1": "float",
+    # two classes: the positive class (`positive_class`, else the second) and its recall and false-negative rate
+    "positive_class": "object", "test_recall": "float", "test_recall_low": "float", "test_recall_high": "float",
+    "test_fnr": "float",
     "best_val_accuracy": "float", "best_val_loss": "float", "val_auc": "float",
     "epochs_run": "Int64", "best_epoch": "Int64", "diverged_epoch": "Int64",
     "wall_time_s": "float", "train_time_s": "float", "images_per_s": "float", "peak_memory_mb": "float",
@@ -89,16 +92,20 @@ def epoch_rungs(epochs: pd.Series, rungs: tuple[int, ...]) -> pd.Series:
     return epochs.map(lambda epoch: next(k for k, budget in enumerate(rungs) if epoch <= budget or k == len(rungs) - 1))
 
 
-def prediction_summary(folder: Path, metrics: dict) -> dict:
+def prediction_summary(folder: Path, metrics: dict, positive: tuple[str, str | None] | None = None) -> dict:
     """The summary columns from a cell's predictions.npz, or what its metrics.json's class counts give
-    when it has none; `predictions` says which: `yes`, `missing` or why the file is unreadable."""
+    when it has none; `predictions` says which: `yes`, `missing` or why the file is unreadable.
+    `positive`: (dataset, its `positive_class` or None), for a two-class dataset's recall columns."""
     try:
         predictions = read_predictions(folder)
     except ValueError as error:
         return {**counts_columns(metrics), "predictions": f"unreadable: {error}"}
     if predictions is None:
         return {**counts_columns(metrics), "predictions": "missing"}
-    return {**prediction_columns(predictions), "predictions": "yes"}
+    columns = prediction_columns(predictions)
+    if predictions.binary and positive is not None:
+        columns.update(positive_columns(predictions, positive_index(predictions, positive[1], positive[0])))
+    return {**columns, "predictions": "yes"}
 
 
 def instability(row: dict, history: pd.DataFrame | None) -> str | None:
@@ -137,7 +144,8 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
     row.update({name: metrics.get(name) for name in METRICS})
     if study.halving is not None:
         row.update({name: metrics.get(name) for name in HALVING_COLUMNS})
-    row.update(prediction_summary(study.cell_dir(cell.id), metrics))
+    row.update(prediction_summary(study.cell_dir(cell.id), metrics,
+                                  (cell.dataset, study.positive_classes.get(cell.dataset))))
     history_file = folder / paths.HISTORY_CSV
     history = pd.read_csv(history_file) if history_file.exists() else None
     if row["status"] == "ok" and (reason := instability(row, history)):

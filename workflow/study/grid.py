@@ -105,6 +105,7 @@ class Study:
     grid_cells: list[Cell]
     cells: dict[str, Cell]  # every cell by id: grid cells and their upstream cells
     halving: Halving | None = None  # `search: halving`; None for a plain grid search
+    positive_classes: dict = field(default_factory=dict)  # `positive_class`: dataset -> its positive class
 
     @property
     def out(self) -> Path:
@@ -293,4 +294,13 @@ def build_study(config: dict) -> Study:
         grid_cells=grid_cells,
         cells=cells,
         halving=build_search(config.get("search"), grid_cells, AXES),
+        positive_classes=positive_classes(config, datasets),
     )
+
+
+def positive_classes(config: dict, datasets: dict) -> dict:
+    """`positive_class`: the positive class of two-class datasets, by dataset; names must be datasets."""
+    chosen = config.get("positive_class") or {}
+    for name in chosen:
+        _check_dataset(name, datasets, f"positive_class.{name}")
+    return dict(chosen)
