@@ -64,6 +64,9 @@ def test_pcam_batch_lr_is_seed_002():
         augment = cell.training["augment"]
         assert augment["hflip"] and augment["vflip"] and augment["rotation"] == 180
         assert augment["zoom"] > 0 and augment["shift"] > 0
+    from workflow.data.sources.pcam import CLASS_NAMES
+
+    assert study.positive_classes == {"pcam": "tumor"} and "tumor" in CLASS_NAMES  # tumour patches are positive
 
 
 def test_freezing_imagefolder_is_seed_003():

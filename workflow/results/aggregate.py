@@ -31,6 +31,7 @@ METRICS = {
     "test_fnr": "float",
     "best_val_accuracy": "float", "best_val_loss": "float", "val_auc": "float",
     "epochs_run": "Int64", "best_epoch": "Int64", "diverged_epoch": "Int64",
+    "trainable_parameters": "Int64",  # what the cell's last stage trained (metrics.json's stages)
     "wall_time_s": "float", "train_time_s": "float", "images_per_s": "float", "peak_memory_mb": "float",
     "micro_batch_size": "Int64",  # set only where training.oom_micro_batches split the batches
     "device": "object",
@@ -108,6 +109,14 @@ def prediction_summary(folder: Path, metrics: dict, positive: tuple[str, str | N
     return {**columns, "predictions": "yes"}
 
 
+def last_stage_trainable(metrics: dict) -> int | None:
+    """The parameters a cell's last stage trained, from metrics.json's `stages`; None when not recorded."""
+    stages = metrics.get("stages")
+    if not isinstance(stages, list) or not stages or not isinstance(stages[-1], dict):
+        return None
+    return stages[-1].get("trainable_parameters")
+
+
 def instability(row: dict, history: pd.DataFrame | None) -> str | None:
     """Why a cell's losses cannot be trusted: its validation loss is not finite in some epoch, or its
     test loss (the best weights') is not finite or above EXPLODING x ln(classes); None when they are
@@ -142,6 +151,7 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
         return {**row, "status": "failed", "error": error}, None
     metrics = json.loads(metrics_file.read_text())
     row.update({name: metrics.get(name) for name in METRICS})
+    row["trainable_parameters"] = last_stage_trainable(metrics)
     if study.halving is not None:
         row.update({name: metrics.get(name) for name in HALVING_COLUMNS})
     row.update(prediction_summary(study.cell_dir(cell.id), metrics,

@@ -65,6 +65,7 @@ def regimes_table(summary: pd.DataFrame) -> pd.DataFrame:
     table = runs.join(ok.agg(
         n_ok=("cell", "size"),
         test_accuracy=("test_accuracy", "mean"), test_accuracy_sd=("test_accuracy", "std"), **binary,
+        trainable_parameters=("trainable_parameters", "max"),
         **{f"mean_{column}": (column, "mean") for column in TIME_COLUMNS},
     ))
     table["n_ok"] = table["n_ok"].fillna(0).astype(int)

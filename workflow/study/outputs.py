@@ -88,6 +88,8 @@ def study_charts(study: Study) -> list[str]:
         charts.append("trainable_layers")
     if len(study.grid_cells) > 1:
         charts.append("accuracy_vs_time")
+    if len({regime(cell.weights, cell.train) for cell in study.grid_cells}) > 1:
+        charts.append("regime_curves")
     if _varies(study, "seed"):
         charts.append("configs")
     if study.halving is not None:
