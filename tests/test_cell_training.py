@@ -70,3 +70,29 @@ def test_a_bad_per_cell_setting_names_the_cell():
     from snakemake.exceptions import WorkflowError
     with pytest.raises(WorkflowError):
         validate(config, SCHEMA)
+
+
+def test_a_cell_with_its_own_settings_trains_with_them(shard, tmp_path):
+    """End to end on real digits: an include entry's head, dropout and augmentation, Keras's RMSprop
+    defaults and a Keras depth reach the trained cell."""
+    from workflow.train.cell import train_cell
+    from workflow.train.trainable import stage_trainable_parameters
+
+    config = tiny_study()
+    config.pop("pretrain")
+    config["datasets"] = {"digits-012": {"source": "digits", "classes": [0, 1, 2]}}
+    config["grid"].update(dataset=["digits-012"], model=["mobilenet_v2"], weights=["none"], optimizer=["rmsprop"],
+                          batch_size=[32], train=["keras:12"], include=[{"training": {
+                              "head": "gap", "dropout": 0.0, "augment": {"vflip": True, "rot90": True, "shear": 10}}}])
+    config["training"].update(head="mlp", momentum=0.0, rho=0.9, eps=1e-7,
+                              stages=[{"name": "head", "train": "head", "epochs": 1},
+                                      {"name": "finetune", "train": "cell", "epochs": 1}])
+    validate(config, SCHEMA)
+    (cell,) = [c for c in build_study(config).grid_cells if c.params]
+    metrics = train_cell(cell.to_dict(), shard, tmp_path, threads=1, log=lambda _: None)
+    assert metrics["status"] == "ok" and metrics["run"]["head"] == "gap"
+    head, finetune = metrics["stages"]
+    assert (finetune["train"], finetune["rho"], finetune["eps"], finetune["momentum"]) == ("keras:12", 0.9, 1e-7, 0.0)
+    counts = stage_trainable_parameters(cell.to_dict(), 3)
+    assert (head["trainable_parameters"], finetune["trainable_parameters"]) == (counts["head"], counts["finetune"])
+    assert head["trainable_parameters"] == 1280 * 3 + 3 < finetune["trainable_parameters"]
