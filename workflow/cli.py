@@ -155,7 +155,7 @@ def cmd_cells(args) -> None:
         from workflow.train.trainable import trainable_column
 
         counts, assumed = trainable_column(study)
-        table["trainable parameters"] = table["cell"].map(counts)
+        table.insert(table.columns.get_loc("done") + 1, "trainable parameters", table["cell"].map(counts))
     print(table.to_string(index=False))
     print(f"\n{study_summary(study, table)}")
     if args.trainable and assumed:
