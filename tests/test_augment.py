@@ -90,3 +90,43 @@ def test_zoom_draws_stay_in_range_and_config_is_checked():
     with pytest.raises(ValueError, match=r"training.augment: unknown keys \['flip'\]"):
         Augment.from_config({"flip": True})
     assert not Augment.from_config({}).active
+
+
+def test_vflip_and_rot90_turn_exactly_the_drawn_images():
+    images = known_images(16, 12)
+    config = {"vflip": True, "rot90": True}
+    normalize = Normalizer(MEAN, STD, "cpu", config)
+    x = normalize(images, torch.Generator().manual_seed(3))
+    params = Augment(**config).draw(16, torch.Generator().manual_seed(3))
+    plain = normalize(images)
+    assert 0 < int(params.vflips.sum()) < 16 and set(params.turns.tolist()) == {0, 1, 2, 3}
+    for i in range(16):
+        expected = plain[i].flip(1) if params.vflips[i] else plain[i]
+        torch.testing.assert_close(x[i], expected.rot90(int(params.turns[i]), dims=(1, 2)), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="training.augment.rot90: needs square images, not 12x10"):
+        Augment(rot90=True).geometric(torch.zeros(2, 3, 12, 10), params.__class__(turns=torch.tensor([1, 0])))
+
+
+def test_off_settings_leave_the_other_draws_as_they_were():
+    old = Augment(hflip=True, crop=2, rotation=10).draw(8, torch.Generator().manual_seed(0))
+    new = Augment(hflip=True, crop=2, rotation=10, vflip=True, rot90=True).draw(8, torch.Generator().manual_seed(0))
+    assert old.flips == new.flips and torch.equal(old.crop, new.crop) and torch.equal(old.theta, new.theta)
+
+
+def test_shear_matches_scipys_affine_transform():
+    from scipy import ndimage
+
+    degrees = 20.0
+    theta = Augment(shear=degrees).draw(500, torch.Generator().manual_seed(0)).theta
+    drawn = torch.rad2deg(torch.asin(-theta[:, 0, 1]))
+    assert drawn.abs().max() <= degrees + 1e-4 and drawn.abs().max() > 18 and drawn.std() > 5
+    torch.testing.assert_close(theta[:, 0, 0], torch.ones(500))  # a shear alone: no rotation or zoom
+    x = torch.randn(1, 1, 16, 16, dtype=torch.float64)
+    angle = math.radians(degrees)
+    sheared = Augment(shear=degrees, fill="edge").geometric(
+        x.float(), Params(theta=torch.tensor([[[1.0, -math.sin(angle), 0], [0, math.cos(angle), 0]]])))
+    rows_cols = [[math.cos(angle), 0.0], [-math.sin(angle), 1.0]]  # the same map in (row, column) order
+    centre = torch.full((2,), 7.5, dtype=torch.float64).numpy()
+    offset = centre - torch.tensor(rows_cols, dtype=torch.float64).numpy() @ centre
+    expected = ndimage.affine_transform(x[0, 0].numpy(), rows_cols, offset=offset, order=1, mode="nearest")
+    torch.testing.assert_close(sheared[0, 0], torch.from_numpy(expected).float(), atol=1e-4, rtol=0)

@@ -40,7 +40,8 @@ def test_freezing_study_and_densenet_regimes(tmp_path):
     assert "trainable_layers" in charts and "regimes" in tables
     tables, charts = plan(make_study(tmp_path, model=["densenet121"], resolution=[32], weights=["imagenet", "none"],
                                      train=["head", "all"]))
-    assert "regimes" in tables and charts == ["accuracy_vs_time"]  # head = 0 layers, all = unknown: no comparison
+    # head = 0 layers, all = unknown: no layer comparison; three regimes: their curves
+    assert "regimes" in tables and charts == ["accuracy_vs_time", "regime_curves"]
     tables, charts = plan(make_study(tmp_path, train=["head", "last:15"]))
     assert "trainable_layers" in charts
 

@@ -66,11 +66,12 @@ def test_splits_kept_on_the_device_count_against_the_share():
 
 
 def test_probe_spec_names_what_drives_peak_memory():
-    study = build_study(load_config(REPO / "config.yaml"))  # the default study: MobileNetV2, RMSprop(momentum 0.9)
+    study = build_study(load_config(REPO / "config.yaml"))  # the default study: MobileNetV2, RMSprop(momentum 0)
     names = sorted({probe_name(probe_spec(cell.to_dict())) for cell in study.cells.values()})
-    assert names == [f"mobilenet_v2-r160-bs{bs}-gap-opt2-auto-eval256" for bs in (128, 256, 32, 512, 64)]
+    assert names == [f"mobilenet_v2-r160-bs{bs}-gap-opt1-auto-eval256" for bs in (128, 256, 32, 512, 64)]
     cell = next(iter(study.cells.values())).to_dict()
-    sgd = {**cell, "optimizer": "sgd"}
+    assert probe_spec({**cell, "training": {**cell["training"], "momentum": 0.9}})["optimizer_states"] == 2
+    sgd = {**cell, "optimizer": "sgd", "training": {**cell["training"], "momentum": 0.9}}
     assert probe_spec(sgd)["optimizer_states"] == 1  # momentum 0.9
     sgd["training"] = {**sgd["training"], "momentum": 0.0}
     assert probe_spec(sgd)["optimizer_states"] == 0

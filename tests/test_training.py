@@ -430,7 +430,7 @@ def test_optimizers_and_no_weight_decay_on_biases_and_norms():
     assert {names[id(p)] for p in free["params"]} == {n for n, p in model.named_parameters() if p.ndim == 1}
     assert all(n.endswith("bias") or ".bn" in n or "downsample.1" in n for n in map(names.get, map(id, free["params"])))
     assert len(parameter_groups(model, 1e-4, decay_norm_and_bias=True)) == 1
-    settings = {"momentum": 0.9, "nesterov": True}
+    settings = {"momentum": 0.9, "nesterov": True, "rho": 0.99, "eps": None}
     kinds = {name: type(make_optimizer({**settings, "optimizer": name}, [decayed, free], 0.1)).__name__
              for name in ("sgd", "adam", "adamw", "rmsprop")}
     assert kinds == {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}

@@ -178,10 +178,17 @@ def cmd_cells(args) -> None:
 
     study = load_study(args)
     table = cell_table(study)
+    if args.trainable:
+        from workflow.train.trainable import trainable_column
+
+        counts, assumed = trainable_column(study)
+        table.insert(table.columns.get_loc("done") + 1, "trainable parameters", table["cell"].map(counts))
     print(table.to_string(index=False))
     print(f"\n{study_summary(study, table)}")
     if study.sampling is not None:
         print(study.sampling.describe())
+    if args.trainable and assumed:
+        print("trainable parameters of datasets not yet planned (an image folder) assume 2 classes")
 
 
 def cmd_status(args) -> None:
@@ -334,6 +341,8 @@ def add_results_commands(sub) -> None:
 
     p = sub.add_parser("cells", help="list a study's cells and how far each got")
     p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
+    p.add_argument("--no-trainable", dest="trainable", action="store_false",
+                   help="leave out each cell's trainable parameters per stage (counting them builds its model)")
     p.set_defaults(func=cmd_cells, config=None)
 
     p = sub.add_parser("status", help="where each cell stands (state, stage, epoch, speed, ETA), from its files")

@@ -1,9 +1,10 @@
 """Augmentation of whole batches on the device, drawn from a seeded generator.
 
-Random horizontal flips, random crops of a padded image back to its size
+Random horizontal and vertical flips, random turns by multiples of 90 degrees
+(``rot90``, square images), random crops of a padded image back to its size
 (``crop`` pixels of padding, by index arithmetic), and random affine
 transforms (``shift`` as a fraction of the size, ``zoom`` as a relative scale
-change, ``rotation`` in degrees) by ``affine_grid``/``grid_sample``. Pixels
+change, ``rotation`` and ``shear`` in degrees) by ``affine_grid``/``grid_sample``. Pixels
 from outside the image are filled by ``fill``: ``reflect`` (mirror, the edge
 not repeated), ``edge`` (nearest edge pixel) or ``zeros`` (0 after
 normalisation: the weights' mean colour). Random numbers are drawn on the CPU
@@ -34,6 +35,8 @@ class Params:
     flips: int = 0  # mirror the first `flips` images
     crop: torch.Tensor | None = None  # (N, 2) top and left offsets into the padded image, 0..2 x crop
     theta: torch.Tensor | None = None  # (N, 2, 3) affine matrices from output to input coordinates
+    vflips: torch.Tensor | None = None  # (N,) bool: turn these images upside down
+    turns: torch.Tensor | None = None  # (N,) quarter turns counter-clockwise, 0..3
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class Augment:
     shift: float = 0.0
     zoom: float = 0.0
     rotation: float = 0.0
+    shear: float = 0.0
+    vflip: bool = False
+    rot90: bool = False
     fill: str = "reflect"
 
     def __post_init__(self):
@@ -61,14 +67,15 @@ class Augment:
 
     @property
     def active(self) -> bool:
-        return self.hflip or self.crop > 0 or self.affine
+        return self.hflip or self.vflip or self.rot90 or self.crop > 0 or self.affine
 
     @property
     def affine(self) -> bool:
-        return self.shift > 0 or self.zoom > 0 or self.rotation > 0
+        return self.shift > 0 or self.zoom > 0 or self.rotation > 0 or self.shear > 0
 
     def draw(self, n: int, generator: torch.Generator) -> Params:
-        """The number of flips, crop offsets and affine matrices for a batch of `n`."""
+        """The number of flips, crop offsets, affine matrices, vertical flips and turns for a batch of `n`
+        (each drawn only when it is on, so a setting that is off leaves the other draws as they were)."""
         flips = int((torch.rand(n, generator=generator) < 0.5).sum()) if self.hflip else 0
         crop = torch.randint(0, 2 * self.crop + 1, (n, 2), generator=generator) if self.crop else None
         theta = None
@@ -79,16 +86,42 @@ class Augment:
             cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
             shift = u[:, 2:] * 2 * self.shift  # normalised coordinates span 2
             theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-        return Params(flips, crop, theta.float() if theta is not None else None)
+            if self.shear > 0:
+                theta = sheared(theta, (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * self.shear)
+        vflips = torch.rand(n, generator=generator) < 0.5 if self.vflip else None
+        turns = torch.randint(0, 4, (n,), generator=generator) if self.rot90 else None
+        return Params(flips, crop, theta.float() if theta is not None else None, vflips, turns)
 
     def geometric(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        """Apply the crop and affine parts of `params` to a float batch (N, C, H, W)."""
+        """Apply the vertical flips, turns, crop and affine parts of `params` to a float batch (N, C, H, W)."""
+        if params.vflips is not None:
+            x = torch.where(params.vflips.to(x.device)[:, None, None, None], x.flip(2), x)
+        if params.turns is not None:
+            x = quarter_turns(x, params.turns.to(x.device))
         if params.crop is not None:
             x = random_crop(x, params.crop.to(x.device), self.crop, self.fill)
         if params.theta is not None:
             grid = F.affine_grid(params.theta.to(x.device), list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode=GRID_PADDING[self.fill], align_corners=False)
         return x
+
+
+def sheared(theta: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Affine matrices (N, 2, 3) composed with a shear by `degrees` (N,), as Keras shears."""
+    angle = torch.deg2rad(degrees)
+    shear = torch.zeros(len(degrees), 2, 2, dtype=theta.dtype)
+    shear[:, 0, 0], shear[:, 0, 1], shear[:, 1, 1] = 1.0, -torch.sin(angle), torch.cos(angle)
+    return torch.cat([theta[:, :, :2] @ shear, theta[:, :, 2:]], 2)
+
+
+def quarter_turns(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Turn each square image of (N, C, H, W) by its number of quarter turns counter-clockwise."""
+    if x.shape[2] != x.shape[3]:
+        raise ValueError(f"training.augment.rot90: needs square images, not {x.shape[2]}x{x.shape[3]}")
+    out = x
+    for k in (1, 2, 3):
+        out = torch.where((turns == k)[:, None, None, None], x.rot90(k, dims=(2, 3)), out)
+    return out
 
 
 def _source_index(index: torch.Tensor, size: int, fill: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow.results.predictions import Outcome, counts_columns, outcome, prediction_columns
+from workflow.results.predictions import (Outcome, counts_columns, outcome, positive_columns, positive_index,
+                                          prediction_columns)
 from workflow.train.predictions import read_predictions
 from workflow.study import paths
 from workflow.study.grid import AXES, Cell, Study, format_lr
@@ -26,8 +27,12 @@ METRICS = {
     "test_accuracy": "float", "test_accuracy_low": "float", "test_accuracy_high": "float",
     "test_top5_accuracy": "float", "test_auc": "float", "test_auc_low": "float", "test_auc_high": "float",
     "test_loss": "float", "test_macro_f1": "float",
+    # two classes: the positive class (`positive_class`, else the second) and its recall and false-negative rate
+    "positive_class": "object", "test_recall": "float", "test_recall_low": "float", "test_recall_high": "float",
+    "test_fnr": "float",
     "best_val_accuracy": "float", "best_val_loss": "float", "val_auc": "float",
     "epochs_run": "Int64", "best_epoch": "Int64", "diverged_epoch": "Int64",
+    "trainable_parameters": "Int64",  # what the cell's last stage trained (metrics.json's stages)
     "wall_time_s": "float", "train_time_s": "float", "images_per_s": "float", "peak_memory_mb": "float",
     "micro_batch_size": "Int64",  # set only where training.oom_micro_batches split the batches
     "device": "object",
@@ -91,17 +96,22 @@ def epoch_rungs(epochs: pd.Series, rungs: tuple[int, ...]) -> pd.Series:
     return epochs.map(lambda epoch: next(k for k, budget in enumerate(rungs) if epoch <= budget or k == len(rungs) - 1))
 
 
-def prediction_summary(folder: Path, metrics: dict) -> tuple[dict, Outcome | None]:
+def prediction_summary(folder: Path, metrics: dict,
+                       positive: tuple[str, str | None] | None = None) -> tuple[dict, Outcome | None]:
     """The summary columns from a cell's predictions.npz, or what its metrics.json's class counts give
     when it has none (`predictions` says which: `yes`, `missing` or why the file is unreadable), and the
-    test outcomes that paired tests compare (None without the file): the file is read once."""
+    test outcomes that paired tests compare (None without the file): the file is read once.
+    `positive`: (dataset, its `positive_class` or None), for a two-class dataset's recall columns."""
     try:
         predictions = read_predictions(folder)
     except ValueError as error:
         return {**counts_columns(metrics), "predictions": f"unreadable: {error}"}, None
     if predictions is None:
         return {**counts_columns(metrics), "predictions": "missing"}, None
-    return {**prediction_columns(predictions), "predictions": "yes"}, outcome(predictions)
+    columns = prediction_columns(predictions)
+    if predictions.binary and positive is not None:
+        columns.update(positive_columns(predictions, positive_index(predictions, positive[1], positive[0])))
+    return {**columns, "predictions": "yes"}, outcome(predictions)
 
 
 def read_metrics(folder: Path) -> tuple[dict | None, str | None]:
@@ -116,6 +126,14 @@ def read_metrics(folder: Path) -> tuple[dict | None, str | None]:
     if not isinstance(metrics, dict) or "status" not in metrics:
         return None, f"{path} is damaged (no `status`); delete it and run again to redo the cell"
     return metrics, None
+
+
+def last_stage_trainable(metrics: dict) -> int | None:
+    """The parameters a cell's last stage trained, from metrics.json's `stages`; None when not recorded."""
+    stages = metrics.get("stages")
+    if not isinstance(stages, list) or not stages or not isinstance(stages[-1], dict):
+        return None
+    return stages[-1].get("trainable_parameters")
 
 
 def instability(row: dict, history: pd.DataFrame | None) -> str | None:
@@ -154,9 +172,10 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
         error = f"no metrics.json; the log ends: {log_line}" if log_line else "no metrics.json and no log: not run"
         return {**row, "status": "failed", "error": error}, None, None
     row.update({name: metrics.get(name) for name in METRICS})
+    row["trainable_parameters"] = last_stage_trainable(metrics)
     if study.halving is not None:
         row.update({name: metrics.get(name) for name in HALVING_COLUMNS})
-    columns, outcomes = prediction_summary(study.cell_dir(cell.id), metrics)
+    columns, outcomes = prediction_summary(folder, metrics, (cell.dataset, study.positive_classes.get(cell.dataset)))
     row.update(columns)
     history_file = folder / paths.HISTORY_CSV
     history = pd.read_csv(history_file) if history_file.exists() else None

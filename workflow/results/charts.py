@@ -16,7 +16,7 @@ import altair as alt
 import pandas as pd
 
 from workflow.atomic import atomic_path
-from workflow.results.curve_charts import halving_chart, train_curves, val_accuracy
+from workflow.results.curve_charts import halving_chart, regime_curves, train_curves, val_accuracy
 from workflow.results.metric_charts import (accuracy_vs_time, configs_chart, lr_batch_heatmap, test_metric_bars,
                                             trainable_layers_chart)
 from workflow.study.outputs import CHART_FORMATS
@@ -28,6 +28,7 @@ CHARTS = {
     "lr_batch_heatmap": lr_batch_heatmap,
     "trainable_layers": trainable_layers_chart,
     "accuracy_vs_time": accuracy_vs_time,
+    "regime_curves": regime_curves,
     "configs": configs_chart,
     "halving": halving_chart,
 }

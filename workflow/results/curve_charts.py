@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from workflow.results.aggregate import axis_columns, labels, varying_axes
+from workflow.study.outputs import regime
 from workflow.results.chartkit import (HEIGHT, LEGEND, WIDTH, colours, epoch_axis, faded_if_pruned, halved,
                                        halving_tooltip, loss_scale, open_if_pruned, placeholder, stage_rules, title,
                                        with_panels, with_runs, with_stage_starts, with_stop_labels, with_wilson, words,
@@ -92,6 +93,43 @@ def train_curves(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
     return alt.vconcat(measure("train_accuracy", alt.Scale(zero=False), ""), measure("train_loss", scale, note)).properties(
         title=title("Training accuracy and loss per epoch, one line per run (not averaged)",
                     "running means over each epoch's training batches: no intervals", STAGES))
+
+
+def regime_label(data: pd.DataFrame, other: list[str]) -> pd.Series:
+    """Each row's training regime, its other varying axes and its cell's trainable parameters."""
+    names = pd.Series([regime(w, t) for w, t in zip(data["weights"], data["train"])], index=data.index)
+    if other:
+        names = names + " " + labels(data, other)
+    counts = data["trainable_parameters"] if "trainable_parameters" in data else pd.Series(pd.NA, index=data.index)
+    return names + counts.map(lambda n: "" if pd.isna(n) else f" ({n / 1e6:.2f} M trainable)")
+
+
+def regime_curves(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
+    """Validation accuracy (top) and loss (bottom) against epoch, one line per run coloured by its
+    training regime with its trainable parameter count (the DenseNet paper's Figs. 7-12); one panel
+    per dataset and model when they vary."""
+    if histories.empty:
+        return placeholder("No run finished an epoch.")
+    other = varying_axes(summary, axis_columns(summary), exclude=("dataset", "model", "weights", "train", "seed"))
+    data = with_stage_starts(histories).merge(summary[["cell", "trainable_parameters"]], on="cell", how="left")
+    data = data.assign(regime=regime_label(data, other))
+    data, panels = with_panels(data, varying_axes(data, ["dataset", "model"]))
+    regimes = list(dict.fromkeys(data.sort_values(["weights", "train"])["regime"]))
+    colour = alt.Color("regime:N", title="training regime", sort=regimes, scale=colours(len(regimes)), legend=LEGEND)
+
+    def measure(column: str, scale: alt.Scale, note: str) -> alt.Chart:
+        rows = data[data[column] > 0] if scale.to_dict().get("type") == "log" else data
+        lines = alt.Chart().mark_line().encode(
+            x=alt.X("epoch:Q", title="epoch", axis=epoch_axis(data["epoch"])),
+            y=alt.Y(f"{column}:Q", title=words(column) + note, scale=scale), color=colour, detail="cell:N",
+            tooltip=["cell:N", "regime:N", "epoch:Q", "stage:N", f"{column}:Q"])
+        return wrap(alt.layer(lines, stage_rules(), data=rows).properties(width=WIDTH, height=HEIGHT),
+                    "panel" if panels else None, panels)
+
+    scale, note = loss_scale(data["val_loss"])
+    return alt.vconcat(measure("val_accuracy", alt.Scale(zero=False), ""), measure("val_loss", scale, note)).properties(
+        title=title("Validation accuracy and loss per epoch and training regime, one line per run (not averaged)",
+                    "legend: each regime with the parameters its last stage trained", STAGES))
 
 
 def halving_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:

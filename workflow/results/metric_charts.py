@@ -106,7 +106,7 @@ def trainable_layers_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> al
     other = varying_axes(data, axis_columns(summary), exclude=("train", "seed"))
     data, runs = with_runs(with_stop_labels(data) if halved(data) else data, other)
     encoding = {"color": alt.Color("runs:N", title=None, sort=runs, legend=LEGEND, scale=colours(len(runs)))} if runs else {}
-    layers = alt.X("layers:Q", title="trainable layers (last:N, head included; 0 = head only)",
+    layers = alt.X("layers:Q", title="trainable layers (last:N with the head, or keras:N; 0 = head only)",
                    axis=alt.Axis(values=sorted(set(data["layers"]))))
     base = alt.Chart(data).encode(x=layers, **encoding)
     if halved(data):  # a pruned run: an open dot

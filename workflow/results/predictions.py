@@ -35,6 +35,31 @@ def prediction_columns(predictions: Predictions) -> dict:
     return columns
 
 
+def positive_index(predictions: Predictions, positive: str | None, dataset: str) -> int:
+    """The index of a two-class dataset's positive class: `positive_class.<dataset>` by name, else the
+    second class; a name that is not one of its classes is an error naming the key."""
+    names = [str(name) for name in predictions.class_names]
+    if positive is None:
+        return 1
+    if str(positive) not in names:
+        raise ValueError(f"positive_class.{dataset}: {positive!r} is not a class of {dataset}; its classes are {names}")
+    return names.index(str(positive))
+
+
+def positive_columns(predictions: Predictions, positive: int) -> dict:
+    """A two-class test split seen from its positive class: the class, the recall (sensitivity) with its
+    95 % Wilson interval, and the false-negative rate (1 - recall). (ROC AUC does not depend on which
+    class is positive: the two classes' scores sum to 1.)"""
+    is_positive = predictions.test_labels == positive
+    found = int((predictions.test_scores[is_positive].argmax(axis=1) == positive).sum())
+    total = int(is_positive.sum())
+    if total == 0:
+        return {"positive_class": str(predictions.class_names[positive])}
+    low, high = wilson_interval(found, total)
+    return {"positive_class": str(predictions.class_names[positive]), "test_recall": found / total,
+            "test_recall_low": low, "test_recall_high": high, "test_fnr": 1 - found / total}
+
+
 def counts_columns(metrics: dict) -> dict:
     """What a metrics.json alone tells without predictions: the test split's size and class counts
     (from `per_class` supports) and the Wilson interval of its test accuracy."""

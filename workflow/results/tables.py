@@ -53,15 +53,19 @@ def batch_lr_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def regimes_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy and time per training regime (from scratch / frozen / fine-tuned / last N layers)."""
+    """Accuracy and time per training regime (from scratch / frozen / fine-tuned / last N layers); for
+    two classes also the positive class's recall and false-negative rate."""
     frame = summary.assign(regime=[regime(w, f) for w, f in zip(summary["weights"], summary["train"])])
     other = varying_axes(frame, axis_columns(summary), exclude=("dataset", "model", "weights", "train", "seed"))
     keys = ["dataset", "model", *other, "regime"]
     runs = frame.groupby(keys, sort=True).agg(n_runs=("cell", "size"))
     ok = _ok(frame).groupby(keys, sort=True)
+    binary = {column: (column, "mean") for column in ("test_recall", "test_fnr")
+              if column in frame and frame[column].notna().any()}
     table = runs.join(ok.agg(
         n_ok=("cell", "size"),
-        test_accuracy=("test_accuracy", "mean"), test_accuracy_sd=("test_accuracy", "std"),
+        test_accuracy=("test_accuracy", "mean"), test_accuracy_sd=("test_accuracy", "std"), **binary,
+        trainable_parameters=("trainable_parameters", "max"),
         **{f"mean_{column}": (column, "mean") for column in TIME_COLUMNS},
     ))
     table["n_ok"] = table["n_ok"].fillna(0).astype(int)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,7 @@ from workflow.study import paths
 from workflow.study.config import ConfigError
 from workflow.study.sampling import RandomSearch, apply_draws, sampled_grid, sampled_search
 from workflow.study.search import Halving, build_search
-from workflow.study.settings import DEFAULT_TRAINING, check_swept_keys, check_training, merge
+from workflow.study.settings import DEFAULT_TRAINING, cell_training, check_swept_keys, check_training, merge
 from workflow.train.backbones import model_error, model_folder
 
 PRETRAIN_PREFIX = "pretrain:"
@@ -76,9 +77,11 @@ def weights_tag(weights: str) -> str:
 
 
 def param_tag(value) -> str:
-    """A swept training value as it appears in a cell id."""
+    """A swept training value as it appears in a cell id (a mapping or list as a short digest)."""
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:6]
     return str(value).replace(":", "").replace("/", "_")
 
 
@@ -104,6 +107,7 @@ class Study:
     cells: dict[str, Cell]  # every cell by id: grid cells and their upstream cells
     halving: Halving | None = None  # `search: halving`; None for a plain grid search
     sampling: RandomSearch | None = None  # `search: random` or `tpe`: what the cells' drawn values come from
+    positive_classes: dict = field(default_factory=dict)  # `positive_class`: dataset -> its positive class
 
     @property
     def out(self) -> Path:
@@ -200,7 +204,10 @@ def _matches(values: dict, pattern: dict) -> bool:
 
 def _check_overrides(overrides: list[dict]) -> None:
     for i, rule in enumerate(overrides):
-        first_set = min(AXES.index(axis) for axis in rule["set"])
+        axes = [axis for axis in rule["set"] if axis != "training"]  # training settings come after every axis
+        if not axes:
+            continue
+        first_set = min(AXES.index(axis) for axis in axes)
         late = [axis for axis in rule["when"] if AXES.index(axis) >= first_set]
         if late:
             raise ConfigError(
@@ -224,13 +231,25 @@ def expand_axes(axis_values: dict, overrides: list[dict]) -> list[dict]:
     return combos
 
 
+def own_training(combo: dict, overrides: list[dict]) -> dict:
+    """The training settings that `overrides` set for a cell, in their order (later ones win)."""
+    own: dict = {}
+    for rule in overrides:
+        if "training" in rule["set"] and _matches(combo, rule["when"]):
+            own = merge(own, rule["set"]["training"])
+    return own
+
+
 def expand_grid(grid: dict) -> list[dict]:
     """The grid's cells as axis-value dicts: product with overrides, minus exclude, plus include."""
     overrides = grid.get("overrides", [])
     _check_overrides(overrides)
     combos = [c for c in expand_axes(grid, overrides) if not any(_matches(c, e) for e in grid.get("exclude", []))]
+    combos = [{**combo, "training": own_training(combo, overrides)} for combo in combos]
     for entry in grid.get("include", []):
-        combos += expand_axes({**grid, **{axis: [value] for axis, value in entry.items()}}, overrides)
+        axes = {axis: [value] for axis, value in entry.items() if axis != "training"}
+        combos += [{**combo, "training": merge(own_training(combo, overrides), entry.get("training", {}))}
+                   for combo in expand_axes({**grid, **axes}, overrides)]
     swept = grid.get("training", {})
     keys = sorted(swept)
     return [
@@ -255,8 +274,8 @@ def build_study(config: dict) -> Study:
     sampling = sampled_search(config, DEFAULT_TRAINING)
     for values in apply_draws(expand_grid(sampled_grid(grid, sampling)), sampling):
         _check_dataset(values["dataset"], datasets, "grid.dataset")
-        params = {key: value for key, value in values.pop("params").items() if value != training[key]}
-        cell = Cell(**{**values, "lr": float(values["lr"])}, training=merge(training, params), params=params)
+        resolved, params = cell_training(training, values.pop("params"), values.pop("training"))
+        cell = Cell(**{**values, "lr": float(values["lr"])}, training=resolved, params=params)
         if params:
             check_training(cell.training, f"cell {cell.id}: training")
         _check_cell(cell, "grid")
@@ -281,4 +300,13 @@ def build_study(config: dict) -> Study:
         cells=cells,
         halving=build_search(config.get("search"), grid_cells, AXES),
         sampling=sampling,
+        positive_classes=positive_classes(config, datasets),
     )
+
+
+def positive_classes(config: dict, datasets: dict) -> dict:
+    """`positive_class`: the positive class of two-class datasets, by dataset; names must be datasets."""
+    chosen = config.get("positive_class") or {}
+    for name in chosen:
+        _check_dataset(name, datasets, f"positive_class.{name}")
+    return dict(chosen)

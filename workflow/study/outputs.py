@@ -17,14 +17,17 @@ CHART_FORMATS = ("html", "png", "svg")
 
 LAST_PREFIX = "last:"
 FROM_PREFIX = "from:"
+KERAS_PREFIX = "keras:"
 
 
 def trainable_layers(train: str) -> int | None:
-    """Layers a `train` value trains: `last:N` N (the head's included), `head` 0; None otherwise."""
+    """Layers a `train` value trains: `last:N` N (the head's included), `keras:N` N (Keras layers, the
+    head aside), `head` 0; None otherwise."""
     if train == "head":
         return 0
-    if train.startswith(LAST_PREFIX):
-        return int(train[len(LAST_PREFIX):])
+    for prefix in (LAST_PREFIX, KERAS_PREFIX):
+        if train.startswith(prefix):
+            return int(train[len(prefix):])
     return None
 
 
@@ -39,6 +42,8 @@ def regime(weights: str, train: str) -> str:
         return "fine-tuned"
     if train.startswith(FROM_PREFIX):
         return f"from {train[len(FROM_PREFIX):]}"
+    if train.startswith(KERAS_PREFIX):
+        return f"last {trainable_layers(train)} Keras layers"
     return f"last {trainable_layers(train)} layers"
 
 
@@ -87,6 +92,8 @@ def study_charts(study: Study) -> list[str]:
         charts.append("trainable_layers")
     if len(study.grid_cells) > 1:
         charts.append("accuracy_vs_time")
+    if len({regime(cell.weights, cell.train) for cell in study.grid_cells}) > 1:
+        charts.append("regime_curves")
     if _varies(study, "seed"):
         charts.append("configs")
     if study.halving is not None:

@@ -18,6 +18,8 @@ DEFAULT_TRAINING = {
     "head": "gap",
     "dropout": None,  # the head's own default: gap 0.5, mlp 0.2
     "momentum": 0.9,
+    "rho": 0.99,  # RMSprop's smoothing constant (torch's `alpha`; Keras calls it rho, default 0.9)
+    "eps": None,  # the optimizer's epsilon; None is torch's default (1e-8; Keras uses 1e-7)
     "nesterov": False,
     "weight_decay": 0.0,
     "decay_norm_and_bias": False,
@@ -27,7 +29,8 @@ DEFAULT_TRAINING = {
     "step": {"every": 30, "factor": 0.1},
     "cosine": {"min_lr_factor": 0.0},
     "early_stopping": {"patience": 10},
-    "augment": {"hflip": False, "crop": 0, "shift": 0.0, "zoom": 0.0, "rotation": 0.0, "fill": "reflect"},
+    "augment": {"hflip": False, "crop": 0, "shift": 0.0, "zoom": 0.0, "rotation": 0.0,
+                "shear": 0.0, "vflip": False, "rot90": False, "fill": "reflect"},
     "loader": {"memory_share": 0.5, "workers": 0, "buffer_chunks": 4},
     "label_smoothing": 0.0,
     "mixup": 0.0,
@@ -41,7 +44,7 @@ DEFAULT_TRAINING = {
 
 # Training keys a stage may set for itself (besides name, train, epochs and lr_factor).
 STAGE_OVERRIDES = (
-    "optimizer", "momentum", "nesterov", "weight_decay", "decay_norm_and_bias",
+    "optimizer", "momentum", "rho", "eps", "nesterov", "weight_decay", "decay_norm_and_bias",
     "schedule", "warmup_epochs", "plateau", "step", "cosine", "early_stopping",
 )
 
@@ -79,6 +82,15 @@ def check_training(training: dict, where: str) -> None:
         settings = stage_settings(training, stage, "sgd", "all")
         if settings["nesterov"] and settings["momentum"] == 0:
             raise ConfigError(f"{where}: stage {stage['name']!r} asks for nesterov with momentum 0")
+
+
+def cell_training(training: dict, swept: dict, own: dict) -> tuple[dict, dict]:
+    """A cell's training settings and the top-level keys where they differ from the study's `training`:
+    the study's, with the cell's swept values (grid.training) and its own settings (from `include`
+    and `overrides`, deep-merged) on top."""
+    resolved = merge(merge(training, swept), own)
+    differ = {key: resolved[key] for key in resolved if resolved[key] != training[key]}
+    return resolved, differ
 
 
 def check_swept_keys(swept: dict) -> None:

@@ -32,6 +32,7 @@ from workflow.integrity import load_torch
 from workflow.train.backbones import Backbone, check_model, get_backbone, resolution_error
 from workflow.train.catalogue import timm_name
 from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
+from workflow.train.keras_depth import KERAS_PREFIX, keras_trainable
 from workflow.train.timm_models import build_timm, split_timm_head
 from workflow.train.weights import cached_weights_path, fetch_command
 
@@ -40,7 +41,7 @@ PLAIN_STD = (0.5, 0.5, 0.5)
 
 HEAD_DROPOUT = {"gap": 0.5, "mlp": 0.2}
 HEADS = ("gap", "mlp", "own")
-TRAIN_VALUES = "'head', 'all', 'last:N' or 'from:<module>'"
+TRAIN_VALUES = "'head', 'all', 'last:N', 'keras:N' or 'from:<module>'"
 
 
 class Classifier(nn.Module):
@@ -278,6 +279,11 @@ def set_trainable(model: Classifier, train: str) -> None:
         for _, layer in layers[-n:]:
             for parameter in layer.parameters(recurse=False):  # a layer's own, not its sub-layers'
                 parameter.requires_grad_(True)
+    elif train.startswith(KERAS_PREFIX):  # the last N layers as Keras counts them (workflow/train/keras_depth.py)
+        model.requires_grad_(False)
+        model.head.requires_grad_(True)
+        for module in keras_trainable(model.backbone, train):
+            model.backbone.get_submodule(module).requires_grad_(True)
     elif train.startswith("from:") and len(train) > 5:
         model.requires_grad_(False)
         for _, module in modules_from(model, train[5:]):

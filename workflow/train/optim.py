@@ -23,16 +23,18 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias:
 
 
 def make_optimizer(settings: dict, groups: list[dict], lr: float) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov), Adam, AdamW or RMSprop (momentum) by name."""
+    """SGD (momentum, nesterov), Adam, AdamW or RMSprop (momentum, smoothing constant `rho`) by name;
+    `eps` (None: torch's default) is the epsilon of Adam, AdamW and RMSprop."""
     name = settings["optimizer"]
+    eps = {} if settings["eps"] is None else {"eps": settings["eps"]}
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=settings["momentum"], nesterov=settings["nesterov"])
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.Adam(groups, lr=lr, **eps)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, **eps)
     if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, momentum=settings["momentum"])
+        return torch.optim.RMSprop(groups, lr=lr, momentum=settings["momentum"], alpha=settings["rho"], **eps)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
 
 

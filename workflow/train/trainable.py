@@ -1,0 +1,58 @@
+"""How many parameters each stage of a cell trains, counted on its model before any training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from workflow.study import paths
+from workflow.study.settings import stage_settings
+from workflow.train.models import build_classifier, set_trainable
+
+
+def stage_trainable_parameters(cell: dict, num_classes: int) -> dict[str, int]:
+    """Trainable parameters per stage name of a cell (`Cell.to_dict()`), its model built with its head,
+    dropout and resolution but random weights (the counts do not depend on them)."""
+    training = cell["training"]
+    model, _ = build_classifier(cell["model"], num_classes, "none", training["dropout"], head=training["head"],
+                                resolution=cell["resolution"])
+    counts = {}
+    for stage in training["stages"]:
+        set_trainable(model, stage_settings(training, stage, cell["optimizer"], cell["train"])["train"])
+        counts[stage["name"]] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return counts
+
+
+# Classes of each source before `classes` selects some (cifar100: fine labels; coarse has 20).
+SOURCE_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "pcam": 2, "cats_vs_dogs": 2}
+
+
+def dataset_classes(study, name: str) -> int | None:
+    """How many classes a dataset has: from its plan once planned, else from its config; None when only
+    its files can tell (an image folder not yet planned)."""
+    plan = Path(paths.plan_file(study.data_dir, name))
+    if plan.exists():
+        return len(json.loads(plan.read_text())["class_names"])
+    spec = study.dataset(name)
+    if spec.get("classes"):
+        return len(spec["classes"])
+    if spec["source"] == "cifar100" and spec.get("label_type") == "coarse":
+        return 20
+    return SOURCE_CLASSES.get(spec["source"])
+
+
+def trainable_column(study) -> tuple[dict[str, str], bool]:
+    """Per cell id its trainable parameters per stage (`head 12,810 / finetune 11,181,642`), and whether
+    some counts assume 2 classes (a dataset whose classes are not known before it is planned)."""
+    counted: dict[tuple, dict[str, int]] = {}
+    column, assumed = {}, False
+    for cell in study.cells.values():
+        classes = dataset_classes(study, cell.dataset)
+        assumed = assumed or classes is None
+        data = cell.to_dict()
+        key = (cell.model, cell.resolution, cell.train, cell.optimizer, classes or 2,
+               json.dumps(cell.training, sort_keys=True, default=str))
+        if key not in counted:
+            counted[key] = stage_trainable_parameters(data, classes or 2)
+        column[cell.id] = " / ".join(f"{stage} {count:,}" for stage, count in counted[key].items())
+    return column, assumed
