@@ -38,7 +38,8 @@ rule export:
     output:
         paths.export_files(OUT, "{export_id}", EXPORT["formats"]),
     params:
-        chosen=get_chosen_json,
+        chosen=get_chosen_json,  # not on the command line (the job reads the index): a changed entry re-exports
+        index=paths.export_index_file(OUT),
         formats=" ".join(EXPORT["formats"]),
         out=lambda wildcards: paths.export_folder(OUT, wildcards.export_id),
     wildcard_constraints:
@@ -50,4 +51,4 @@ rule export:
         ENV
     shell:
         "python -m workflow export --model {input.checkpoint} --out {params.out} --formats {params.formats}"
-        " --chosen {params.chosen:q} > {log} 2>&1"
+        " --index {params.index} --id {wildcards.export_id} > {log} 2>&1"

@@ -160,6 +160,7 @@ def test_end_to_end_export_of_the_recommended_model(finished_tiny_study):
     preprocess = json.loads((folder / "preprocess.json").read_text())
     assert preprocess["class_names"] == ["5", "6", "7", "8", "9"]
     assert json.dumps(preprocess).count("val_accuracy") >= 1  # what it was chosen on
+    assert preprocess["chosen"] == entries[0]["chosen"]  # read by the job from the index, not the command line
 
 
 def test_finished_study_has_nothing_left_to_do(finished_tiny_study):

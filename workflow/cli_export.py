@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from workflow.cli import log
@@ -18,8 +17,15 @@ def cmd_export(args) -> None:
         return
     from workflow.export.export import export_model
 
-    export_model(args.model, args.out, formats=args.formats, chosen=json.loads(args.chosen) if args.chosen else None,
-                 log=log)
+    chosen = None
+    if args.index:  # what the configuration was chosen on: its entry in the export index
+        from workflow.export.plan import read_export_index
+
+        entry = read_export_index(args.index).get(args.id)
+        if entry is None:
+            sys.exit(f"error: {args.index} has no entry {args.id!r}")
+        chosen = entry["chosen"]
+    export_model(args.model, args.out, formats=args.formats, chosen=chosen, log=log)
 
 
 def cmd_predict(args) -> None:
@@ -38,7 +44,8 @@ def add_export_commands(sub) -> None:
     p.add_argument("--model", required=True, help="the cell's checkpoint (best.pt)")
     p.add_argument("--out", required=True, help="the export folder")
     p.add_argument("--formats", nargs="+", default=["torchscript", "onnx"], choices=["torchscript", "onnx"])
-    p.add_argument("--chosen", help="what the configuration was chosen on, as JSON (an entry of the export index)")
+    p.add_argument("--index", help="the study's export index, whose entry --id says what the model was chosen on")
+    p.add_argument("--id", help="the export folder's id in --index")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("export-index", help="list the cells a study exports, from its best and summary tables")
