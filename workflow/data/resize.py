@@ -22,6 +22,14 @@ CROP_METHOD = ("bilinear, antialiased, align_corners=False, uint8 (matches Pillo
 RESIZE_METHODS = {"stretch": RESIZE_METHOD, "crop": CROP_METHOD}  # a dataset's `resize` mode: its recorded method
 
 
+def resize_mode_of(method: str) -> str:
+    """The mode (stretch or crop) whose recorded method (a manifest's, checkpoint's or preprocess.json's) is `method`."""
+    for mode, recorded in RESIZE_METHODS.items():
+        if recorded == method:
+            return mode
+    raise ValueError(f"resize method {method!r} is not one this version prepares images with")
+
+
 def crop_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
     """Mode crop: (resized height, resized width, top, left) as torchvision's Resize(size) (shorter
     side to size, longer side truncated) and CenterCrop(size) (offsets rounded) compute them."""
