@@ -111,3 +111,11 @@ def test_a_table_re_plans_when_it_changes_and_a_missing_one_names_the_key(tmp_pa
     table.unlink()
     result = dry_run(tmp_path / "work", configfile, check=False)
     assert result.returncode != 0 and f"datasets.pets.path: {table} is not a file" in result.stdout + result.stderr
+
+
+def test_setting_resize_crop_re_plans_and_re_shards(prepared, tmp_path):
+    workdir, _, images = prepared  # prepared without `resize`: test_an_unchanged_folder_is_not_prepared_again
+    config = folder_study(images)
+    config["datasets"]["pets"]["resize"] = "crop"
+    result = dry_run(workdir, write_config(tmp_path / "crop.yaml", config))
+    assert job_counts(result.stdout) == {"plan": 1, "shard": 1, "manifest": 1}

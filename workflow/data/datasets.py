@@ -15,6 +15,8 @@ __all__ = ["COMMON", "DatasetConfigError", "downloads", "resolve_dataset", "reso
 
 # Keys every source takes, with their defaults.
 COMMON = {"seed": 0, "classes": None, "per_class": None, "chunk_images": 64, "compression": "none"}
+# Keys every source takes that are not filled in when absent (so that existing plans stay as they were).
+UNFILLED = ("resize",)
 
 
 def resolve_dataset(name: str, spec: dict) -> dict:
@@ -23,7 +25,7 @@ def resolve_dataset(name: str, spec: dict) -> dict:
         raise DatasetConfigError(f"datasets.{name}.source: unknown source {spec['source']!r}; "
                                  f"known: {', '.join(SOURCES)}")
     source = SOURCES[spec["source"]]
-    allowed = {"source", *COMMON, *source.DEFAULTS}
+    allowed = {"source", *COMMON, *UNFILLED, *source.DEFAULTS}
     for key in spec:
         if key not in allowed:
             raise DatasetConfigError(f"datasets.{name}.{key}: not used by source {spec['source']!r}: "

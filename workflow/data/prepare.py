@@ -28,29 +28,35 @@ import numpy as np
 
 from workflow.atomic import write_json
 from workflow.data.plan import make_plan, plan_sha256
-from workflow.data.resize import RESIZE_METHOD, resize_images
+from workflow.data.resize import RESIZE_METHODS, resize_images
 from workflow.data.shards import shard_writer, verify_shard
 from workflow.data.sources import Skipped, get_source
 from workflow.data.sources.images import decode
 from workflow.data.splits import SPLITS
 
-__all__ = ["make_plan", "prepare_dataset", "prepare_files", "resize_block", "write_manifest", "write_shard"]
+__all__ = ["make_plan", "prepare_dataset", "prepare_files", "resize_block", "resize_mode", "write_manifest", "write_shard"]
 
 RESIZE_BLOCK = 512  # images decoded and resized together
 
 
-def resize_block(block: list, resolution: int) -> tuple[np.ndarray, list[int], list[Skipped]]:
-    """Resize a block of decoded images as a shard stores them, leaving out those that did not decode
-    (Skipped): (uint8 images (n, resolution, resolution, 3), positions in `block` kept, the Skipped)."""
+def resize_mode(spec: dict) -> str:
+    """A dataset's resize mode: its `resize` key, stretch when not set (it is not filled by default,
+    so that the plans of datasets without it stay as they were)."""
+    return spec.get("resize") or "stretch"
+
+
+def resize_block(block: list, resolution: int, mode: str = "stretch") -> tuple[np.ndarray, list[int], list[Skipped]]:
+    """Resize a block of decoded images as a shard stores them (`mode` stretch or crop), leaving out those that
+    did not decode (Skipped): (uint8 images (n, resolution, resolution, 3), positions in `block` kept, the Skipped)."""
     good = [i for i, image in enumerate(block) if not isinstance(image, Skipped)]
     skipped = [image for image in block if isinstance(image, Skipped)]
-    return resize_images([block[i] for i in good], resolution), good, skipped
+    return resize_images([block[i] for i in good], resolution, mode), good, skipped
 
 
-def prepare_files(paths: list, resolution: int) -> tuple[np.ndarray, list[int], list[Skipped]]:
-    """Decode image files and resize them as `write_shard` does a dataset's (`resize_block`); a file
-    that does not decode is Skipped (keyed by its path as given), not an error."""
-    return resize_block([decode(path, str(path)) for path in paths], resolution)
+def prepare_files(paths: list, resolution: int, mode: str = "stretch") -> tuple[np.ndarray, list[int], list[Skipped]]:
+    """Decode image files and resize them as `write_shard` does a dataset's (`resize_block`, `mode` as
+    its manifest's); a file that does not decode is Skipped (keyed by its path as given), not an error."""
+    return resize_block([decode(path, str(path)) for path in paths], resolution, mode)
 
 
 def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | os.PathLike, log=print) -> None:
@@ -63,8 +69,8 @@ def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | o
     slices = {split: (np.array_split(np.asarray(entry.get("keys", entry["indices"]), object), parts)[part],
                       np.array_split(np.asarray(entry["labels"], np.int64), parts)[part])
               for split, entry in plan["splits"].items()}
-    skipped = []
-    attrs = {"dataset": plan["dataset"], "resolution": resolution, "resize_method": RESIZE_METHOD,
+    skipped, mode = [], resize_mode(spec)
+    attrs = {"dataset": plan["dataset"], "resolution": resolution, "resize_method": RESIZE_METHODS[mode],
              "class_names": json.dumps(plan["class_names"]), "part": part, "parts": parts,
              "plan_sha256": plan_sha256(plan), "skipped": skipped}
     compression = None if spec["compression"] == "none" else spec["compression"]
@@ -73,7 +79,7 @@ def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | o
     with shard_writer(out, capacity, resolution, attrs, spec["chunk_images"], compression) as writers:
         for split, (keys, labels) in slices.items():
             for start in range(0, len(keys), RESIZE_BLOCK):
-                images, good, bad = resize_block(read(list(keys[start:start + RESIZE_BLOCK])), resolution)
+                images, good, bad = resize_block(read(list(keys[start:start + RESIZE_BLOCK])), resolution, mode)
                 skipped += [{"file": image.key, "reason": image.reason, "split": split} for image in bad]
                 writers[split].add(images, labels[start:start + RESIZE_BLOCK][good])
             log(f"{split}: {len(keys)} images read ({time.perf_counter() - started:.1f} s)")
@@ -114,7 +120,7 @@ def write_manifest(plan: dict, resolution: int, shards: list[str | os.PathLike],
         "dataset": plan["dataset"],
         "source": spec["source"],
         "resolution": resolution,
-        "resize_method": RESIZE_METHOD,
+        "resize_method": RESIZE_METHODS[resize_mode(spec)],
         "class_names": class_names,
         "counts": {split: dict(zip(class_names, totals[split].tolist())) for split in SPLITS},
         "totals": {split: int(totals[split].sum()) for split in SPLITS},

@@ -111,6 +111,15 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
         return json.loads(f.attrs["class_names"])
 
 
+def read_resize_method(path: str | os.PathLike) -> str:
+    """How a prepared dataset's images were resized (its manifest's or shard file's `resize_method`)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return json.loads(path.read_text())["resize_method"]
+    with h5py.File(path, "r") as f:
+        return str(f.attrs["resize_method"])
+
+
 def read_split(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """One split's images (uint8 N x H x W x 3) and labels from every shard, in order, into memory."""
     files = shard_files(path)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from workflow.atomic import write_json
+from workflow.data.resize import resize_mode_of
 from workflow.export.checkpoint import ModelCard, load_model
 from workflow.export.runners import FILES, INPUT_NAME, OUTPUT_NAME, PREPROCESS, OnnxRunner, TorchRunner, \
     load_torchscript
@@ -44,7 +45,7 @@ def preprocess_description(card: ModelCard, chosen: dict | None = None, files: d
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW",
                   "channels": "RGB", "size": size},
         "decode": DECODE,
-        "resize": {"size": [size, size], "method": card.resize_method,
+        "resize": {"size": [size, size], "method": card.resize_method, "mode": resize_mode_of(card.resize_method),
                    "function": "workflow.data.prepare.prepare_files"},
         "normalization": {"formula": "(pixel / 255 - mean) / std, per channel", "mean": list(card.mean),
                           "std": list(card.std)},

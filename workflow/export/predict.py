@@ -20,6 +20,7 @@ import torch
 
 from workflow.data.normalize import Normalizer
 from workflow.data.prepare import prepare_files
+from workflow.data.resize import resize_mode_of
 from workflow.data.sources.images import ignore_reason
 from workflow.export.runners import open_model
 from workflow.train.runtime import pick_device
@@ -76,10 +77,11 @@ def top_k_row(path: str, scores: np.ndarray, class_names: list[str], k: int) -> 
 def classify_files(runner, preprocess: dict, paths: list[str], k: int, batch_size: int = 64) -> list[dict]:
     """Rows (`top_k_row`) for every path in order; a file that does not decode gets its reason in `error`."""
     size, names = preprocess["input"]["size"], preprocess["class_names"]
+    mode = resize_mode_of(preprocess["resize"]["method"])  # the images prepared as the training data was
     rows = []
     for start in range(0, len(paths), batch_size):
         block = paths[start:start + batch_size]
-        images, good, skipped = prepare_files(block, size)
+        images, good, skipped = prepare_files(block, size, mode)
         scores = class_scores(runner, preprocess, images, batch_size)
         done = {position: top_k_row(block[position], scores[i], names, k) for i, position in enumerate(good)}
         reasons = iter(skipped)

@@ -86,7 +86,8 @@ def evaluate_best(job: Job, state: RunState) -> tuple[dict, float | None, dict |
     ({}, None, None) after an out-of-memory error."""
     best_path = job.out_dir / BEST_SO_FAR
     if state.best_epoch is None and not best_path.exists():  # it exists when an earlier job finished
-        save_checkpoint(best_path, job.model, job.cell, job.normalization, 0, class_names=job.class_names)
+        save_checkpoint(best_path, job.model, job.cell, job.normalization, 0, class_names=job.class_names,
+                        resize_method=job.resize_method)
     else:
         job.model.load_state_dict(load_torch(best_path, map_location=job.device, weights_only=False)["model"])
     if job.device.type == "cuda":

@@ -110,7 +110,7 @@ def keep_best(job: Job, state: RunState, val_accuracy: float) -> bool:
         return False
     state.best_val_accuracy, state.best_epoch = val_accuracy, state.epoch
     save_checkpoint(job.out_dir / BEST_SO_FAR, job.model, job.cell, job.normalization, state.epoch,
-                    class_names=job.class_names)
+                    class_names=job.class_names, resize_method=job.resize_method)
     return True
 
 

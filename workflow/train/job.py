@@ -12,7 +12,8 @@ import torch
 from workflow.data.batches import load_splits
 from workflow.data.device_split import DeviceSplit
 from workflow.data.normalize import Normalizer
-from workflow.data.shards import read_class_names
+from workflow.data.resize import RESIZE_METHOD
+from workflow.data.shards import read_class_names, read_resize_method
 from workflow.train.loop import MicroBatching
 from workflow.train.models import Classifier, build_classifier
 from workflow.train.objective import Objective
@@ -44,6 +45,7 @@ class Job:
     stop: StopFlag
     micro: MicroBatching
     watch: object = None  # workflow.track.watch.Watch: progress file, progress lines, tracking
+    resize_method: str = RESIZE_METHOD  # the manifest's: how its images were resized
 
 
 def open_job(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
@@ -71,4 +73,5 @@ def open_job(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | 
         threads=threads, out_dir=Path(out_dir), fingerprint=run_fingerprint(cell, manifest, init),
         generator=torch.Generator().manual_seed(cell["seed"]), objective=Objective(training, cell["seed"]),
         log=log, stop=stop or StopFlag(), micro=MicroBatching(allowed=training["oom_micro_batches"]),
+        resize_method=read_resize_method(manifest),
     )

@@ -89,24 +89,25 @@ def checkpoint_versions() -> dict:
     return {"tlsweep": tlsweep, **versions()}
 
 
-def checkpoint_description(model, cell: dict, normalization, class_names: list[str] | None) -> dict:
+def checkpoint_description(model, cell: dict, normalization, class_names: list[str] | None,
+                           resize_method: str = RESIZE_METHOD) -> dict:
     """What a checkpoint says about its model besides the weights: how to rebuild it (model name,
     head, classes, resolution, whether InceptionV3's auxiliary classifier is there) and how its
-    input is prepared (resolution, resize method, normalisation), the cell config and the versions."""
+    input is prepared (resolution, the manifest's resize method, normalisation), the cell config and the versions."""
     mean, std = normalization
     return {
         "format": CHECKPOINT_FORMAT, "model_name": cell["model"], "head": model.head_kind,
         "num_classes": num_classes_of(model), "class_names": None if class_names is None else list(class_names),
-        "resolution": cell.get("resolution"), "resize_method": RESIZE_METHOD,
+        "resolution": cell.get("resolution"), "resize_method": resize_method,
         "aux_classifier": getattr(model.backbone, "AuxLogits", None) is not None,
         "normalization": (tuple(mean), tuple(std)), "cell": cell, "versions": checkpoint_versions(),
     }
 
 
 def save_checkpoint(path: Path, model, cell: dict, normalization, epoch: int,
-                    class_names: list[str] | None = None) -> None:
+                    class_names: list[str] | None = None, resize_method: str = RESIZE_METHOD) -> None:
     """Write the model weights and their description (`checkpoint_description`), atomically."""
-    description = checkpoint_description(model, cell, normalization, class_names)
+    description = checkpoint_description(model, cell, normalization, class_names, resize_method)
     save_torch({"model": model.state_dict(), **description, "epoch": epoch}, path)
 
 
