@@ -1,4 +1,5 @@
-"""Every torchvision classification model: built from the catalogue, loading cached weights, one step per head.
+"""Every torchvision classification model: built from the catalogue, loading cached weights, one step per head
+in channels-last memory format (as the training job runs every model).
 
 CI runs a representative sample; the rest is marked slow (excluded by pyproject's addopts). The full set:
 
@@ -61,12 +62,15 @@ def test_model_loads_cached_weights_and_trains_a_step_with_each_head(torch_home,
         assert len(shared) > len(cached) // 2, head
         for key in (shared[0], shared[-1]):
             assert torch.equal(backbone[key], cached[key]), (head, key)
+        model = model.to(memory_format=torch.channels_last)  # as the training job moves every model
+        kernels = [p for p in model.parameters() if p.dim() == 4]
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels), head
         set_trainable(model, "all")
         set_train_mode(model, "all")
         last = [m for m in model.head.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]
         before = last.weight.detach().clone()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        out = model(x)
+        out = model(x.contiguous(memory_format=torch.channels_last))
         loss = torch.nn.functional.cross_entropy(out[0] if isinstance(out, tuple) else out, y)
         loss.backward()
         optimizer.step()
