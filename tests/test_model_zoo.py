@@ -1,5 +1,6 @@
 """Every torchvision classification model: built from the catalogue, loading cached weights, one step per head
-in channels-last memory format (as the training job runs every model).
+in channels-last memory format (as the training job runs every model), and a compiled ResNet through the job
+(slow: torch.compile on the CPU).
 
 CI runs a representative sample; the rest is marked slow (excluded by pyproject's addopts). The full set:
 
@@ -10,7 +11,10 @@ import pytest
 import torch
 import torchvision
 
+from test_training import make_cell, quiet
+from workflow.study.settings import merge
 from workflow.train.backbones import get_backbone, torchvision_backbones
+from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, imagenet_normalization, parameterised_layers, set_trainable
 from workflow.train.models import set_train_mode
 
@@ -109,3 +113,12 @@ def test_weights_file_check_builds_a_model_that_cannot_go_on_the_meta_device(tmp
     check_weights_file(tmp_path / "best.pt", "regnet_x_400mf")
     with pytest.raises(WeightsFileError, match="holds a 'regnet_x_400mf' model"):
         check_weights_file(tmp_path / "best.pt", "regnet_y_400mf")
+
+
+@pytest.mark.slow  # torch.compile on the CPU: about 2 minutes
+def test_a_compiled_resnet_trains_through_the_job_in_channels_last(shard, tmp_path):
+    training = merge(make_cell()["training"], {"compile": True, "stages": [{"name": "all", "train": "all",
+                                                                            "epochs": 1}]})
+    metrics = train_cell(make_cell(model="resnet18", training=training), shard, tmp_path, threads=1, log=quiet)
+    assert metrics["status"] == "ok" and metrics["run"]["compiled"] and metrics["epochs_run"] == 1
+    assert metrics["test_accuracy"] is not None and (tmp_path / "best.pt").exists()
