@@ -6,6 +6,7 @@ import os
 import re
 import sys
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -17,7 +18,8 @@ from fakecells import summary_frame
 from workflow.export.checkpoint import CheckpointError, load_model
 from workflow.export.export import TOLERANCE, export_model
 from workflow.export.plan import export_id, export_ids, export_plan
-from workflow.export.runners import OnnxRunner, load_torchscript, open_export
+from workflow.export.predict import class_scores
+from workflow.export.runners import OnnxRunner, load_torchscript, open_export, open_model
 from workflow.export.weights_check import WeightsFileError, check_weights_file
 from workflow.results.tables import build_tables
 from workflow.train.cell import record_failure
@@ -73,7 +75,7 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("name,head", [("resnet18", "gap"), ("mobilenet_v2", "gap"), ("resnet18", "own"),
-                                       ("mobilenet_v2", "mlp")])
+                                       ("mobilenet_v2", "mlp"), ("timm:resnet10t", "gap"), ("timm:resnet10t", "mlp")])
 def test_torchscript_and_onnx_logits_equal_pytorchs(tmp_path, name, head):
     model = saved_model(tmp_path / "best.pt", name, head, resolution=32)
     preprocess = export_model(tmp_path / "best.pt", tmp_path / "export", log=lambda _: None)
@@ -95,6 +97,22 @@ def test_torchscript_and_onnx_logits_equal_pytorchs(tmp_path, name, head):
     extra = {"preprocess.json": ""}
     torch.jit.load(str(tmp_path / "export/torchscript.pt"), _extra_files=extra)
     assert json.loads(extra["preprocess.json"])["class_names"] == CLASSES
+
+
+def test_a_timm_models_export_predicts_what_its_checkpoint_predicts(tmp_path):
+    saved_model(tmp_path / "best.pt", "timm:resnet10t", "gap", resolution=32)
+    export_model(tmp_path / "best.pt", tmp_path / "export", log=lambda _: None)
+    images = np.random.default_rng(3).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    from_checkpoint = class_scores(*open_model(tmp_path / "best.pt"), images)
+    for folder in (tmp_path / "export", tmp_path / "onnx-only"):
+        if folder.name == "onnx-only":
+            export_model(tmp_path / "best.pt", folder, formats=["onnx"], log=lambda _: None)
+        runner, preprocess = open_export(folder)
+        assert preprocess["model"] == "timm:resnet10t"
+        scores = class_scores(runner, preprocess, images)
+        assert scores.shape == (6, 3) and np.allclose(scores.sum(axis=1), 1, atol=1e-5)
+        assert np.abs(scores - from_checkpoint).max() <= 1e-4
+    assert from_checkpoint.std() > 1e-3  # scores that differ between images: the comparison means something
 
 
 def test_export_in_one_format_records_what_it_was_chosen_on(tmp_path):

@@ -1,4 +1,6 @@
-"""Every torchvision classification model: built from the catalogue, loading cached weights, one step per head.
+"""Every torchvision classification model: built from the catalogue, loading cached weights, one step per head
+in channels-last memory format (as the training job runs every model), and a compiled ResNet through the job
+(slow: torch.compile on the CPU).
 
 CI runs a representative sample; the rest is marked slow (excluded by pyproject's addopts). The full set:
 
@@ -9,7 +11,10 @@ import pytest
 import torch
 import torchvision
 
+from test_training import make_cell, quiet
+from workflow.study.settings import merge
 from workflow.train.backbones import get_backbone, torchvision_backbones
+from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, imagenet_normalization, parameterised_layers, set_trainable
 from workflow.train.models import set_train_mode
 
@@ -61,12 +66,15 @@ def test_model_loads_cached_weights_and_trains_a_step_with_each_head(torch_home,
         assert len(shared) > len(cached) // 2, head
         for key in (shared[0], shared[-1]):
             assert torch.equal(backbone[key], cached[key]), (head, key)
+        model = model.to(memory_format=torch.channels_last)  # as the training job moves every model
+        kernels = [p for p in model.parameters() if p.dim() == 4]
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels), head
         set_trainable(model, "all")
         set_train_mode(model, "all")
         last = [m for m in model.head.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]
         before = last.weight.detach().clone()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        out = model(x)
+        out = model(x.contiguous(memory_format=torch.channels_last))
         loss = torch.nn.functional.cross_entropy(out[0] if isinstance(out, tuple) else out, y)
         loss.backward()
         optimizer.step()
@@ -105,3 +113,12 @@ def test_weights_file_check_builds_a_model_that_cannot_go_on_the_meta_device(tmp
     check_weights_file(tmp_path / "best.pt", "regnet_x_400mf")
     with pytest.raises(WeightsFileError, match="holds a 'regnet_x_400mf' model"):
         check_weights_file(tmp_path / "best.pt", "regnet_y_400mf")
+
+
+@pytest.mark.slow  # torch.compile on the CPU: about 2 minutes
+def test_a_compiled_resnet_trains_through_the_job_in_channels_last(shard, tmp_path):
+    training = merge(make_cell()["training"], {"compile": True, "stages": [{"name": "all", "train": "all",
+                                                                            "epochs": 1}]})
+    metrics = train_cell(make_cell(model="resnet18", training=training), shard, tmp_path, threads=1, log=quiet)
+    assert metrics["status"] == "ok" and metrics["run"]["compiled"] and metrics["epochs_run"] == 1
+    assert metrics["test_accuracy"] is not None and (tmp_path / "best.pt").exists()

@@ -1,18 +1,25 @@
-"""training.precision: auto picks bf16 only where the GPU has it natively, fp16 with a GradScaler otherwise."""
+"""training.precision: auto picks bf16 only where the GPU has it natively, fp16 with a GradScaler otherwise;
+the GradScaler's state goes into last.pt and a resumed fp16 run goes on with its loss scale."""
 
 import json
+import shutil
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
 
-from test_training import make_cell, quiet
+from histories import TIMING_COLUMNS
+from test_training import make_cell, quiet, start_training, steps_per_epoch
 from workflow.study.settings import DEFAULT_TRAINING, merge
 from workflow.train.cell import train_cell
 from workflow.train.loop import train_step
 from workflow.train.models import build_classifier, set_train_mode
 from workflow.train.objective import Objective
+from workflow.testing import SIGNAL_AT_STEP
 from workflow.train.runtime import Precision, resolve_precision
+from workflow.train.signals import EXIT_STOPPED
+from workflow.train.state import LAST, LAST_FORMAT
 
 CUDA = torch.device("cuda")
 
@@ -84,3 +91,34 @@ def test_the_precision_is_recorded_in_metrics(shard, tmp_path):
         assert on_disk["run"]["precision"] == {"auto": "fp32", "fp16": "fp16"}[precision]
         assert metrics["status"] == "ok"  # skipped fp16 steps are no divergence
         assert (on_disk["run"]["skipped_fp16_steps"] > 0) == (precision == "fp16")
+
+
+def test_a_stopped_fp16_run_resumes_with_its_loss_scale_and_an_older_last_pt_still_resumes(shard, tmp_path):
+    training = merge(make_cell()["training"], {"precision": "fp16", "deterministic": True,
+                                               "stages": [{"name": "all", "train": "all", "epochs": 2}]})
+    cell = make_cell(training=training)
+    reference = train_cell(cell, shard, tmp_path / "reference", threads=1, log=quiet)
+    out = tmp_path / "stopped"
+    first = start_training(cell, shard, out, "run1.log", **{SIGNAL_AT_STEP: str(steps_per_epoch(shard) + 3)})
+    assert first.wait(timeout=300) == EXIT_STOPPED, (tmp_path / "run1.log").read_text()
+    saved = torch.load(out / LAST, weights_only=False)
+    assert saved["format"] == LAST_FORMAT and saved["position"]["epoch"] == 2
+    assert saved["amp"]["scaler"]["scale"] < 2.0 ** 16 and saved["amp"]["skipped_steps"] > 0  # it backed off
+    older = tmp_path / "older"  # the same stop in last.pt's layout 2, without the precision's state
+    shutil.copytree(out, older)
+    torch.save({**{k: v for k, v in saved.items() if k != "amp"}, "format": 2}, older / LAST)
+
+    resumed = train_cell(cell, shard, out, threads=1, log=quiet)
+    # the signal counts optimizer steps, which the scaler's skipped steps are not
+    assert resumed["run"]["resumes"] == [{"epoch": 1, "batch": saved["position"]["batches"], "signal": "SIGTERM"}]
+    expected = pd.read_csv(tmp_path / "reference" / "history.csv").drop(columns=list(TIMING_COLUMNS))
+    ours = pd.read_csv(out / "history.csv").drop(columns=list(TIMING_COLUMNS))
+    pd.testing.assert_frame_equal(ours, expected, check_exact=True)
+    assert resumed["run"]["skipped_fp16_steps"] == reference["run"]["skipped_fp16_steps"]
+
+    messages = []
+    from_older = train_cell(cell, shard, older, threads=1, log=messages.append)
+    assert any("resuming from" in m for m in messages) and from_older["epochs_run"] == 2
+    assert from_older["run"]["resumes"] == resumed["run"]["resumes"]
+    # its loss scale started afresh: the steps it skips again are counted from the resume on
+    assert from_older["run"]["skipped_fp16_steps"] != reference["run"]["skipped_fp16_steps"]

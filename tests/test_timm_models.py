@@ -1,4 +1,5 @@
-"""timm models: built from timm, pretrained weights read offline from a Hugging Face cache laid out as the hub does."""
+"""timm models: built from timm, pretrained weights read offline from a Hugging Face cache laid out as the hub does;
+one training step per head in channels-last memory format, as the training job runs every model."""
 
 import sys
 
@@ -51,12 +52,13 @@ def test_timm_model_loads_cached_weights_offline_and_trains_a_step_with_each_hea
         backbone = classifier.backbone.state_dict()
         same = [k for k in cached if k in backbone and backbone[k].shape == cached[k].shape]
         assert len(same) > len(cached) // 2 and all(torch.equal(backbone[k], cached[k]) for k in same), head
+        classifier = classifier.to(memory_format=torch.channels_last)  # as the training job moves every model
         set_trainable(classifier, "all")
         set_train_mode(classifier, "all")
         last = [m for m in classifier.head.modules() if isinstance(m, torch.nn.Linear)][-1]
         before = last.weight.detach().clone()
         optimizer = torch.optim.SGD(classifier.parameters(), lr=0.1)
-        loss = torch.nn.functional.cross_entropy(classifier(x), y)
+        loss = torch.nn.functional.cross_entropy(classifier(x.contiguous(memory_format=torch.channels_last)), y)
         loss.backward()
         optimizer.step()
         assert torch.isfinite(loss) and last.out_features == 3 and not torch.equal(before, last.weight), head

@@ -2,7 +2,7 @@
 
 `RunState` is what training tracks across epochs and stages. last.pt, written
 atomically after every epoch and when a stop signal ends a run, holds it with
-the model, the stage's optimizer, schedule and early stopping, every random
+the model, the stage's optimizer, schedule and early stopping, fp16's GradScaler, every random
 state and the position inside an epoch. A job with the same cell config and
 input files resumes from it, and on the CPU in deterministic mode ends with the
 same history as a run that was never stopped. best-so-far.pt holds the best
@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 LAST = paths.LAST_PT
 BEST_SO_FAR = paths.BEST_SO_FAR_PT
-LAST_FORMAT = 2  # the layout of last.pt; one of another layout is not resumed
+LAST_FORMAT = 3  # the layout of last.pt: 3 adds the precision's state (fp16's GradScaler) to 2
+RESUMABLE_FORMATS = (2, 3)  # last.pt layouts that resume (2: fp16's loss scale starts afresh)
 CHECKPOINT_FORMAT = 2  # the layout of best.pt: 2 describes itself (1: weights, model name, head, cell only)
 
 
@@ -145,13 +146,29 @@ def restore_rng_states(job: Job, states: dict) -> None:
     job.objective.rng.bit_generator.state = states["mixup"]
 
 
+def precision_state(job: Job) -> dict:
+    """fp16's GradScaler state (loss scale, growth tracker; None without a scaler) and its skipped steps."""
+    scaler = job.amp.scaler
+    return {"scaler": None if scaler is None else scaler.state_dict(), "skipped_steps": job.amp.skipped_steps}
+
+
+def restore_precision_state(job: Job, saved: dict) -> None:
+    """Put back `precision_state` from a last.pt; one without it (layout 2) leaves the precision fresh."""
+    amp = saved.get("amp")
+    if amp is None:
+        return
+    if job.amp.scaler is not None and amp["scaler"] is not None:
+        job.amp.scaler.load_state_dict(amp["scaler"])
+    job.amp.skipped_steps = amp["skipped_steps"]
+
+
 def save_last(job: Job, state: RunState, stage: Stage, position: EpochPosition | None = None,
               stopped_by: str | None = None) -> None:
     """The resumable checkpoint, written atomically: at an epoch's end, or inside one at `position`."""
     save_torch({
         "format": LAST_FORMAT, "fingerprint": job.fingerprint, "model": job.model.state_dict(),
         "stage": stage.state_dict(), "state": asdict(state), "rng": rng_states(job),
-        "micro": asdict(job.micro),
+        "micro": asdict(job.micro), "amp": precision_state(job),
         "position": None if position is None else asdict(position), "stopped_by": stopped_by,
     }, job.out_dir / LAST)
 
@@ -161,7 +178,8 @@ def save_finished(job: Job, state: RunState) -> dict:
     which it returns."""
     stamp = file_stamp(job.out_dir / BEST_SO_FAR)
     save_torch({"format": LAST_FORMAT, "fingerprint": job.fingerprint, "finished": True, "best": stamp,
-                "state": asdict(state), "micro": asdict(job.micro)}, job.out_dir / LAST)
+                "state": asdict(state), "micro": asdict(job.micro),
+                "amp": precision_state(job)}, job.out_dir / LAST)
     return stamp
 
 
@@ -187,7 +205,7 @@ def load_last(path: Path, fingerprint: dict, log) -> dict | None:
     if checkpoint.get("fingerprint") != fingerprint:
         log(f"not resuming: {path} belongs to another cell config or other input files")
         return None
-    if checkpoint.get("format") != LAST_FORMAT:
+    if checkpoint.get("format") not in RESUMABLE_FORMATS:
         log(f"not resuming: {path} was written by another version of tlsweep")
         return None
     return checkpoint
@@ -202,6 +220,7 @@ def resume_run(job: Job) -> tuple[RunState, dict | None, EpochPosition | None]:
     finished = saved is not None and saved.get("finished") and finished_state(job, saved)
     if finished:
         job.micro = MicroBatching(**saved["micro"])
+        restore_precision_state(job, saved)
         return finished, None, None
     if saved is None or saved.get("finished") or saved["state"]["best_epoch"] is None:
         (job.out_dir / BEST_SO_FAR).unlink(missing_ok=True)  # best weights of an earlier, unrelated run
@@ -211,6 +230,7 @@ def resume_run(job: Job) -> tuple[RunState, dict | None, EpochPosition | None]:
     state = RunState(**saved["state"])
     restore_rng_states(job, saved["rng"])
     job.micro = MicroBatching(**saved["micro"])
+    restore_precision_state(job, saved)
     position, stopped_by = EpochPosition.restore(saved["position"], job.device), saved["stopped_by"]
     state.resumed_after.append(state.epoch)
     state.resumes.append({"epoch": state.epoch, "batch": position.batches if position else None,
