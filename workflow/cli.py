@@ -21,8 +21,13 @@ def cmd_download(args) -> None:
 def cmd_plan(args) -> None:
     from workflow.atomic import write_json
     from workflow.data.prepare import make_plan
+    from workflow.study.jobfile import JobFileError, read_dataset_file
 
-    plan = make_plan(args.dataset, json.loads(args.spec), args.raw_dir, fingerprint=args.fingerprint)
+    try:
+        spec = read_dataset_file(args.spec_file, args.dataset)
+    except JobFileError as error:
+        sys.exit(f"error: {error}")
+    plan = make_plan(args.dataset, spec, args.raw_dir, fingerprint=args.fingerprint)
     write_json(args.out, plan)
     print(json.dumps({split: len(entry["indices"]) for split, entry in plan["splits"].items()}))
 
@@ -225,7 +230,7 @@ def add_data_commands(sub) -> None:
 
     p = sub.add_parser("plan", help="check and list a dataset's source and assign its splits")
     p.add_argument("--dataset", required=True, help="dataset name in the study config")
-    p.add_argument("--spec", required=True, help="the dataset's config entry as JSON")
+    p.add_argument("--spec-file", required=True, help="the dataset's resolved config entry (JSON file)")
     p.add_argument("--raw-dir", help="the folder holding the source's files")
     p.add_argument("--fingerprint", help="the digest of the user's files the dry run saw (checked)")
     p.add_argument("--out", required=True, help="the plan (JSON)")
