@@ -167,15 +167,20 @@ def cmd_charts(args) -> None:
     from workflow.results.charts import draw_charts
     from workflow.results.search_charts import search_charts
     from workflow.study import paths
+    from workflow.study.config import load_config
     from workflow.study.outputs import study_charts
+    from workflow.track.study_run import log_study_artifacts
 
     study = load_study(args)
     names = study_charts(study)
     summary = pd.read_parquet(args.summary or paths.table_file(study.out, "summary", "parquet"))
     histories = pd.read_parquet(args.histories or paths.table_file(study.out, "histories", "parquet"))
-    draw_charts(names, summary, histories, Path(args.out_dir or paths.charts_folder(study.out)),
-                study_charts=search_charts(study))
+    charts = Path(args.out_dir or paths.charts_folder(study.out))
+    draw_charts(names, summary, histories, charts, study_charts=search_charts(study))
     print(f"drew {', '.join(names) or 'no charts'}")
+    tables = Path(args.summary or paths.table_file(study.out, "summary", "parquet")).parent
+    config = json.loads(args.config) if args.config else load_config(args.configfile)
+    log_study_artifacts(study, config.get("tracking"), {"charts": charts, "tables": tables})
 
 
 def cmd_cells(args) -> None:
