@@ -17,7 +17,7 @@ from workflow.lock import lock_results
 from workflow.study import paths
 from workflow.study.config import ConfigError, check_config, check_config_files
 from workflow.study.grid import CELL_ID, build_study
-from workflow.study.jobfile import write_job_file, write_study_file
+from workflow.study.jobfile import write_dataset_file, write_job_file, write_study_file
 from workflow.study.jobenv import export_package_root
 from workflow.study.outputs import chart_files, table_files
 from workflow.study.tpe_space import TpeSearch, refresh, round_inputs
@@ -117,6 +117,11 @@ def get_probe_json(wildcards):
 
 def get_dataset_json(wildcards):
     return json.dumps(STUDY.dataset(wildcards.dataset), sort_keys=True)
+
+
+def get_dataset_file(wildcards):
+    """<data folder>/<dataset>/dataset.json: the dataset's resolved entry its plan job reads (written when it changes)."""
+    return write_dataset_file(STUDY, wildcards.dataset)
 
 
 def get_download_args(wildcards, output):

@@ -5,14 +5,15 @@ rule plan:
     output:
         plan=paths.plan_file(DATA, "{dataset}"),
     params:
-        spec=get_dataset_json,
+        spec=get_dataset_json,  # not on the command line: a changed dataset entry re-plans (params trigger)
+        spec_file=get_dataset_file,
         raw_dir=get_source_args,
     log:
         paths.log_file(DATA, "plan", "{dataset}"),
     conda:
         ENV
     shell:
-        "python -m workflow plan --dataset {wildcards.dataset} --spec {params.spec:q} {params.raw_dir}"
+        "python -m workflow plan --dataset {wildcards.dataset} --spec-file {params.spec_file} {params.raw_dir}"
         " --out {output.plan} > {log} 2>&1"
 
 

@@ -228,3 +228,33 @@ def test_configs_chart_takes_rank_and_verdict_from_the_aggregate(measured_study)
     by_cells = {row["cells"].split()[0]: row["rank"] for row in rows}
     expected = flipped.dropna(subset=["rank"]).set_index("cell")["rank"]
     assert by_cells and all(by_cells[cell] == expected[cell] for cell in by_cells)
+
+
+def test_charts_command_logs_the_charts_and_tables_to_the_study_run_and_a_broken_store_only_warns(
+        tmp_path, study_file, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from workflow.study.jobfile import job_tracking
+    from workflow.track.mlruns import STUDY_TAG
+
+    config = study_config(tmp_path, batch_size=[16, 64]) | {"tracking": {"mlflow": True}}
+    study = make_study(tmp_path, batch_size=[16, 64])
+    for cell in study.grid_cells:
+        write_cell(study, cell, test_accuracy=0.8)
+    path = study_file(config)
+    assert main(["aggregate", "--configfile", str(path)]) == 0
+    assert main(["charts", "--configfile", str(path)]) == 0
+    client = MlflowClient(job_tracking(study, config["tracking"])["tracking_uri"])
+    experiment = client.get_experiment_by_name(study.name)
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study.name}'")
+    assert len(runs) == 1
+    logged = {a.path for folder in ("charts", "tables") for a in client.list_artifacts(runs[0].info.run_id, folder)}
+    assert logged == {f"charts/{p.name}" for p in (study.out / "charts").iterdir()} | \
+        {f"tables/{p.name}" for p in (study.out / "tables").iterdir()}
+    assert {f"charts/{name}.png" for name in study_charts(study)} <= logged
+
+    config["tracking"]["tracking_uri"] = "nosuchstore://x"
+    capsys.readouterr()
+    assert main(["charts", "--configfile", str(study_file(config))]) == 0  # tracking never fails the job
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "MLflow" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: MLflow artifacts are off"), warnings

@@ -18,6 +18,7 @@ from conftest import REPO, snakemake, write_config
 from fakecells import study_config, write_cell
 from histories import TIMING_COLUMNS
 from test_halving import write_rung
+from workflow.study.config import load_config
 from workflow.study.grid import build_study
 from workflow.study.jobfile import job_tracking
 from workflow.study.settings import DEFAULT_TRAINING, merge
@@ -190,7 +191,7 @@ def test_status_of_a_halving_study_shows_pruned_cells_and_the_rung_a_cell_is_in(
     assert (table.loc[high.id, "state"], table.loc[high.id, "planned"]) == ("waiting", 3)  # rung 1's budget
 
 
-def test_a_snakemake_run_shows_no_json_and_the_cell_file_changes_nothing_on_a_rerun(tmp_path, study_file):
+def test_a_snakemake_run_shows_no_json_and_the_job_files_change_nothing_on_a_rerun(tmp_path, study_file):
     config = {
         "study": "quiet",
         "datasets": {"digits-012": {"source": "digits", "classes": [0, 1, 2], "seed": 0,
@@ -211,13 +212,18 @@ def test_a_snakemake_run_shows_no_json_and_the_cell_file_changes_nothing_on_a_re
                 if "python -m workflow " in line]
     ran = {line.split()[3] for line in commands}
     assert {"plan", "train", "aggregate"} <= ran, console[-4000:]  # one cell: no charts to draw
-    assert '"training"' not in console  # no cell or study config; a dataset's `plan --spec` is a short one
-    assert not [line for line in commands if "{" in line and " plan " not in line], console[-4000:]
+    assert "python -m workflow plan --dataset digits-012 --spec-file results/data/digits-012/dataset.json" in console
+    assert not [line for line in console.splitlines() if "{" in line], console[-4000:]  # no JSON at all
+    assert json.loads((work / "results/data/digits-012/dataset.json").read_text()) == \
+        build_study(load_config(configfile)).dataset("digits-012")
     folder = work / "results/quiet/cells" / cell
     assert json.loads((folder / "cell.json").read_text())["cell"] == json.loads(
         (folder / "metrics.json").read_text())["config"]
     assert "===== attempt 1" in (folder / "train.log").read_text()
     assert "Nothing to be done" in snakemake(work, "-n", "--configfile", str(configfile)).stdout
+    config["datasets"]["digits-012"]["seed"] = 1  # a changed dataset entry re-plans it
+    dry_run = snakemake(work, "-n", "--configfile", str(study_file(config))).stdout
+    assert "rule plan:" in dry_run and "params" in dry_run.split("Reasons:")[-1], dry_run[-3000:]
 
 
 def test_a_tracking_or_progress_failure_warns_once_and_the_cell_trains_on(shard, tmp_path):
@@ -274,7 +280,6 @@ def test_a_terminal_gets_a_progress_bar_and_the_log_file_no_bar(shard, tmp_path)
 
 
 def test_the_study_file_reads_back_as_the_config_and_is_rewritten_only_when_it_changes(tmp_path):
-    from workflow.study.config import load_config
     from workflow.study.jobfile import write_study_file
 
     config = load_config(write_config(tmp_path / "study.yaml", study_config(tmp_path, lr=[1e-5, 0.01])))

@@ -21,8 +21,13 @@ def cmd_download(args) -> None:
 def cmd_plan(args) -> None:
     from workflow.atomic import write_json
     from workflow.data.prepare import make_plan
+    from workflow.study.jobfile import JobFileError, read_dataset_file
 
-    plan = make_plan(args.dataset, json.loads(args.spec), args.raw_dir, fingerprint=args.fingerprint)
+    try:
+        spec = read_dataset_file(args.spec_file, args.dataset)
+    except JobFileError as error:
+        sys.exit(f"error: {error}")
+    plan = make_plan(args.dataset, spec, args.raw_dir, fingerprint=args.fingerprint)
     write_json(args.out, plan)
     print(json.dumps({split: len(entry["indices"]) for split, entry in plan["splits"].items()}))
 
@@ -162,15 +167,20 @@ def cmd_charts(args) -> None:
     from workflow.results.charts import draw_charts
     from workflow.results.search_charts import search_charts
     from workflow.study import paths
+    from workflow.study.config import load_config
     from workflow.study.outputs import study_charts
+    from workflow.track.study_run import log_study_artifacts
 
     study = load_study(args)
     names = study_charts(study)
     summary = pd.read_parquet(args.summary or paths.table_file(study.out, "summary", "parquet"))
     histories = pd.read_parquet(args.histories or paths.table_file(study.out, "histories", "parquet"))
-    draw_charts(names, summary, histories, Path(args.out_dir or paths.charts_folder(study.out)),
-                study_charts=search_charts(study))
+    charts = Path(args.out_dir or paths.charts_folder(study.out))
+    draw_charts(names, summary, histories, charts, study_charts=search_charts(study))
     print(f"drew {', '.join(names) or 'no charts'}")
+    tables = Path(args.summary or paths.table_file(study.out, "summary", "parquet")).parent
+    config = json.loads(args.config) if args.config else load_config(args.configfile)
+    log_study_artifacts(study, config.get("tracking"), {"charts": charts, "tables": tables})
 
 
 def cmd_cells(args) -> None:
@@ -225,7 +235,7 @@ def add_data_commands(sub) -> None:
 
     p = sub.add_parser("plan", help="check and list a dataset's source and assign its splits")
     p.add_argument("--dataset", required=True, help="dataset name in the study config")
-    p.add_argument("--spec", required=True, help="the dataset's config entry as JSON")
+    p.add_argument("--spec-file", required=True, help="the dataset's resolved config entry (JSON file)")
     p.add_argument("--raw-dir", help="the folder holding the source's files")
     p.add_argument("--fingerprint", help="the digest of the user's files the dry run saw (checked)")
     p.add_argument("--out", required=True, help="the plan (JSON)")

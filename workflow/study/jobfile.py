@@ -1,7 +1,8 @@
 """The files jobs read their settings from, so that their command lines stay short.
 
 The Snakefile writes <cell folder>/cell.json when it plans a cell's training job: the resolved cell
-(workflow.study.grid.Cell.to_dict) and the study's `tracking` settings; and <study folder>/config.yaml,
+(workflow.study.grid.Cell.to_dict) and the study's `tracking` settings; <data folder>/<dataset>/dataset.json,
+the dataset's resolved entry its plan job reads; and <study folder>/config.yaml,
 the validated config the results jobs (aggregate, charts) read. Each is rewritten only when its
 content changes. Imports no torch.
 """
@@ -49,6 +50,12 @@ def write_job_file(study, cell_id: str, tracking: dict | None) -> str:
     return write_if_changed(paths.cell_job_file(study.cell_dir(cell_id)), content)
 
 
+def write_dataset_file(study, dataset: str) -> str:
+    """Write `dataset`'s resolved config entry beside its plan (if it changed) for its plan job; return
+    its path."""
+    return write_if_changed(paths.dataset_job_file(study.data_dir, dataset), study.dataset(dataset))
+
+
 def write_study_file(study, config: dict) -> str:
     """Write the study's validated config as YAML (what `--configfile` reads; if it changed) for its
     results jobs; return its path."""
@@ -74,3 +81,15 @@ def read_job_file(path: str | Path, cell_id: str) -> tuple[dict, dict]:
     if cell.get("id") != cell_id:
         raise JobFileError(f"cell file {path} holds cell {cell.get('id')!r}, not {cell_id!r}")
     return cell, tracking
+
+
+def read_dataset_file(path: str | Path, dataset: str) -> dict:
+    """The dataset entry in a dataset file, or a JobFileError naming the file."""
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise JobFileError(f"dataset file {path}: cannot read dataset {dataset!r} ({type(error).__name__}: {error})") \
+            from None
+    if not isinstance(spec, dict):
+        raise JobFileError(f"dataset file {path}: holds no config entry for dataset {dataset!r}")
+    return spec

@@ -129,6 +129,11 @@ def plan_file(data_dir, dataset: str) -> str:
     return f"{data_dir}/{dataset}/plan.json"
 
 
+def dataset_job_file(data_dir, dataset: str) -> str:
+    """A dataset's resolved config entry, beside its plan: what the plan job reads."""
+    return f"{data_dir}/{dataset}/dataset.json"
+
+
 def shard_key(dataset: str, resolution, part, parts) -> str:
     """A shard's name under the data folder (and under the shard rule's logs)."""
     return f"{dataset}/r{resolution}/shard-{part}-of-{parts}"

@@ -44,6 +44,16 @@ def find_or_create_run(client, experiment_id: str, tag: str, value: str, tags: d
     return client.create_run(experiment_id, tags={tag: value, **tags}).info.run_id
 
 
+def study_run(client, experiment: str, uri: str) -> tuple[str, str]:
+    """The study's experiment id and its parent run's id (tag `tlsweep.study`), each created if there is
+    none; call it holding `store_lock(uri)`."""
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=artifact_location(uri))
+    return experiment_id, find_or_create_run(client, experiment_id, STUDY_TAG, experiment,
+                                             {"mlflow.runName": experiment})
+
+
 class CellRun:
     """A cell's MLflow run, written from the training job (`workflow.track.watch.Watch`)."""
 
@@ -61,11 +71,7 @@ class CellRun:
 
         self.client = client = MlflowClient(self.uri)
         with store_lock(self.uri):
-            experiment = client.get_experiment_by_name(self.experiment)
-            experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-                self.experiment, artifact_location=artifact_location(self.uri))
-            parent = find_or_create_run(client, experiment_id, STUDY_TAG, self.experiment,
-                                        {"mlflow.runName": self.experiment})
+            experiment_id, parent = study_run(client, self.experiment, self.uri)
             self.run_id = find_or_create_run(client, experiment_id, CELL_TAG, self.cell["id"],
                                              {"mlflow.runName": self.cell["id"], "mlflow.parentRunId": parent})
         client.update_run(self.run_id, status="RUNNING")
