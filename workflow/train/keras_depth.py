@@ -6,8 +6,9 @@ additions and concatenations as well as the convolutions and batch norms that ho
 that froze "all but the last N layers" in Keras (seed 003: N = 15 ... 150 of ResNet50) means these
 layers. Each function below lists a backbone's Keras layers in Keras's order (`model.layers`), each
 with the torchvision module that holds its weights, or None for a layer without weights; the last N
-are mapped to torchvision's modules; which Keras model a backbone is, its architecture says. Backbones without a Keras counterpart (ResNet18, AlexNet,
-InceptionV3, whose Keras graph orders its parallel branches differently) are an error.
+are mapped to torchvision's modules; which Keras model a backbone is, its architecture says. InceptionV3's
+parallel branches are ordered by Keras's own graph sort (`keras_inception.py`). Backbones without a
+Keras counterpart (ResNet18, AlexNet) are an error.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from workflow.train.errors import TrainValueError
+from workflow.train.keras_inception import inception_v3_layers
 
 KERAS_PREFIX = "keras:"
 
@@ -89,7 +91,8 @@ def _mobilenet_v2(backbone: nn.Module) -> list[tuple[str, str | None]]:
     return layers + [("Conv_1", "features.18.0"), ("Conv_1_bn", "features.18.1"), ("out_relu", None)]
 
 
-KERAS_LAYERS = {"resnet50": _resnet50, "vgg16": _vgg16, "densenet121": _densenet121, "mobilenet_v2": _mobilenet_v2}
+KERAS_LAYERS = {"resnet50": _resnet50, "vgg16": _vgg16, "densenet121": _densenet121, "mobilenet_v2": _mobilenet_v2,
+                "inception_v3": lambda backbone: inception_v3_layers()}
 
 
 def keras_counterpart(backbone: nn.Module) -> str | None:
@@ -106,6 +109,8 @@ def keras_counterpart(backbone: nn.Module) -> str | None:
         return "densenet121" if blocks == [6, 12, 24, 16] else None
     if kind == "MobileNetV2" and len(backbone.features) == 19:
         return "mobilenet_v2"
+    if kind == "Inception3":
+        return "inception_v3"
     return None
 
 
