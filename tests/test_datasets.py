@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from workflow.data.datasets import COMMON, DatasetConfigError, downloads, resolve_dataset, source_inputs
+from workflow.data.datasets import COMMON, UNFILLED, DatasetConfigError, downloads, resolve_dataset, source_inputs
 from workflow.data.sources import SOURCES, get_source
 
 PER_SOURCE = {name: source.DEFAULTS for name, source in SOURCES.items()}
@@ -29,8 +29,8 @@ def test_schema_defaults_agree_with_the_code():
         if "default" in entry:
             assert COMMON[key] == entry["default"], key
         else:
-            assert key == "source" or key in COMMON or any(key in d for d in PER_SOURCE.values()), key
-    assert set(keys) - {"source"} == set(COMMON) | {k for d in PER_SOURCE.values() for k in d}
+            assert key in ("source", *UNFILLED) or key in COMMON or any(key in d for d in PER_SOURCE.values()), key
+    assert set(keys) - {"source"} == set(COMMON) | set(UNFILLED) | {k for d in PER_SOURCE.values() for k in d}
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -186,7 +186,8 @@ def group_key(combo: dict, keys) -> str:
     """A combination of the grid's axes (and grid.training values) as text: the draws of a TPE search
     are its own per combination."""
     fixed = {key: float(value) if key == "lr" else value
-             for key, value in combo.items() if key != "params" and key not in keys}
+             for key, value in combo.items() if key != "params" and key not in keys
+             and not (key == "training" and not value)}  # a combination's own training settings, when any
     fixed.update({f"{TRAINING_PREFIX}{key}": value for key, value in combo["params"].items()})
     return json.dumps(fixed, sort_keys=True)
 
