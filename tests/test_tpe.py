@@ -120,6 +120,20 @@ def test_raising_n_keeps_every_chosen_cell_and_a_short_round_is_chosen_again_onc
     assert {c.id for c in small.grid_cells} <= {c.id for c in larger.grid_cells}
 
 
+def test_rounds_follow_combinations_with_their_own_training_and_a_swept_training_key(tmp_path):
+    config = tpe_config(tmp_path, n=8, optimizer=["sgd", "adam"], space={"lr": SPACE["lr"]})
+    config["grid"]["training"] = {"label_smoothing": [0.0, 0.1]}
+    config["grid"]["overrides"] = [{"when": {"optimizer": name}, "set": {"training": {"dropout": dropout}}}
+                                   for name, dropout in (("sgd", 0.1), ("adam", 0.3))]
+    check_config(config)
+    done = run_rounds(config)
+    groups = cells_by_group(done)
+    assert len(groups) == 4 and all(len(by_values) == 8 for by_values in groups.values())
+    assert sorted((c.optimizer, c.training["dropout"]) for c in done.grid_cells) == \
+        [("adam", 0.3)] * 16 + [("sgd", 0.1)] * 16
+    assert sorted(c.id for r in range(2) for c in round_cells(done, r)) == sorted(c.id for c in done.grid_cells)
+
+
 def test_failed_and_out_of_memory_cells_are_told_to_optuna_as_failures(tmp_path):
     config = tpe_config(tmp_path, n=8)
     first = build_study(config).grid_cells

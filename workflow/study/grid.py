@@ -18,7 +18,7 @@ from pathlib import Path
 from workflow.data.datasets import DatasetConfigError, resolve_datasets
 from workflow.study import paths
 from workflow.study.config import ConfigError
-from workflow.study.sampling import RandomSearch, apply_draws, sampled_grid, sampled_search
+from workflow.study.sampling import SEARCH_GROUP, RandomSearch, apply_draws, sampled_grid, sampled_search
 from workflow.study.search import Halving, build_search
 from workflow.study.settings import DEFAULT_TRAINING, cell_training, check_swept_keys, check_training, merge
 from workflow.train.backbones import model_error, model_folder
@@ -108,6 +108,7 @@ class Study:
     halving: Halving | None = None  # `search: halving`; None for a plain grid search
     sampling: RandomSearch | None = None  # `search: random` or `tpe`: what the cells' drawn values come from
     positive_classes: dict = field(default_factory=dict)  # `positive_class`: dataset -> its positive class
+    search_groups: dict = field(default_factory=dict)  # a drawn grid cell's id -> its combination's group_key
 
     @property
     def out(self) -> Path:
@@ -271,8 +272,10 @@ def build_study(config: dict) -> Study:
     check_training(training, "training")
     cells: dict[str, Cell] = {}
     grid_cells = []
+    search_groups = {}
     sampling = sampled_search(config, DEFAULT_TRAINING)
     for values in apply_draws(expand_grid(sampled_grid(grid, sampling)), sampling):
+        group = values.pop(SEARCH_GROUP, None)
         _check_dataset(values["dataset"], datasets, "grid.dataset")
         resolved, params = cell_training(training, values.pop("params"), values.pop("training"))
         cell = Cell(**{**values, "lr": float(values["lr"])}, training=resolved, params=params)
@@ -288,6 +291,8 @@ def build_study(config: dict) -> Study:
             cell = replace(cell, upstream=up.id)
         if cell.id not in cells:
             grid_cells.append(cell)
+        if group is not None:
+            search_groups[cell.id] = group
         cells[cell.id] = cell
     if not grid_cells:
         raise ConfigError("grid.exclude removes every cell of the grid (and grid.include adds none): nothing to train")
@@ -301,6 +306,7 @@ def build_study(config: dict) -> Study:
         halving=build_search(config.get("search"), grid_cells, AXES),
         sampling=sampling,
         positive_classes=positive_classes(config, datasets),
+        search_groups=search_groups,
     )
 
 

@@ -182,6 +182,9 @@ def build_random(search: dict, grid: dict, training_keys) -> RandomSearch:
     return RandomSearch(n=search["n"], seed=search.get("seed", 0), dimensions=tuple(dimensions))
 
 
+SEARCH_GROUP = "search_group"  # where apply_draws puts a drawn cell's group_key
+
+
 def group_key(combo: dict, keys) -> str:
     """A combination of the grid's axes (and grid.training values) as text: the draws of a TPE search
     are its own per combination."""
@@ -200,13 +203,15 @@ def sampled_grid(grid: dict, sampling: RandomSearch | None) -> dict:
 
 
 def apply_draws(combos: list[dict], sampling) -> list[dict]:
-    """Each combination of the grid's axes once per draw (its group's draws), the drawn values in place."""
+    """Each combination of the grid's axes once per draw (its group's draws), the drawn values in place,
+    and its group's key under SEARCH_GROUP."""
     if sampling is None:
         return combos
     cells = []
     for combo in combos:
-        for values in sampling.group_draws(group_key(combo, sampling.keys)):
-            cell = {**combo, "params": dict(combo["params"])}
+        group = group_key(combo, sampling.keys)
+        for values in sampling.group_draws(group):
+            cell = {**combo, "params": dict(combo["params"]), SEARCH_GROUP: group}
             for key, value in values.items():
                 if key.startswith(TRAINING_PREFIX):
                     cell["params"][key[len(TRAINING_PREFIX):]] = value

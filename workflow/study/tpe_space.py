@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from workflow.study import paths
 from workflow.study.config import ConfigError
-from workflow.study.sampling import TRAINING_PREFIX, RandomSearch, group_key
+from workflow.study.sampling import TRAINING_PREFIX, RandomSearch
 
 TPE_AXES = ("batch_size", "lr", "optimizer")  # the axes TPE may draw, besides training keys
 # What a TPE search optimises: a history.csv column, and whether Optuna maximises or minimises it.
@@ -30,7 +30,6 @@ class TpeSearch(RandomSearch):
     per_round: int = DEFAULT_ROUND
     metric: str = "val_accuracy"
     folder: str = ""  # the search folder: round files and Optuna's journal
-    swept: tuple[str, ...] = ()  # the training keys grid.training sweeps: part of a combination
 
     @property
     def rounds(self) -> int:
@@ -95,8 +94,7 @@ def build_tpe(search: dict, sampling: RandomSearch, config: dict) -> TpeSearch:
         raise ConfigError(f"search.metric: unknown metric {metric!r}; choose one of {list(TPE_METRICS)}")
     out = paths.study_folder(config.get("results_dir", "results"), config["study"])
     return TpeSearch(n=sampling.n, seed=sampling.seed, dimensions=sampling.dimensions,
-                     per_round=search.get("round", DEFAULT_ROUND), metric=metric, folder=paths.search_folder(out),
-                     swept=tuple(sorted(config["grid"].get("training", {}))))
+                     per_round=search.get("round", DEFAULT_ROUND), metric=metric, folder=paths.search_folder(out))
 
 
 def drawn_values(cell, keys) -> dict:
@@ -106,16 +104,13 @@ def drawn_values(cell, keys) -> dict:
 
 
 def cells_by_group(study) -> dict[str, dict[str, object]]:
-    """The study's grid cells by combination of the grid's axes, then by their drawn values (as JSON)."""
-    from workflow.study.grid import AXES
-
+    """The study's grid cells by combination of the grid's axes (the group_key the grid drew them for),
+    then by their drawn values (as JSON)."""
     search = study.sampling
     groups: dict[str, dict[str, object]] = {}
     for cell in study.grid_cells:
-        combo = {axis: getattr(cell, axis) for axis in AXES}
-        combo["params"] = {key: cell.training[key] for key in search.swept}
         values = json.dumps(drawn_values(cell, search.keys), sort_keys=True)
-        groups.setdefault(group_key(combo, search.keys), {})[values] = cell
+        groups.setdefault(study.search_groups[cell.id], {})[values] = cell
     return groups
 
 
@@ -138,6 +133,7 @@ def refresh(study, config: dict) -> None:
     fresh = build_study(config)
     study.grid_cells[:] = fresh.grid_cells
     study.cells.update(fresh.cells)
+    study.search_groups.update(fresh.search_groups)
     study.__dict__.pop("grid_ids", None)  # a cached property
 
 
