@@ -8,7 +8,11 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from test_training import make_cell, quiet
+from workflow.data.prepare import prepare_dataset
+from workflow.study.settings import merge
 from workflow.train.catalogue import timm_hub_repo
+from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, set_train_mode, set_trainable
 from workflow.train.timm_models import cached_timm_weights, import_timm
 from workflow.train.weights import cached_weights_path, fetch_plan, imagenet_files
@@ -62,6 +66,26 @@ def test_timm_model_loads_cached_weights_offline_and_trains_a_step_with_each_hea
         loss.backward()
         optimizer.step()
         assert torch.isfinite(loss) and last.out_features == 3 and not torch.equal(before, last.weight), head
+
+
+@pytest.fixture(scope="module")
+def digits_32(tmp_path_factory):
+    """Digits 0-2 at 32x32 (ViT's patches need more than 16 pixels), 60/20/20."""
+    folder = tmp_path_factory.mktemp("data32")
+    spec = {"source": "digits", "classes": [0, 1, 2], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}
+    prepare_dataset("digits-012", spec, 32, folder / "r32.h5", folder / "r32.json")
+    return folder / "r32.h5"
+
+
+@pytest.mark.slow  # torch.compile on the CPU: a few minutes per model
+@pytest.mark.parametrize("model", ["timm:convnext_atto", "timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k"])
+def test_a_compiled_timm_model_trains_through_the_job_in_channels_last(digits_32, tmp_path, model):
+    cell = make_cell(id=f"digits-012/{model.replace(':', '-')}/r32/test", model=model, resolution=32)
+    cell["training"] = merge(cell["training"], {"compile": True, "stages": [{"name": "all", "train": "all",
+                                                                             "epochs": 1}]})
+    metrics = train_cell(cell, digits_32, tmp_path, threads=1, log=quiet)
+    assert metrics["status"] == "ok" and metrics["run"]["compiled"] and metrics["epochs_run"] == 1
+    assert metrics["test_accuracy"] is not None and (tmp_path / "best.pt").exists()
 
 
 def test_timm_head_freezing_keeps_the_backbone():
