@@ -53,6 +53,13 @@ HISTORY_RENAMES = {"lr": "epoch_lr", "train": "stage_train"}
 HALVING_COLUMNS = {"rung": "Int64", "budget_epochs": "Int64", "pruned": "boolean"}
 
 
+def halving_columns(study: Study) -> dict:
+    """A study's halving columns and their types: none without halving, the bracket with several."""
+    if study.halving is None:
+        return {}
+    return {**HALVING_COLUMNS, "bracket": "Int64"} if study.halving.brackets > 1 else HALVING_COLUMNS
+
+
 def extra_axes(study: Study) -> list[str]:
     """Swept `training` keys (grid.training) that some grid cell sets: extra axes beyond AXES."""
     return sorted({key for cell in study.grid_cells for key in cell.params})
@@ -70,7 +77,7 @@ def axis_values(cell: Cell, extras: list[str]) -> dict:
 def axis_columns(summary: pd.DataFrame) -> list[str]:
     """The summary's axis columns: every column but the cell id, the metrics and the halving columns."""
     return [column for column in summary.columns
-            if column != "cell" and column not in METRICS and column not in HALVING_COLUMNS]
+            if column != "cell" and column not in METRICS and column not in {*HALVING_COLUMNS, "bracket"}]
 
 
 def last_line(path: Path) -> str | None:
@@ -174,7 +181,7 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
     row.update({name: metrics.get(name) for name in METRICS})
     row["trainable_parameters"] = last_stage_trainable(metrics)
     if study.halving is not None:
-        row.update({name: metrics.get(name) for name in HALVING_COLUMNS})
+        row.update({name: metrics.get(name) for name in halving_columns(study)})
     columns, outcomes = prediction_summary(folder, metrics, (cell.dataset, study.positive_classes.get(cell.dataset)))
     row.update(columns)
     history_file = folder / paths.HISTORY_CSV
@@ -215,7 +222,7 @@ def collect_cells(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             outcomes[cell.id] = outcome_of_cell
         if history is not None and len(history):
             histories.append(history)
-    halving = HALVING_COLUMNS if study.halving is not None else {}
+    halving = halving_columns(study)
     summary = pd.DataFrame(rows, columns=["cell", *AXES, *extras, *METRICS, *halving])
     for column, dtype in METRICS.items():
         if dtype != "object":

@@ -73,14 +73,24 @@ def regimes_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def halving_table(summary: pd.DataFrame, histories: pd.DataFrame, rungs: tuple[int, ...]) -> pd.DataFrame:
-    """Successive halving's ladder: per rung its budget, the cells that reached it, went on and stopped
-    there, and the epochs trained in it (counted from the histories)."""
-    reached = summary["rung"].dropna().astype(int)
-    epochs = histories["epoch_rung"].value_counts() if "epoch_rung" in histories else pd.Series(dtype=int)
-    rows = [{"rung": k, "budget_epochs": budget, "cells": int((reached >= k).sum()),
-             "went_on": int((reached > k).sum()), "stopped": int((reached == k).sum()),
-             "epochs_trained": int(epochs.get(k, 0))} for k, budget in enumerate(rungs)]
-    return pd.DataFrame(rows, columns=["rung", "budget_epochs", "cells", "went_on", "stopped", "epochs_trained"])
+    """Successive halving's ladder: per rung (and Hyperband bracket, where the study has several) its
+    budget, the cells that reached it, went on and stopped there, and the epochs trained in it (counted
+    from the histories)."""
+    brackets = summary["bracket"].fillna(0).astype(int) if "bracket" in summary else pd.Series(0, summary.index)
+    reached = summary["rung"].astype("Int64")
+    of_cell = dict(zip(summary["cell"], brackets))
+    trained = histories.assign(bracket=histories["cell"].map(of_cell)) if "epoch_rung" in histories else None
+    rows = []
+    for bracket in sorted(set(brackets)):
+        own = reached[brackets == bracket].dropna().astype(int)
+        epochs = trained[trained["bracket"] == bracket]["epoch_rung"].value_counts() if trained is not None \
+            else pd.Series(dtype=int)
+        rows += [{"bracket": bracket, "rung": k, "budget_epochs": budget, "cells": int((own >= k).sum()),
+                  "went_on": int((own > k).sum()), "stopped": int((own == k).sum()),
+                  "epochs_trained": int(epochs.get(k, 0))} for k, budget in enumerate(rungs) if k >= bracket]
+    columns = ["rung", "budget_epochs", "cells", "went_on", "stopped", "epochs_trained"]
+    table = pd.DataFrame(rows, columns=["bracket", *columns])
+    return table if "bracket" in summary else table[columns]
 
 
 TABLES = {  # name: table from the summary, its configurations, the histories and the halving rungs

@@ -18,8 +18,8 @@ from pathlib import Path
 from workflow.data.datasets import DatasetConfigError, resolve_datasets
 from workflow.study import paths
 from workflow.study.config import ConfigError
-from workflow.study.sampling import SEARCH_GROUP, RandomSearch, apply_draws, sampled_grid, sampled_search
-from workflow.study.search import Halving, build_search
+from workflow.study.sampling import SEARCH_GROUP, SEARCH_INDEX, RandomSearch, apply_draws, sampled_grid, sampled_search
+from workflow.study.search import Halving, bracket_sequence, build_search
 from workflow.study.settings import DEFAULT_TRAINING, cell_training, check_swept_keys, check_training, merge
 from workflow.train.backbones import model_error, model_folder
 
@@ -47,14 +47,18 @@ class Cell:
     training: dict = field(compare=False)
     upstream: str | None = None  # id of the cell whose checkpoint seeds this one
     params: dict = field(default_factory=dict)  # swept training keys that differ from the study's
+    bracket: int | None = None  # its Hyperband bracket (search.brackets > 1): it starts at that rung
 
     @property
     def id(self) -> str:
         return cell_id(self)
 
     def to_dict(self) -> dict:
-        """The cell as plain JSON-able data, id included."""
-        return {"id": self.id, **asdict(self)}
+        """The cell as plain JSON-able data, id included (a bracket only where there are brackets)."""
+        data = {"id": self.id, **asdict(self)}
+        if self.bracket is None:
+            del data["bracket"]
+        return data
 
 
 def format_lr(lr: float) -> str:
@@ -272,10 +276,10 @@ def build_study(config: dict) -> Study:
     check_training(training, "training")
     cells: dict[str, Cell] = {}
     grid_cells = []
-    search_groups = {}
+    search_groups, draw_index = {}, {}
     sampling = sampled_search(config, DEFAULT_TRAINING)
     for values in apply_draws(expand_grid(sampled_grid(grid, sampling)), sampling):
-        group = values.pop(SEARCH_GROUP, None)
+        group, index = values.pop(SEARCH_GROUP, None), values.pop(SEARCH_INDEX, None)
         _check_dataset(values["dataset"], datasets, "grid.dataset")
         resolved, params = cell_training(training, values.pop("params"), values.pop("training"))
         cell = Cell(**{**values, "lr": float(values["lr"])}, training=resolved, params=params)
@@ -291,11 +295,16 @@ def build_study(config: dict) -> Study:
             cell = replace(cell, upstream=up.id)
         if cell.id not in cells:
             grid_cells.append(cell)
+            draw_index[cell.id] = index
         if group is not None:
             search_groups[cell.id] = group
         cells[cell.id] = cell
     if not grid_cells:
         raise ConfigError("grid.exclude removes every cell of the grid (and grid.include adds none): nothing to train")
+    halving = build_search(config.get("search"), grid_cells, AXES)
+    if halving is not None and halving.brackets > 1:
+        grid_cells = in_brackets(grid_cells, draw_index, halving)
+        cells.update((cell.id, cell) for cell in grid_cells)
     return Study(
         name=config["study"],
         results_dir=Path(config.get("results_dir", "results")),
@@ -303,11 +312,17 @@ def build_study(config: dict) -> Study:
         datasets=datasets,
         grid_cells=grid_cells,
         cells=cells,
-        halving=build_search(config.get("search"), grid_cells, AXES),
+        halving=halving,
         sampling=sampling,
         positive_classes=positive_classes(config, datasets),
         search_groups=search_groups,
     )
+
+
+def in_brackets(grid_cells: list[Cell], draw_index: dict[str, int], halving: Halving) -> list[Cell]:
+    """The drawn cells, each in the Hyperband bracket its draw's index falls in (search.bracket_sequence)."""
+    sequence = bracket_sequence(halving.bracket_weights(), max(draw_index.values()) + 1)
+    return [replace(cell, bracket=sequence[draw_index[cell.id]]) for cell in grid_cells]
 
 
 def positive_classes(config: dict, datasets: dict) -> dict:

@@ -183,6 +183,7 @@ def build_random(search: dict, grid: dict, training_keys) -> RandomSearch:
 
 
 SEARCH_GROUP = "search_group"  # where apply_draws puts a drawn cell's group_key
+SEARCH_INDEX = "search_index"  # and its draw's index in its group (what its Hyperband bracket follows)
 
 
 def group_key(combo: dict, keys) -> str:
@@ -204,14 +205,14 @@ def sampled_grid(grid: dict, sampling: RandomSearch | None) -> dict:
 
 def apply_draws(combos: list[dict], sampling) -> list[dict]:
     """Each combination of the grid's axes once per draw (its group's draws), the drawn values in place,
-    and its group's key under SEARCH_GROUP."""
+    its group's key under SEARCH_GROUP and the draw's index under SEARCH_INDEX."""
     if sampling is None:
         return combos
     cells = []
     for combo in combos:
         group = group_key(combo, sampling.keys)
-        for values in sampling.group_draws(group):
-            cell = {**combo, "params": dict(combo["params"]), SEARCH_GROUP: group}
+        for index, values in enumerate(sampling.group_draws(group)):
+            cell = {**combo, "params": dict(combo["params"]), SEARCH_GROUP: group, SEARCH_INDEX: index}
             for key, value in values.items():
                 if key.startswith(TRAINING_PREFIX):
                     cell["params"][key[len(TRAINING_PREFIX):]] = value

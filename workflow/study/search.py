@@ -13,6 +13,7 @@ DEFAULT_HALVING = {"keep": 1 / 3, "metric": "val_accuracy", "group_by": ["datase
 # Ranking metrics: a history.csv column and whether its best value so far is the largest or the smallest.
 HALVING_METRICS = {"val_accuracy": max, "val_loss": min}
 HALVING_KEYS = ("rungs", "keep", "metric", "group_by")
+BRACKET = "bracket"  # a drawn cell's Hyperband bracket, in its config when its study has several
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Halving:
     keep: float  # share of each group's cells that goes on after a rung
     metric: str  # a key of HALVING_METRICS
     group_by: tuple[str, ...]  # axes whose values make a group; cells compete only within their group
+    brackets: int = 1  # Hyperband's brackets: bracket b starts its cells at rung b
 
     @property
     def last(self) -> int:
@@ -42,16 +44,39 @@ class Halving:
         return max(1, math.ceil(self.keep * cells - 1e-9)) if cells else 0
 
     def group(self, cell: dict) -> dict:
-        """A cell's (as a dict) values on the group axes."""
-        return {axis: cell[axis] for axis in self.group_by}
+        """A cell's (as a dict) values on the group axes, and its bracket when the study has several."""
+        group = {axis: cell[axis] for axis in self.group_by}
+        return {**group, BRACKET: cell[BRACKET]} if cell.get(BRACKET) is not None else group
+
+    def bracket_weights(self) -> list[int]:
+        """Hyperband's share of the draws per bracket, with eta = 1 / keep: the bracket starting at rung b
+        (s = last - b halvings to go) weighs ceil((last + 1) / (s + 1) * eta^s)."""
+        eta = 1 / self.keep
+        return [math.ceil((self.last + 1) / (self.last - b + 1) * eta ** (self.last - b) - 1e-9)
+                for b in range(self.brackets)]
 
     def to_dict(self) -> dict:
-        return {"rungs": list(self.rungs), "keep": self.keep, "metric": self.metric, "group_by": list(self.group_by)}
+        brackets = {"brackets": self.brackets} if self.brackets > 1 else {}  # one bracket: as before brackets
+        return {"rungs": list(self.rungs), "keep": self.keep, "metric": self.metric, "group_by": list(self.group_by),
+                **brackets}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Halving":
         return cls(rungs=tuple(data["rungs"]), keep=data["keep"], metric=data["metric"],
-                   group_by=tuple(data["group_by"]))
+                   group_by=tuple(data["group_by"]), brackets=data.get("brackets", 1))
+
+
+def bracket_sequence(weights: list[int], n: int) -> list[int]:
+    """The brackets of draws 0 to n - 1: smooth weighted round robin over `weights`, so each period of
+    sum(weights) draws holds each bracket as often as it weighs, and draw i's bracket depends on i alone."""
+    credit = [0] * len(weights)
+    sequence = []
+    for _ in range(n):
+        credit = [c + w for c, w in zip(credit, weights)]
+        chosen = max(range(len(weights)), key=lambda b: (credit[b], -b))
+        credit[chosen] -= sum(weights)
+        sequence.append(chosen)
+    return sequence
 
 
 def total_epochs(training: dict) -> int:
@@ -87,7 +112,7 @@ def _only(search: dict, allowed: set, method: str) -> dict:
 
 def _no_halving(search: dict) -> None:
     """A TPE search is not halved (yet): its rounds train every cell to the end."""
-    rung_keys = sorted(set(search) & {"halving", "rungs", "keep", "group_by"})
+    rung_keys = sorted(set(search) & {"halving", "rungs", "keep", "group_by", "brackets"})
     if rung_keys:
         raise ConfigError(f"search.{rung_keys[0]}: a tpe search is not halved; its cells train to the end")
     return None
@@ -95,7 +120,7 @@ def _no_halving(search: dict) -> None:
 
 def _halving_part(search: dict) -> dict | None:
     """A sampled search's halving settings (`halving: true` and the rung keys), or None without halving."""
-    rung_keys = sorted(set(search) & set(HALVING_KEYS))
+    rung_keys = sorted(set(search) & {*HALVING_KEYS, "brackets"})
     if not search.get("halving"):
         if rung_keys:
             raise ConfigError(f"search.{rung_keys[0]}: halving settings need `halving: true` in a {search['method']} search")
@@ -132,5 +157,9 @@ def build_search(search, grid_cells: list, axes: tuple[str, ...]) -> Halving | N
     unknown = sorted(set(settings["group_by"]) - set(axes))
     if unknown:
         raise ConfigError(f"search.group_by: unknown axes {unknown}; choose among {list(axes)}")
+    brackets = settings.get("brackets", 1)
+    if brackets > len(rungs):
+        raise ConfigError(f"search.brackets: {brackets} brackets, but the ladder has {len(rungs)} rungs "
+                          f"(bracket b starts at rung b); make it at most {len(rungs)}")
     return Halving(rungs=tuple(rungs), keep=float(settings["keep"]), metric=settings["metric"],
-                   group_by=tuple(axis for axis in axes if axis in settings["group_by"]))
+                   group_by=tuple(axis for axis in axes if axis in settings["group_by"]), brackets=brackets)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from workflow.atomic import atomic_path, write_json
 from workflow.study import paths
-from workflow.study.search import HALVING_METRICS, Halving
+from workflow.study.search import BRACKET, HALVING_METRICS, Halving
 
 def _load(path: Path) -> dict:
     """A checkpoint's small parts without reading its tensors into memory."""
@@ -179,11 +179,11 @@ def load_ranking(path: str | Path) -> dict:
     return _read_json(str(path), os.stat(path).st_mtime_ns)
 
 
-def cell_rankings(cell_id: str, last: int, read) -> list[dict]:
-    """The rankings a cell met, from rung 0 up to the first that did not keep it (or the last ranked
-    rung): `read(rung)` gives a rung's ranking, or None to stop where none is written yet."""
+def cell_rankings(cell_id: str, first: int, last: int, read) -> list[dict]:
+    """The rankings a cell met, from its first rung (its bracket's) up to the first that did not keep it
+    (or the last ranked rung): `read(rung)` gives a rung's ranking, or None to stop where none is written yet."""
     rankings = []
-    for rung in range(last):
+    for rung in range(first, last):
         ranking = read(rung)
         if ranking is None:
             break
@@ -193,25 +193,35 @@ def cell_rankings(cell_id: str, last: int, read) -> list[dict]:
     return rankings
 
 
-def stopping_rung(cell_id: str, rankings: list[dict]) -> int:
-    """The rung where a cell stops, given the rankings from rung 0 on: the first that prunes it, or the
-    rung after the last ranking (the last rung) when it survives them all."""
-    for rung, ranking in enumerate(rankings):
+def stopping_rung(cell_id: str, rankings: list[dict], first: int = 0) -> int:
+    """The rung where a cell stops, given the rankings from its first rung on: the first that prunes it,
+    or the rung after the last ranking (the last rung) when it survives them all."""
+    for rung, ranking in enumerate(rankings, start=first):
         entry = next((e for e in ranking["cells"] if e["cell"] == cell_id), None)
         if entry is None:
             raise ValueError(f"cell {cell_id} is not in the ranking of rung {rung}")
         if not entry["survives"]:
             return rung
-    return len(rankings)
+    return first + len(rankings)
+
+
+def trained_first_rung(out_dir: Path, halving: Halving) -> int:
+    """The rung a cell started at, from its trained rungs: the bracket in the first one's config."""
+    for rung in range(len(halving.rungs)):
+        metrics_file = Path(paths.rung_folder(out_dir, rung)) / paths.METRICS_JSON
+        if metrics_file.exists():
+            return json.loads(metrics_file.read_text())["config"].get(BRACKET) or 0
+    raise ValueError(f"{out_dir} holds no trained rung")
 
 
 def finish_cell(cell_id: str, rankings_dir: str | Path, out_dir: str | Path, halving: Halving) -> dict:
     """A grid cell's results in its folder `out_dir`: the outputs of the rung where it stopped (as the
-    rankings in `rankings_dir` say), with `rung`, `budget_epochs`, `pruned` and its place in each
-    ranking it was in."""
-    ranked = cell_rankings(cell_id, halving.last, lambda k: load_ranking(paths.ranking_file(rankings_dir, k)))
-    rung = stopping_rung(cell_id, ranked)
+    rankings in `rankings_dir` say, from its first rung on: its bracket's), with `rung`, `budget_epochs`,
+    `pruned` and its place in each ranking it was in."""
     out_dir = Path(out_dir)
+    first = trained_first_rung(out_dir, halving)
+    ranked = cell_rankings(cell_id, first, halving.last, lambda k: load_ranking(paths.ranking_file(rankings_dir, k)))
+    rung = stopping_rung(cell_id, ranked, first)
     rung_dir = Path(paths.rung_folder(out_dir, rung))
     metrics = json.loads((rung_dir / paths.METRICS_JSON).read_text())
     if metrics.get("rung") != rung or metrics["cell"] != cell_id:
@@ -221,8 +231,9 @@ def finish_cell(cell_id: str, rankings_dir: str | Path, out_dir: str | Path, hal
     if (rung_dir / paths.PREDICTIONS_NPZ).exists():  # a cell that got as far as testing its best weights
         _copy(rung_dir / paths.PREDICTIONS_NPZ, out_dir / paths.PREDICTIONS_NPZ)
     places = [{key: entry[key] for key in ("rank", "of", "value", "survives")} | {"rung": k}
-              for k, ranking in enumerate(ranked) for entry in ranking["cells"] if entry["cell"] == cell_id]
-    metrics.update(rung=rung, budget_epochs=halving.rungs[rung], pruned=rung < halving.last,
+              for k, ranking in enumerate(ranked, start=first) for entry in ranking["cells"] if entry["cell"] == cell_id]
+    bracket = {BRACKET: first} if halving.brackets > 1 else {}
+    metrics.update(rung=rung, budget_epochs=halving.rungs[rung], pruned=rung < halving.last, **bracket,
                    halving={**halving.to_dict(), "ranks": places})
     write_json(out_dir / paths.METRICS_JSON, metrics)  # last: its presence means the cell is complete
     return metrics
@@ -232,28 +243,39 @@ def finish_cell(cell_id: str, rankings_dir: str | Path, out_dir: str | Path, hal
 
 
 def previous_rung_inputs(study, cell_id: str, rung: int) -> dict[str, str]:
-    """What a rung continues from: from rung 1 on, the previous rung's state and best checkpoint."""
-    study.cell(cell_id, paths.GRID)  # only grid cells train by rungs
+    """What a rung continues from: after the cell's first rung (its bracket's), the previous rung's state
+    and best checkpoint."""
+    first = first_rung(study.cell(cell_id, paths.GRID))  # only grid cells train by rungs
     study.halving.budget(rung)  # a rung of the ladder
-    if rung == 0:
+    if rung < first:
+        raise ValueError(f"cell {cell_id} starts at rung {first} (bracket {first}): it has no rung {rung}")
+    if rung == first:
         return {}
     previous = paths.rung_outputs(study.rung_dir(cell_id, rung - 1))
     return {"state": previous["state"], "previous_best": previous["checkpoint"]}
 
 
 def rank_inputs(study, rung: int, read) -> dict[str, list[str]]:
-    """The rung's metrics and history of every cell that reached it: all grid cells at rung 0,
-    afterwards the survivors of the previous ranking."""
+    """The rung's metrics and history of every cell that reached it: the grid cells that start there
+    (every one at rung 0 without brackets) and the survivors of the previous ranking."""
     if not 0 <= rung < study.halving.last:
         raise ValueError(f"rung {rung}: only rungs 0 to {study.halving.last - 1} are ranked (the last has no next rung)")
-    cells = [cell.id for cell in study.grid_cells] if rung == 0 else survivors(read(rung - 1))
+    cells = [cell.id for cell in study.grid_cells if first_rung(cell) == rung]
+    cells += survivors(read(rung - 1)) if rung > 0 else []
     outputs = [paths.rung_outputs(study.rung_dir(cell_id, rung)) for cell_id in cells]
     return {name: [files[name] for files in outputs] for name in ("metrics", "history")}
 
 
 def finish_inputs(study, cell_id: str, read) -> dict:
     """The outputs of the rung where a grid cell stopped, and the rankings that decided it."""
-    study.cell(cell_id, paths.GRID)
-    rankings = cell_rankings(cell_id, study.halving.last, read)
-    outputs = paths.cell_outputs(study.rung_dir(cell_id, stopping_rung(cell_id, rankings)))
-    return {"rankings": [str(study.ranking_path(k)) for k in range(len(rankings))], **outputs}
+    first = first_rung(study.cell(cell_id, paths.GRID))
+    for earlier in range(first):  # the rankings before its bracket's first decide who joins it there
+        read(earlier)
+    rankings = cell_rankings(cell_id, first, study.halving.last, read)
+    outputs = paths.cell_outputs(study.rung_dir(cell_id, stopping_rung(cell_id, rankings, first)))
+    return {"rankings": [str(study.ranking_path(k)) for k in range(first, first + len(rankings))], **outputs}
+
+
+def first_rung(cell) -> int:
+    """The rung a grid cell starts at: its Hyperband bracket's (rung 0 without brackets)."""
+    return cell.bracket or 0

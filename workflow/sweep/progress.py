@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from workflow.study import paths
-from workflow.sweep.halving import cell_rankings, load_ranking, stopping_rung, survivors
+from workflow.sweep.halving import cell_rankings, first_rung, load_ranking, stopping_rung, survivors
 
 
 def _written_ranking(study, rung: int) -> dict | None:
@@ -19,11 +19,12 @@ def progress(study, cell_id: str) -> dict:
     say so, the rung where it stopped (None for either when there is none yet)."""
     halving = study.halving
     finished = [k for k in range(len(halving.rungs)) if (study.rung_dir(cell_id, k) / paths.METRICS_JSON).exists()]
-    rankings = cell_rankings(cell_id, halving.last, lambda k: _written_ranking(study, k))
+    first = first_rung(study.cell(cell_id))
+    rankings = cell_rankings(cell_id, first, halving.last, lambda k: _written_ranking(study, k))
     if rankings and cell_id not in {entry["cell"] for entry in rankings[-1]["cells"]}:
         rankings.pop()  # ranked before the cell reached that rung
     pruned = bool(rankings) and cell_id not in survivors(rankings[-1])
-    stopped = stopping_rung(cell_id, rankings) if pruned or len(rankings) == halving.last else None
+    stopped = stopping_rung(cell_id, rankings, first) if pruned or first + len(rankings) == halving.last else None
     return {"rung": max(finished) if finished else None, "stopped": stopped}
 
 
@@ -48,6 +49,8 @@ def cell_table(study) -> pd.DataFrame:
                "done": "yes" if done else "no"}
         if study.halving:
             row.update(_halving_columns(study, cell.id))
+        if study.halving and study.halving.brackets > 1:
+            row["bracket"] = "" if cell.bracket is None else cell.bracket
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -60,4 +63,7 @@ def study_summary(study, table: pd.DataFrame) -> str:
         halving = study.halving
         lines.append(f"successive halving: rungs {list(halving.rungs)} epochs, keep {halving.keep:.3g} of each "
                      f"{' x '.join(halving.group_by) or 'study'} by {halving.metric}")
+        if halving.brackets > 1:
+            lines.append(f"Hyperband: {halving.brackets} brackets, bracket b starting at rung b, drawn in the "
+                         f"proportions {halving.bracket_weights()}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from workflow.study import paths
+from workflow.sweep.halving import first_rung
 from workflow.sweep.progress import progress as halving_progress
 from workflow.track.attempts import read_progress
 
@@ -80,7 +81,7 @@ def halving_folder(study, cell) -> tuple[Path, int | None, str | None]:
     where = halving_progress(study, cell.id)
     if where["stopped"] is not None and where["stopped"] < study.halving.last:  # ranked out
         return study.rung_dir(cell.id, where["stopped"]), study.halving.budget(where["stopped"]), "pruned"
-    rung = min(0 if where["rung"] is None else where["rung"] + 1, study.halving.last)
+    rung = min(first_rung(cell) if where["rung"] is None else where["rung"] + 1, study.halving.last)
     return study.rung_dir(cell.id, rung), study.halving.budget(rung), None
 
 
