@@ -23,6 +23,7 @@ wildcard_constraints:
     resolution=r"\d+",
     cell=CELL_ID,
     rung=r"\d+",
+    round=r"\d+",
     source=r"[a-z0-9_]+",
     filename=r"[^/]+",
     part=r"\d+",

@@ -158,9 +158,15 @@ def get_shards(wildcards):
     return paths.dataset_shards(DATA, wildcards.dataset, wildcards.resolution, STUDY.dataset(wildcards.dataset)["shards"])
 
 
-# Successive halving (rules/halving.smk); a ranking is read once its checkpoint job is done.
-def read_ranking(rung):
-    return load_ranking(checkpoints.rank_rung.get(rung=rung).output[0])
+# Successive halving (rules/halving.smk); a ranking is read once its checkpoint job is done. A halved
+# TPE search halves each round on its own ladder: its rankings are per round ({round} in their paths).
+RANKINGS = paths.round_rankings_folder(OUT, "{round}") if HALVING and TPE else paths.rankings_folder(OUT)
+
+
+def read_ranking(rung, round_index=None):
+    """A rung's ranking (of a TPE round's ladder, if given) once its checkpoint job is done."""
+    ladder = {} if round_index is None else {"round": round_index}
+    return load_ranking(checkpoints.rank_rung.get(rung=rung, **ladder).output[0])
 
 
 def get_rung_inputs(wildcards):
@@ -172,11 +178,19 @@ def get_previous_arg(wildcards, input):
 
 
 def get_rank_inputs(wildcards):
-    return rank_inputs(STUDY, int(wildcards.rung), read_ranking)
+    round_index = int(wildcards.round) if TPE else None
+    if round_index:
+        read_round(round_index)  # the round's cells are known
+    return rank_inputs(STUDY, int(wildcards.rung), lambda rung: read_ranking(rung, round_index), round_index)
 
 
 def get_finish_inputs(wildcards):
-    return finish_inputs(STUDY, wildcards.cell, read_ranking)
+    round_index = STUDY.halving_round(wildcards.cell)
+    return finish_inputs(STUDY, wildcards.cell, lambda rung: read_ranking(rung, round_index))
+
+
+def get_rankings_dir(wildcards):
+    return str(STUDY.rankings_dir(STUDY.halving_round(wildcards.cell)))
 
 
 # A TPE search (rules/search.smk): a round's cells join the study once its checkpoint job is done.

@@ -43,16 +43,17 @@ if HALVING:
             " {params.previous} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
 
     checkpoint rank_rung:
-        """Rank the cells that reached a rung by their validation metric within their group; the best
-        share goes on to the next rung. Ties go to the cell id that sorts first."""
+        """Rank the cells that reached a rung by their validation metric within their group (in a TPE
+        search, those of one round); the best share goes on to the next rung. Ties go to the cell id
+        that sorts first."""
         input:
             unpack(get_rank_inputs),
         output:
-            paths.ranking_file(paths.rankings_folder(OUT), "{rung}"),
+            paths.ranking_file(RANKINGS, "{rung}"),
         params:
             search=json.dumps(HALVING.to_dict()),
         log:
-            paths.log_file(OUT, "rank_rung", paths.rung_name("{rung}")),
+            paths.log_file(OUT, "rank_rung", *(["round-{round}"] if TPE else []), paths.rung_name("{rung}")),
         conda:
             ENV
         shell:
@@ -68,7 +69,7 @@ if HALVING:
             **paths.cell_outputs(paths.cell_folder(OUT, paths.GRID, "{cell}")),
         params:
             search=json.dumps(HALVING.to_dict()),
-            rankings=paths.rankings_folder(OUT),
+            rankings=get_rankings_dir,
             out=lambda wildcards, output: os.path.dirname(output.metrics),
         log:
             paths.log_file(OUT, "finish_cell", "{cell}"),

@@ -18,10 +18,11 @@ from fakecells import study_config
 from test_workflow import job_counts
 from workflow.atomic import write_json
 from workflow.study import paths
-from workflow.study.config import ConfigError, check_config
+from workflow.study.config import ConfigError, check_config, load_config
 from workflow.study.grid import build_study
 from workflow.study.sampling import rounded
 from workflow.study.tpe_space import cells_by_group, round_cells
+from workflow.sweep.halving import rank_inputs
 from workflow.sweep.tpe import choose_round
 
 SPACE = {"lr": {"loguniform": [1e-5, 1e-1]}, "training.dropout": {"uniform": [0, 0.5]}}
@@ -167,7 +168,8 @@ def test_tpe_reaches_the_random_searchs_best_on_a_smooth_fixture(tmp_path):
 @pytest.mark.parametrize("search, message", [
     ({"space": {"train": {"choice": ["head", "all"]}}}, "search.space.train: a tpe search draws ['batch_size', 'lr', "
                                                          "'optimizer'] and training keys only"),
-    ({"halving": True}, "search.halving: a tpe search is not halved"),
+    ({"halving": True, "brackets": 2}, "search.brackets: a tpe search halves each round on one ladder"),
+    ({"rungs": [1, 2]}, "search.rungs: halving settings need `halving: true` in a tpe search"),
     ({"metric": "val_auc"}, "search.metric: 'val_auc' is not one of"),
     ({"round": 1}, "search.round: 1 is less than the minimum of 2"),
 ])
@@ -209,3 +211,73 @@ def test_a_dry_run_shows_the_first_round_and_a_run_trains_every_round(tmp_path, 
                             capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert "4 grid cells, 0 upstream cells, 4 done" in result.stdout
     assert "1 of the 1 later rounds are chosen so far" in result.stdout
+
+
+# --- successive halving inside each round -----------------------------------------------------------------
+
+
+def halved_tpe_config(tmp_path, n=8, per_round=4) -> dict:
+    config = tpe_config(tmp_path, n=n, per_round=per_round)
+    config["search"].update(halving=True, rungs=[1, 3], keep=0.5)
+    config["training"] = {"stages": [{"name": "all", "train": "all", "epochs": 3}]}
+    check_config(config)
+    return config
+
+
+def test_each_round_is_halved_on_its_own_ladder_and_pruned_cells_are_told_as_pruned(tmp_path):
+    config = halved_tpe_config(tmp_path)
+    study = build_study(config)
+    first = study.grid_cells
+    assert study.halving.rungs == (1, 3) and {study.halving_round(cell.id) for cell in first} == {0}
+    assert str(study.ranking_path(0, 0)).endswith("halving/round-0/rung-0.json")
+    pruned = {cell.id: score(cell) - 0.05 for cell in first[:2]}  # what their one rung reached
+    for cell in first:
+        write_result(study, cell)
+        if cell.id in pruned:
+            metrics_file = study.cell_dir(cell.id) / paths.METRICS_JSON
+            metrics = json.loads(metrics_file.read_text())
+            metrics.update(pruned=True, halving={**study.halving.to_dict(), "ranks": [
+                {"rung": 0, "rank": 3, "of": 4, "value": pruned[cell.id], "survives": False}]})
+            write_json(metrics_file, metrics)
+    write_json(study.sampling.round_path(1), choose_round(study, 1, log=lambda m: None))
+    study = build_study(config)
+    second = round_cells(study, 1)
+    assert len(second) == 4 and {study.halving_round(cell.id) for cell in second} == {1}
+    assert sorted(rank_inputs(study, 0, lambda rung: None, round_index=1)["metrics"]) == sorted(
+        str(study.rung_dir(cell.id, 0) / paths.METRICS_JSON) for cell in second), "a round ranks its own cells"
+    storage = JournalStorage(JournalFileBackend(paths.journal_file(study.sampling.folder)))
+    (group,) = cells_by_group(study)
+    trials = optuna.load_study(study_name=group, storage=storage).trials
+    assert [t.state for t in trials[:4]] == [TrialState.PRUNED] * 2 + [TrialState.COMPLETE] * 2
+    for trial, cell in zip(trials[:2], first):
+        assert trial.intermediate_values == {1: pytest.approx(pruned[cell.id])}  # step: the rung's budget
+        assert trial.value == pytest.approx(pruned[cell.id])
+
+
+TINY_TPE_HALVED = {**TINY_TPE, "study": "tpe-halved",
+                   "search": {**TINY_TPE["search"], "halving": True, "rungs": [1, 2], "keep": 0.5},
+                   "training": {"stages": [{"name": "all", "train": "all", "epochs": 2}]}}
+
+
+def test_a_halved_tpe_search_ranks_each_round_and_tells_optuna_its_pruned_cells(tmp_path, study_file):
+    path = study_file(TINY_TPE_HALVED)
+    counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(path)).stdout)
+    assert counts["train_rung"] == 2 and counts["rank_rung"] == 1 and counts["tpe_round"] == 1
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(path))
+    out = tmp_path / "results/tpe-halved"
+    summary = pd.read_csv(out / "tables/summary.csv")
+    assert len(summary) == 4 and sorted(summary["pruned"]) == [False, False, True, True]
+    for round_index in (0, 1):
+        ranking = json.loads((out / f"halving/round-{round_index}/rung-0.json").read_text())
+        assert len(ranking["cells"]) == 2 and len(ranking["survivors"]) == 1
+    study = build_study(load_config(path))
+    (group,) = cells_by_group(study)
+    storage = JournalStorage(JournalFileBackend(paths.journal_file(out / "search")))
+    trials = optuna.load_study(study_name=group, storage=storage).trials
+    assert sorted(t.state for t in trials[:2]) == sorted([TrialState.COMPLETE, TrialState.PRUNED])
+    assert all(list(t.intermediate_values) == [1] for t in trials[:2])  # each was ranked at rung 0 (1 epoch)
+    assert "Nothing to be done" in snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
+    cells = subprocess.run([sys.executable, "-m", "workflow", "cells", "--configfile", str(path)],
+                           capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert cells.stdout.count("rung 0 (pruned)") == 2 and cells.stdout.count("rung 1 (finalist)") == 2, cells.stdout
+    assert "each TPE round is halved on its own ladder" in cells.stdout

@@ -113,6 +113,7 @@ class Study:
     sampling: RandomSearch | None = None  # `search: random` or `tpe`: what the cells' drawn values come from
     positive_classes: dict = field(default_factory=dict)  # `positive_class`: dataset -> its positive class
     search_groups: dict = field(default_factory=dict)  # a drawn grid cell's id -> its combination's group_key
+    search_rounds: dict = field(default_factory=dict)  # a TPE search's grid cell id -> the round that drew it
 
     @property
     def out(self) -> Path:
@@ -147,9 +148,20 @@ class Study:
         """Where a grid cell's rung (successive halving) writes its outputs."""
         return Path(paths.rung_folder(self.cell_dir(cell_id), rung))
 
-    def ranking_path(self, rung: int) -> Path:
-        """The ranking of the cells that reached a rung (successive halving)."""
-        return Path(paths.ranking_file(paths.rankings_folder(self.out), rung))
+    def halving_round(self, cell_id: str) -> int | None:
+        """The TPE round whose ladder a halved grid cell climbs (each round is halved on its own), or None
+        outside a TPE search."""
+        return self.search_rounds.get(cell_id) if self.halving else None
+
+    def rankings_dir(self, round_index: int | None = None) -> Path:
+        """The rankings of the study's ladder (successive halving), or of one TPE round's."""
+        if round_index is None:
+            return Path(paths.rankings_folder(self.out))
+        return Path(paths.round_rankings_folder(self.out, round_index))
+
+    def ranking_path(self, rung: int, round_index: int | None = None) -> Path:
+        """The ranking of the cells that reached a rung (successive halving), of one TPE round if given."""
+        return Path(paths.ranking_file(self.rankings_dir(round_index), rung))
 
     def manifest_path(self, dataset: str, resolution: int) -> Path:
         """The manifest of a dataset at a resolution: what training reads."""
@@ -276,7 +288,7 @@ def build_study(config: dict) -> Study:
     check_training(training, "training")
     cells: dict[str, Cell] = {}
     grid_cells = []
-    search_groups, draw_index = {}, {}
+    search_groups, search_rounds, draw_index = {}, {}, {}
     sampling = sampled_search(config, DEFAULT_TRAINING)
     for values in apply_draws(expand_grid(sampled_grid(grid, sampling)), sampling):
         group, index = values.pop(SEARCH_GROUP, None), values.pop(SEARCH_INDEX, None)
@@ -298,6 +310,8 @@ def build_study(config: dict) -> Study:
             draw_index[cell.id] = index
         if group is not None:
             search_groups[cell.id] = group
+        if sampling is not None and sampling.round_of(index) is not None:
+            search_rounds.setdefault(cell.id, sampling.round_of(index))
         cells[cell.id] = cell
     if not grid_cells:
         raise ConfigError("grid.exclude removes every cell of the grid (and grid.include adds none): nothing to train")
@@ -316,6 +330,7 @@ def build_study(config: dict) -> Study:
         sampling=sampling,
         positive_classes=positive_classes(config, datasets),
         search_groups=search_groups,
+        search_rounds=search_rounds,
     )
 
 

@@ -78,6 +78,11 @@ def rankings_folder(out) -> str:
     return f"{out}/halving"
 
 
+def round_rankings_folder(out, round_index) -> str:
+    """The rankings of one TPE round's ladder (a halved TPE search halves each round on its own)."""
+    return f"{rankings_folder(out)}/round-{round_index}"
+
+
 def ranking_file(rankings_dir, rung) -> str:
     """The ranking of the cells that reached a rung, in the rankings folder."""
     return f"{rankings_dir}/{rung_name(rung)}.json"

@@ -95,6 +95,10 @@ class RandomSearch:
         """The values an axis may take before the run, where its cells do not say (see TpeSearch)."""
         return None
 
+    def round_of(self, index: int) -> int | None:
+        """The round that draws configuration `index` (see TpeSearch); None: a random search has no rounds."""
+        return None
+
     def group_draws(self, group: str) -> list[dict]:
         """The draws of one combination of the grid's axes: the same for every one."""
         return self.draws()

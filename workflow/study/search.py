@@ -1,5 +1,5 @@
-"""A study's search: a plain grid, or successive halving with its ladder of budgets (over the grid or
-over randomly drawn cells, workflow.study.sampling), checked."""
+"""A study's search: a plain grid, or successive halving with its ladder of budgets (over the grid, over
+randomly drawn cells, workflow.study.sampling, or within each round of a TPE search), checked."""
 
 from __future__ import annotations
 
@@ -110,12 +110,16 @@ def _only(search: dict, allowed: set, method: str) -> dict:
     return search
 
 
-def _no_halving(search: dict) -> None:
-    """A TPE search is not halved (yet): its rounds train every cell to the end."""
-    rung_keys = sorted(set(search) & {"halving", "rungs", "keep", "group_by", "brackets"})
-    if rung_keys:
-        raise ConfigError(f"search.{rung_keys[0]}: a tpe search is not halved; its cells train to the end")
-    return None
+def _tpe_halving_part(search: dict) -> dict | None:
+    """A TPE search's halving settings: as a random search's, each round halved on its own (one ladder per
+    round, no brackets), ranked by the `metric` TPE optimises."""
+    if "brackets" in search:
+        raise ConfigError("search.brackets: a tpe search halves each round on one ladder; Hyperband's brackets "
+                          "need method random")
+    part = _halving_part({key: value for key, value in search.items() if key != "metric"})
+    if part is not None and "metric" in search:
+        part["metric"] = search["metric"]
+    return part
 
 
 def _halving_part(search: dict) -> dict | None:
@@ -142,8 +146,9 @@ def build_search(search, grid_cells: list, axes: tuple[str, ...]) -> Halving | N
             raise ConfigError(f"search: {extra} only apply to method 'halving'")
         return None
     if method == "tpe":
-        return _no_halving(search)
-    search = _halving_part(search) if method == "random" else _only(search, set(HALVING_KEYS), method)
+        search = _tpe_halving_part(search)
+    else:
+        search = _halving_part(search) if method == "random" else _only(search, set(HALVING_KEYS), method)
     if search is None:
         return None
     settings = {**DEFAULT_HALVING, **search}

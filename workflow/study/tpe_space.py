@@ -35,6 +35,10 @@ class TpeSearch(RandomSearch):
     def rounds(self) -> int:
         return math.ceil(self.n / self.per_round)
 
+    def round_of(self, index: int) -> int:
+        """The round of trial `index` (per combination)."""
+        return index // self.per_round
+
     def round_numbers(self, round_index: int) -> range:
         """The trial numbers (per combination) of a round: 0 to per_round - 1 for the first."""
         start = round_index * self.per_round
@@ -134,6 +138,7 @@ def refresh(study, config: dict) -> None:
     study.grid_cells[:] = fresh.grid_cells
     study.cells.update(fresh.cells)
     study.search_groups.update(fresh.search_groups)
+    study.search_rounds.update(fresh.search_rounds)
     study.__dict__.pop("grid_ids", None)  # a cached property
 
 

@@ -255,25 +255,30 @@ def previous_rung_inputs(study, cell_id: str, rung: int) -> dict[str, str]:
     return {"state": previous["state"], "previous_best": previous["checkpoint"]}
 
 
-def rank_inputs(study, rung: int, read) -> dict[str, list[str]]:
+def rank_inputs(study, rung: int, read, round_index: int | None = None) -> dict[str, list[str]]:
     """The rung's metrics and history of every cell that reached it: the grid cells that start there
-    (every one at rung 0 without brackets) and the survivors of the previous ranking."""
+    (every one at rung 0 without brackets; in a TPE search, those of round `round_index`) and the
+    survivors of the previous ranking."""
     if not 0 <= rung < study.halving.last:
         raise ValueError(f"rung {rung}: only rungs 0 to {study.halving.last - 1} are ranked (the last has no next rung)")
-    cells = [cell.id for cell in study.grid_cells if first_rung(cell) == rung]
+    cells = [cell.id for cell in study.grid_cells
+             if first_rung(cell) == rung and study.halving_round(cell.id) == round_index]
     cells += survivors(read(rung - 1)) if rung > 0 else []
     outputs = [paths.rung_outputs(study.rung_dir(cell_id, rung)) for cell_id in cells]
     return {name: [files[name] for files in outputs] for name in ("metrics", "history")}
 
 
 def finish_inputs(study, cell_id: str, read) -> dict:
-    """The outputs of the rung where a grid cell stopped, and the rankings that decided it."""
+    """The outputs of the rung where a grid cell stopped, and the rankings that decided it (its TPE
+    round's, in a TPE search: `read` reads that round's)."""
     first = first_rung(study.cell(cell_id, paths.GRID))
     for earlier in range(first):  # the rankings before its bracket's first decide who joins it there
         read(earlier)
     rankings = cell_rankings(cell_id, first, study.halving.last, read)
     outputs = paths.cell_outputs(study.rung_dir(cell_id, stopping_rung(cell_id, rankings, first)))
-    return {"rankings": [str(study.ranking_path(k)) for k in range(first, first + len(rankings))], **outputs}
+    round_index = study.halving_round(cell_id)
+    return {"rankings": [str(study.ranking_path(k, round_index)) for k in range(first, first + len(rankings))],
+            **outputs}
 
 
 def first_rung(cell) -> int:

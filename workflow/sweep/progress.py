@@ -9,8 +9,8 @@ from workflow.study import paths
 from workflow.sweep.halving import cell_rankings, first_rung, load_ranking, stopping_rung, survivors
 
 
-def _written_ranking(study, rung: int) -> dict | None:
-    path = study.ranking_path(rung)
+def _written_ranking(study, rung: int, round_index: int | None) -> dict | None:
+    path = study.ranking_path(rung, round_index)
     return load_ranking(path) if path.exists() else None
 
 
@@ -20,7 +20,7 @@ def progress(study, cell_id: str) -> dict:
     halving = study.halving
     finished = [k for k in range(len(halving.rungs)) if (study.rung_dir(cell_id, k) / paths.METRICS_JSON).exists()]
     first = first_rung(study.cell(cell_id))
-    rankings = cell_rankings(cell_id, first, halving.last, lambda k: _written_ranking(study, k))
+    rankings = cell_rankings(cell_id, first, halving.last, lambda k: _written_ranking(study, k, study.halving_round(cell_id)))
     if rankings and cell_id not in {entry["cell"] for entry in rankings[-1]["cells"]}:
         rankings.pop()  # ranked before the cell reached that rung
     pruned = bool(rankings) and cell_id not in survivors(rankings[-1])
@@ -63,6 +63,9 @@ def study_summary(study, table: pd.DataFrame) -> str:
         halving = study.halving
         lines.append(f"successive halving: rungs {list(halving.rungs)} epochs, keep {halving.keep:.3g} of each "
                      f"{' x '.join(halving.group_by) or 'study'} by {halving.metric}")
+        if study.search_rounds:
+            lines.append("each TPE round is halved on its own ladder: its cells are ranked among themselves "
+                         "(halving/round-<r>/), and a cell a ranking stops is told to Optuna as pruned")
         if halving.brackets > 1:
             lines.append(f"Hyperband: {halving.brackets} brackets, bracket b starting at rung b, drawn in the "
                          f"proportions {halving.bracket_weights()}")

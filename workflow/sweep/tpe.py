@@ -5,7 +5,9 @@ One Optuna study per combination of the grid's axes lives in a journal file unde
 results/<study>/search/ (JournalStorage with JournalFileBackend). Trial i of a combination is its i-th
 configuration: round r holds trials r x round ... (r + 1) x round - 1. A round's job first records the
 results of every earlier cell (the first round's, drawn at random, are enqueued as they were drawn),
-then asks for the round's trials. Each value is suggested by a sampler seeded by the search seed, the
+then asks for the round's trials. A halved search's cells are told their value at each rung they were
+ranked at, and a cell a ranking stopped is a pruned trial (TPE ranks it below the completed ones by
+how far it got). Each value is suggested by a sampler seeded by the search seed, the
 trial's number and the key, and TPE ignores unfinished trials, so a suggestion depends only on the
 finished trials: a round's job that crashes part way keeps the trials it asked and, rerun, asks the
 rest and gets the same answers.
@@ -33,15 +35,29 @@ from workflow.sweep.halving import rung_value
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def cell_result(metrics_file, metric: str) -> tuple[TrialState, float | None]:
-    """What Optuna is told about a finished cell: its best validation metric, or a failure (failed,
-    out of memory, diverged, or no finite value)."""
+def rung_values(metrics: dict) -> dict[int, float]:
+    """A halved cell's value at each rung it was ranked at, by the rung's budget in epochs (what Optuna
+    takes as intermediate values); {} for a cell that was not halved."""
+    halving = metrics.get("halving") or {}
+    return {halving["rungs"][place["rung"]]: place["value"] for place in halving.get("ranks", [])
+            if place["value"] is not None and math.isfinite(place["value"])}
+
+
+def cell_result(metrics_file, metric: str) -> tuple[TrialState, float | None, dict[int, float]]:
+    """What Optuna is told about a finished cell: its best validation metric, a pruned trial (a halved
+    cell a ranking stopped), or a failure (failed, out of memory, diverged, or no finite value); and
+    a halved cell's values at its rungs."""
     metrics = json.loads(open(metrics_file).read())
     history_file = os.path.join(os.path.dirname(metrics_file), paths.HISTORY_CSV)
+    steps = rung_values(metrics)
     if metrics["status"] not in USABLE_STATUSES or not os.path.getsize(history_file):
-        return TrialState.FAIL, None
+        return TrialState.FAIL, None, steps
+    if metrics.get("pruned"):
+        return TrialState.PRUNED, None, steps
     value = rung_value(pd.read_csv(history_file), metric)
-    return (TrialState.COMPLETE, value) if value is not None and math.isfinite(value) else (TrialState.FAIL, None)
+    if value is None or not math.isfinite(value):
+        return TrialState.FAIL, None, steps
+    return TrialState.COMPLETE, value, steps
 
 
 def _sampler(search: TpeSearch, number: int, key: str) -> optuna.samplers.TPESampler:
@@ -94,8 +110,11 @@ def record(study: optuna.Study, draws: list[dict], cells: dict, out, search: Tpe
         if study.get_trials(deepcopy=False)[number].state != TrialState.RUNNING:
             continue
         cell = cells[json.dumps(values, sort_keys=True)]
-        state, value = cell_result(paths.cell_outputs(paths.cell_folder(out, paths.GRID, cell.id))["metrics"],
-                                   search.metric)
+        state, value, steps = cell_result(
+            paths.cell_outputs(paths.cell_folder(out, paths.GRID, cell.id))["metrics"], search.metric)
+        trial = optuna.Trial(study, study.get_trials(deepcopy=False)[number]._trial_id)
+        for step, step_value in steps.items():
+            trial.report(step_value, step)  # a pruned trial's value is its last rung's
         study.tell(number, value, state=state)
 
 
