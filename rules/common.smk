@@ -11,7 +11,7 @@ sys.path.insert(0, workflow.basedir)
 
 from workflow.data.datasets import DatasetConfigError, downloads, source_fingerprint, source_inputs, source_raw_dir
 from workflow.export.weights_check import WeightsFileError, check_study_weights
-from workflow.gpu.slots import cell_slots, probe_table, slot_settings
+from workflow.gpu.slots import PROBE_NAME, cell_slots, probe_table, slot_settings
 from workflow.integrity import DamagedFileError, check_cell_file
 from workflow.lock import lock_results
 from workflow.study import paths
@@ -200,6 +200,10 @@ def read_round(round_index):
         refresh(STUDY, config)
         KNOWN_ROUNDS.update(TPE.written_rounds())
         EXPORT_CELLS.update(export_ids(STUDY.grid_ids))  # rules/export_common.smk
+        if SLOTS.probe_dir:  # the round's cells wait for their memory probes too
+            names, specs = probe_table(STUDY.cells.values())
+            CELL_PROBES.update(names)
+            PROBES.update(specs)
 
 
 def get_tpe_round_inputs(wildcards):

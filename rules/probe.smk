@@ -13,7 +13,7 @@ if SLOTS.probe_dir:
         log:
             paths.log_file(SLOTS.probe_dir, "{combo}"),
         wildcard_constraints:
-            combo="|".join(map(re.escape, PROBES)),
+            combo=PROBE_NAME,  # a later TPE round may add combinations (rules/common.smk, read_round)
         threads: 1
         resources:
             gpu=RES["train_gpus"],

@@ -17,6 +17,7 @@ from conftest import REPO, snakemake
 from fakecells import study_config
 from test_workflow import job_counts
 from workflow.atomic import write_json
+from workflow.gpu.slots import probe_key, probe_name, probe_spec
 from workflow.study import paths
 from workflow.study.config import ConfigError, check_config, load_config
 from workflow.study.grid import build_study
@@ -281,3 +282,23 @@ def test_a_halved_tpe_search_ranks_each_round_and_tells_optuna_its_pruned_cells(
                            capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert cells.stdout.count("rung 0 (pruned)") == 2 and cells.stdout.count("rung 1 (finalist)") == 2, cells.stdout
     assert "each TPE round is halved on its own ladder" in cells.stdout
+
+
+def test_later_rounds_wait_for_their_memory_probes_with_several_cells_per_gpu(tmp_path, study_file, monkeypatch):
+    """resources.gpu_slots: 2 on two fake GPUs: the probes of round 1's cells, unknown before the run, are
+    planned once the round is chosen (this machine has no GPU: they measure nothing, and cells take a GPU)."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("TLSWEEP_GPUS", "0,1")
+    monkeypatch.setenv("TLSWEEP_LOCK_DIR", str(tmp_path / "locks"))
+    config = {**TINY_TPE, "study": "tpe-slots", "resources": {"train_threads": 1, "gpu_slots": 2},
+              "search": {**TINY_TPE["search"], "space": {**TINY_TPE["search"]["space"],
+                                                        "batch_size": {"choice": [16, 32]}}}}
+    del config["grid"]["batch_size"]
+    path = study_file(config)
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(path))
+    summary = pd.read_csv(tmp_path / "results/tpe-slots/tables/summary.csv")
+    assert len(summary) == 4 and set(summary["status"]) == {"ok"}
+    study = build_study(load_config(path))
+    probes = tmp_path / "results" / "probes" / probe_key()
+    assert {f"{probe_name(probe_spec(cell.to_dict()))}.json" for cell in study.grid_cells} <= \
+        {p.name for p in probes.iterdir()}, "every round's cells had their probes"

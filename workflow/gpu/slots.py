@@ -81,6 +81,9 @@ def probe_spec(cell: dict) -> dict:
     }
 
 
+PROBE_NAME = r"[^/]+-r\d+-bs\d+-[^/-]+-opt\d+-[^/-]+-eval\d+"  # what probe_name gives: the probe rule's wildcard
+
+
 def probe_name(spec: dict) -> str:
     """The probe's file name without .json, e.g. mobilenet_v2-r160-bs32-gap-opt2-auto-eval256."""
     return (f"{model_folder(spec['model'])}-r{spec['resolution']}-bs{spec['batch_size']}-{spec['head']}"
