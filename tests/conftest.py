@@ -63,15 +63,19 @@ def tiny_study(name: str = "tiny") -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def shard(tmp_path_factory):
-    """Digits 0-2 at 16x16 in one shard file (60/20/20 split): small enough to train a cell in seconds."""
+def digits_shard(folder: Path, resolution: int) -> Path:
+    """Digits 0-2 at `resolution` pixels in one shard file of `folder` (60/20/20 split), with its manifest."""
     from workflow.data.prepare import prepare_dataset
 
-    folder = tmp_path_factory.mktemp("data")
     spec = {"source": "digits", "classes": [0, 1, 2], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}
-    prepare_dataset("digits-012", spec, 16, folder / "r16.h5", folder / "r16.json")
-    return folder / "r16.h5"
+    prepare_dataset("digits-012", spec, resolution, folder / f"r{resolution}.h5", folder / f"r{resolution}.json")
+    return folder / f"r{resolution}.h5"
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory):
+    """Digits 0-2 at 16x16: small enough to train a cell in seconds."""
+    return digits_shard(tmp_path_factory.mktemp("data"), 16)
 
 
 @pytest.fixture

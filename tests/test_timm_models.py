@@ -8,8 +8,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from conftest import digits_shard
 from test_training import make_cell, quiet
-from workflow.data.prepare import prepare_dataset
 from workflow.study.settings import merge
 from workflow.train.catalogue import timm_hub_repo
 from workflow.train.cell import train_cell
@@ -70,11 +70,8 @@ def test_timm_model_loads_cached_weights_offline_and_trains_a_step_with_each_hea
 
 @pytest.fixture(scope="module")
 def digits_32(tmp_path_factory):
-    """Digits 0-2 at 32x32 (ViT's patches need more than 16 pixels), 60/20/20."""
-    folder = tmp_path_factory.mktemp("data32")
-    spec = {"source": "digits", "classes": [0, 1, 2], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}
-    prepare_dataset("digits-012", spec, 32, folder / "r32.h5", folder / "r32.json")
-    return folder / "r32.h5"
+    """Digits 0-2 at 32x32 (ViT's patches need more than 16 pixels)."""
+    return digits_shard(tmp_path_factory.mktemp("data32"), 32)
 
 
 @pytest.mark.slow  # torch.compile on the CPU: a few minutes per model
