@@ -28,7 +28,10 @@ def test_train_step_benchmark_reports_ceiling_pipeline_and_ratio(loader, tmp_pat
     for row in results:
         assert row["loader"] == loader and row["precision"] == "fp32"
         assert row["ceiling_images_per_s"] > 0 and row["pipeline_images_per_s"] > 0
-        assert abs(row["ratio"] - row["pipeline_images_per_s"] / row["ceiling_images_per_s"]) < 0.002
+        pipeline, ceiling = row["pipeline_images_per_s"], row["ceiling_images_per_s"]
+        # the ratio is rounded to 3 places and the rates to 1, which counts when a busy machine makes them small
+        rounding = 0.0005 + 0.05 * (1 + pipeline / ceiling) / ceiling
+        assert abs(row["ratio"] - pipeline / ceiling) <= rounding * 1.01
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert "ceiling img/s" in capsys.readouterr().out
 
