@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from conftest import REPO, snakemake
@@ -43,8 +44,13 @@ def score(cell) -> float:
     return 0.9 - 0.1 * abs(math.log10(cell.lr) + 3) - 0.2 * abs(cell.training["dropout"] - 0.2)
 
 
+def cost(cell) -> float:
+    """The fixture's training seconds: more dropout, slower (a trade-off against score's best at 0.2)."""
+    return 10 + 100 * cell.training["dropout"]
+
+
 def write_result(study, cell, status="ok") -> None:
-    """A finished cell's metrics.json and history.csv (one epoch at the fixture's score)."""
+    """A finished cell's metrics.json and history.csv (one epoch at the fixture's score and cost)."""
     folder = study.cell_dir(cell.id)
     if (folder / paths.METRICS_JSON).exists():
         return
@@ -52,7 +58,8 @@ def write_result(study, cell, status="ok") -> None:
     accuracy = score(cell)
     pd.DataFrame([{"epoch": 1, "val_accuracy": accuracy, "val_loss": 1 - accuracy}]).to_csv(
         folder / paths.HISTORY_CSV, index=False)
-    (folder / paths.METRICS_JSON).write_text(json.dumps({"cell": cell.id, "status": status}))
+    (folder / paths.METRICS_JSON).write_text(json.dumps({"cell": cell.id, "status": status,
+                                                         "train_time_s": cost(cell)}))
 
 
 def run_rounds(config, statuses=None, log=None) -> object:
@@ -166,6 +173,27 @@ def test_tpe_reaches_the_random_searchs_best_on_a_smooth_fixture(tmp_path):
     assert sum(best["tpe"]) >= sum(best["random"]) and medians_better >= 5
 
 
+def test_a_multi_objective_search_tells_optuna_accuracy_and_training_time(tmp_path):
+    config = tpe_config(tmp_path, n=12)
+    config["search"]["metric"] = ["val_accuracy", "train_time_s"]
+    check_config(config)
+    study = run_rounds(config)
+    assert study.sampling.directions == ["maximize", "minimize"]
+    (group,) = cells_by_group(study)
+    storage = JournalStorage(JournalFileBackend(paths.journal_file(study.sampling.folder)))
+    optimised = optuna.load_study(study_name=group, storage=storage)
+    assert optimised.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+    told = [cell for r in range(2) for cell in round_cells(study, r)]  # round 2's cells are told by no round
+    for trial, cell in zip(optimised.trials, told):
+        assert trial.values == [pytest.approx(score(cell)), pytest.approx(cost(cell))]
+    front = {trial.number for trial in optimised.best_trials}
+    dominated = {i for i, a in enumerate(told) for b in told
+                 if score(b) >= score(a) and cost(b) <= cost(a) and (score(b), cost(b)) != (score(a), cost(a))}
+    assert front == set(range(len(told))) - dominated and front, "Optuna's Pareto front is the cells no other beats"
+    chosen = json.loads(open(study.sampling.round_path(2)).read())
+    assert chosen["objectives"] == ["val_accuracy", "train_time_s"] and len(chosen["groups"][group]) == 4
+
+
 @pytest.mark.parametrize("search, message", [
     ({"space": {"train": {"choice": ["head", "all"]}}}, "search.space.train: a tpe search draws ['batch_size', 'lr', "
                                                          "'optimizer'] and training keys only"),
@@ -173,6 +201,9 @@ def test_tpe_reaches_the_random_searchs_best_on_a_smooth_fixture(tmp_path):
     ({"rungs": [1, 2]}, "search.rungs: halving settings need `halving: true` in a tpe search"),
     ({"metric": "val_auc"}, "search.metric: 'val_auc' is not one of"),
     ({"round": 1}, "search.round: 1 is less than the minimum of 2"),
+    ({"metric": ["train_time_s", "val_accuracy"]}, "search.metric: the first objective is a validation metric"),
+    ({"metric": ["val_accuracy", "train_time_s"], "halving": True},
+     "search.metric: a halved tpe search ranks its rungs by one metric"),
 ])
 def test_bad_tpe_settings_name_the_key(tmp_path, search, message):
     config = study_config(tmp_path)

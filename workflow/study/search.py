@@ -118,6 +118,9 @@ def _tpe_halving_part(search: dict) -> dict | None:
                           "need method random")
     part = _halving_part({key: value for key, value in search.items() if key != "metric"})
     if part is not None and "metric" in search:
+        if not isinstance(search["metric"], str):
+            raise ConfigError(f"search.metric: a halved tpe search ranks its rungs by one metric, not by "
+                              f"{search['metric']}; several objectives need `halving: false`")
         part["metric"] = search["metric"]
     return part
 
@@ -157,7 +160,7 @@ def build_search(search, grid_cells: list, axes: tuple[str, ...]) -> Halving | N
     _check_rungs(rungs, longest)
     if not 0 < settings["keep"] < 1:
         raise ConfigError(f"search.keep: the share that goes on must be between 0 and 1, got {settings['keep']}")
-    if settings["metric"] not in HALVING_METRICS:
+    if not isinstance(settings["metric"], str) or settings["metric"] not in HALVING_METRICS:
         raise ConfigError(f"search.metric: unknown metric {settings['metric']!r}; choose one of {list(HALVING_METRICS)}")
     unknown = sorted(set(settings["group_by"]) - set(axes))
     if unknown:

@@ -20,6 +20,8 @@ from workflow.study.sampling import TRAINING_PREFIX, RandomSearch
 TPE_AXES = ("batch_size", "lr", "optimizer")  # the axes TPE may draw, besides training keys
 # What a TPE search optimises: a history.csv column, and whether Optuna maximises or minimises it.
 TPE_METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+# Further objectives of a multi-objective search (`metric: [val_accuracy, train_time_s]`): metrics.json keys.
+COST_METRICS = {"train_time_s": "minimize"}
 DEFAULT_ROUND = 4
 
 
@@ -29,7 +31,13 @@ class TpeSearch(RandomSearch):
 
     per_round: int = DEFAULT_ROUND
     metric: str = "val_accuracy"
+    objectives: tuple[str, ...] = ("val_accuracy",)  # what Optuna optimises: `metric`, then any cost metrics
     folder: str = ""  # the search folder: round files and Optuna's journal
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna's direction of each objective."""
+        return [{**TPE_METRICS, **COST_METRICS}[objective] for objective in self.objectives]
 
     @property
     def rounds(self) -> int:
@@ -83,7 +91,7 @@ class TpeSearch(RandomSearch):
         """One line for `python -m workflow cells`."""
         done = len(self.written_rounds())
         return (f"TPE search: {self.n} configurations per combination of the grid's axes in {self.rounds} rounds "
-                f"of {self.per_round}, by {self.metric}; round 0 is drawn at random, {done} of the "
+                f"of {self.per_round}, by {' and '.join(self.objectives)}; round 0 is drawn at random, {done} of the "
                 f"{self.rounds - 1} later rounds are chosen so far (the rest are decided as results arrive)")
 
 
@@ -93,12 +101,19 @@ def build_tpe(search: dict, sampling: RandomSearch, config: dict) -> TpeSearch:
         if key not in TPE_AXES and not key.startswith(TRAINING_PREFIX):
             raise ConfigError(f"search.space.{key}: a tpe search draws {list(TPE_AXES)} and training keys only; "
                               f"list {key} in the grid")
-    metric = search.get("metric", "val_accuracy")
-    if metric not in TPE_METRICS:
-        raise ConfigError(f"search.metric: unknown metric {metric!r}; choose one of {list(TPE_METRICS)}")
+    objectives = search.get("metric", "val_accuracy")
+    objectives = (objectives,) if isinstance(objectives, str) else tuple(objectives)
+    if objectives[0] not in TPE_METRICS:
+        raise ConfigError(f"search.metric: the first objective is a validation metric, one of {list(TPE_METRICS)}; "
+                          f"got {objectives[0]!r}")
+    unknown = sorted(set(objectives[1:]) - set(TPE_METRICS) - set(COST_METRICS))
+    if unknown or len(set(objectives)) < len(objectives):
+        raise ConfigError(f"search.metric: objectives {list(objectives)} must be distinct, of "
+                          f"{list(TPE_METRICS) + list(COST_METRICS)}")
     out = paths.study_folder(config.get("results_dir", "results"), config["study"])
     return TpeSearch(n=sampling.n, seed=sampling.seed, dimensions=sampling.dimensions,
-                     per_round=search.get("round", DEFAULT_ROUND), metric=metric, folder=paths.search_folder(out))
+                     per_round=search.get("round", DEFAULT_ROUND), metric=objectives[0], objectives=objectives,
+                     folder=paths.search_folder(out))
 
 
 def drawn_values(cell, keys) -> dict:

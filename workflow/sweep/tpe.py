@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from workflow.study import paths
 from workflow.study.sampling import USABLE_STATUSES
-from workflow.study.tpe_space import TPE_METRICS, TpeSearch, cells_by_group
+from workflow.study.tpe_space import COST_METRICS, TpeSearch, cells_by_group
 from workflow.sweep.halving import rung_value
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -43,10 +43,17 @@ def rung_values(metrics: dict) -> dict[int, float]:
             if place["value"] is not None and math.isfinite(place["value"])}
 
 
-def cell_result(metrics_file, metric: str) -> tuple[TrialState, float | None, dict[int, float]]:
-    """What Optuna is told about a finished cell: its best validation metric, a pruned trial (a halved
-    cell a ranking stopped), or a failure (failed, out of memory, diverged, or no finite value); and
-    a halved cell's values at its rungs."""
+def objective_value(metrics: dict, history: pd.DataFrame, objective: str) -> float | None:
+    """A finished cell's value of one objective: its best validation metric (history.csv), or a cost from
+    metrics.json (COST_METRICS); None when it has no finite value."""
+    value = metrics.get(objective) if objective in COST_METRICS else rung_value(history, objective)
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def cell_result(metrics_file, objectives) -> tuple[TrialState, list[float] | None, dict[int, float]]:
+    """What Optuna is told about a finished cell: its value of each objective (the best validation
+    metric first), a pruned trial (a halved cell a ranking stopped), or a failure (failed, out of memory,
+    diverged, or no finite value); and a halved cell's values at its rungs."""
     metrics = json.loads(open(metrics_file).read())
     history_file = os.path.join(os.path.dirname(metrics_file), paths.HISTORY_CSV)
     steps = rung_values(metrics)
@@ -54,10 +61,11 @@ def cell_result(metrics_file, metric: str) -> tuple[TrialState, float | None, di
         return TrialState.FAIL, None, steps
     if metrics.get("pruned"):
         return TrialState.PRUNED, None, steps
-    value = rung_value(pd.read_csv(history_file), metric)
-    if value is None or not math.isfinite(value):
+    history = pd.read_csv(history_file)
+    values = [objective_value(metrics, history, objective) for objective in objectives]
+    if None in values:
         return TrialState.FAIL, None, steps
-    return TrialState.COMPLETE, value, steps
+    return TrialState.COMPLETE, values, steps
 
 
 def _sampler(search: TpeSearch, number: int, key: str) -> optuna.samplers.TPESampler:
@@ -111,7 +119,7 @@ def record(study: optuna.Study, draws: list[dict], cells: dict, out, search: Tpe
             continue
         cell = cells[json.dumps(values, sort_keys=True)]
         state, value, steps = cell_result(
-            paths.cell_outputs(paths.cell_folder(out, paths.GRID, cell.id))["metrics"], search.metric)
+            paths.cell_outputs(paths.cell_folder(out, paths.GRID, cell.id))["metrics"], search.objectives)
         trial = optuna.Trial(study, study.get_trials(deepcopy=False)[number]._trial_id)
         for step, step_value in steps.items():
             trial.report(step_value, step)  # a pruned trial's value is its last rung's
@@ -146,10 +154,11 @@ def choose_round(study, round_index: int, log=print) -> dict:
         if len(draws) < round_index * search.per_round:
             raise ValueError(_short_rounds(search, group, round_index))
         optimised = optuna.create_study(study_name=group, storage=storage, load_if_exists=True,
-                                        direction=TPE_METRICS[search.metric])
+                                        directions=search.directions)
         record(optimised, draws, cells, study.out, search)
         chosen[group] = []
         for number in search.round_numbers(round_index):
             chosen[group].append(ask(optimised, number, search))
             log(f"{group}: trial {number}: {chosen[group][-1]}")
-    return {"round": round_index, "metric": search.metric, "groups": chosen}
+    objectives = {"objectives": list(search.objectives)} if len(search.objectives) > 1 else {}
+    return {"round": round_index, "metric": search.metric, **objectives, "groups": chosen}
