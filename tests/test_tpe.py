@@ -226,8 +226,8 @@ TINY_TPE = {
 }
 
 
-def test_a_dry_run_shows_the_first_round_and_a_run_trains_every_round(tmp_path, study_file):
-    path = study_file(TINY_TPE)
+def test_a_dry_run_shows_the_first_round_and_a_two_objective_run_trains_every_round(tmp_path, study_file):
+    path = study_file({**TINY_TPE, "search": {**TINY_TPE["search"], "metric": ["val_accuracy", "train_time_s"]}})
     dry = snakemake(tmp_path, "-n", "--configfile", str(path))
     counts = job_counts(dry.stdout)
     assert counts["train"] == 2 and counts["tpe_round"] == 1
@@ -238,6 +238,11 @@ def test_a_dry_run_shows_the_first_round_and_a_run_trains_every_round(tmp_path, 
     chosen = json.loads((tmp_path / "results/tpe/search/round-1.json").read_text())
     (drawn,) = chosen["groups"].values()
     assert len(summary) == 4 and {d["lr"] for d in drawn} <= set(summary["lr"])
+    storage = JournalStorage(JournalFileBackend(paths.journal_file(tmp_path / "results/tpe/search")))
+    (group,) = chosen["groups"]
+    told = [trial for trial in optuna.load_study(study_name=group, storage=storage).trials if trial.values]
+    times = {round(trial.values[1], 3) for trial in told}  # round 0's cells: their training seconds
+    assert len(told) == 2 and times <= set(summary["train_time_s"].round(3)) and min(times) > 0
     assert "Nothing to be done" in snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
     result = subprocess.run([sys.executable, "-m", "workflow", "cells", "--configfile", str(path)],
                             capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""})
