@@ -179,8 +179,8 @@ def get_previous_arg(wildcards, input):
 
 def get_rank_inputs(wildcards):
     round_index = int(wildcards.round) if TPE else None
-    if round_index:
-        read_round(round_index)  # the round's cells are known
+    if round_index:  # a later round's cells are known once its file is (round 0's before the run)
+        read_round(round_index)
     return rank_inputs(STUDY, int(wildcards.rung), lambda rung: read_ranking(rung, round_index), round_index)
 
 

@@ -59,6 +59,7 @@ def test_halving_settings_and_their_defaults():
     ({"keep": 1.0}, "search.keep: the share that goes on must be between 0 and 1, got 1.0"),
     ({"group_by": ["colour"]}, "search.group_by: unknown axes ['colour']"),
     ({"metric": "test_accuracy"}, "search.metric: unknown metric 'test_accuracy'"),
+    ({"metric": ["val_accuracy", "train_time_s"]}, "search.metric: unknown metric ['val_accuracy', 'train_time_s']"),
 ])
 def test_bad_halving_settings_name_the_key(search, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

@@ -204,6 +204,7 @@ def test_a_multi_objective_search_tells_optuna_accuracy_and_training_time(tmp_pa
     ({"metric": ["train_time_s", "val_accuracy"]}, "search.metric: the first objective is a validation metric"),
     ({"metric": ["val_accuracy", "train_time_s"], "halving": True},
      "search.metric: a halved tpe search ranks its rungs by one metric"),
+    ({"metric": ["val_accuracy", "val_accuracy"]}, "search.metric: ['val_accuracy', 'val_accuracy'] has non-unique"),
 ])
 def test_bad_tpe_settings_name_the_key(tmp_path, search, message):
     config = study_config(tmp_path)
@@ -212,6 +213,14 @@ def test_bad_tpe_settings_name_the_key(tmp_path, search, message):
         check_config(config)
         build_study(config)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("objectives", [["val_accuracy", "val_accuracy"], ["val_accuracy", "test_auc"]])
+def test_objectives_the_schema_rejects_are_rejected_by_the_study_too(tmp_path, objectives):
+    config = study_config(tmp_path)
+    config["search"] = {"method": "tpe", "n": 8, "space": {"lr": {"uniform": [0.001, 0.1]}}, "metric": objectives}
+    with pytest.raises(ConfigError, match=r"search\.metric: objectives .* must be distinct, of \['val_accuracy'"):
+        build_study(config)  # without check_config: the study's own check
 
 
 TINY_TPE = {

@@ -310,8 +310,9 @@ def build_study(config: dict) -> Study:
             draw_index[cell.id] = index
         if group is not None:
             search_groups[cell.id] = group
-        if sampling is not None and sampling.round_of(index) is not None:
-            search_rounds.setdefault(cell.id, sampling.round_of(index))
+        round_index = None if sampling is None else sampling.round_of(index)
+        if round_index is not None:
+            search_rounds.setdefault(cell.id, round_index)  # a repeated configuration: its first round
         cells[cell.id] = cell
     if not grid_cells:
         raise ConfigError("grid.exclude removes every cell of the grid (and grid.include adds none): nothing to train")

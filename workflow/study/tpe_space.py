@@ -30,9 +30,13 @@ class TpeSearch(RandomSearch):
     """`n` configurations per combination of the grid's axes, chosen `per_round` at a time."""
 
     per_round: int = DEFAULT_ROUND
-    metric: str = "val_accuracy"
-    objectives: tuple[str, ...] = ("val_accuracy",)  # what Optuna optimises: `metric`, then any cost metrics
+    objectives: tuple[str, ...] = ("val_accuracy",)  # what Optuna optimises: a validation metric, then costs
     folder: str = ""  # the search folder: round files and Optuna's journal
+
+    @property
+    def metric(self) -> str:
+        """The validation metric optimised (the first objective): what a halved search ranks by."""
+        return self.objectives[0]
 
     @property
     def directions(self) -> list[str]:
@@ -112,7 +116,7 @@ def build_tpe(search: dict, sampling: RandomSearch, config: dict) -> TpeSearch:
                           f"{list(TPE_METRICS) + list(COST_METRICS)}")
     out = paths.study_folder(config.get("results_dir", "results"), config["study"])
     return TpeSearch(n=sampling.n, seed=sampling.seed, dimensions=sampling.dimensions,
-                     per_round=search.get("round", DEFAULT_ROUND), metric=objectives[0], objectives=objectives,
+                     per_round=search.get("round", DEFAULT_ROUND), objectives=objectives,
                      folder=paths.search_folder(out))
 
 

@@ -20,7 +20,8 @@ def progress(study, cell_id: str) -> dict:
     halving = study.halving
     finished = [k for k in range(len(halving.rungs)) if (study.rung_dir(cell_id, k) / paths.METRICS_JSON).exists()]
     first = first_rung(study.cell(cell_id))
-    rankings = cell_rankings(cell_id, first, halving.last, lambda k: _written_ranking(study, k, study.halving_round(cell_id)))
+    round_index = study.halving_round(cell_id)
+    rankings = cell_rankings(cell_id, first, halving.last, lambda k: _written_ranking(study, k, round_index))
     if rankings and cell_id not in {entry["cell"] for entry in rankings[-1]["cells"]}:
         rankings.pop()  # ranked before the cell reached that rung
     pruned = bool(rankings) and cell_id not in survivors(rankings[-1])

@@ -115,14 +115,14 @@ def record(study: optuna.Study, draws: list[dict], cells: dict, out, search: Tpe
     for number, values in enumerate(draws):
         if ask(study, number, search, enqueue=values) != values:
             raise ValueError(f"{study.study_name}: trial {number} of {search.folder} is not {values}")
-        if study.get_trials(deepcopy=False)[number].state != TrialState.RUNNING:
+        trial = study.get_trials(deepcopy=False)[number]
+        if trial.state != TrialState.RUNNING:
             continue
         cell = cells[json.dumps(values, sort_keys=True)]
         state, value, steps = cell_result(
             paths.cell_outputs(paths.cell_folder(out, paths.GRID, cell.id))["metrics"], search.objectives)
-        trial = optuna.Trial(study, study.get_trials(deepcopy=False)[number]._trial_id)
         for step, step_value in steps.items():
-            trial.report(step_value, step)  # a pruned trial's value is its last rung's
+            optuna.Trial(study, trial._trial_id).report(step_value, step)  # a pruned trial's value: its last rung's
         study.tell(number, value, state=state)
 
 
