@@ -14,7 +14,7 @@ from workflow.export.weights_check import WeightsFileError, check_study_weights
 from workflow.gpu.slots import PROBE_NAME, cell_slots, probe_table, slot_settings
 from workflow.integrity import DamagedFileError, check_cell_file
 from workflow.lock import lock_results
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.config import ConfigError, check_config, check_config_files
 from workflow.study.grid import CELL_ID, build_study
 from workflow.study.jobfile import write_dataset_file, write_job_file, write_study_file

@@ -7,8 +7,8 @@ from conftest import REPO, tiny_study
 from test_model_zoo import ALL, sampled
 from workflow.study.config import ConfigError
 from workflow.study.grid import build_study
-from workflow.train.backbones import check_model, get_backbone
-from workflow.train.catalogue import load_catalogue
+from workflow.core.backbones import check_model, get_backbone
+from workflow.core.catalogue import load_catalogue
 from workflow.train.catalogue_build import structure_facts, timm_catalogue, versions, weights_facts
 
 def validated(config):

@@ -13,7 +13,7 @@ import torchvision
 
 from test_training import make_cell, quiet
 from workflow.study.settings import merge
-from workflow.train.backbones import get_backbone, torchvision_backbones
+from workflow.core.backbones import get_backbone, torchvision_backbones
 from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, imagenet_normalization, parameterised_layers, set_trainable
 from workflow.train.models import set_train_mode

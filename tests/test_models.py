@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from workflow.train.backbones import torchvision_backbones
+from workflow.core.backbones import torchvision_backbones
 from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
 from workflow.train.models import (
     PLAIN_MEAN, set_trainable, build_classifier, imagenet_weights,

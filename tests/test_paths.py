@@ -1,4 +1,4 @@
-"""workflow.study stays torch-free, and every path of a study comes from workflow.study.paths."""
+"""workflow.study stays torch-free, and every path of a study comes from workflow.core.paths."""
 
 import json
 import subprocess
@@ -7,11 +7,11 @@ import sys
 from conftest import REPO, tiny_study
 from fakecells import make_study
 from workflow.cli import parser
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.config import check_config
 from workflow.study.grid import build_study
 
-STUDY_MODULES = ["config", "grid", "settings", "search", "outputs", "paths"]
+STUDY_MODULES = ["config", "grid", "settings", "search", "outputs"]
 
 
 def test_the_study_package_imports_without_torch():

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from conftest import digits_shard
 from test_training import make_cell, quiet
 from workflow.study.settings import merge
-from workflow.train.catalogue import timm_hub_repo
+from workflow.core.catalogue import timm_hub_repo
 from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, set_train_mode, set_trainable
 from workflow.train.timm_models import cached_timm_weights, import_timm

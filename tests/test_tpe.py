@@ -19,7 +19,7 @@ from fakecells import study_config
 from test_workflow import job_counts
 from workflow.atomic import write_json
 from workflow.gpu.slots import probe_key, probe_name, probe_spec
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.config import ConfigError, check_config, load_config
 from workflow.study.grid import build_study
 from workflow.study.sampling import rounded

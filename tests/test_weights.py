@@ -78,7 +78,7 @@ def test_timm_weights_are_fetched_into_the_hub_cache_before_training(tmp_path, s
 
 def test_the_weights_files_and_model_names_are_known_without_importing_torch_or_timm():
     code = ("import sys, workflow.study.grid, workflow.train.weights as w; "
-            "from workflow.train.backbones import check_model, model_error, torchvision_backbones as tv; "
+            "from workflow.core.backbones import check_model, model_error, torchvision_backbones as tv; "
             "files = w.imagenet_files([*tv(), 'timm:resnet50']); assert len(files) == len(tv()) + 1, files; "
             "check_model('timm:resnet50'); assert 'closest' in model_error('resnet19', 32); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'timm')))")

@@ -166,7 +166,7 @@ def cmd_charts(args) -> None:
 
     from workflow.results.charts import draw_charts
     from workflow.results.search_charts import search_charts
-    from workflow.study import paths
+    from workflow.core import paths
     from workflow.study.config import load_config
     from workflow.study.outputs import study_charts
     from workflow.track.study_run import log_study_artifacts

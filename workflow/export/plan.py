@@ -17,7 +17,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from workflow.study import paths
+from workflow.core import paths
 
 CELLS = ("best", "all")
 FILES = paths.EXPORT_FILES

@@ -18,7 +18,7 @@ import torch
 
 from workflow.export.checkpoint import CheckpointError, load_model
 from workflow.export.plan import FILES
-from workflow.study import paths
+from workflow.core import paths
 
 PREPROCESS = paths.PREPROCESS_JSON
 INPUT_NAME, OUTPUT_NAME = "images", "logits"

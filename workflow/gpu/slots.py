@@ -35,9 +35,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.settings import stage_settings
-from workflow.train.backbones import model_folder
+from workflow.core.backbones import model_folder
 
 SPLITS = ("train", "val", "test")  # the order in which training loads them
 

@@ -13,7 +13,7 @@ import pandas as pd
 from workflow.results.predictions import (Outcome, counts_columns, outcome, positive_columns, positive_index,
                                           prediction_columns)
 from workflow.train.predictions import read_predictions
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.grid import AXES, Cell, Study, format_lr
 
 # The summary's columns after the cell id and its axes, in order, with their

@@ -15,7 +15,7 @@ from workflow.results.recommend import best_preamble, recommendation_markdown, s
 from workflow.results.search_charts import search_table_names, search_tables
 from workflow.results.stats import best_table, configurations
 from workflow.results.tables import finalists, tables_from, write_histories, write_table
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.grid import Study
 from workflow.study.outputs import study_tables
 

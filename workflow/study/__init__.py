@@ -5,5 +5,5 @@ training defaults and stage settings (`settings`), the search (`search`), which
 tables and charts a study gets (`outputs`) and every result and data path
 (`paths`). May import only the standard library, yaml, jsonschema and the
 torch-free parts of `workflow.data` (dataset entries) and
-`workflow.train.backbones` (what each model accepts).
+`workflow.core.backbones` (what each model accepts).
 """

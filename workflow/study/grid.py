@@ -2,7 +2,7 @@
 
 A *cell* is one training job: dataset x model x resolution x batch size x
 learning rate x optimizer x what trains x seed x starting weights. Its id is also
-its folder's name (workflow.study.paths), readable and stable:
+its folder's name (workflow.core.paths), readable and stable:
 ``digits-5to9/resnet18/r32/bs16-lr1e-3-adam-all-s0-wdigits-0to4``.
 """
 
@@ -16,12 +16,12 @@ from functools import cached_property
 from pathlib import Path
 
 from workflow.data.datasets import DatasetConfigError, resolve_datasets
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.config import ConfigError
 from workflow.study.sampling import SEARCH_GROUP, SEARCH_INDEX, RandomSearch, apply_draws, sampled_grid, sampled_search
 from workflow.study.search import Halving, bracket_sequence, build_search
 from workflow.study.settings import DEFAULT_TRAINING, cell_training, check_swept_keys, check_training, merge
-from workflow.train.backbones import model_error, model_folder
+from workflow.core.backbones import model_error, model_folder
 
 PRETRAIN_PREFIX = "pretrain:"
 

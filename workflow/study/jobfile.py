@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from workflow.atomic import atomic_path, write_json
-from workflow.study import paths
+from workflow.core import paths
 
 
 class JobFileError(ValueError):

@@ -8,7 +8,7 @@ when the grid varies the axes it compares, so none comes out empty.
 
 from __future__ import annotations
 
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.grid import Study
 
 TABLE_FORMATS = ("csv", "md", "parquet", "html")

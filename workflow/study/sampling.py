@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from workflow.study.config import SCHEMA, ConfigError
-from workflow.train.catalogue import model_name_error
+from workflow.core.catalogue import model_name_error
 
 SIGNIFICANT = 3  # digits a drawn number keeps
 TRAINING_PREFIX = "training."

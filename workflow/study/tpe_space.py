@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.config import ConfigError
 from workflow.study.sampling import TRAINING_PREFIX, RandomSearch
 

@@ -1,6 +1,6 @@
 """Successive halving (``search: halving``): grid cells train rung by rung, and only the best go on.
 
-Each rung of a cell is a job of its own with its own folder (workflow.study.paths.rung_folder):
+Each rung of a cell is a job of its own with its own folder (workflow.core.paths.rung_folder):
 metrics.json, history.csv and best.pt as a whole cell has them, and state.pt, the resumable
 checkpoint after the rung's budget. Rung k+1 starts from rung k's state.pt and best.pt, so its
 history continues where rung k stopped. After each rung but the last a ranking file ranks the
@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from workflow.atomic import atomic_path, write_json
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.search import BRACKET, HALVING_METRICS, Halving
 
 def _load(path: Path) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from workflow.study import paths
+from workflow.core import paths
 from workflow.sweep.halving import cell_rankings, first_rung, load_ranking, stopping_rung, survivors
 
 

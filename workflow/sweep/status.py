@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow.study import paths
+from workflow.core import paths
 from workflow.sweep.halving import first_rung
 from workflow.sweep.progress import progress as halving_progress
 from workflow.track.attempts import read_progress

@@ -27,7 +27,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.sampling import USABLE_STATUSES
 from workflow.study.tpe_space import COST_METRICS, TpeSearch, cells_by_group
 from workflow.sweep.halving import rung_value

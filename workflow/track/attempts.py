@@ -11,7 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
-from workflow.study import paths
+from workflow.core import paths
 
 
 class Tee(io.TextIOBase):

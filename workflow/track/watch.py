@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from workflow.atomic import write_json
-from workflow.study import paths
+from workflow.core import paths
 from workflow.sweep.status import planned_epochs
 from workflow.track.attempts import read_progress
 from workflow.track.mlruns import CellRun

@@ -1,4 +1,4 @@
-"""Regenerate the model catalogue (workflow/train/catalogue.json) from the installed torchvision and timm.
+"""Regenerate the model catalogue (workflow/core/catalogue.json) from the installed torchvision and timm.
 
     python -m workflow.train.catalogue_build          (writes the file; takes a few minutes)
 
@@ -24,7 +24,7 @@ import torchvision
 from torch import nn
 from torchvision import models as tv
 
-from workflow.train.catalogue import CATALOGUE_FILE, IMAGENET_CLASSES
+from workflow.core.catalogue import CATALOGUE_FILE, IMAGENET_CLASSES
 
 CLASSIFIER_END = (nn.Dropout, nn.Linear, nn.Conv2d)  # a classifier's layers from here on are replaced
 
@@ -99,7 +99,7 @@ def structure_facts(name: str, facts: dict) -> dict:
     low, size = facts["min_resolution"], facts["resolution"]
     entry["aux_resolution"] = aux_resolution(model, low, size)
     entry["fixed_resolution"] = runs_at(model, low + 32) is None
-    from workflow.train.backbones import Backbone
+    from workflow.core.backbones import Backbone
     from workflow.train.models import strip_classifier
 
     strip_classifier(model, Backbone(name=name, **facts, **entry, features=0))

@@ -21,7 +21,7 @@ import torch
 
 from workflow.atomic import atomic_path, write_json
 from workflow.integrity import check_cell_file, file_stamp, load_torch
-from workflow.study.paths import BEST_PT, HISTORY_CSV, METRICS_JSON
+from workflow.core.paths import BEST_PT, HISTORY_CSV, METRICS_JSON
 from workflow.study.settings import stage_settings
 from workflow.track.watch import Watch
 from workflow.train.epoch import predict_or_oom, run_epoch

@@ -11,7 +11,7 @@ the head maps its features to the classes. Heads (``training.head``):
   stack, MobileNetV2's dropout + linear, ResNet's fc...) with a new last layer.
 
 Where the classifier sits and how wide the features are come from the
-generated catalogue (workflow.train.catalogue), never from a hand-written table.
+generated catalogue (workflow.core.catalogue), never from a hand-written table.
 
 Layers, as counted by ``train: last:N``, are the modules that own parameters
 directly (convolutions, batch norms, linear layers), in registration order,
@@ -29,8 +29,8 @@ from torch import nn
 from torchvision.models.inception import InceptionOutputs
 
 from workflow.integrity import load_torch
-from workflow.train.backbones import Backbone, check_model, get_backbone, resolution_error
-from workflow.train.catalogue import timm_name
+from workflow.core.backbones import Backbone, check_model, get_backbone, resolution_error
+from workflow.core.catalogue import timm_name
 from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
 from workflow.train.keras_depth import KERAS_PREFIX, keras_trainable
 from workflow.train.timm_models import build_timm, split_timm_head

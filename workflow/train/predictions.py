@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from workflow.atomic import atomic_path
-from workflow.study import paths
+from workflow.core import paths
 
 PREDICTIONS = paths.PREDICTIONS_NPZ
 KEYS = ("val_scores", "val_labels", "test_scores", "test_labels", "class_names")

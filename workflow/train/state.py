@@ -29,7 +29,7 @@ import torch
 from workflow.atomic import atomic_path
 from workflow.integrity import file_stamp, load_torch
 from workflow.data.resize import RESIZE_METHOD
-from workflow.study import paths
+from workflow.core import paths
 from workflow.train.loop import EpochPosition, MicroBatching
 from workflow.train.models import num_classes_of
 from workflow.train.optim import Stage

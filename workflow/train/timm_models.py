@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from workflow.train.catalogue import timm_hub_repo as hub_repo, timm_name
+from workflow.core.catalogue import timm_hub_repo as hub_repo, timm_name
 from workflow.train.weights import hf_hub_cache
 
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repositories hold, preferred first

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from workflow.study import paths
+from workflow.core import paths
 from workflow.study.settings import stage_settings
 from workflow.train.models import build_classifier, set_trainable
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from workflow.data.download import ChecksumError, download, file_digest
-from workflow.train.backbones import get_backbone
-from workflow.train.catalogue import timm_hub_repo, timm_name
+from workflow.core.backbones import get_backbone
+from workflow.core.catalogue import timm_hub_repo, timm_name
 
 HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's convention
 

@@ -1,6 +1,6 @@
 """The model catalogue: every model `model:` accepts, read from a generated JSON file without torch.
 
-The file, workflow/train/catalogue.json, is written by
+The file, workflow/core/catalogue.json, is written by
 `python -m workflow.train.catalogue_build` from the installed torchvision and
 timm, and tests/test_catalogue.py keeps it in step with them. The Snakefile
 checks model names against it when the config loads.

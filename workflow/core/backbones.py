@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, fields
 
-from workflow.train.catalogue import load_catalogue, model_name_error, timm_hub_repo, timm_name
+from workflow.core.catalogue import load_catalogue, model_name_error, timm_hub_repo, timm_name
 
 
 @dataclass(frozen=True)
