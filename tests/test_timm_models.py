@@ -10,7 +10,6 @@ from safetensors.torch import save_file
 
 from conftest import digits_shard
 from test_training import make_cell, quiet
-from workflow.study.settings import merge
 from workflow.core.catalogue import timm_hub_repo
 from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, set_train_mode, set_trainable
@@ -77,9 +76,8 @@ def digits_32(tmp_path_factory):
 @pytest.mark.slow  # torch.compile on the CPU: a few minutes per model
 @pytest.mark.parametrize("model", ["timm:convnext_atto", "timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k"])
 def test_a_compiled_timm_model_trains_through_the_job_in_channels_last(digits_32, tmp_path, model):
-    cell = make_cell(id=f"digits-012/{model.replace(':', '-')}/r32/test", model=model, resolution=32)
-    cell["training"] = merge(cell["training"], {"compile": True, "stages": [{"name": "all", "train": "all",
-                                                                             "epochs": 1}]})
+    cell = make_cell(model=model, resolution=32,
+                     training={"compile": True, "stages": [{"name": "all", "train": "all", "epochs": 1}]})
     metrics = train_cell(cell, digits_32, tmp_path, threads=1, log=quiet)
     assert metrics["status"] == "ok" and metrics["run"]["compiled"] and metrics["epochs_run"] == 1
     assert metrics["test_accuracy"] is not None and (tmp_path / "best.pt").exists()
