@@ -133,3 +133,107 @@ def test_a_key_close_to_none_gets_no_guess():
     with pytest.raises(ConfigError) as error:
         check_config(config)
     assert "did you mean" not in str(error.value) and "(allowed: " in str(error.value)
+
+
+# Training defaults: defined in code, stated in the schema (`x-default`, or `default` where the schema fills
+# it in), and the two must agree.
+
+def training_defaults() -> dict:
+    """The training defaults as the code defines them: the one place this test reads them from."""
+    from workflow.study.settings import DEFAULT_TRAINING
+
+    return DEFAULT_TRAINING
+
+
+def _schema():
+    from workflow.study.config import SCHEMA
+
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    """A schema node with its $ref followed, its own keys (x-default, description) over the referenced ones."""
+    while "$ref" in node:
+        own = {key: value for key, value in node.items() if key != "$ref"}
+        node = {**schema["$defs"][node["$ref"].rsplit("/", 1)[1]], **own}
+    return node
+
+
+def _stated(node: dict):
+    for key in ("x-default", "default"):
+        if key in node:
+            return node[key]
+    return KeyError
+
+
+def schema_training_defaults(schema: dict) -> dict:
+    """{key path under training: the default the schema states}, at the deepest level it states one."""
+    stated = {}
+
+    def walk(node, path):
+        node = _resolve(schema, node)
+        value = _stated(node)
+        if value is not KeyError and path:
+            stated[path] = value
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, f"{path}.{key}" if path else key)
+
+    walk(schema["$defs"]["training"], "")
+    return stated
+
+
+def leaves(value: dict, path: str = "") -> dict:
+    """{key path: value} of a nested mapping's leaves (a list is a leaf)."""
+    out = {}
+    for key, item in value.items():
+        where = f"{path}.{key}" if path else key
+        out.update(leaves(item, where) if isinstance(item, dict) else {where: item})
+    return out
+
+
+def test_every_training_default_the_schema_states_is_the_codes():
+    stated = schema_training_defaults(_schema())
+    code = leaves(training_defaults())
+    for path, value in stated.items():
+        expected = {key[len(path) + 1:]: item for key, item in code.items() if key.startswith(path + ".")}
+        if isinstance(value, dict):
+            assert leaves(value) == expected, f"training.{path}: the schema says {value}, the code {expected}"
+        else:
+            assert path in code, f"training.{path}: a default in the schema but not in the code"
+            assert value == code[path] and type(value) is type(code[path]), \
+                f"training.{path}: the schema says {value!r}, the code {code[path]!r}"
+
+
+def test_every_training_key_of_the_code_has_its_default_in_the_schema():
+    stated = schema_training_defaults(_schema())
+    for path in leaves(training_defaults()):
+        parts = path.split(".")
+        assert any(".".join(parts[:n]) in stated for n in range(1, len(parts) + 1)), \
+            f"training.{path}: no default stated in the schema (add `x-default`)"
+
+
+def test_every_training_key_of_the_schema_has_a_default_in_the_code():
+    schema = _schema()
+    for key in schema["$defs"]["training"]["properties"]:
+        assert key in training_defaults(), f"training.{key}: in the schema but without a default in the code"
+
+
+def test_a_default_a_description_names_is_the_stated_one():
+    """`Default 0.9.` in a training key's description (or `Default 3 and 0.1.`) says what `x-default` says."""
+    import re
+
+    schema = _schema()
+    code = training_defaults()
+    for key, node in schema["$defs"]["training"]["properties"].items():
+        node = _resolve(schema, node)
+        text = " ".join(node.get("description", "").split())
+        match = re.search(r"\bDefault:? (`?)([\w.-]*\w)`?(?: and ([\w.-]*\w))?(?=[\s.;,)]|$)", text)
+        if match is None:
+            continue
+        quoted, words = match.group(1), [word for word in match.groups()[1:] if word is not None]
+        said = [yaml.safe_load(word) for word in words]
+        if not quoted and any(isinstance(word, str) for word in said):
+            continue  # prose ("Default: the batch-size paper's ..."), not a value
+        value = code[key]
+        want = list(leaves(value).values()) if isinstance(value, dict) else [value]
+        assert said == want, f"training.{key}: the description says default {said}, the code {want}"
