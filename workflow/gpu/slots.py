@@ -53,9 +53,10 @@ class SlotSettings:
 
 def slot_settings(resources: dict, results_dir: str | Path) -> SlotSettings:
     """A study's slot settings from its `resources` (K = 1 and no probes when it sets no `slots_per_gpu`)."""
-    per_gpu = resources.get("slots_per_gpu", 1)
+    default = SlotSettings()  # the defaults, as the schema states them (x-default, not filled into the config)
+    per_gpu = resources.get("slots_per_gpu", default.per_gpu)
     probe_dir = Path(paths.probes_folder(results_dir, probe_key())) if per_gpu > 1 else None
-    return SlotSettings(per_gpu=per_gpu, headroom=resources.get("gpu_headroom", 0.9), probe_dir=probe_dir)
+    return SlotSettings(per_gpu=per_gpu, headroom=resources.get("gpu_headroom", default.headroom), probe_dir=probe_dir)
 
 
 def optimizer_states(optimizer: str, momentum: float) -> int:
