@@ -255,7 +255,7 @@ def test_a_dry_run_shows_the_first_round_and_a_two_objective_run_trains_every_ro
     assert "Nothing to be done" in snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
     result = subprocess.run([sys.executable, "-m", "workflow", "cells", "--configfile", str(path)],
                             capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""})
-    assert "4 grid cells, 0 upstream cells, 4 done" in result.stdout
+    assert "4 grid cells, 0 pretrain cells, 4 done" in result.stdout
     assert "1 of the 1 later rounds are chosen so far" in result.stdout
 
 
