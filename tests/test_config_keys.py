@@ -399,3 +399,12 @@ def test_the_defaults_kept_out_of_the_config_are_the_ones_the_schema_states():
     assert resources["slots_per_gpu"]["x-default"] == SlotSettings().per_gpu
     assert resources["gpu_headroom"]["x-default"] == SlotSettings().headroom
     assert schema["properties"]["export"]["x-default"] == DEFAULTS
+
+
+def test_the_search_defaults_the_schema_states_are_the_codes():
+    from workflow.study.search import DEFAULT_HALVING
+    from workflow.study.tpe_space import DEFAULT_ROUND
+
+    search = next(option for option in _schema()["properties"]["search"]["oneOf"] if "properties" in option)
+    stated = {key: node["x-default"] for key, node in search["properties"].items() if "x-default" in node}
+    assert stated == {**DEFAULT_HALVING, "round": DEFAULT_ROUND}
