@@ -1,4 +1,4 @@
-"""Benchmark: total cells per hour with 1, 2 and 4 cells per GPU (`resources.gpu_slots`).
+"""Benchmark: total cells per hour with 1, 2 and 4 cells per GPU (`resources.slots_per_gpu`).
 
 The cells are the default study's CIFAR-10 cells (config.yaml: MobileNetV2 at
 160x160, RMSprop, batch sizes 32 to 512, the new head and then every layer),

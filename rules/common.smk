@@ -25,7 +25,7 @@ from workflow.study.outputs import chart_files, table_files
 from workflow.study.tpe_space import TpeSearch, round_inputs
 from workflow.sweep.decisions import SweepState
 from workflow.sweep.halving import finish_inputs, previous_rung_inputs, rank_inputs
-from workflow.train.weights import fetch_plan, imagenet_files
+from workflow.train.weights import imagenet_files, weight_downloads
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
@@ -51,7 +51,7 @@ onstart:
 HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search
 TPE = STUDY.sampling if isinstance(STUDY.sampling, TpeSearch) else None  # rules/tpe.smk
 RES = config["resources"]
-# Several cells per GPU (resources.gpu_slots = K > 1): each cell's memory probe, shared by studies.
+# Several cells per GPU (resources.slots_per_gpu = K > 1): each cell's memory probe, shared by studies.
 SLOTS = slot_settings(RES, STUDY.results_dir)
 SLOT_ARGS = f"--slots-per-gpu {SLOTS.per_gpu} --gpu-headroom {SLOTS.headroom}"
 # SLURM's warning before the time limit: SIGURG, which Snakemake's job step ignores (profiles/README.md).
@@ -62,7 +62,7 @@ ENV = "../envs/tlsweep.yaml"
 
 
 def probes():
-    """{cell id: probe name} and {probe name: what it measures} of the study's cells (resources.gpu_slots > 1)."""
+    """{cell id: probe name} and {probe name: what it measures} of the study's cells (resources.slots_per_gpu > 1)."""
     return SWEEP.derived("probes", lambda study: probe_table(study.cells.values()))
 
 

@@ -1,5 +1,5 @@
-# The export rules' settings and input functions (rules/export.smk; workflow/export/plan.py).
-from workflow.export.plan import export_ids, export_settings, read_export_index
+# The export rules' settings and input functions (rules/export.smk; workflow/export/index.py).
+from workflow.export.index import export_ids, export_settings, read_export_index
 
 EXPORT = export_settings(config)
 

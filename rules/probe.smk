@@ -1,4 +1,4 @@
-# Several cells per GPU (resources.gpu_slots > 1): the peak GPU memory of each combination that drives
+# Several cells per GPU (resources.slots_per_gpu > 1): the peak GPU memory of each combination that drives
 # it, measured once and shared by every study (workflow/gpu/slots.py, workflow/gpu/probe.py). Training
 # waits for its cell's probe through checkpoints.probe_memory (rules/common.smk, get_train_inputs).
 if SLOTS.probe_dir:

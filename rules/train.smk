@@ -1,4 +1,4 @@
-# Training one cell in one job: upstream (pretrain) cells always, grid cells unless the study searches
+# Training one cell in one job: pretrain cells always, grid cells unless the study searches
 # by successive halving (rules/halving.smk). Both rules run the same command.
 rule train_upstream:
     """Train one upstream (pretrain) cell, whose best checkpoint starts the grid cells that name it."""

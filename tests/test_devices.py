@@ -77,7 +77,7 @@ def test_two_real_training_jobs_claim_different_devices(fake_gpus, tmp_path):
     assert claimed == ["0", "1"]
 
 
-# Slots: K jobs per device (resources.gpu_slots), each holding s of its K slots.
+# Slots: K jobs per device (resources.slots_per_gpu), each holding s of its K slots.
 
 CLAIM_SLOTS = """
 import json, os, sys, time

@@ -53,12 +53,12 @@ def test_pngs(trained):
     split's order, and their labels."""
     spec = resolve_dataset("digits-012", SPEC)
     plan = make_plan("digits-012", spec, None)
-    catalog = get_source("digits").open_catalog(None, spec)
+    catalogue = get_source("digits").open_catalogue(None, spec)
     folder = trained["folder"] / "pngs"
     (folder / "sub").mkdir(parents=True)
     paths = []
     for n, (index, image) in enumerate(zip(plan["splits"]["test"]["indices"],
-                                           catalog.read(plan["splits"]["test"]["indices"]))):
+                                           catalogue.read(plan["splits"]["test"]["indices"]))):
         paths.append(folder / ("sub" if n % 2 else "") / f"{n:04d}-digit{index}.png")
         Image.fromarray(image).save(paths[-1])
     return paths, np.asarray(plan["splits"]["test"]["labels"])

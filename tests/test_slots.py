@@ -197,7 +197,7 @@ def fake_gpus(tmp_path, monkeypatch):
 
 def slot_study(name: str, per_gpu: int = 2) -> dict:
     config = tiny_study(name)
-    config["resources"]["gpu_slots"] = per_gpu
+    config["resources"]["slots_per_gpu"] = per_gpu
     return config
 
 

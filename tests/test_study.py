@@ -115,7 +115,7 @@ def test_unknown_swept_training_key_is_an_error():
         build_study(grid_config(training={"dropuot": [0.1]}))
 
 
-def test_cells_command_lists_the_plan(tmp_path, study_file):
+def test_cells_command_lists_the_cells(tmp_path, study_file):
     import subprocess
     import sys
 
@@ -125,8 +125,8 @@ def test_cells_command_lists_the_plan(tmp_path, study_file):
                             capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert "digits-5to9/resnet18/r16/bs64-lr1e-2-adam-all-s0-wbase     grid   no" in result.stdout
-    assert "digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone upstream   no" in result.stdout
-    assert result.stdout.strip().endswith("4 grid cells, 1 upstream cells, 0 done")
+    assert "digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone pretrain   no" in result.stdout
+    assert result.stdout.strip().endswith("4 grid cells, 1 pretrain cells, 0 done")
 
 
 def test_cells_command_reports_a_bad_config(tmp_path, study_file):

@@ -14,7 +14,7 @@ from workflow.core.catalogue import timm_hub_repo
 from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, set_train_mode, set_trainable
 from workflow.train.timm_models import cached_timm_weights, import_timm
-from workflow.train.weights import cached_weights_path, fetch_plan, imagenet_files
+from workflow.train.weights import cached_weights_path, imagenet_files, weight_downloads
 
 # A ResNet, an EfficientNet, a ConvNeXt, a RegNet, a MobileNetV3 and a ViT, the smallest of each.
 REPRESENTATIVE = ["timm:resnet10t", "timm:efficientnet_b0", "timm:convnext_atto", "timm:regnetx_002",
@@ -98,12 +98,12 @@ def test_missing_timm_weights_name_the_file_and_the_command(hf_home):
     assert cached_timm_weights("timm:resnet10t").name == "model.safetensors"
 
 
-def test_fetch_plan_splits_torchvision_files_and_timm_repositories(hf_home, tmp_path, monkeypatch):
+def test_weight_downloads_split_torchvision_files_and_timm_repositories(hf_home, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    plan = fetch_plan(imagenet_files(["resnet18", "timm:resnet10t"]))
-    assert plan["torchvision"] == {"resnet18-f37072fd.pth": "https://download.pytorch.org/models/resnet18-f37072fd.pth"}
-    assert plan["timm"] == {"timm--resnet10t.c3_in1k": "timm:resnet10t"}
-    assert plan["hub_cache"] == str(hf_home / "hub") and plan["torchvision_dir"] == str(tmp_path / "torch/hub/checkpoints")
+    downloads = weight_downloads(imagenet_files(["resnet18", "timm:resnet10t"]))
+    assert downloads["torchvision"] == {"resnet18-f37072fd.pth": "https://download.pytorch.org/models/resnet18-f37072fd.pth"}
+    assert downloads["timm"] == {"timm--resnet10t.c3_in1k": "timm:resnet10t"}
+    assert downloads["hub_cache"] == str(hf_home / "hub") and downloads["torchvision_dir"] == str(tmp_path / "torch/hub/checkpoints")
 
 
 def test_a_machine_without_timm_is_told_so(monkeypatch):

@@ -261,7 +261,7 @@ def test_a_dry_run_shows_the_first_round_and_a_two_objective_run_trains_every_ro
     assert "Nothing to be done" in snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
     result = subprocess.run([sys.executable, "-m", "workflow", "cells", "--configfile", str(path)],
                             capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""})
-    assert "4 grid cells, 0 upstream cells, 4 done" in result.stdout
+    assert "4 grid cells, 0 pretrain cells, 4 done" in result.stdout
     assert "1 of the 1 later rounds are chosen so far" in result.stdout
 
 
@@ -336,12 +336,12 @@ def test_a_halved_tpe_search_ranks_each_round_and_tells_optuna_its_pruned_cells(
 
 
 def test_later_rounds_wait_for_their_memory_probes_with_several_cells_per_gpu(tmp_path, study_file, monkeypatch):
-    """resources.gpu_slots: 2 on two fake GPUs: the probes of round 1's cells, unknown before the run, are
+    """resources.slots_per_gpu: 2 on two fake GPUs: the probes of round 1's cells, unknown before the run, are
     planned once the round is chosen (this machine has no GPU: they measure nothing, and cells take a GPU)."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("TLSWEEP_GPUS", "0,1")
     monkeypatch.setenv("TLSWEEP_LOCK_DIR", str(tmp_path / "locks"))
-    config = {**TINY_TPE, "study": "tpe-slots", "resources": {"train_threads": 1, "gpu_slots": 2},
+    config = {**TINY_TPE, "study": "tpe-slots", "resources": {"train_threads": 1, "slots_per_gpu": 2},
               "search": {**TINY_TPE["search"], "space": {**TINY_TPE["search"]["space"],
                                                         "batch_size": {"choice": [16, 32]}}}}
     del config["grid"]["batch_size"]

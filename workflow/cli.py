@@ -241,7 +241,7 @@ def train_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--init", help="checkpoint whose backbone starts the cell")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--gpu-slots", type=int, default=1, help="slots of a GPU the job holds (its gpu_slots resource)")
-    p.add_argument("--slots-per-gpu", type=int, default=1, help="slots per GPU: resources.gpu_slots (K)")
+    p.add_argument("--slots-per-gpu", type=int, default=1, help="slots per GPU: resources.slots_per_gpu (K)")
     p.add_argument("--gpu-headroom", type=float, default=0.9, help="share of a GPU's memory its slots split")
 
 

@@ -10,7 +10,7 @@ from workflow.core import paths
 
 def cmd_export_index(args) -> None:
     """`export-index`: which cells a study exports, from its tables."""
-    from workflow.export.plan import export_settings, write_export_index
+    from workflow.export.index import export_settings, write_export_index
 
     sweep = sweep_of(args)
     tables = paths.tables_folder(sweep.study.out)
@@ -28,7 +28,7 @@ def cmd_export(args) -> None:
             sys.exit("error: export needs --model and --out, or --configfile and --id")
         export_model(args.model, args.out, formats=args.formats, chosen=None, log=log)
         return
-    from workflow.export.plan import export_settings, read_export_index
+    from workflow.export.index import export_settings, read_export_index
 
     sweep = sweep_of(args)
     index = paths.export_index_file(sweep.study.out)

@@ -8,7 +8,7 @@ function returns a string joined with ``/``.
 from __future__ import annotations
 
 GRID = "cells"  # grid cells: <results_dir>/<study>/cells/<cell id>/
-UPSTREAM = "upstream"  # upstream (pretrain) cells: <results_dir>/<study>/upstream/<cell id>/
+UPSTREAM = "upstream"  # pretrain cells: <results_dir>/<study>/upstream/<cell id>/ (the folder keeps its name)
 
 METRICS_JSON = "metrics.json"
 HISTORY_CSV = "history.csv"
@@ -99,7 +99,7 @@ def cell_log(out, cell_id: str) -> str:
 
 
 def upstream_log(out, cell_id: str) -> str:
-    """The training log of an upstream cell (rule train_upstream)."""
+    """The training log of a pretrain cell (rule train_upstream)."""
     return log_file(out, "train_upstream", cell_id)
 
 

@@ -1,6 +1,6 @@
 """Several small cells per GPU: slots, memory probes, and how many slots a cell needs.
 
-With ``resources.gpu_slots: K`` (K > 1) every local GPU counts as K slots of
+With ``resources.slots_per_gpu: K`` (K > 1) every local GPU counts as K slots of
 ``device memory x headroom / K`` each. A cell needs the fewest slots ``s``
 (1..K) whose memory, ``s x device x headroom / K``, holds
 
@@ -19,7 +19,7 @@ needs more than one whole device also takes K slots (and may then run out of
 memory, which is recorded as ``oom`` as always). With K = 1 every cell needs
 1 slot, the whole device.
 
-The Snakefile computes a job's slots (its ``gpu_slots`` resource) here and
+The Snakefile computes a job's slots (its share: the ``gpu_slots`` resource) here and
 passes that number, K and the headroom to the job on its command line.
 Probes are shared by studies under ``<results_dir>/probes/<key>/`` where the
 key names the torch version of the Snakemake process and the local GPU model
@@ -52,10 +52,11 @@ class SlotSettings:
 
 
 def slot_settings(resources: dict, results_dir: str | Path) -> SlotSettings:
-    """A study's slot settings from its `resources` (K = 1 and no probes when it sets no `gpu_slots`)."""
-    per_gpu = resources.get("gpu_slots", 1)
+    """A study's slot settings from its `resources` (K = 1 and no probes when it sets no `slots_per_gpu`)."""
+    default = SlotSettings()  # the defaults, as the schema states them (x-default, not filled into the config)
+    per_gpu = resources.get("slots_per_gpu", default.per_gpu)
     probe_dir = Path(paths.probes_folder(results_dir, probe_key())) if per_gpu > 1 else None
-    return SlotSettings(per_gpu=per_gpu, headroom=resources.get("gpu_headroom", 0.9), probe_dir=probe_dir)
+    return SlotSettings(per_gpu=per_gpu, headroom=resources.get("gpu_headroom", default.headroom), probe_dir=probe_dir)
 
 
 def optimizer_states(optimizer: str, momentum: float) -> int:

@@ -61,7 +61,7 @@ class Study:
         """The cell of an id (in `folder`, paths.GRID or paths.UPSTREAM, if given), or an error naming it."""
         cell = self.cells.get(cell_id)
         if cell is None or folder not in (None, self.folder(cell_id)):
-            kind = {None: "a", paths.GRID: "a grid", paths.UPSTREAM: "an upstream"}[folder]
+            kind = {None: "a", paths.GRID: "a grid", paths.UPSTREAM: "a pretrain"}[folder]
             raise ValueError(f"{cell_id!r} is not {kind} cell of study {self.name!r}")
         return cell
 

@@ -113,7 +113,7 @@ def cell_row(study, cell, now: float) -> dict:
 
 
 def status_table(study, now: float | None = None) -> pd.DataFrame:
-    """Every cell's row (upstream cells first, as they train first), with an ETA each."""
+    """Every cell's row (pretrain cells first, as they train first), with an ETA each."""
     now = time.time() if now is None else now
     cells = sorted(study.cells.values(), key=lambda c: c.id in study.grid_ids)
     table = pd.DataFrame([cell_row(study, cell, now) for cell in cells])
