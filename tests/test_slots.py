@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import REPO, make_cell, snakemake, tiny_study, write_cell_study, write_config
+from test_workflow import job_counts
 from workflow.study.config import SCHEMA, load_config
 from workflow.data.batches import split_bytes
 from workflow.data.prepare import prepare_dataset
@@ -180,11 +181,6 @@ def test_probe_command_on_a_machine_without_a_gpu_records_that(tmp_path):
 
 
 # --- Snakemake ---------------------------------------------------------------------------------------
-
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    table = dry_run_output.split("Job stats:")[1].split("Reasons:")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
 @pytest.fixture
