@@ -71,7 +71,7 @@ def get_train_inputs(wildcards, folder):
     so that turning slots on, or a new probe (another GPU or torch version), never re-runs a finished cell."""
     study = SWEEP.study
     cell = study.cell(wildcards.cell, folder)
-    inputs = {**study.train_inputs(cell, IMAGENET), "study": ancient(STUDY_FILE)}
+    inputs = study.train_inputs(cell, IMAGENET)
     if cell.upstream:  # a damaged upstream best.pt stops the run (moved aside, not in a dry run: it trains again)
         try:
             check_cell_file(inputs["init"], move_aside=not workflow.dryrun)
@@ -178,14 +178,12 @@ def get_rank_inputs(wildcards):
     round_index = int(wildcards.round) if TPE else None
     if round_index:  # a later round's cells are known once its file is (round 0's before the run)
         read_round(round_index)
-    inputs = rank_inputs(SWEEP.study, int(wildcards.rung), lambda rung: read_ranking(rung, round_index), round_index)
-    return {**inputs, "study": ancient(STUDY_FILE)}
+    return rank_inputs(SWEEP.study, int(wildcards.rung), lambda rung: read_ranking(rung, round_index), round_index)
 
 
 def get_finish_inputs(wildcards):
     round_index = SWEEP.study.halving_round(wildcards.cell)
-    inputs = finish_inputs(SWEEP.study, wildcards.cell, lambda rung: read_ranking(rung, round_index))
-    return {**inputs, "study": ancient(STUDY_FILE)}
+    return finish_inputs(SWEEP.study, wildcards.cell, lambda rung: read_ranking(rung, round_index))
 
 
 # A TPE search (rules/tpe.smk): a round's cells join the study once its checkpoint job is done.
@@ -195,7 +193,7 @@ def read_round(round_index):
 
 
 def get_tpe_round_inputs(wildcards):
-    return {"metrics": round_inputs(SWEEP.study, int(wildcards.round), read_round), "study": ancient(STUDY_FILE)}
+    return round_inputs(SWEEP.study, int(wildcards.round), read_round)
 
 
 def read_all_rounds():

@@ -35,6 +35,7 @@ rule export:
     and preprocess.json (input size, resize, normalisation, class names, what it was chosen on)."""
     input:
         unpack(get_export_inputs),
+        study=ancient(STUDY_FILE),
     output:
         paths.export_files(OUT, "{export_id}", EXPORT["formats"]),
     params:

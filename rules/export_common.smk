@@ -26,8 +26,7 @@ def get_export_inputs(wildcards):
     if wildcards.export_id not in cells:
         raise WorkflowError(f"{wildcards.export_id!r} is not the export folder of a grid cell of {STUDY.name!r}")
     export_index()  # waits for the index
-    return {"checkpoint": paths.cell_outputs(SWEEP.study.cell_dir(cells[wildcards.export_id]))["checkpoint"],
-            "study": ancient(STUDY_FILE)}
+    return {"checkpoint": paths.cell_outputs(SWEEP.study.cell_dir(cells[wildcards.export_id]))["checkpoint"]}
 
 
 def get_chosen_json(wildcards):

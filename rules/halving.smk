@@ -13,6 +13,7 @@ if HALVING:
         previous rung's state; a cell that stopped early or finished its stages carries over."""
         input:
             unpack(get_rung_inputs),
+            study=ancient(STUDY_FILE),
         output:
             **paths.rung_outputs(paths.rung_folder(paths.cell_folder(OUT, paths.GRID, "{cell}"), "{rung}")),
         params:
@@ -47,6 +48,7 @@ if HALVING:
         that sorts first."""
         input:
             unpack(get_rank_inputs),
+            study=ancient(STUDY_FILE),
         output:
             paths.ranking_file(RANKINGS, "{rung}"),
         params:
@@ -64,6 +66,7 @@ if HALVING:
         stopped, with that rung and whether it was pruned."""
         input:
             unpack(get_finish_inputs),
+            study=ancient(STUDY_FILE),
         output:
             **paths.cell_outputs(paths.cell_folder(OUT, paths.GRID, "{cell}")),
         params:

@@ -12,7 +12,8 @@ if TPE:
         telling it every finished cell of the rounds before it (failed, out of memory or diverged ones
         as failures)."""
         input:
-            unpack(get_tpe_round_inputs),
+            metrics=get_tpe_round_inputs,
+            study=ancient(STUDY_FILE),
         output:
             paths.round_file(paths.search_folder(OUT), "{round}"),
         wildcard_constraints:

@@ -4,6 +4,7 @@ rule train_upstream:
     """Train one upstream (pretrain) cell, whose best checkpoint starts the grid cells that name it."""
     input:
         unpack(get_upstream_inputs),
+        study=ancient(STUDY_FILE),
     output:
         **paths.cell_outputs(paths.cell_folder(OUT, paths.UPSTREAM, "{cell}")),
     params:
@@ -38,6 +39,7 @@ if not HALVING:
     use rule train_upstream as train with:
         input:
             unpack(get_grid_inputs),
+            study=ancient(STUDY_FILE),
         output:
             **paths.cell_outputs(paths.cell_folder(OUT, paths.GRID, "{cell}")),
         log:

@@ -204,7 +204,7 @@ def test_probes_are_cached_across_studies(tmp_path, fake_gpus):
                                        "train_upstream": 1, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
     probes = Path("results") / "probes" / probe_key()  # relative to the working directory, as the rule says
     study = study_of(slot_study("first"))
-    files = sorted({str(probes / f"{probe_name(probe_spec(c.to_dict()))}.json") for c in study.cells.values()})
+    files = sorted({str(probes / f"{probe_name(probe_spec(c))}.json") for c in study.cells.values()})
     assert len(files) == 4  # batch size 32/64 x SGD (1 state) / Adam (2), the pretrain cell shares one
     snakemake(tmp_path, "--cores", "2", *files, "--configfile", str(first))  # only the probes
     record = json.loads((tmp_path / files[0]).read_text())
@@ -248,7 +248,7 @@ def test_cells_share_gpus_within_the_slots_snakemake_grants(tmp_path, fake_gpus)
     probes = tmp_path / "results" / "probes" / probe_key()
     probes.mkdir(parents=True)
     for cell in study.cells.values():
-        spec = probe_spec(cell.to_dict())
+        spec = probe_spec(cell)
         peak = 300.0 if cell.batch_size == 32 else 600.0  # slots of 1000 x 0.9 / 2 = 450 MB
         (probes / f"{probe_name(spec)}.json").write_text(json.dumps(
             {"spec": spec, "device": "seeded", "peak_mb": peak, "device_mb": 1000.0}))

@@ -25,6 +25,7 @@ from workflow.study.config import ConfigError, check_config, load_config
 from workflow.study.grid import build_study
 from workflow.study.sampling import rounded
 from workflow.study.tpe_space import cells_by_group, round_cells
+from workflow.sweep.decisions import read_rounds
 from workflow.sweep.halving import rank_inputs
 from workflow.sweep.tpe import choose_round
 
@@ -351,7 +352,7 @@ def test_later_rounds_wait_for_their_memory_probes_with_several_cells_per_gpu(tm
     assert len(summary) == 4 and set(summary["status"]) == {"ok"}
     study = current(load_config(path))
     probes = tmp_path / "results" / "probes" / probe_key()
-    assert {f"{probe_name(probe_spec(cell.to_dict()))}.json" for cell in study.grid_cells} <= \
+    assert {f"{probe_name(probe_spec(cell))}.json" for cell in study.grid_cells} <= \
         {p.name for p in probes.iterdir()}, "every round's cells had their probes"
 
 

@@ -143,10 +143,10 @@ def test_status_names_every_state_from_the_files_alone(tmp_path):
     done, failed, running, killed, waiting = study.grid_cells
     done_per_epoch = write_cell(study, done, epochs=4, train_time_s=40.0)["wall_time_s"] / 4
     write_cell(study, failed, status="failed", epochs=0, error="SplitTooSmallError: too few images")
-    alive = Watch(study.cell_dir(running.id), running.to_dict())
+    alive = Watch(study.cell_dir(running.id), running)
     alive.write(epoch=1, stage="finetune", elapsed_s=20.0, since=time.time(), val_accuracy=0.5)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = Watch(study.cell_dir(killed.id), killed.to_dict())
+    dead = Watch(study.cell_dir(killed.id), killed)
     dead.record["pid"] = int(gone.stdout)  # a job that no longer runs, on this machine
     dead.write(epoch=2, stage="finetune", elapsed_s=30.0, since=time.time())
 
