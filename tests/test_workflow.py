@@ -260,3 +260,26 @@ def test_every_ready_study_dry_runs(tmp_path, study):
         assert counts["train_rung"] == counts["finish_cell"] == len(config.grid_cells), counts
         assert counts["rank_rung"] == 1, counts
     assert counts["aggregate"] == counts["charts"] == 1
+
+
+# The job kinds that need the study's settings, each given the study file and the key of what it works on.
+STUDY_JOBS = {"plan": "--dataset", "train": "--cell", "train-rung": "--cell", "probe": "--probe",
+              "rank-rung": "--rung", "finish-cell": "--cell", "tpe-round": "--round", "aggregate": "",
+              "charts": "", "export-index": "", "export": "--id"}
+
+
+def test_every_job_gets_its_settings_one_way_the_study_file_and_a_key():
+    commands = {}
+    for rules in sorted((REPO / "rules").glob("*.smk")):
+        for shell in re.findall(r'shell:\s*((?:"[^"]*"\s*)+)', rules.read_text()):
+            command = "".join(re.findall(r'"([^"]*)"', shell))
+            name = re.search(r"python -m workflow ([\w-]+)", command)
+            if name:
+                commands[name.group(1)] = command
+    assert set(STUDY_JOBS) <= set(commands), sorted(commands)
+    for name, key in STUDY_JOBS.items():
+        assert "--configfile {input.study}" in commands[name], commands[name]
+        assert key in commands[name], commands[name]
+    for name, command in commands.items():  # no settings as JSON or through a second file on any command line
+        assert not re.search(r"\{params\.\w+:q\}", command) and "--config " not in command, command
+        assert "-file" not in command.replace("--configfile", ""), command
