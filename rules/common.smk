@@ -66,11 +66,11 @@ def probes():
     return SWEEP.derived("probes", lambda study: probe_table(study.cells.values()))
 
 
-def get_train_inputs(wildcards, folder):
+def get_train_inputs(wildcards, pretrain):
     """A cell's manifest and starting weights and, with K > 1, its memory probe until measured: a checkpoint,
     so that turning slots on, or a new probe (another GPU or torch version), never re-runs a finished cell."""
     study = SWEEP.study
-    cell = study.cell(wildcards.cell, folder)
+    cell = study.cell(wildcards.cell, pretrain)
     inputs = study.train_inputs(cell, IMAGENET)
     if cell.upstream:  # a damaged upstream best.pt stops the run (moved aside, not in a dry run: it trains again)
         try:
@@ -86,11 +86,11 @@ def get_train_inputs(wildcards, folder):
 
 
 def get_grid_inputs(wildcards):
-    return get_train_inputs(wildcards, paths.GRID)
+    return get_train_inputs(wildcards, pretrain=False)
 
 
 def get_upstream_inputs(wildcards):
-    return get_train_inputs(wildcards, paths.UPSTREAM)
+    return get_train_inputs(wildcards, pretrain=True)
 
 
 def get_gpu_slots(wildcards, input):

@@ -33,7 +33,7 @@ def test_grid_and_upstream_cells_have_folders_of_their_own(tmp_path):
     inputs = study.train_inputs(grid, imagenet={})
     assert inputs == {"manifest": "results/data/digits-5to9/r16.json",
                       "init": str(tmp_path / "results/tiny/upstream" / upstream.id / "best.pt")}
-    assert study.folder(grid.id) == paths.GRID and study.folder(upstream.id) == paths.UPSTREAM
+    assert not study.is_pretrain(grid.id) and study.is_pretrain(upstream.id)
 
 
 def test_patterns_with_wildcards_are_the_paths_with_values(tmp_path):

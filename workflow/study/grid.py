@@ -53,15 +53,15 @@ class Study:
     def grid_ids(self) -> frozenset[str]:
         return frozenset(cell.id for cell in self.grid_cells)
 
-    def folder(self, cell_id: str) -> str:
-        """The folder kind of a cell: paths.GRID for a grid cell, else paths.UPSTREAM."""
-        return paths.GRID if cell_id in self.grid_ids else paths.UPSTREAM
+    def is_pretrain(self, cell_id: str) -> bool:
+        """Whether a cell of the study is a pretrain cell (one whose checkpoint starts grid cells)."""
+        return cell_id not in self.grid_ids
 
-    def cell(self, cell_id: str, folder: str | None = None) -> Cell:
-        """The cell of an id (in `folder`, paths.GRID or paths.UPSTREAM, if given), or an error naming it."""
+    def cell(self, cell_id: str, pretrain: bool | None = None) -> Cell:
+        """The cell of an id (a pretrain cell or a grid cell, if `pretrain` says which), or an error naming it."""
         cell = self.cells.get(cell_id)
-        if cell is None or folder not in (None, self.folder(cell_id)):
-            kind = {None: "a", paths.GRID: "a grid", paths.UPSTREAM: "a pretrain"}[folder]
+        if cell is None or pretrain not in (None, self.is_pretrain(cell_id)):
+            kind = {None: "a", False: "a grid", True: "a pretrain"}[pretrain]
             raise ValueError(f"{cell_id!r} is not {kind} cell of study {self.name!r}")
         return cell
 
@@ -72,7 +72,7 @@ class Study:
         return self.datasets[name]
 
     def cell_dir(self, cell_id: str) -> Path:
-        return Path(paths.cell_folder(self.out, self.folder(cell_id), cell_id))
+        return Path(paths.cell_folder(self.out, paths.UPSTREAM if self.is_pretrain(cell_id) else paths.GRID, cell_id))
 
     def rung_dir(self, cell_id: str, rung: int) -> Path:
         """Where a grid cell's rung (successive halving) writes its outputs."""

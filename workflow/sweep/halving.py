@@ -234,7 +234,7 @@ def finish_cell(cell_id: str, rankings_dir: str | Path, out_dir: str | Path, hal
 def previous_rung_inputs(study, cell_id: str, rung: int) -> dict[str, str]:
     """What a rung continues from: after the cell's first rung (its bracket's), the previous rung's state
     and best checkpoint."""
-    first = first_rung(study.cell(cell_id, paths.GRID))  # only grid cells train by rungs
+    first = first_rung(study.cell(cell_id, pretrain=False))  # only grid cells train by rungs
     study.halving.budget(rung)  # a rung of the ladder
     if rung < first:
         raise ValueError(f"cell {cell_id} starts at rung {first} (bracket {first}): it has no rung {rung}")
@@ -260,7 +260,7 @@ def rank_inputs(study, rung: int, read, round_index: int | None = None) -> dict[
 def finish_inputs(study, cell_id: str, read) -> dict:
     """The outputs of the rung where a grid cell stopped, and the rankings that decided it (its TPE
     round's, in a TPE search: `read` reads that round's)."""
-    first = first_rung(study.cell(cell_id, paths.GRID))
+    first = first_rung(study.cell(cell_id, pretrain=False))
     for earlier in range(first):  # the rankings before its bracket's first decide who joins it there
         read(earlier)
     rankings = cell_rankings(cell_id, first, study.halving.last, read)
