@@ -167,7 +167,7 @@ def test_splits_load_whole_while_they_fit_the_memory_share(dataset):
 
 
 def test_training_from_a_streamed_split_with_augmentation(tmp_path):
-    from test_training import make_cell
+    from conftest import make_cell
     from workflow.data.prepare import prepare_dataset
     from workflow.train.cell import train_cell
 

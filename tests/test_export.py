@@ -13,7 +13,7 @@ import torch
 import torchvision
 import yaml
 
-from conftest import REPO, tiny_study
+from conftest import REPO, make_cell, tiny_study
 from fakecells import summary_frame
 from workflow.export.checkpoint import CheckpointError, load_model
 from workflow.export.export import TOLERANCE, export_model
@@ -40,8 +40,7 @@ def saved_model(path, name="resnet18", head="gap", resolution=32, seed=0):
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
-    cell = {"id": f"toy/{name}/r{resolution}/{head}", "model": name, "resolution": resolution,
-            "training": {"head": head, "dropout": None}}
+    cell = make_cell(model=name, resolution=resolution, training={"head": head})
     save_checkpoint(path, model, cell, normalization, epoch=3, class_names=CLASSES)
     return model.eval()
 

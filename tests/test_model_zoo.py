@@ -11,7 +11,8 @@ import pytest
 import torch
 import torchvision
 
-from test_training import make_cell, quiet
+from conftest import make_cell
+from test_training import quiet
 from workflow.core.backbones import get_backbone, torchvision_backbones
 from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, imagenet_normalization, parameterised_layers, set_trainable
@@ -109,7 +110,7 @@ def test_weights_file_check_builds_a_model_that_cannot_go_on_the_meta_device(tmp
     from workflow.train.state import save_checkpoint
 
     model, normalization = build_classifier("regnet_x_400mf", 3, "none")
-    save_checkpoint(tmp_path / "best.pt", model, {"model": "regnet_x_400mf"}, normalization, epoch=1)
+    save_checkpoint(tmp_path / "best.pt", model, make_cell(model="regnet_x_400mf", resolution=32), normalization, epoch=1)
     check_weights_file(tmp_path / "best.pt", "regnet_x_400mf")
     with pytest.raises(WeightsFileError, match="holds a 'regnet_x_400mf' model"):
         check_weights_file(tmp_path / "best.pt", "regnet_y_400mf")

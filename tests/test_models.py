@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision
 
+from conftest import make_cell
 from workflow.core.backbones import torchvision_backbones
 from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
 from workflow.train.models import (
@@ -212,7 +213,7 @@ def test_last_n_counts_the_mlp_heads_five_layers():
 def test_checkpoint_backbone_seeds_a_new_head(tmp_path):
     upstream, normalization = build_classifier("resnet18", num_classes=5, weights="none", dropout=0.5)
     path = tmp_path / "best.pt"
-    save_checkpoint(path, upstream, {"model": "resnet18"}, normalization, epoch=3)
+    save_checkpoint(path, upstream, make_cell(model="resnet18"), normalization, epoch=3)
     model, loaded_norm = build_classifier("resnet18", num_classes=7, weights="pretrain:x", dropout=0.5, init=path)
     assert loaded_norm == normalization
     assert model.head[1].out_features == 7
@@ -223,7 +224,7 @@ def test_checkpoint_backbone_seeds_a_new_head(tmp_path):
 def test_own_head_carries_its_layers_over_but_the_last(tmp_path):
     upstream, normalization = build_classifier("alexnet", num_classes=5, weights="none", head="own", resolution=63)
     path = tmp_path / "best.pt"
-    save_checkpoint(path, upstream, {"model": "alexnet"}, normalization, epoch=3)
+    save_checkpoint(path, upstream, make_cell(model="alexnet", resolution=63), normalization, epoch=3)
     model, _ = build_classifier("alexnet", 7, "pretrain:x", init=path, head="own", resolution=63)
     assert torch.equal(model.head[1].weight, upstream.head[1].weight)
     assert model.head[6].out_features == 7
@@ -246,7 +247,7 @@ def test_torchvision_state_dict_file_loads_with_imagenet_normalisation(tmp_path)
 def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     upstream, normalization = build_classifier("resnet18", num_classes=5, weights="none", dropout=0.5)
     path = tmp_path / "best.pt"
-    save_checkpoint(path, upstream, {"model": "resnet18"}, normalization, epoch=1)
+    save_checkpoint(path, upstream, make_cell(model="resnet18"), normalization, epoch=1)
     with pytest.raises(StartingWeightsError, match=r"best\.pt \(model 'resnet18'\) does not fit model 'mobilenet_v2'"):
         build_classifier("mobilenet_v2", num_classes=5, weights="pretrain:x", dropout=0.5, init=path)
 

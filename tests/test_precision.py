@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from histories import TIMING_COLUMNS
-from test_training import make_cell, quiet, start_training, steps_per_epoch
+from conftest import make_cell
+from test_training import quiet, start_training, steps_per_epoch
 from workflow.core.cell import TrainingSettings
 from workflow.train.cell import train_cell
 from workflow.train.loop import train_step

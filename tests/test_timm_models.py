@@ -8,8 +8,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from conftest import digits_shard
-from test_training import make_cell, quiet
+from conftest import digits_shard, make_cell
+from test_training import quiet
 from workflow.core.catalogue import timm_hub_repo
 from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, set_train_mode, set_trainable
