@@ -23,7 +23,7 @@ from workflow.study.grid import build_study
 from workflow.study.jobfile import job_tracking
 from workflow.study.settings import DEFAULT_TRAINING, merge
 from workflow.sweep.halving import rank_rung
-from workflow.sweep.status import status_table
+from workflow.track.status import status_table
 from workflow.track.watch import Watch
 from workflow.train.signals import EXIT_STOPPED
 from workflow.train.state import LAST

@@ -207,7 +207,7 @@ def cmd_cells(args) -> None:
 def cmd_status(args) -> None:
     import time
 
-    from workflow.sweep.status import FINISHED, format_status, status_table
+    from workflow.track.status import FINISHED, format_status, status_table
 
     study = load_study(args)
     while True:
