@@ -197,7 +197,7 @@ def get_rankings_dir(wildcards):
 def read_round(round_index):
     checkpoints.tpe_round.get(round=round_index)
     if round_index not in KNOWN_ROUNDS:
-        refresh(STUDY, config)
+        refresh(STUDY, build_study(config))
         KNOWN_ROUNDS.update(TPE.written_rounds())
         EXPORT_CELLS.update(export_ids(STUDY.grid_ids))  # rules/export_common.smk
         if SLOTS.probe_dir:  # the round's cells wait for their memory probes too

@@ -18,9 +18,10 @@ from pathlib import Path
 from workflow.data.datasets import DatasetConfigError, resolve_datasets
 from workflow.core import paths
 from workflow.study.config import ConfigError
-from workflow.study.sampling import SEARCH_GROUP, SEARCH_INDEX, RandomSearch, apply_draws, sampled_grid, sampled_search
+from workflow.study.sampling import SEARCH_GROUP, SEARCH_INDEX, RandomSearch, apply_draws, sampled_grid
 from workflow.study.search import Halving, bracket_sequence, build_search
 from workflow.study.settings import DEFAULT_TRAINING, cell_training, check_swept_keys, check_training, merge
+from workflow.study.tpe_space import sampled_search
 from workflow.core.backbones import model_error, model_folder
 
 PRETRAIN_PREFIX = "pretrain:"

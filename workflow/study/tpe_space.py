@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from workflow.core import paths
 from workflow.study.config import ConfigError
-from workflow.study.sampling import TRAINING_PREFIX, RandomSearch
+from workflow.study.sampling import TRAINING_PREFIX, RandomSearch, build_random
 
 TPE_AXES = ("batch_size", "lr", "optimizer")  # the axes TPE may draw, besides training keys
 # What a TPE search optimises: a history.csv column, and whether Optuna maximises or minimises it.
@@ -120,6 +120,15 @@ def build_tpe(search: dict, sampling: RandomSearch, config: dict) -> TpeSearch:
                      folder=paths.search_folder(out))
 
 
+def sampled_search(config: dict, training_keys):
+    """The study's random search (`RandomSearch`) or TPE search (`TpeSearch`), or None when it searches otherwise."""
+    search, grid = config.get("search"), config["grid"]
+    if not isinstance(search, dict) or search.get("method") not in ("random", "tpe"):
+        return None
+    sampling = build_random(search, grid, training_keys)
+    return build_tpe(search, sampling, config) if search["method"] == "tpe" else sampling
+
+
 def drawn_values(cell, keys) -> dict:
     """A cell's values of the drawn keys."""
     return {key: cell.training[key[len(TRAINING_PREFIX):]] if key.startswith(TRAINING_PREFIX) else getattr(cell, key)
@@ -148,12 +157,9 @@ def round_cells(study, round_index: int) -> list:
     return cells
 
 
-def refresh(study, config: dict) -> None:
+def refresh(study, fresh) -> None:
     """Give `study` the cells of the rounds whose files were written since it was built (in place: the
-    Snakefile's study)."""
-    from workflow.study.grid import build_study
-
-    fresh = build_study(config)
+    Snakefile's study), from `fresh`, the study built again."""
     study.grid_cells[:] = fresh.grid_cells
     study.cells.update(fresh.cells)
     study.search_groups.update(fresh.search_groups)
