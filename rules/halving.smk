@@ -17,7 +17,6 @@ if HALVING:
             **paths.rung_outputs(paths.rung_folder(paths.cell_folder(OUT, paths.GRID, "{cell}"), "{rung}")),
         params:
             cell=get_cell_json,  # not on the command line: a changed cell config re-runs the job (params trigger)
-            cell_file=get_cell_file,
             init=get_init_arg,
             slots=SLOT_ARGS,
             budget=lambda wildcards: HALVING.budget(int(wildcards.rung)),
@@ -37,7 +36,7 @@ if HALVING:
         conda:
             ENV
         shell:
-            "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --cell {wildcards.cell} --cell-file {params.cell_file}"
+            "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --configfile {input.study} --cell {wildcards.cell}"
             " --manifest {input.manifest} {params.init}"
             " --gpu-slots {resources.gpu_slots} {params.slots} --rung {wildcards.rung} --until-epoch {params.budget}"
             " {params.previous} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
@@ -51,13 +50,13 @@ if HALVING:
         output:
             paths.ranking_file(RANKINGS, "{rung}"),
         params:
-            search=json.dumps(HALVING.to_dict()),
+            halving=json.dumps(HALVING.to_dict()),  # not on the command line: changed settings re-rank (params trigger)
         log:
             paths.log_file(OUT, "rank_rung", *(["round-{round}"] if TPE else []), paths.rung_name("{rung}")),
         conda:
             ENV
         shell:
-            "python -m workflow rank-rung --rung {wildcards.rung} --search {params.search:q}"
+            "python -m workflow rank-rung --configfile {input.study} --rung {wildcards.rung}"
             " --metrics {input.metrics} --out {output} > {log} 2>&1"
 
     rule finish_cell:
@@ -68,13 +67,12 @@ if HALVING:
         output:
             **paths.cell_outputs(paths.cell_folder(OUT, paths.GRID, "{cell}")),
         params:
-            search=json.dumps(HALVING.to_dict()),
-            rankings=get_rankings_dir,
+            halving=json.dumps(HALVING.to_dict()),  # as rank_rung
             out=lambda wildcards, output: os.path.dirname(output.metrics),
         log:
             paths.log_file(OUT, "finish_cell", "{cell}"),
         conda:
             ENV
         shell:
-            "python -m workflow finish-cell --cell {wildcards.cell} --search {params.search:q}"
-            " --rankings {params.rankings} --out {params.out} > {log} 2>&1"
+            "python -m workflow finish-cell --configfile {input.study} --cell {wildcards.cell}"
+            " --out {params.out} > {log} 2>&1"

@@ -13,7 +13,7 @@ from workflow.study.config import ConfigError
 from workflow.study.grid import build_study
 from workflow.core.paths import LAST_PT, STATE_PT
 from workflow.study.search import DEFAULT_HALVING, Halving
-from workflow.study.settings import DEFAULT_TRAINING, merge
+from workflow.core.cell import DEFAULT_TRAINING, merge
 from workflow.sweep.halving import finish_cell, finish_rung, rank, rank_rung, read_rung, start_rung, stopping_rung
 from workflow.train.cell import train_cell
 
@@ -146,7 +146,7 @@ def write_rung(study, cell, rung, val_accuracy: list[float], status="ok", budget
              "val_loss": 1 - acc, "val_accuracy": acc, "seconds": 1.0, "images_per_s": 10.0}
             for e, acc in enumerate(val_accuracy, start=1)]
     pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(folder / "history.csv", index=False)
-    metrics = {"cell": cell.id, "status": status, "epochs_run": len(rows), "config": cell.to_dict(), "rung": rung,
+    metrics = {"cell": cell.id, "status": status, "epochs_run": len(rows), "config": json.loads(cell.to_json()), "rung": rung,
                "budget_epochs": budget, "test_accuracy": 0.5}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     for name in ("best.pt", STATE_PT):

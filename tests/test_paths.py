@@ -62,8 +62,8 @@ def test_patterns_with_wildcards_are_the_paths_with_values(tmp_path):
 
 def test_training_commands_take_the_manifest_and_their_slots_as_arguments():
     for command, extra in (("train", []), ("train-rung", ["--rung", "1", "--until-epoch", "3"])):
-        args = parser().parse_args([command, "--cell", "{}", "--manifest", "m.json", "--out", "o", "--gpu-slots", "2",
+        args = parser().parse_args([command, "--configfile", "s.yaml", "--cell", "d/m/r16/c", "--manifest", "m.json", "--out", "o", "--gpu-slots", "2",
                                     "--slots-per-gpu", "4", "--gpu-headroom", "0.8", *extra])
         assert (args.manifest, args.gpu_slots, args.slots_per_gpu, args.gpu_headroom) == ("m.json", 2, 4, 0.8)
-    plain = parser().parse_args(["train", "--cell", "{}", "--manifest", "m.json", "--out", "o"])
+    plain = parser().parse_args(["train", "--configfile", "s.yaml", "--cell", "d/m/r16/c", "--manifest", "m.json", "--out", "o"])
     assert (plain.gpu_slots, plain.slots_per_gpu) == (1, 1), "whole devices by default"

@@ -1,22 +1,27 @@
 """The real workflow: lint, dry-run plans, and a full run of a tiny study to the charts."""
 
+import hashlib
 import json
 import re
+import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO, snakemake, tiny_study
+from conftest import REPO, snakemake, tiny_study, write_config
 from workflow.results.aggregate import METRICS
 from workflow.study.outputs import CHART_FORMATS, TABLE_FORMATS
 from workflow.study.config import load_config
 from workflow.study.grid import AXES, build_study
 
 
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run as {rule: count}."""
+def job_counts(dry_run_output: str, study_file: bool = False) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}; without `study_file`, less the study file's job
+    (bookkeeping that runs whenever the study changed: test_a_dry_run_writes_nothing... counts it)."""
     table = dry_run_output.split("Job stats:")[1].split("Reasons:")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+    skip = {"total"} | (set() if study_file else {"study_file"})
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) not in skip}
 
 
 def test_lint_reports_nothing(tmp_path):
@@ -32,8 +37,8 @@ def test_dry_run_plans_one_train_job_per_cell(tmp_path, study_file):
     config["grid"]["model"] = ["resnet18", "mobilenet_v2"]
     result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
     # 2 models x 2 batch sizes x 2 optimizers, plus one pretrain cell per model
-    assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 8, "train_upstream": 2,
-                                         "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
+    assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 8,
+                                         "train_upstream": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
 
 
 def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file):
@@ -51,8 +56,8 @@ def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file
 
 def test_demo_study_plan(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies/digits-demo.yaml"))
-    assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 12, "train_upstream": 2,
-                                         "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
+    assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 12,
+                                         "train_upstream": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +191,8 @@ def test_changed_training_parameter_reruns_only_the_cells_it_touches(finished_ti
     config = tiny_study()
     config["training"]["stages"][1]["epochs"] = 3  # grid cells only: the pretrain cell has stages of its own
     result = snakemake(workdir, "-n", "--configfile", str(write_config(tmp_path / "changed.yaml", config)))
-    assert job_counts(result.stdout) == {"train": 4, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
+    assert job_counts(result.stdout) == {"train": 4, "aggregate": 1, "charts": 1, "export_index": 1,
+                                         "all": 1}
     assert "Params have changed since last execution" in result.stdout
 
 
@@ -197,8 +203,38 @@ def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(finished_ti
     config = tiny_study()
     config["grid"]["batch_size"].append(16)
     result = snakemake(workdir, "-n", "--configfile", str(write_config(tmp_path / "more.yaml", config)))
-    assert job_counts(result.stdout) == {"train": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
+    assert job_counts(result.stdout) == {"train": 2, "aggregate": 1, "charts": 1, "export_index": 1,
+                                         "all": 1}
     assert result.stdout.count("bs16-") >= 2 and "bs32-lr" not in result.stdout.split("rule aggregate")[0]
+
+
+def tree_listing(folder: Path, git: bool = False) -> dict[str, str]:
+    """Every file of `folder` with its SHA-256: git's working tree (tracked and untracked, not ignored) with
+    `git`, else every file but Snakemake's own metadata folder (.snakemake/)."""
+    if git:
+        names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=folder, check=True,
+                               capture_output=True, text=True).stdout.split("\0")
+        files = [folder / name for name in names if name and (folder / name).is_file()]
+    else:
+        files = [path for path in folder.rglob("*") if path.is_file() and ".snakemake" not in path.parts]
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
+def test_a_dry_run_writes_nothing_on_a_fresh_folder_or_a_finished_study(finished_tiny_study, tmp_path):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    configfile = write_config(fresh / "tiny.yaml", tiny_study())
+    repository = tree_listing(REPO, git=True)
+    for workdir, study in ((fresh, configfile), finished_tiny_study[:2]):
+        before = tree_listing(workdir)
+        result = snakemake(workdir, "-n", "--configfile", str(study))
+        if workdir == fresh:  # the study file is written by a job, once the run starts
+            assert job_counts(result.stdout, study_file=True)["study_file"] == 1
+        else:
+            assert "Nothing to be done" in result.stdout + result.stderr
+        assert tree_listing(workdir) == before, workdir
+    assert tree_listing(fresh) == {"tiny.yaml": hashlib.sha256(configfile.read_bytes()).hexdigest()}
+    assert tree_listing(REPO, git=True) == repository
 
 
 def test_default_study_plans_without_any_data(tmp_path):

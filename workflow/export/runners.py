@@ -19,7 +19,7 @@ import torch
 
 from workflow.data.resize import resize_mode_of
 from workflow.export.checkpoint import CheckpointError, ModelCard, load_model
-from workflow.export.plan import FILES
+from workflow.export.index import FILES
 from workflow.core import paths
 
 PREPROCESS = paths.PREPROCESS_JSON

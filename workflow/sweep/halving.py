@@ -18,13 +18,13 @@ import json
 import math
 import os
 import shutil
-from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from workflow.atomic import atomic_path, write_json
 from workflow.core import paths
+from workflow.sweep.decisions import load_ranking
 from workflow.study.search import BRACKET, HALVING_METRICS, Halving
 
 def _load(path: Path) -> dict:
@@ -166,17 +166,6 @@ def rank_rung(metrics_files: list[str | Path], halving: Halving, rung: int) -> d
 def survivors(ranking: dict) -> list[str]:
     """The cells of a ranking that go on to the next rung."""
     return list(ranking["survivors"])
-
-
-@lru_cache(maxsize=64)
-def _read_json(path: str, mtime_ns: int) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def load_ranking(path: str | Path) -> dict:
-    """A ranking file's content, read once per version of the file (`mtime` decides)."""
-    return _read_json(str(path), os.stat(path).st_mtime_ns)
 
 
 def cell_rankings(cell_id: str, first: int, last: int, read) -> list[dict]:

@@ -91,7 +91,7 @@ def cell_row(study, cell, now: float) -> dict:
     elif pruned and state == "done":
         state, note = "pruned", f"rung {folder.name.split('-')[-1]}"
     record = record or {}
-    planned = record.get("planned_epochs") or planned_epochs(cell.to_dict(), budget)
+    planned = record.get("planned_epochs") or planned_epochs(cell, budget)
     if metrics is not None:
         epoch, elapsed = metrics.get("epochs_run") or 0, metrics.get("wall_time_s")
         accuracy, speed = metrics.get("best_val_accuracy"), metrics.get("images_per_s")
@@ -108,7 +108,7 @@ def cell_row(study, cell, now: float) -> dict:
 
 
 def status_table(study, now: float | None = None) -> pd.DataFrame:
-    """Every cell's row (upstream cells first, as they train first), with an ETA each."""
+    """Every cell's row (pretrain cells first, as they train first), with an ETA each."""
     now = time.time() if now is None else now
     cells = sorted(study.cells.values(), key=lambda c: c.id in study.grid_ids)
     table = pd.DataFrame([cell_row(study, cell, now) for cell in cells])

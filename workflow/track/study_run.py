@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workflow.study.jobfile import job_tracking
+from workflow.study.study_file import job_tracking
 from workflow.track.guard import guarded
 from workflow.track.mlruns import store_lock, study_run
 

@@ -23,22 +23,22 @@ HEARTBEAT_S = 5.0  # progress.json is rewritten at most this often inside an epo
 PROGRESS_EVERY = 20  # batches between progress lines when stderr is not a terminal (tracking.progress_every)
 
 
-def planned_epochs(cell: dict, until_epoch: int | None = None) -> int:
-    """Epochs a cell trains, all stages together (a rung's budget at most)."""
-    total = sum(stage["epochs"] for stage in cell["training"]["stages"])
+def planned_epochs(cell, until_epoch: int | None = None) -> int:
+    """Epochs a cell (workflow.core.cell.Cell) trains, all stages together (a rung's budget at most)."""
+    total = cell.training.epochs
     return total if until_epoch is None else min(total, until_epoch)
 
 
 class Watch:
     """One training job's progress file, progress lines or bar, and tracking."""
 
-    def __init__(self, out_dir, cell: dict, tracking: dict | None = None, log=print, until_epoch: int | None = None):
+    def __init__(self, out_dir, cell, tracking: dict | None = None, log=print, until_epoch: int | None = None):
         tracking = tracking or {}
         self.out_dir, self.cell, self.log = Path(out_dir), cell, log
         self.every = tracking.get("progress_every", PROGRESS_EVERY)
         self.terminal = getattr(sys.stderr, "stream", sys.stderr)  # the real stderr under attempt_log's tee
         previous = read_progress(out_dir) or {}
-        self.record = {"cell": cell["id"], "state": "running", "attempt": previous.get("attempt", 0) + 1,
+        self.record = {"cell": cell.id, "state": "running", "attempt": previous.get("attempt", 0) + 1,
                        "pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                        "planned_epochs": planned_epochs(cell, until_epoch), "epoch": 0, "batch": 0}
         self.trackers = ([CellBoard(paths.job_files(out_dir)["tensorboard"], cell, log)] if tracking.get("tensorboard")
@@ -59,9 +59,9 @@ class Watch:
 
     def start(self, job, state) -> None:
         """The job has set up and resumed (`state`): where the run stands."""
-        stages = job.cell["training"]["stages"]
+        stages = job.cell.training.stages
         stage_name = stages[state.stage_index]["name"] if state.stage_index < len(stages) else None
-        self.batches = -(-len(job.train) // job.cell["batch_size"])
+        self.batches = -(-len(job.train) // job.cell.batch_size)
         self.write(epoch=state.epoch, stage=stage_name, batches=self.batches, elapsed_s=state.elapsed_s,
                    since=time.time(), **self.latest(state))
         for tracker in self.trackers:
