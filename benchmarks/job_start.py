@@ -1,7 +1,7 @@
 """A training job's start: the seconds its imports take beyond `import torch, torchvision`.
 
 What `python -m workflow train` imports before it trains: workflow.cli and the modules cmd_train (and
-the CLI functions it calls) import, read from workflow/cli.py. Each set is imported in a fresh
+the package's functions it calls) import, read from the source. Each set is imported in a fresh
 interpreter `--repeats` times, alternating, and timed by wall clock and by CPU time (user + system,
 which a busy machine disturbs less); the medians and their difference are printed.
 
@@ -25,20 +25,39 @@ CPU = "\nimport resource, sys\nr = resource.getrusage(resource.RUSAGE_SELF)\npri
 
 
 def training_imports(repo: Path) -> list[str]:
-    """workflow.cli and the workflow modules cmd_train and the cli functions it calls import."""
-    tree = ast.parse((repo / "workflow" / "cli.py").read_text())
-    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    seen, todo, modules = set(), ["cmd_train"], {"workflow.cli"}
+    """workflow.cli and the workflow modules that cmd_train, and the package's functions it calls
+    (workflow.cli's own and those it imports, such as cli_common's), import when a job runs."""
+    trees: dict[str, ast.Module] = {}
+
+    def tree_of(module: str) -> ast.Module:
+        if module not in trees:
+            trees[module] = ast.parse((repo / (module.replace(".", "/") + ".py")).read_text())
+        return trees[module]
+
+    def function(module: str, name: str):
+        """(module, the def of `name`) where `module`'s `name` is defined: in it, or where it imports it from."""
+        for node in tree_of(module).body:
+            if isinstance(node, ast.FunctionDef) and node.name == name:
+                return module, node
+            imported = isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workflow")
+            if imported and name in {alias.name for alias in node.names} \
+                    and (repo / (node.module.replace(".", "/") + ".py")).is_file():
+                return function(node.module, name)
+        return None
+
+    seen, todo, modules = set(), [("workflow.cli", "cmd_train")], {"workflow.cli"}
     while todo:
-        name = todo.pop()
-        if name in seen:
+        found = function(*todo.pop())
+        if found is None or (found[0], found[1].name) in seen:
             continue
-        seen.add(name)
-        for node in ast.walk(functions[name]):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workflow"):
-                modules.add(node.module)
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in functions:
-                todo.append(node.func.id)
+        module, node = found
+        seen.add((module, node.name))
+        modules.add(module)
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("workflow"):
+                modules.add(inner.module)
+            elif isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name):
+                todo.append((module, inner.func.id))
     return sorted(modules)
 
 

@@ -15,6 +15,7 @@ training job (`python -m workflow train`) no pandas, pyarrow, scipy or mlflow.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import subprocess
@@ -186,38 +187,15 @@ def test_a_part_imported_alone_pulls_in_only_what_its_row_allows(unit):
     assert sorted(NEVER.get(unit, set()) & set(loaded["top"])) == []
 
 
-def functions_called(tree: ast.Module, name: str) -> set[str]:
-    """`name` and the functions of the same module it calls, directly or not."""
-    defined = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    found, todo = set(), [name]
-    while todo:
-        current = todo.pop()
-        if current in found:
-            continue
-        found.add(current)
-        todo.extend(node.func.id for node in ast.walk(defined[current])
-                    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in defined)
-    return found
-
-
 def test_a_training_job_imports_no_pandas_scipy_or_mlflow():
-    """What `python -m workflow train` imports: the CLI and what cmd_train (and the CLI functions it
-    calls) import; tracking loads mlflow only once it is asked for, inside the trackers' methods."""
-    tree = ast.parse(MODULES["workflow.cli"].read_text())
-    called = functions_called(tree, "cmd_train")
-    modules = ["workflow.cli"] + sorted(set().union(*(
-        imported_in(node) for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in called)))
-    assert "workflow.train.cell" in modules and "workflow.track.watch" in modules
+    """What `python -m workflow train` imports (benchmarks/job_start.py reads it from the source: the CLI
+    and what cmd_train and the functions it calls import); tracking loads mlflow only once it is asked
+    for, inside the trackers' methods."""
+    spec = importlib.util.spec_from_file_location("job_start", REPO / "benchmarks" / "job_start.py")
+    job_start = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job_start)
+    modules = job_start.training_imports(REPO)
+    assert {"workflow.cli", "workflow.train.cell", "workflow.track.watch"} <= set(modules)
     loaded = loaded_by(modules)
     assert sorted(NOT_IN_TRAINING & set(loaded["top"])) == []
-    assert not any(unit_of(name) in ("workflow.results", "workflow.sweep") for name in loaded["workflow"])
-
-
-def imported_in(function: ast.FunctionDef) -> set[str]:
-    """The workflow modules a function imports."""
-    names = set()
-    for node in ast.walk(function):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workflow"):
-            names.update(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in MODULES else node.module
-                         for alias in node.names)
-    return names
+    assert not any(unit_of(name) == "workflow.results" for name in loaded["workflow"])
