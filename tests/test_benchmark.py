@@ -68,3 +68,11 @@ def test_gpu_share_benchmark_runs_real_cells_for_each_slot_count(tmp_path, capsy
     assert json.loads((tmp_path / "results.json").read_text())["runs"][1]["cells"] == 2
     assert "| cells per GPU (K) | cells |" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"], "its scratch folder is removed"
+
+
+def test_job_start_benchmark_times_a_training_jobs_imports_against_torch():
+    bench = load_benchmark("job_start")
+    result = bench.main(["--repeats", "1"])
+    assert {"workflow.cli", "workflow.train.cell", "workflow.track.watch"} <= set(result["modules"])
+    for clock in ("wall", "cpu"):
+        assert result[clock]["torch_s"] > 0 and result[clock]["train_s"] > 0

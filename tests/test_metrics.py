@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import sklearn.metrics as skm
 
-from workflow.train.metrics import classification_report
+from workflow.train.metrics import average_ranks, classification_report
 
 
 @pytest.mark.parametrize("num_classes", [3, 10])
@@ -47,3 +47,11 @@ def test_binary_roc_auc_and_false_negative_rate_match_sklearn():
     assert report["false_negative_rate"] == pytest.approx(fn / (fn + tp))
     assert "roc_auc" not in classification_report(np.eye(3)[labels], labels, ["a", "b", "c"])
     assert classification_report(scores[labels == 1], labels[labels == 1], ["n", "p"])["roc_auc"] is None
+
+
+def test_average_ranks_are_scipys_rankdata_ties_included():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(0)
+    for values in (rng.integers(0, 3, 200).astype(np.float32), rng.random(50), np.array([]), np.array([0.5])):
+        np.testing.assert_array_equal(average_ranks(values), rankdata(values))

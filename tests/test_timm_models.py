@@ -13,8 +13,8 @@ from test_training import quiet
 from workflow.core.catalogue import timm_hub_repo
 from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, set_train_mode, set_trainable
-from workflow.train.timm_models import cached_timm_weights, import_timm
-from workflow.train.weights import cached_weights_path, imagenet_files, weight_downloads
+from workflow.train.timm_models import import_timm
+from workflow.train.weights import cached_timm_weights, cached_weights_path, imagenet_files, weight_downloads
 
 # A ResNet, an EfficientNet, a ConvNeXt, a RegNet, a MobileNetV3 and a ViT, the smallest of each.
 REPRESENTATIVE = ["timm:resnet10t", "timm:efficientnet_b0", "timm:convnext_atto", "timm:regnetx_002",

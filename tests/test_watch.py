@@ -20,7 +20,7 @@ from test_halving import write_rung
 from workflow.study.config import load_config
 from workflow.study.grid import build_study
 from workflow.sweep.halving import rank_rung
-from workflow.sweep.status import status_table
+from workflow.track.status import status_table
 from workflow.track.watch import Watch
 from workflow.train.signals import EXIT_STOPPED
 from workflow.train.state import LAST

@@ -75,12 +75,15 @@ def cmd_train(args) -> None:
         cap_memory(memory_fraction(need, slots), log=log)
     from workflow.testing import injected_faults
     from workflow.track.attempts import attempt_log
+    from workflow.track.watch import Watch
     from workflow.train.cell import run_job
 
+    until_epoch = getattr(args, "until_epoch", None)
     # injected faults: nothing unless a test sets TLSWEEP_INJECT_OOM_* or TLSWEEP_SIGNAL_AT_STEP
     with injected_faults(), attempt_log(args.out):  # the job folder's train.log: every attempt's lines
+        watch = Watch(args.out, cell, tracking, log=log, until_epoch=until_epoch)  # progress.json, lines, tracking
         status = run_job(cell, args.manifest, args.out, init=args.init, threads=args.threads, log=log,
-                         until_epoch=getattr(args, "until_epoch", None), tracking=tracking, stop=stop)
+                         until_epoch=until_epoch, watch=watch, stop=stop)
     stop.uninstall()  # for a caller in the same process (tests)
     if status:  # stopped by a signal: a retry resumes it
         sys.exit(status)
@@ -185,7 +188,7 @@ def cmd_cells(args) -> None:
 def cmd_status(args) -> None:
     import time
 
-    from workflow.sweep.status import FINISHED, format_status, status_table
+    from workflow.track.status import FINISHED, format_status, status_table
 
     study = sweep_of(args).study
     while True:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from workflow.data.resize import RESIZE_METHOD
+from workflow.train.models import build_classifier
 
 
 class CheckpointError(ValueError):
@@ -97,8 +98,6 @@ def model_card(checkpoint: dict, path: str | Path) -> ModelCard:
 
 def rebuild(card: ModelCard, state: dict):
     """The Classifier `card` describes, holding the weights `state` (strictly: every key, every shape)."""
-    from workflow.train.models import build_classifier
-
     with torch.device("meta"):  # no initialisation: the stored tensors replace the parameters
         model, _ = build_classifier(card.model, card.num_classes, "none", head=card.head,
                                     resolution=card.resolution if not card.aux_classifier else None)

@@ -20,40 +20,16 @@ from pathlib import Path
 import torch
 
 from workflow.atomic import write_json
-from workflow.data.resize import resize_mode_of
 from workflow.export.checkpoint import ModelCard, load_model
 from workflow.export.runners import FILES, INPUT_NAME, OUTPUT_NAME, PREPROCESS, OnnxRunner, TorchRunner, \
-    load_torchscript
+    load_torchscript, preprocess_description
 
 ONNX_OPSET = 20
 TOLERANCE = 1e-4  # largest difference from PyTorch's logits an exported model may show (relative beyond 1)
-PREPROCESS_FORMAT = 1
-DECODE = ("RGB uint8 with EXIF orientation applied; 16-bit images scaled to 8 bits; transparency composited on "
-          "white (workflow.data.sources.images.decode)")
 
 
 class ExportError(RuntimeError):
     """An exported model whose logits differ from the PyTorch model's."""
-
-
-def preprocess_description(card: ModelCard, chosen: dict | None = None, files: dict | None = None,
-                           checks: dict | None = None) -> dict:
-    """preprocess.json: how to prepare an image for the model of `card` and read its output."""
-    size = card.resolution
-    return {
-        "format": PREPROCESS_FORMAT, "cell": card.cell, "model": card.model, "head": card.head,
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW",
-                  "channels": "RGB", "size": size},
-        "decode": DECODE,
-        "resize": {"size": [size, size], "method": card.resize_method, "mode": resize_mode_of(card.resize_method),
-                   "function": "workflow.data.prepare.prepare_files"},
-        "normalization": {"formula": "(pixel / 255 - mean) / std, per channel", "mean": list(card.mean),
-                          "std": list(card.std)},
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", card.num_classes],
-                   "meaning": "logits; softmax gives class probabilities"},
-        "class_names": list(card.class_names), "chosen": chosen, "files": files or {}, "checks": checks or {},
-        "checkpoint": {"file": card.path, "epoch": card.epoch}, "versions": card.versions,
-    }
 
 
 def example_batch(card: ModelCard, size: int, seed: int = 0) -> torch.Tensor:

@@ -17,6 +17,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from workflow.atomic import write_json
 from workflow.core import paths
 
 CELLS = ("best", "all")
@@ -80,7 +81,7 @@ def config_columns(best) -> list[str]:
 def best_seed(row, keys: list[str], summary) -> tuple[str, float | None]:
     """The ok cell of a best row's configuration (its values on `keys`) with the best selection
     value: (cell id, value)."""
-    import pandas as pd
+    import pandas as pd  # pandas and the results code only here: `predict` imports this module for FILES
 
     from workflow.results.stats import SELECTIONS
     from workflow.results.tables import finalists
@@ -139,8 +140,6 @@ def export_entries(best, summary, cells: str = "best") -> list[dict]:
 def write_export_index(tables_dir: str | Path, out: str | Path, cells: str = "best") -> list[dict]:
     """Read the study's best and summary tables (parquet) from `tables_dir` and write the index."""
     import pandas as pd
-
-    from workflow.atomic import write_json
 
     tables_dir = Path(tables_dir)
     entries = export_entries(pd.read_parquet(tables_dir / "best.parquet"),

@@ -2,6 +2,7 @@
 
 `TorchRunner` wraps a torch module (a rebuilt Classifier or a loaded TorchScript module);
 `OnnxRunner` an onnxruntime session (CUDA when onnxruntime offers it and the device is a GPU).
+`preprocess_description` says how to prepare an image for a model and read its output (preprocess.json).
 `open_model` opens what `predict` is given: an export folder (its TorchScript, else its ONNX
 model, with its preprocess.json) or a cell's best.pt (rebuilt, its description made into the
 same preprocess dict).
@@ -16,12 +17,36 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workflow.export.checkpoint import CheckpointError, load_model
+from workflow.data.resize import resize_mode_of
+from workflow.export.checkpoint import CheckpointError, ModelCard, load_model
 from workflow.export.index import FILES
 from workflow.core import paths
 
 PREPROCESS = paths.PREPROCESS_JSON
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+PREPROCESS_FORMAT = 1
+DECODE = ("RGB uint8 with EXIF orientation applied; 16-bit images scaled to 8 bits; transparency composited on "
+          "white (workflow.data.sources.images.decode)")
+
+
+def preprocess_description(card: ModelCard, chosen: dict | None = None, files: dict | None = None,
+                           checks: dict | None = None) -> dict:
+    """preprocess.json: how to prepare an image for the model of `card` and read its output."""
+    size = card.resolution
+    return {
+        "format": PREPROCESS_FORMAT, "cell": card.cell, "model": card.model, "head": card.head,
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW",
+                  "channels": "RGB", "size": size},
+        "decode": DECODE,
+        "resize": {"size": [size, size], "method": card.resize_method, "mode": resize_mode_of(card.resize_method),
+                   "function": "workflow.data.prepare.prepare_files"},
+        "normalization": {"formula": "(pixel / 255 - mean) / std, per channel", "mean": list(card.mean),
+                          "std": list(card.std)},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", card.num_classes],
+                   "meaning": "logits; softmax gives class probabilities"},
+        "class_names": list(card.class_names), "chosen": chosen, "files": files or {}, "checks": checks or {},
+        "checkpoint": {"file": card.path, "epoch": card.epoch}, "versions": card.versions,
+    }
 
 
 class TorchRunner:
@@ -76,8 +101,6 @@ def open_export(folder: str | Path, device: torch.device | str = "cpu"):
 
 def open_model(source: str | Path, device: torch.device | str = "cpu"):
     """(runner, preprocess dict) of an export folder or of a cell's checkpoint file (best.pt)."""
-    from workflow.export.export import preprocess_description
-
     source = Path(source)
     if source.is_dir():
         return open_export(source, device)

@@ -44,7 +44,7 @@ def torchvision_problems(state: dict, model: str) -> list[str]:
 def checkpoint_problems(checkpoint: dict, model: str, head: str, resolution: int | None) -> list[str]:
     """How a tlsweep checkpoint fails to start `model` with `head`: every layer but the fresh ones
     (the head, unless both heads are `own`, and always its last layer) must be there, shaped alike."""
-    import torch
+    import torch  # torch and the models only when a file is checked: the Snakefile imports this module
 
     from workflow.train.models import build_classifier
 
@@ -66,7 +66,7 @@ def check_weights_file(path: str | Path, model: str, head: str = "gap", resoluti
     file, a failed cell's marker, a file that is neither a tlsweep checkpoint nor a torchvision state
     dict, or one of another model. Raises WeightsFileError naming the file and the model."""
     from workflow.train.errors import StartingWeightsError
-    from workflow.train.models import read_weights_file
+    from workflow.train.models import read_weights_file  # torch: only when there is a file to check
 
     if not Path(path).is_file():
         raise WeightsFileError(f"weights file {path} (for model {model!r}) does not exist")

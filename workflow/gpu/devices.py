@@ -171,7 +171,7 @@ def cap_memory(fraction: float, log=print) -> bool:
     """Let this process's CUDA caching allocator use at most `fraction` of the (only visible) GPU's
     memory, so that a job overrunning its share runs out of memory itself instead of starving its
     neighbours on the device. Does nothing without CUDA; returns whether the cap is set."""
-    import torch
+    import torch  # only here: claiming a GPU happens before torch loads (and the Snakefile imports slots)
 
     if not torch.cuda.is_available():
         log(f"no CUDA device: memory share {fraction:.3f} not applied")

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workflow.core import paths
+from workflow.gpu.devices import local_gpus
 from workflow.core.backbones import model_folder
 from workflow.core.cell import Cell
 
@@ -93,8 +94,6 @@ def probe_name(spec: dict) -> str:
 
 def gpu_names() -> list[str]:
     """Names of the local GPUs that jobs may claim (those in $TLSWEEP_GPUS, if set), from nvidia-smi."""
-    from workflow.gpu.devices import local_gpus
-
     if shutil.which("nvidia-smi") is None:
         return []
     result = subprocess.run(["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"],
@@ -139,7 +138,7 @@ def split_mb(path: str | Path) -> list[float]:
         manifest = json.loads(path.read_text())
         per_image = manifest["resolution"] ** 2 * 3 + 8
         return [manifest["totals"][split] * per_image / 2**20 for split in SPLITS]
-    import h5py
+    import h5py  # only for a manifest without totals: the Snakefile imports this module
 
     with h5py.File(path, "r") as f:
         return [(f[split]["images"].size + 8 * len(f[split]["images"])) / 2**20 for split in SPLITS]

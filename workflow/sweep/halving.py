@@ -29,7 +29,7 @@ from workflow.study.search import BRACKET, HALVING_METRICS, Halving
 
 def _load(path: Path) -> dict:
     """A checkpoint's small parts without reading its tensors into memory."""
-    import torch
+    import torch  # torch only in the rung jobs: the Snakefile imports this module
 
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
 
@@ -88,7 +88,7 @@ def finish_rung(out_dir: str | Path, rung: int, budget: int, log=print) -> dict:
 
     A cell whose status is not `ok` goes on to no other rung: its state.pt only says why.
     """
-    import torch
+    import torch  # as in _load
 
     out_dir = Path(out_dir)
     metrics = json.loads((out_dir / paths.METRICS_JSON).read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from workflow.study.study_file import job_tracking
 from workflow.track.guard import guarded
 from workflow.track.mlruns import store_lock, study_run
 
@@ -33,8 +34,6 @@ class StudyArtifacts:
 
 def log_study_artifacts(study, tracking: dict | None, folders: dict[str, Path], log=print) -> None:
     """With `tracking.mlflow` on, the study's `folders` as artifacts of its parent run (never raises)."""
-    from workflow.study.study_file import job_tracking
-
     tracking = job_tracking(study, tracking)
     if tracking.get("mlflow"):
         StudyArtifacts(tracking, log=log).start(folders)

@@ -15,13 +15,18 @@ from tqdm import tqdm
 
 from workflow.atomic import write_json
 from workflow.core import paths
-from workflow.sweep.status import planned_epochs
 from workflow.track.attempts import read_progress
 from workflow.track.mlruns import CellRun
 from workflow.track.tensorboard import CellBoard
 
 HEARTBEAT_S = 5.0  # progress.json is rewritten at most this often inside an epoch
 PROGRESS_EVERY = 20  # batches between progress lines when stderr is not a terminal (tracking.progress_every)
+
+
+def planned_epochs(cell, until_epoch: int | None = None) -> int:
+    """Epochs a cell (workflow.core.cell.Cell) trains, all stages together (a rung's budget at most)."""
+    total = cell.training.epochs
+    return total if until_epoch is None else min(total, until_epoch)
 
 
 class Watch:

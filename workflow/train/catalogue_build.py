@@ -24,7 +24,9 @@ import torchvision
 from torch import nn
 from torchvision import models as tv
 
+from workflow.core.backbones import Backbone
 from workflow.core.catalogue import CATALOGUE_FILE, IMAGENET_CLASSES
+from workflow.train.models import strip_classifier
 
 CLASSIFIER_END = (nn.Dropout, nn.Linear, nn.Conv2d)  # a classifier's layers from here on are replaced
 
@@ -99,9 +101,6 @@ def structure_facts(name: str, facts: dict) -> dict:
     low, size = facts["min_resolution"], facts["resolution"]
     entry["aux_resolution"] = aux_resolution(model, low, size)
     entry["fixed_resolution"] = runs_at(model, low + 32) is None
-    from workflow.core.backbones import Backbone
-    from workflow.train.models import strip_classifier
-
     strip_classifier(model, Backbone(name=name, **facts, **entry, features=0))
     entry["features"] = runs_at(model, max(low, 32) if not entry["fixed_resolution"] else low)[-1]
     return entry

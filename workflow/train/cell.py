@@ -24,7 +24,6 @@ from workflow.atomic import atomic_path, write_json
 from workflow.core.cell import Cell
 from workflow.integrity import check_cell_file, file_stamp, load_torch
 from workflow.core.paths import BEST_PT, HISTORY_CSV, METRICS_JSON
-from workflow.track.watch import Watch
 from workflow.train.epoch import predict_or_oom, run_epoch
 from workflow.train.errors import CellError
 from workflow.train.history import write_history
@@ -37,6 +36,7 @@ from workflow.train.predictions import PREDICTIONS, write_predictions
 from workflow.train.runtime import versions
 from workflow.train.signals import EXIT_STOPPED, StopFlag, Stopped
 from workflow.train.state import BEST_SO_FAR, RunState, resume_run, save_checkpoint, save_finished, save_last, save_torch
+from workflow.train.watcher import Unwatched, Watcher
 
 
 def start_stage(job: Job, state: RunState, settings: dict, saved: dict | None = None) -> Stage:
@@ -182,16 +182,16 @@ def link_or_copy(source: Path, dest: Path) -> None:
 
 def train_cell(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
                threads: int = 1, log=print, stop: StopFlag | None = None, until_epoch: int | None = None,
-               watch: Watch | None = None) -> dict:
+               watch: Watcher | None = None) -> dict:
     """Train one cell (resuming last.pt if it fits); writes metrics.json,
     history.csv and best.pt, and returns the metrics. A set `stop` flag ends it early with `Stopped`,
     last.pt and no outputs. With `until_epoch` (a budget, all stages together) it stops after that many
-    epochs and keeps last.pt and best-so-far.pt for a later call with a larger budget. `watch` shows its
-    progress (default: progress.json and progress lines only)."""
+    epochs and keeps last.pt and best-so-far.pt for a later call with a larger budget. `watch` is told
+    how it goes (default: nobody)."""
     started = time.perf_counter()
     job = open_job(cell, manifest, out_dir, init, threads, log, stop)
     state, saved_stage, position = resume_run(job)
-    job.watch = watch or Watch(out_dir, cell, log=log, until_epoch=until_epoch)
+    job.watch = watch or Unwatched()
     job.watch.start(job, state)
     log(f"cell {cell.id} on {job.device}: {len(job.train)} train / {len(job.val)} val / "
         f"{len(job.test)} test images")
@@ -218,17 +218,17 @@ def record_failure(cell: Cell, out_dir: str | Path, error: BaseException) -> dic
 
 
 def run_job(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
-            threads: int = 1, log=print, until_epoch: int | None = None, tracking: dict | None = None,
+            threads: int = 1, log=print, until_epoch: int | None = None, watch: Watcher | None = None,
             stop: StopFlag | None = None) -> int:
     """Train one cell as a job and return its exit status. Stop signals set a flag (`stop`, installed
     here if not given): a stopped run returns EXIT_STOPPED, and a retry resumes it. A CellError is recorded
     as a failed cell (status 0: the sweep goes on); any other exception (a bug, a missing file, the
     machine) propagates, among them a DamagedFileError when `init`, an upstream cell's best.pt, is not the
-    file that cell wrote. `tracking`: the study's tracking settings."""
+    file that cell wrote. `watch`: told how the job goes (`python -m workflow train` hands it its Watch)."""
     stop = stop or StopFlag().install()
     if init is not None:
         check_cell_file(init, always=True)
-    watch = Watch(out_dir, cell, tracking, log=log, until_epoch=until_epoch)
+    watch = watch or Unwatched()
     try:
         train_cell(cell, manifest, out_dir, init=init, threads=threads, log=log, stop=stop, until_epoch=until_epoch,
                    watch=watch)

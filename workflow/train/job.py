@@ -45,7 +45,7 @@ class Job:
     log: Callable[[str], None]
     stop: StopFlag
     micro: MicroBatching
-    watch: object = None  # workflow.track.watch.Watch: progress file, progress lines, tracking
+    watch: object = None  # the Watcher told how training goes (workflow.train.watcher)
     resize_method: str = RESIZE_METHOD  # the manifest's: how its images were resized
 
 

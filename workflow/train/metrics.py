@@ -1,14 +1,25 @@
-"""Classification metrics from predicted scores, without sklearn at run time."""
+"""Classification metrics from predicted scores, with numpy only (no sklearn or scipy: a training job
+imports neither)."""
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts[true, predicted]."""
     return np.bincount(labels * num_classes + predictions, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of `values`, tied values sharing their average rank (scipy's `rankdata`)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # where each run of equal values begins
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + 1 + ends) / 2, ends - starts)
+    return ranks
 
 
 def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -24,7 +35,7 @@ def roc_auc(positive_scores: np.ndarray, is_positive: np.ndarray) -> float | Non
     n_neg = len(is_positive) - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
-    ranks = rankdata(positive_scores)  # 1-based, ties get their average rank
+    ranks = average_ranks(positive_scores)
     return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 

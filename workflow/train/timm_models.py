@@ -17,10 +17,8 @@ from pathlib import Path
 
 from torch import nn
 
-from workflow.core.catalogue import timm_hub_repo as hub_repo, timm_name
-from workflow.train.weights import hf_hub_cache
-
-WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repositories hold, preferred first
+from workflow.core.catalogue import timm_name
+from workflow.train.weights import cached_timm_weights
 
 
 def import_timm():
@@ -31,35 +29,6 @@ def import_timm():
         raise ValueError("timm: models need the timm package (pinned in pyproject.toml and envs/tlsweep.yaml), "
                          "which is not installed") from None
     return timm
-
-
-def cached_timm_weights(model: str) -> Path:
-    """The cached weights file of `timm:<name>`, or FileNotFoundError naming it and the fetching command."""
-    from huggingface_hub import try_to_load_from_cache
-
-    repo = hub_repo(model)
-    for filename in WEIGHTS_FILES:
-        found = try_to_load_from_cache(repo, filename, cache_dir=hf_hub_cache())
-        if isinstance(found, str):
-            return Path(found)
-    expected = hf_hub_cache() / f"models--{repo.replace('/', '--')}" / "snapshots" / "<revision>" / WEIGHTS_FILES[0]
-    raise FileNotFoundError(
-        f"pretrained weights of {model} are not in the Hugging Face cache: {expected} is missing; the "
-        f"fetch_weights rule puts them there before training (training jobs never download): "
-        f"python -m workflow fetch-weights --timm {model}"
-    )
-
-
-def fetch_timm_weights(model: str) -> Path:
-    """Download the weights of `timm:<name>` into the hub cache (on a machine with internet access)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    repo = hub_repo(model)
-    try:
-        return Path(hf_hub_download(repo, WEIGHTS_FILES[0], cache_dir=hf_hub_cache()))
-    except EntryNotFoundError:
-        return Path(hf_hub_download(repo, WEIGHTS_FILES[1], cache_dir=hf_hub_cache()))
 
 
 def build_timm(model: str, imagenet: bool, resolution: int | None) -> tuple[nn.Module, tuple[tuple, tuple]]:

@@ -1,4 +1,5 @@
-"""Put torchvision's ImageNet weights files into torch's cache before any training job runs.
+"""Put torchvision's ImageNet weights files into torch's cache, and timm's into the Hugging Face
+cache, before any training job runs (which finds them there: `cached_weights_path`, `cached_timm_weights`).
 
 On a cluster only the login node may reach the internet, so the fetch_weights
 rule runs there (a local rule) and training jobs read the cached file.
@@ -19,6 +20,7 @@ from workflow.core.backbones import get_backbone
 from workflow.core.catalogue import timm_hub_repo, timm_name
 
 HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's convention
+WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repositories hold, preferred first
 
 
 def hub_dir() -> Path:
@@ -62,11 +64,38 @@ def fetch_command(name: str) -> str:
     return f"python -m workflow fetch-weights --url {weights_url(name)} --out {cached_weights_path(name)}"
 
 
+def cached_timm_weights(model: str) -> Path:
+    """The cached weights file of `timm:<name>`, or FileNotFoundError naming it and the fetching command."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = timm_hub_repo(model)
+    for filename in WEIGHTS_FILES:
+        found = try_to_load_from_cache(repo, filename, cache_dir=hf_hub_cache())
+        if isinstance(found, str):
+            return Path(found)
+    expected = hf_hub_cache() / f"models--{repo.replace('/', '--')}" / "snapshots" / "<revision>" / WEIGHTS_FILES[0]
+    raise FileNotFoundError(
+        f"pretrained weights of {model} are not in the Hugging Face cache: {expected} is missing; the "
+        f"fetch_weights rule puts them there before training (training jobs never download): "
+        f"python -m workflow fetch-weights --timm {model}"
+    )
+
+
+def fetch_timm_weights(model: str) -> Path:
+    """Download the weights of `timm:<name>` into the hub cache (on a machine with internet access)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    repo = timm_hub_repo(model)
+    try:
+        return Path(hf_hub_download(repo, WEIGHTS_FILES[0], cache_dir=hf_hub_cache()))
+    except EntryNotFoundError:
+        return Path(hf_hub_download(repo, WEIGHTS_FILES[1], cache_dir=hf_hub_cache()))
+
+
 def fetch_any_weights(url: str | None, dest: str | None, timm: str | None) -> Path:
     """fetch-weights: a torchvision file (`url` to `dest`) or the weights of timm model `timm`."""
     if timm:
-        from workflow.train.timm_models import fetch_timm_weights
-
         return fetch_timm_weights(timm)
     if not (url and dest):
         raise SystemExit("fetch-weights: give --url and --out, or --timm")

@@ -20,15 +20,10 @@ from workflow.core import paths
 from workflow.sweep.halving import first_rung
 from workflow.sweep.progress import progress as halving_progress
 from workflow.track.attempts import read_progress
+from workflow.track.watch import planned_epochs
 
 STALE_S = 3600  # a job whose progress.json was not rewritten for this long counts as killed
 FINISHED = ("done", "failed", "pruned")
-
-
-def planned_epochs(cell, until_epoch: int | None = None) -> int:
-    """Epochs a cell (workflow.core.cell.Cell) trains, all stages together (a rung's budget at most)."""
-    total = cell.training.epochs
-    return total if until_epoch is None else min(total, until_epoch)
 
 
 def job_alive(record: dict, now: float) -> bool:
