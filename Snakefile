@@ -16,7 +16,6 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
-include: "rules/study.smk"
 
 
 wildcard_constraints:

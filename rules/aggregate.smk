@@ -7,7 +7,6 @@ rule aggregate:
     configuration per dataset and model, and the papers' pivot tables the grid's axes allow."""
     input:
         metrics=grid_metrics,
-        study=ancient(STUDY_FILE),
     output:
         for_report(table_files(STUDY), "html", "tables"),
     params:
@@ -18,4 +17,4 @@ rule aggregate:
     conda:
         ENV
     shell:
-        "python -m workflow aggregate --configfile {input.study} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m workflow aggregate " + STUDY_ARG + " --out-dir {params.out_dir} > {log} 2>&1"

@@ -7,7 +7,6 @@ rule charts:
     input:
         summary=paths.table_file(OUT, "summary", "parquet"),
         histories=paths.table_file(OUT, "histories", "parquet"),
-        study=ancient(STUDY_FILE),
     output:
         for_report(chart_files(STUDY), "svg", "charts"),
     params:
@@ -18,5 +17,5 @@ rule charts:
     conda:
         ENV
     shell:
-        "python -m workflow charts --configfile {input.study} --summary {input.summary}"
+        "python -m workflow charts " + STUDY_ARG + " --summary {input.summary}"
         " --histories {input.histories} --out-dir {params.out_dir} > {log} 2>&1"

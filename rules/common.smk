@@ -1,7 +1,8 @@
 # Config validation, the study, and the input functions the rules use. Every job is given the study file
-# (rule study_file: results/<study>/study.yaml, the validated study) and the key of what it works on (a cell
-# id, a dataset, a probe, a rung, a round, an export id) and resolves its settings from them itself; the
-# params below only make Snakemake re-run a job whose settings changed. Nothing here writes a file.
+# (STUDY_ARG: results/<study>/study.yaml, the validated study, written when a run starts) and the key of
+# what it works on (a cell id, a dataset, a probe, a rung, a round, an export id), and resolves its
+# settings from them itself; the params below only make Snakemake re-run a job whose settings changed.
+# Nothing here writes a file while Snakemake builds the DAG: a dry run writes none.
 import json
 import os
 import shlex
@@ -41,11 +42,13 @@ except (ConfigError, DatasetConfigError, WeightsFileError) as error:
     raise WorkflowError(f"Invalid study config {files}: {error}")
 
 RAW, OUT, DATA = config["raw_dir"], str(STUDY.out), str(STUDY.data_dir)
-STUDY_FILE = paths.study_file(OUT)  # what every job reads its settings from (rule study_file)
+STUDY_FILE = paths.study_file(OUT)  # what every job reads its settings from
+STUDY_ARG = f"--configfile {shlex.quote(STUDY_FILE)}"  # in every rule's command that needs the study
 
 
 onstart:
     lock_results(OUT)  # one run at a time on the study's results, from whichever working folder
+    write_study_file(config, STUDY_FILE)  # before any job starts; never in a dry run (no onstart there)
 
 
 HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search

@@ -16,7 +16,6 @@ checkpoint export_index:
     input:
         best=paths.table_file(OUT, "best", "parquet"),
         summary=paths.table_file(OUT, "summary", "parquet"),
-        study=ancient(STUDY_FILE),
     output:
         paths.export_index_file(OUT),
     params:
@@ -26,7 +25,7 @@ checkpoint export_index:
     conda:
         ENV
     shell:
-        "python -m workflow export-index --configfile {input.study} --out {output}"
+        "python -m workflow export-index " + STUDY_ARG + " --out {output}"
         " > {log} 2>&1"
 
 
@@ -35,7 +34,6 @@ rule export:
     and preprocess.json (input size, resize, normalisation, class names, what it was chosen on)."""
     input:
         unpack(get_export_inputs),
-        study=ancient(STUDY_FILE),
     output:
         paths.export_files(OUT, "{export_id}", EXPORT["formats"]),
     params:
@@ -49,4 +47,4 @@ rule export:
     conda:
         ENV
     shell:
-        "python -m workflow export --configfile {input.study} --id {wildcards.export_id} > {log} 2>&1"
+        "python -m workflow export " + STUDY_ARG + " --id {wildcards.export_id} > {log} 2>&1"

@@ -13,7 +13,6 @@ if HALVING:
         previous rung's state; a cell that stopped early or finished its stages carries over."""
         input:
             unpack(get_rung_inputs),
-            study=ancient(STUDY_FILE),
         output:
             **paths.rung_outputs(paths.rung_folder(paths.cell_folder(OUT, paths.GRID, "{cell}"), "{rung}")),
         params:
@@ -37,7 +36,7 @@ if HALVING:
         conda:
             ENV
         shell:
-            "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --configfile {input.study} --cell {wildcards.cell}"
+            "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung " + STUDY_ARG + " --cell {wildcards.cell}"
             " --manifest {input.manifest} {params.init}"
             " --gpu-slots {resources.gpu_slots} {params.slots} --rung {wildcards.rung} --until-epoch {params.budget}"
             " {params.previous} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
@@ -48,7 +47,6 @@ if HALVING:
         that sorts first."""
         input:
             unpack(get_rank_inputs),
-            study=ancient(STUDY_FILE),
         output:
             paths.ranking_file(RANKINGS, "{rung}"),
         params:
@@ -58,7 +56,7 @@ if HALVING:
         conda:
             ENV
         shell:
-            "python -m workflow rank-rung --configfile {input.study} --rung {wildcards.rung}"
+            "python -m workflow rank-rung " + STUDY_ARG + " --rung {wildcards.rung}"
             " --metrics {input.metrics} --out {output} > {log} 2>&1"
 
     rule finish_cell:
@@ -66,7 +64,6 @@ if HALVING:
         stopped, with that rung and whether it was pruned."""
         input:
             unpack(get_finish_inputs),
-            study=ancient(STUDY_FILE),
         output:
             **paths.cell_outputs(paths.cell_folder(OUT, paths.GRID, "{cell}")),
         params:
@@ -77,5 +74,5 @@ if HALVING:
         conda:
             ENV
         shell:
-            "python -m workflow finish-cell --configfile {input.study} --cell {wildcards.cell}"
+            "python -m workflow finish-cell " + STUDY_ARG + " --cell {wildcards.cell}"
             " --out {params.out} > {log} 2>&1"

@@ -1,8 +1,7 @@
 rule plan:
     """Check a dataset's source files, list them and assign every kept image to a split."""
     input:
-        sources=get_source_inputs,
-        study=ancient(STUDY_FILE),
+        get_source_inputs,
     output:
         plan=paths.plan_file(DATA, "{dataset}"),
     params:
@@ -13,7 +12,7 @@ rule plan:
     conda:
         ENV
     shell:
-        "python -m workflow plan --configfile {input.study} --dataset {wildcards.dataset} {params.raw_dir}"
+        "python -m workflow plan " + STUDY_ARG + " --dataset {wildcards.dataset} {params.raw_dir}"
         " --out {output.plan} > {log} 2>&1"
 
 

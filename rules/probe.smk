@@ -6,8 +6,6 @@ if SLOTS.probe_dir:
     checkpoint probe_memory:
         """Measure the peak GPU memory of a few training steps and an evaluation pass of one combination
         (model, resolution, batch size, head, optimizer state, precision, eval batch size) on a whole GPU."""
-        input:
-            study=ancient(STUDY_FILE),
         output:
             paths.probe_file(SLOTS.probe_dir, "{combo}"),
         params:
@@ -25,4 +23,4 @@ if SLOTS.probe_dir:
         conda:
             ENV
         shell:
-            "python -m workflow probe --configfile {input.study} --probe {wildcards.combo} --out {output} > {log} 2>&1"
+            "python -m workflow probe " + STUDY_ARG + " --probe {wildcards.combo} --out {output} > {log} 2>&1"

@@ -13,7 +13,6 @@ if TPE:
         as failures)."""
         input:
             metrics=get_tpe_round_inputs,
-            study=ancient(STUDY_FILE),
         output:
             paths.round_file(paths.search_folder(OUT), "{round}"),
         wildcard_constraints:
@@ -25,5 +24,5 @@ if TPE:
         conda:
             ENV
         shell:
-            "python -m workflow tpe-round --configfile {input.study} --round {wildcards.round} --out {output}"
+            "python -m workflow tpe-round " + STUDY_ARG + " --round {wildcards.round} --out {output}"
             " > {log} 2>&1"

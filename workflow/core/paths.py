@@ -32,8 +32,8 @@ def study_folder(results_dir, study: str) -> str:
 
 
 def study_file(out) -> str:
-    """The study file every job reads its settings from: the validated study, defaults filled in (rule
-    study_file writes it when the study changes)."""
+    """The study file every job reads its settings from: the validated study, defaults filled in (the
+    Snakefile writes it when a run starts)."""
     return f"{out}/study.yaml"
 
 

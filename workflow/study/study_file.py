@@ -1,5 +1,5 @@
 """The study file every job reads: results/<study>/study.yaml, the validated study with its defaults filled
-in. The rule study_file writes it (only when the study changed: a params trigger) before any job runs;
+in. The Snakefile writes it when a run starts (`onstart`, never in a dry run), before any job runs;
 each job is given it with `--configfile` and the key of what it works on, and resolves its own settings
 (workflow.sweep.decisions.load_sweep). Imports no torch.
 """
