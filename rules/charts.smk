@@ -10,6 +10,7 @@ rule charts:
     output:
         for_report(chart_files(STUDY), "svg", "charts"),
     params:
+        study=STUDY_FILE,
         config=json.dumps(config),  # not on the command line: a changed config re-runs the job (params trigger)
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
@@ -17,5 +18,5 @@ rule charts:
     conda:
         ENV
     shell:
-        "python -m workflow charts " + STUDY_ARG + " --summary {input.summary}"
+        "python -m workflow charts --configfile {params.study} --summary {input.summary}"
         " --histories {input.histories} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,5 +1,5 @@
 # Config validation, the study, and the input functions the rules use. Every job is given the study file
-# (STUDY_ARG: results/<study>/study.yaml, the validated study, written when a run starts) and the key of
+# (--configfile results/<study>/study.yaml, the validated study, written when a run starts) and the key of
 # what it works on (a cell id, a dataset, a probe, a rung, a round, an export id), and resolves its
 # settings from them itself; the params below only make Snakemake re-run a job whose settings changed.
 # Nothing here writes a file while Snakemake builds the DAG: a dry run writes none.
@@ -42,8 +42,7 @@ except (ConfigError, DatasetConfigError, WeightsFileError) as error:
     raise WorkflowError(f"Invalid study config {files}: {error}")
 
 RAW, OUT, DATA = config["raw_dir"], str(STUDY.out), str(STUDY.data_dir)
-STUDY_FILE = paths.study_file(OUT)  # what every job reads its settings from
-STUDY_ARG = f"--configfile {shlex.quote(STUDY_FILE)}"  # in every rule's command that needs the study
+STUDY_FILE = paths.study_file(OUT)  # what every job reads its settings from: --configfile {params.study}
 
 
 onstart:
