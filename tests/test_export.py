@@ -197,6 +197,7 @@ def run_study(tmp_path, *args, export=None, check=True, **grid):
     return result
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("export,planned", [(None, 1), ({"enabled": False}, 0), ({"cells": "all"}, 1)])
 def test_dry_run_plans_the_export_index_unless_export_is_off(tmp_path, export, planned):
     result = run_study(tmp_path, "-n", export=export)
@@ -205,11 +206,13 @@ def test_dry_run_plans_the_export_index_unless_export_is_off(tmp_path, export, p
     assert counts.get("export_index", 0) == planned and counts["train"] == 1 and counts["all"] == 1
 
 
+@pytest.mark.pipeline
 def test_the_export_rules_pass_the_linter(tmp_path):
     result = run_study(tmp_path, "--lint")
     assert "Lints for" not in result.stdout + result.stderr
 
 
+@pytest.mark.pipeline
 def test_a_weights_file_of_another_model_fails_the_dry_run(tmp_path):
     saved_model(tmp_path / "resnet.pt", "resnet18", resolution=16)
     result = run_study(tmp_path, "-n", check=False, weights=[str(tmp_path / "resnet.pt")],

@@ -168,6 +168,7 @@ def seeded_study():
     }
 
 
+@pytest.mark.pipeline
 def test_snakemake_stops_at_a_damaged_upstream_checkpoint_and_keeps_the_downstream_results(tmp_path):
     from conftest import snakemake, write_config
 
@@ -241,6 +242,7 @@ def test_a_truncated_shard_fails_the_train_job_naming_it(own_dataset, tmp_path):
     assert result.returncode != 0 and f"shard {shard_file} is damaged" in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.pipeline
 def test_a_second_run_from_another_folder_is_refused_while_the_first_holds_the_results(tmp_path):
     from conftest import snakemake, write_config
 
@@ -275,6 +277,7 @@ def test_a_second_run_from_another_folder_is_refused_while_the_first_holds_the_r
     assert not list((tmp_path / "two").rglob("*.h5"))  # the second run did nothing at all
 
 
+@pytest.mark.pipeline
 def test_on_a_full_disk_the_error_that_ended_a_train_job_reaches_snakemakes_output(tmp_path, full_disk):
     from conftest import snakemake, write_config
 

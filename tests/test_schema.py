@@ -25,6 +25,7 @@ def dry_run_error(tmp_path, study_file, config) -> str:
     (lambda c: c["resources"].update(train_runtime_min=5, train_warning_s=300),
      ["resources.train_warning_s (300) must be less than train_runtime_min (5) minutes"]),
 ])
+@pytest.mark.pipeline
 def test_bad_config_fails_dry_run_naming_key_and_value(tmp_path, study_file, mutate, expected):
     config = tiny_study()
     mutate(config)
@@ -33,11 +34,13 @@ def test_bad_config_fails_dry_run_naming_key_and_value(tmp_path, study_file, mut
         assert text in output, output[-3000:]
 
 
+@pytest.mark.pipeline
 def test_valid_config_passes(tmp_path, study_file):
     result = snakemake(tmp_path, "-n", "--configfile", str(study_file(tiny_study())))
     assert "This was a dry-run" in result.stdout
 
 
+@pytest.mark.pipeline
 def test_a_schema_error_is_one_short_message_naming_the_file(tmp_path, study_file):
     config = tiny_study()
     config["grid"]["batch_size"] = [32, 0]
@@ -80,6 +83,7 @@ def test_check_config_fills_the_same_defaults_as_snakemakes_validate(path):
     assert ours == snakemakes and ours != yaml.safe_load(path.read_text())
 
 
+@pytest.mark.pipeline
 def test_a_repeated_key_fails_the_dry_run_naming_both_lines(tmp_path):
     import yaml
 
@@ -94,6 +98,7 @@ def test_a_repeated_key_fails_the_dry_run_naming_both_lines(tmp_path):
     assert f"{path}, line {last}: key 'grid' repeats the key of line {first}" in output, output[-3000:]
 
 
+@pytest.mark.pipeline
 def test_an_exclude_that_removes_every_cell_fails_the_dry_run(tmp_path, study_file):
     config = tiny_study()
     config["grid"]["exclude"] = [{"model": "resnet18"}]

@@ -259,6 +259,7 @@ def find_trainer(workdir: Path) -> int | None:
     return None
 
 
+@pytest.mark.pipeline
 def test_snakemake_retries_a_signalled_training_job_which_resumes_mid_run(tmp_path):
     config = {
         "study": "signalled",

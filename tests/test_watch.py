@@ -191,6 +191,7 @@ def test_status_of_a_halving_study_shows_pruned_cells_and_the_rung_a_cell_is_in(
     assert (table.loc[high.id, "state"], table.loc[high.id, "planned"]) == ("waiting", 3)  # rung 1's budget
 
 
+@pytest.mark.pipeline
 def test_a_snakemake_run_shows_no_json_and_the_job_files_change_nothing_on_a_rerun(tmp_path, study_file):
     config = {
         "study": "quiet",

@@ -12,6 +12,8 @@ from workflow.study.outputs import CHART_FORMATS, TABLE_FORMATS
 from workflow.study.config import load_config
 from workflow.study.grid import AXES, build_study
 
+pytestmark = pytest.mark.pipeline  # every test runs Snakemake
+
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
     """The 'Job stats' table of a dry run as {rule: count}."""
