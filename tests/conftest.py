@@ -30,6 +30,38 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
+def load_study_file(path: Path):
+    """A study file checked in-process the way rules/common.smk checks it before Snakemake plans a job:
+    read strictly and checked against the schema (`load_config`), built (`build_study`), its weights
+    files checked and its downloads listed. Returns the Study; a bad file raises the one-line
+    ConfigError, DatasetConfigError or WeightsFileError that the Snakefile reports."""
+    from workflow.data.datasets import downloads
+    from workflow.export.weights_check import check_study_weights
+    from workflow.study.config import load_config
+    from workflow.study.grid import build_study
+
+    config = load_config(path)
+    study = build_study(config)
+    check_study_weights(study.cells.values())
+    downloads(study.datasets, config["raw_dir"])
+    return study
+
+
+def study_error(path: Path) -> str:
+    """The one-line error that `load_study_file` refuses the study file at `path` with."""
+    from workflow.data.datasets import DatasetConfigError
+    from workflow.export.weights_check import WeightsFileError
+    from workflow.study.config import ConfigError
+
+    try:
+        load_study_file(path)
+    except (ConfigError, DatasetConfigError, WeightsFileError) as error:
+        message = str(error)
+        assert "\n" not in message, f"not one line: {message}"
+        return message
+    raise AssertionError(f"{path} should have been refused")
+
+
 def tiny_study(name: str = "tiny") -> dict:
     """A study small enough to train end to end on two CPU cores in a minute or two."""
     return {
