@@ -43,6 +43,7 @@ def job_env():
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
 
 
+@pytest.mark.pipeline
 def test_a_kill_right_after_metrics_json_loses_no_training(shard, tmp_path):
     out = tmp_path / "cell"
     cell = one_stage_cell()
@@ -109,6 +110,7 @@ def assert_the_job_failed_naming(result, out, cause):
     assert not (out / "metrics.json").exists()  # no `failed` result: a rerun retries the cell
 
 
+@pytest.mark.pipeline
 def test_a_full_disk_fails_the_job_naming_the_file_and_the_cause(shard, full_disk):
     out = full_disk / "cell"
     result = subprocess.run(train_command(one_stage_cell(epochs=1), shard, out), capture_output=True, text=True,
@@ -117,6 +119,7 @@ def test_a_full_disk_fails_the_job_naming_the_file_and_the_cause(shard, full_dis
     assert "error: StorageError" in result.stderr
 
 
+@pytest.mark.pipeline
 def test_a_file_size_limit_fails_the_job_naming_the_file_and_the_cause(shard, tmp_path):
     out = tmp_path / "cell"
 
@@ -128,6 +131,7 @@ def test_a_file_size_limit_fails_the_job_naming_the_file_and_the_cause(shard, tm
     assert_the_job_failed_naming(result, out, "File too large")
 
 
+@pytest.mark.pipeline
 def test_a_damaged_upstream_checkpoint_fails_the_job_naming_it_and_goes_back_for_retraining(shard, tmp_path):
     upstream = tmp_path / "upstream"
     train_cell(one_stage_cell(epochs=1, id="digits-012/resnet18/r16/base"), shard, upstream, log=lambda _: None)
@@ -233,6 +237,7 @@ def test_a_shard_damaged_with_its_mtime_kept_fails_training_naming_it(own_datase
     assert (shard_file.parent / (shard_file.name + ".damaged")).exists() and not manifest.exists()  # made anew
 
 
+@pytest.mark.pipeline
 def test_a_truncated_shard_fails_the_train_job_naming_it(own_dataset, tmp_path):
     manifest, shard_file = own_dataset
     data = shard_file.read_bytes()

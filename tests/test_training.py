@@ -166,6 +166,7 @@ def kill_after_epoch(process, out, epoch, timeout=300):
     raise AssertionError(f"no epoch {epoch} within {timeout} s")
 
 
+@pytest.mark.pipeline
 def test_killed_job_resumes_to_the_same_history_as_an_uninterrupted_run(shard, tmp_path):
     training = merge(DEFAULT_TRAINING, {
         "stages": [{"name": "head", "train": "head", "epochs": 2, "optimizer": "sgd", "nesterov": True},
@@ -199,6 +200,7 @@ def steps_per_epoch(shard, batch_size=32):
     return -(-len(DeviceSplit.load(shard, "train", torch.device("cpu"))) // batch_size)
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("memory_share", [0.5, 0.0], ids=["device-split", "streamed-split"])
 def test_a_stop_signal_checkpoints_mid_epoch_and_the_retry_ends_with_the_same_history(shard, tmp_path, memory_share):
     training = merge(DEFAULT_TRAINING, {
@@ -468,6 +470,7 @@ def run_train_command(cell, shard, out, init=None):
     return subprocess.run(command, capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=300)
 
 
+@pytest.mark.pipeline
 def test_a_cell_that_cannot_train_is_recorded_as_failed_and_seeds_no_one(shard, tmp_path):
     broken = make_cell(id="digits-012/resnet18/r16/broken", train="last:500")  # resnet18 has far fewer layers
     result = run_train_command(broken, shard, tmp_path / "broken")
@@ -485,6 +488,7 @@ def test_a_cell_that_cannot_train_is_recorded_as_failed_and_seeds_no_one(shard, 
     assert "holds no weights: cell digits-012/resnet18/r16/broken failed" in metrics["error"]
 
 
+@pytest.mark.pipeline
 def test_a_bug_fails_the_job_loudly_and_records_no_result(shard, tmp_path):
     cell = make_cell(id="digits-012/resnet18/r16/no-seed")
     del cell["seed"]  # a cell dict that tlsweep itself got wrong: not the cell's own failure

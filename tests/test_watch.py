@@ -61,6 +61,7 @@ def wait_for_line(path, text, process, timeout=300):
     raise AssertionError(f"{text!r} not in {path} within {timeout} s")
 
 
+@pytest.mark.pipeline
 def test_sigint_mid_epoch_then_a_rerun_gives_the_uninterrupted_history_and_tracking_equals_it(shard, tmp_path,
                                                                                               monkeypatch):
     tracking = job_tracking(SimpleNamespace(name="watched", results_dir=tmp_path / "results"),
@@ -247,6 +248,7 @@ def test_a_tracking_or_progress_failure_warns_once_and_the_cell_trains_on(shard,
     assert "TensorBoard events are off" in warnings[1] and "MLflow runs are off" in warnings[2]
 
 
+@pytest.mark.pipeline
 def test_a_terminal_gets_a_progress_bar_and_the_log_file_no_bar(shard, tmp_path):
     import pty
     import select
