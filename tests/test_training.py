@@ -51,22 +51,29 @@ def make_cell(**overrides):
     return {**cell, **overrides}
 
 
-def test_two_stage_training_writes_history_metrics_and_best_checkpoint(shard, tmp_path):
-    cell = make_cell()
-    metrics = train_cell(cell, shard, tmp_path, threads=1, log=quiet)
-    history = pd.read_csv(tmp_path / "history.csv")
+@pytest.fixture(scope="module")
+def trained(shard, tmp_path_factory):
+    """`make_cell()` trained once on the shard, for the tests that only read what it wrote:
+    (cell, metrics, its folder)."""
+    cell, out = make_cell(), tmp_path_factory.mktemp("trained")
+    return cell, train_cell(cell, shard, out, threads=1, log=quiet), out
+
+
+def test_two_stage_training_writes_history_metrics_and_best_checkpoint(trained):
+    cell, metrics, out = trained
+    history = pd.read_csv(out / "history.csv")
     assert list(history.columns) == HISTORY_COLUMNS
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert history["stage"].tolist() == ["head", "head", "finetune", "finetune", "finetune"]
     assert history["train"].tolist() == ["head", "head", "all", "all", "all"]
     assert history["lr"].iloc[0] == pytest.approx(0.01) and history["lr"].iloc[2] == pytest.approx(0.001)
-    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
     assert on_disk["status"] == "ok" and on_disk["epochs_run"] == 5
     best = history.loc[history["val_accuracy"].idxmax()]
     assert on_disk["best_epoch"] == best["epoch"]
     assert on_disk["best_val_accuracy"] == pytest.approx(best["val_accuracy"])
-    assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == best["epoch"]
+    assert torch.load(out / "best.pt", weights_only=False)["epoch"] == best["epoch"]
     assert on_disk["config"] == cell
     assert 0 <= on_disk["test_accuracy"] <= 1 and sum(map(sum, on_disk["confusion_matrix"])) > 0
     assert on_disk["test_top5_accuracy"] is None and on_disk["test_auc"] is None  # 3 classes
@@ -79,14 +86,14 @@ def test_two_stage_training_writes_history_metrics_and_best_checkpoint(shard, tm
     assert on_disk["peak_memory_mb"] is None and on_disk["device"] == "cpu"
     assert set(on_disk["versions"]) >= {"python", "torch", "torchvision", "numpy"}
     assert on_disk["run"]["head"] == "gap" and on_disk["run"]["resumed_after_epochs"] == []
-    assert "model" not in torch.load(tmp_path / LAST, weights_only=False)  # only the finished state stays
+    assert "model" not in torch.load(out / LAST, weights_only=False)  # only the finished state stays
 
 
-def test_a_finished_cell_keeps_the_best_weights_predictions_on_validation_and_test(shard, tmp_path):
+def test_a_finished_cell_keeps_the_best_weights_predictions_on_validation_and_test(trained):
     from workflow.train.predictions import read_predictions
 
-    metrics = train_cell(make_cell(), shard, tmp_path, threads=1, log=quiet)
-    predictions = read_predictions(tmp_path)
+    _, metrics, out = trained
+    predictions = read_predictions(out)
     assert list(predictions.class_names) == ["0", "1", "2"]
     val_accuracy = float(np.mean(predictions.val_scores.argmax(1) == predictions.val_labels))
     assert val_accuracy == pytest.approx(metrics["best_val_accuracy"])  # the best epoch's weights
