@@ -110,6 +110,28 @@ def shard(tmp_path_factory):
     return digits_shard(tmp_path_factory.mktemp("data"), 16)
 
 
+@pytest.fixture(scope="session")
+def finished_tiny_study(tmp_path_factory):
+    """`tiny_study()` run end to end once per session with `snakemake --cores 2`: (work folder, study
+    file, Snakemake's result). Shared by the pipeline tests that only read its results; a test that
+    changes anything in the folder (reruns, forced jobs, other study files, a report) works on a copy
+    (`copy_of_finished_tiny_study`)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    configfile = write_config(workdir / "tiny.yaml", tiny_study())
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
+    return workdir, configfile, result
+
+
+def copy_of_finished_tiny_study(finished: tuple, folder: Path) -> tuple:
+    """The shared finished tiny study copied into `folder` (file times kept, so Snakemake sees the same
+    finished jobs): (work folder, study file, Snakemake's result) of the copy."""
+    import shutil
+
+    workdir, configfile, result = finished
+    shutil.copytree(workdir, folder, symlinks=True)
+    return folder, folder / configfile.relative_to(workdir), result
+
+
 @pytest.fixture
 def study_file(tmp_path):
     """Write a study config into tmp_path and return its path."""

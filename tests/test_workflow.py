@@ -6,7 +6,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import REPO, snakemake, tiny_study
+from conftest import REPO, copy_of_finished_tiny_study, snakemake, tiny_study
 from workflow.results.aggregate import METRICS
 from workflow.study.outputs import CHART_FORMATS, TABLE_FORMATS
 from workflow.study.config import load_config
@@ -57,16 +57,13 @@ def test_demo_study_plan(tmp_path):
                                          "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
 
 
+# finished_tiny_study (conftest.py): the tiny study run end to end once per session, read by the tests
+# below; the tests that change its folder (a report, a forced job, dry runs of other study files that
+# rewrite the cells' job files) share a copy of it instead.
 @pytest.fixture(scope="module")
-def finished_tiny_study(tmp_path_factory):
-    """Run the tiny study end to end once with `snakemake --cores 2`."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    configfile = workdir / "tiny.yaml"
-    from conftest import write_config
-
-    write_config(configfile, tiny_study())
-    result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
-    return workdir, configfile, result
+def own_tiny_study(finished_tiny_study, tmp_path_factory):
+    """A copy of the finished tiny study for this module's tests that change it."""
+    return copy_of_finished_tiny_study(finished_tiny_study, tmp_path_factory.mktemp("own") / "tiny")
 
 
 def test_end_to_end_summary_table(finished_tiny_study):
@@ -136,8 +133,8 @@ def test_end_to_end_charts(finished_tiny_study):
         assert "<svg" in (charts / f"{name}.svg").read_text()
 
 
-def test_report_is_one_self_contained_file_with_tables_charts_and_rules(finished_tiny_study):
-    workdir, configfile, _ = finished_tiny_study
+def test_report_is_one_self_contained_file_with_tables_charts_and_rules(own_tiny_study):
+    workdir, configfile, _ = own_tiny_study
     snakemake(workdir, "--configfile", str(configfile), "--report", "results/report.html")
     report = (workdir / "results/report.html").read_text()
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=[\"']https?://", report), "it must work offline"
@@ -171,8 +168,8 @@ def test_finished_study_has_nothing_left_to_do(finished_tiny_study):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_a_manifest_rebuilt_with_the_same_content_retrains_nothing(finished_tiny_study):
-    workdir, configfile, _ = finished_tiny_study
+def test_a_manifest_rebuilt_with_the_same_content_retrains_nothing(own_tiny_study):
+    workdir, configfile, _ = own_tiny_study
     manifest = "results/data/digits-5to9/r16.json"
     before = (workdir / manifest).read_bytes()
     snakemake(workdir, manifest, "--cores", "1", "--forcerun", "manifest", "--configfile", str(configfile))
@@ -181,8 +178,8 @@ def test_a_manifest_rebuilt_with_the_same_content_retrains_nothing(finished_tiny
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_changed_training_parameter_reruns_only_the_cells_it_touches(finished_tiny_study, tmp_path):
-    workdir, _, _ = finished_tiny_study
+def test_changed_training_parameter_reruns_only_the_cells_it_touches(own_tiny_study, tmp_path):
+    workdir, _, _ = own_tiny_study
     from conftest import write_config
 
     config = tiny_study()
@@ -192,8 +189,8 @@ def test_changed_training_parameter_reruns_only_the_cells_it_touches(finished_ti
     assert "Params have changed since last execution" in result.stdout
 
 
-def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(finished_tiny_study, tmp_path):
-    workdir, _, _ = finished_tiny_study
+def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(own_tiny_study, tmp_path):
+    workdir, _, _ = own_tiny_study
     from conftest import write_config
 
     config = tiny_study()
