@@ -11,10 +11,18 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+_RUNNING = {"pipeline": True}  # whether the running test is marked `pipeline` (True outside a test)
+
+
+def pytest_runtest_setup(item):
+    _RUNNING["pipeline"] = item.get_closest_marker("pipeline") is not None
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Run this repo's Snakefile in `workdir` with the test interpreter's environment."""
+    """Run this repo's Snakefile in `workdir` with the test interpreter's environment (from a test marked
+    `pipeline` only, so that the fast tier never runs Snakemake: docs/contributing.md)."""
+    if not _RUNNING["pipeline"]:
+        raise AssertionError("this test runs Snakemake: mark it @pytest.mark.pipeline (docs/contributing.md)")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args],
