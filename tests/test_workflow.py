@@ -58,8 +58,8 @@ def test_demo_study_plan(tmp_path):
 
 
 # finished_tiny_study (conftest.py): the tiny study run end to end once per session, read by the tests
-# below; the tests that change its folder (a report, a forced job, dry runs of other study files that
-# rewrite the cells' job files) share a copy of it instead.
+# below; the tests that change its folder or may (a report, a forced job, dry runs of other study
+# files) share a copy of it instead.
 @pytest.fixture(scope="module")
 def own_tiny_study(finished_tiny_study, tmp_path_factory):
     """A copy of the finished tiny study for this module's tests that change it."""
