@@ -16,6 +16,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/study.smk"
 
 
 wildcard_constraints:
@@ -36,13 +37,14 @@ include: "rules/weights.smk"
 include: "rules/probe.smk"
 include: "rules/train.smk"
 include: "rules/halving.smk"
-include: "rules/search.smk"
+include: "rules/tpe.smk"
 include: "rules/aggregate.smk"
 include: "rules/charts.smk"
 include: "rules/export.smk"
 
 
 rule all:
+    default_target: True
     input:
         table_files(STUDY),
         chart_files(STUDY),

@@ -1,4 +1,4 @@
-"""Benchmark: total cells per hour with 1, 2 and 4 cells per GPU (`resources.gpu_slots`).
+"""Benchmark: total cells per hour with 1, 2 and 4 cells per GPU (`resources.slots_per_gpu`).
 
 The cells are the default study's CIFAR-10 cells (config.yaml: MobileNetV2 at
 160x160, RMSprop, batch sizes 32 to 512, the new head and then every layer),
@@ -66,8 +66,9 @@ def generated_cifar10(folder: Path, images: int) -> dict:
             "shards": 1}
 
 
-def bench_cells(args, dataset: dict, folder: Path) -> list[dict]:
-    """The default study's CIFAR-10 cells, short and from random weights, as training jobs get them."""
+def bench_cells(args, dataset: dict, folder: Path) -> tuple[Path, list]:
+    """The default study's CIFAR-10 cells, short and from random weights: the study file jobs are given,
+    and its cells."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"] = {"cifar10": dataset}
     config["grid"].update(dataset=["cifar10"], resolution=[args.resolution], weights=["none"],
@@ -79,7 +80,7 @@ def bench_cells(args, dataset: dict, folder: Path) -> list[dict]:
     config.update(study="gpu-share", results_dir=str(folder / "results"), data_dir=str(folder / "data"))
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return [cell.to_dict() for cell in build_study(load_config(path)).grid_cells]
+    return path, build_study(load_config(path)).grid_cells
 
 
 def job_env(args, locks: Path) -> dict:
@@ -89,7 +90,7 @@ def job_env(args, locks: Path) -> dict:
     return env
 
 
-def run_probes(cells: list[dict], probes: Path, env: dict, log) -> dict:
+def run_probes(study_file: Path, cells: list, probes: Path, env: dict, log) -> dict:
     """One real probe per combination the cells need; returns {probe name: record}."""
     records = {}
     for cell in cells:
@@ -98,15 +99,15 @@ def run_probes(cells: list[dict], probes: Path, env: dict, log) -> dict:
         if name in records:
             continue
         out = probes / f"{name}.json"
-        subprocess.run([sys.executable, "-m", "workflow", "probe", "--spec", json.dumps(spec), "--out", str(out)],
-                       env=env, check=True, capture_output=True, text=True)
+        subprocess.run([sys.executable, "-m", "workflow", "probe", "--configfile", str(study_file), "--probe", name,
+                        "--out", str(out)], env=env, check=True, capture_output=True, text=True)
         records[name] = json.loads(out.read_text())
         log(f"  probe {name}: peak {records[name]['peak_mb']} MB of {records[name]['device_mb']} MB "
             f"({records[name]['device']})")
     return records
 
 
-def run_cells(cells: list[dict], shard: Path, per_gpu: int, args, probes: Path, out: Path, log) -> dict:
+def run_cells(study_file: Path, cells: list, shard: Path, per_gpu: int, args, probes: Path, out: Path, log) -> dict:
     """Every cell as a training job, at most GPUs x `per_gpu` slots at once; what it took."""
     settings = SlotSettings(per_gpu=per_gpu, headroom=args.headroom, probe_dir=probes)
     env = job_env(args, out / "locks")
@@ -122,11 +123,12 @@ def run_cells(cells: list[dict], shard: Path, per_gpu: int, args, probes: Path, 
             done.append(job)
         for cell, slots in list(waiting):
             if slots <= capacity - sum(job["slots"] for job in running):
-                cell_dir = out / "cells" / cell["id"]
+                cell_dir = out / "cells" / cell.id
                 cell_dir.mkdir(parents=True, exist_ok=True)
                 handle = open(cell_dir / "train.log", "w")
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(shard),
+                    [sys.executable, "-m", "workflow", "train", "--configfile", str(study_file), "--cell", cell.id,
+                     "--manifest", str(shard),
                      "--out", str(cell_dir), "--threads", str(args.threads), "--gpu-slots", str(slots),
                      "--slots-per-gpu", str(per_gpu), "--gpu-headroom", repr(args.headroom)],
                     env=env, stdout=handle, stderr=subprocess.STDOUT)
@@ -143,7 +145,7 @@ def run_cells(cells: list[dict], shard: Path, per_gpu: int, args, probes: Path, 
         else:
             status = f"exit {job['process'].returncode}"
         statuses[status] = statuses.get(status, 0) + 1
-        slots_by_batch[job["cell"]["batch_size"]] = job["slots"]
+        slots_by_batch[job["cell"].batch_size] = job["slots"]
     result = {"per_gpu": per_gpu, "gpus": len(args.gpus), "cells": len(done), "wall_s": round(wall, 1),
               "cells_per_hour": round(len(done) / wall * 3600, 1),
               "median_cell_s": round(statistics.median(job["seconds"] for job in done), 1),
@@ -179,7 +181,7 @@ def main(argv=None) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="tlsweep-gpu-share-", dir=args.tmp))
     try:
         dataset = generated_cifar10(folder, args.images)
-        cells = bench_cells(args, dataset, folder)
+        study_file, cells = bench_cells(args, dataset, folder)
         shard = folder / "data" / "cifar10" / f"r{args.resolution}.json"
         start = time.perf_counter()
         manifest = prepare_dataset("cifar10", dataset, args.resolution, shard.with_suffix("") / "shard-0-of-1.h5",
@@ -187,7 +189,7 @@ def main(argv=None) -> dict:
         log(f"prepared {manifest['totals']} images at {args.resolution}x{args.resolution} in "
             f"{time.perf_counter() - start:.0f} s; {len(cells)} cells, GPUs {args.gpus}")
         probes = folder / "probes"
-        records = run_probes(cells, probes, job_env(args, folder / "locks"), log)
+        records = run_probes(study_file, cells, probes, job_env(args, folder / "locks"), log)
         device = next(iter(records.values()))["device"]
         import torch
 
@@ -195,7 +197,7 @@ def main(argv=None) -> dict:
                   "resolution": args.resolution, "images": manifest["totals"], "epochs_per_stage": args.epochs,
                   "probes": {name: {k: r[k] for k in ("peak_mb", "reserved_mb", "device_mb")}
                              for name, r in records.items()},
-                  "runs": [run_cells(cells, shard, k, args, probes, folder / f"k{k}", log) for k in args.per_gpu]}
+                  "runs": [run_cells(study_file, cells, shard, k, args, probes, folder / f"k{k}", log) for k in args.per_gpu]}
         print(f"\n{device}, {len(args.gpus)} GPU(s), {len(cells)} cells, {args.epochs} epoch(s) per stage")
         print("| cells per GPU (K) | cells | wall (s) | cells/hour | median cell (s) | slots by batch size "
               "| statuses |")

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workflow.data.normalize import Normalizer  # noqa: E402
 from workflow.data.prepare import prepare_dataset  # noqa: E402
-from workflow.study.settings import DEFAULT_TRAINING, merge, stage_settings  # noqa: E402
+from workflow.core.cell import DEFAULT_TRAINING, Cell, TrainingSettings, merge  # noqa: E402
 from workflow.train.job import open_job  # noqa: E402
 from workflow.train.loop import EpochPosition, train_one_epoch, train_step  # noqa: E402
 from workflow.train.models import PLAIN_MEAN, PLAIN_STD, build_classifier, set_trainable  # noqa: E402
@@ -52,20 +52,19 @@ def sync(device: torch.device) -> None:
 def bench_stage(model, args) -> Stage:
     """The benchmark's stage for `model`: what trains, its optimizer, as a training job sets them."""
     set_trainable(model, args.train)
-    settings = stage_settings(DEFAULT_TRAINING, {"name": "bench", "train": args.train, "epochs": 1},
-                              args.optimizer, args.train)
+    settings = TrainingSettings().stage({"name": "bench", "train": args.train, "epochs": 1}, args.optimizer, args.train)
     return Stage.start(model, settings, 1e-3)
 
 
-def bench_cell(name: str, resolution: int, args) -> dict:
-    """A cell config with the benchmark's settings (random weights), for the pipeline's training job."""
+def bench_cell(name: str, resolution: int, args) -> Cell:
+    """A cell with the benchmark's settings (random weights), for the pipeline's training job."""
     training = merge(DEFAULT_TRAINING, {
         "head": args.head, "compile": args.compile, "precision": args.precision, "augment": {"hflip": args.hflip},
         "loader": {"memory_share": 1.0 if args.loader == "memory" else 0.0, "workers": 0, "buffer_chunks": 4},
     })
-    return {"id": f"bench/{name}/r{resolution}", "model": name, "resolution": resolution, "batch_size": args.batch_size,
-            "lr": 1e-3, "optimizer": args.optimizer, "train": args.train, "seed": 0, "weights": "none",
-            "training": training}
+    return Cell(dataset="bench", model=name, resolution=resolution, batch_size=args.batch_size, lr=1e-3,
+                optimizer=args.optimizer, train=args.train, seed=0, weights="none",
+                training=TrainingSettings.from_mapping(training))
 
 
 def ceiling(name: str, resolution: int, device: torch.device, precision: Precision, args):
@@ -74,7 +73,7 @@ def ceiling(name: str, resolution: int, device: torch.device, precision: Precisi
     model = model.to(device, memory_format=torch.channels_last)
     if args.compile:
         model.compile()
-    optimizer, objective = bench_stage(model, args).optimizer, Objective(DEFAULT_TRAINING, seed=0)
+    optimizer, objective = bench_stage(model, args).optimizer, Objective(TrainingSettings(), seed=0)
     model.train()
     normalize = Normalizer(PLAIN_MEAN, PLAIN_STD, device)
     images = torch.randint(0, 256, (args.batch_size, 3, resolution, resolution), dtype=torch.uint8, device=device)

@@ -7,15 +7,15 @@ rule aggregate:
     configuration per dataset and model, and the papers' pivot tables the grid's axes allow."""
     input:
         metrics=grid_metrics,
+        study=ancient(STUDY_FILE),
     output:
         for_report(table_files(STUDY), "html", "tables"),
     params:
         config=json.dumps(config),  # not on the command line: a changed config re-runs the job (params trigger)
-        configfile=get_study_file,
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         paths.log_file(OUT, "aggregate"),
     conda:
         ENV
     shell:
-        "python -m workflow aggregate --configfile {params.configfile} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m workflow aggregate --configfile {input.study} --out-dir {params.out_dir} > {log} 2>&1"

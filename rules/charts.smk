@@ -7,16 +7,16 @@ rule charts:
     input:
         summary=paths.table_file(OUT, "summary", "parquet"),
         histories=paths.table_file(OUT, "histories", "parquet"),
+        study=ancient(STUDY_FILE),
     output:
         for_report(chart_files(STUDY), "svg", "charts"),
     params:
         config=json.dumps(config),  # not on the command line: a changed config re-runs the job (params trigger)
-        configfile=get_study_file,
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         paths.log_file(OUT, "charts"),
     conda:
         ENV
     shell:
-        "python -m workflow charts --configfile {params.configfile} --summary {input.summary}"
+        "python -m workflow charts --configfile {input.study} --summary {input.summary}"
         " --histories {input.histories} --out-dir {params.out_dir} > {log} 2>&1"

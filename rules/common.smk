@@ -1,7 +1,9 @@
-# Config validation, the study, and the input functions the rules use.
+# Config validation, the study, and the input functions the rules use. Every job is given the study file
+# (rule study_file: results/<study>/study.yaml, the validated study) and the key of what it works on (a cell
+# id, a dataset, a probe, a rung, a round, an export id) and resolves its settings from them itself; the
+# params below only make Snakemake re-run a job whose settings changed. Nothing here writes a file.
 import json
 import os
-import re
 import shlex
 import sys
 
@@ -16,20 +18,22 @@ from workflow.integrity import DamagedFileError, check_cell_file
 from workflow.lock import lock_results
 from workflow.core import paths
 from workflow.study.config import ConfigError, check_config, check_config_files
-from workflow.study.grid import CELL_ID, build_study
-from workflow.study.jobfile import write_dataset_file, write_job_file, write_study_file
+from workflow.study.grid import CELL_ID
 from workflow.study.jobenv import export_package_root
+from workflow.study.study_file import write_study_file
 from workflow.study.outputs import chart_files, table_files
-from workflow.study.tpe_space import TpeSearch, refresh, round_inputs
-from workflow.sweep.halving import finish_inputs, load_ranking, previous_rung_inputs, rank_inputs
-from workflow.train.weights import fetch_plan, imagenet_files
+from workflow.study.tpe_space import TpeSearch, round_inputs
+from workflow.sweep.decisions import SweepState
+from workflow.sweep.halving import finish_inputs, previous_rung_inputs, rank_inputs
+from workflow.train.weights import imagenet_files, weight_downloads
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
 try:
     check_config_files(workflow.config_settings.configfiles)  # a repeated key, naming both lines
     check_config(config)
-    STUDY = build_study(config)
+    SWEEP = SweepState(config)  # the study as far as its search has decided (TPE rounds: read_round below)
+    STUDY = SWEEP.study  # its round-0 view: what the plan before the run needs (names, folders, tables)
     check_study_weights(STUDY.cells.values())
     DOWNLOADS = downloads(STUDY.datasets, config["raw_dir"])
 except (ConfigError, DatasetConfigError, WeightsFileError) as error:
@@ -37,6 +41,7 @@ except (ConfigError, DatasetConfigError, WeightsFileError) as error:
     raise WorkflowError(f"Invalid study config {files}: {error}")
 
 RAW, OUT, DATA = config["raw_dir"], str(STUDY.out), str(STUDY.data_dir)
+STUDY_FILE = paths.study_file(OUT)  # what every job reads its settings from (rule study_file)
 
 
 onstart:
@@ -44,12 +49,10 @@ onstart:
 
 
 HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search
-TPE = STUDY.sampling if isinstance(STUDY.sampling, TpeSearch) else None  # rules/search.smk
-KNOWN_ROUNDS = set(TPE.written_rounds()) if TPE else set()  # the TPE rounds whose cells STUDY has
+TPE = STUDY.sampling if isinstance(STUDY.sampling, TpeSearch) else None  # rules/tpe.smk
 RES = config["resources"]
-# Several cells per GPU (resources.gpu_slots = K > 1): each cell's memory probe, shared by studies.
+# Several cells per GPU (resources.slots_per_gpu = K > 1): each cell's memory probe, shared by studies.
 SLOTS = slot_settings(RES, STUDY.results_dir)
-CELL_PROBES, PROBES = probe_table(STUDY.cells.values()) if SLOTS.probe_dir else ({}, {})
 SLOT_ARGS = f"--slots-per-gpu {SLOTS.per_gpu} --gpu-headroom {SLOTS.headroom}"
 # SLURM's warning before the time limit: SIGURG, which Snakemake's job step ignores (profiles/README.md).
 TRAIN_SLURM_EXTRA = f"--signal=URG@{RES['train_warning_s']}" if RES["train_warning_s"] else ""
@@ -58,34 +61,41 @@ IMAGENET = imagenet_files(cell.model for cell in STUDY.cells.values() if cell.we
 ENV = "../envs/tlsweep.yaml"
 
 
-def get_train_inputs(wildcards, folder):
+def probes():
+    """{cell id: probe name} and {probe name: what it measures} of the study's cells (resources.slots_per_gpu > 1)."""
+    return SWEEP.derived("probes", lambda study: probe_table(study.cells.values()))
+
+
+def get_train_inputs(wildcards, pretrain):
     """A cell's manifest and starting weights and, with K > 1, its memory probe until measured: a checkpoint,
     so that turning slots on, or a new probe (another GPU or torch version), never re-runs a finished cell."""
-    cell = STUDY.cell(wildcards.cell, folder)
-    if cell.upstream:  # a damaged upstream best.pt stops the run (moved aside: that cell trains again)
+    study = SWEEP.study
+    cell = study.cell(wildcards.cell, pretrain)
+    inputs = study.train_inputs(cell, IMAGENET)
+    if cell.upstream:  # a damaged upstream best.pt stops the run (moved aside, not in a dry run: it trains again)
         try:
-            check_cell_file(STUDY.train_inputs(cell, IMAGENET)["init"])
+            check_cell_file(inputs["init"], move_aside=not workflow.dryrun)
         except DamagedFileError as error:
             raise WorkflowError(str(error))
     try:
         if SLOTS.probe_dir:
-            checkpoints.probe_memory.get(combo=CELL_PROBES[cell.id])
+            checkpoints.probe_memory.get(combo=probes()[0][cell.id])
     except IncompleteCheckpointException as pending:
-        return {**STUDY.train_inputs(cell, IMAGENET), "probe": pending.targetfile}
-    return STUDY.train_inputs(cell, IMAGENET)
+        return {**inputs, "probe": pending.targetfile}
+    return inputs
 
 
 def get_grid_inputs(wildcards):
-    return get_train_inputs(wildcards, paths.GRID)
+    return get_train_inputs(wildcards, pretrain=False)
 
 
 def get_upstream_inputs(wildcards):
-    return get_train_inputs(wildcards, paths.UPSTREAM)
+    return get_train_inputs(wildcards, pretrain=True)
 
 
 def get_gpu_slots(wildcards, input):
     """The `gpu_slots` a training job takes: 1 without slots, else what its probe and manifest say."""
-    return cell_slots(STUDY.cell(wildcards.cell).to_dict(), input.manifest, SLOTS)
+    return cell_slots(SWEEP.study.cell(wildcards.cell), input.manifest, SLOTS)
 
 
 def get_train_runtime(wildcards, attempt):
@@ -98,30 +108,16 @@ def get_init_arg(wildcards, input):
 
 
 def get_cell_json(wildcards):
-    return json.dumps(STUDY.cell(wildcards.cell).to_dict(), sort_keys=True)
-
-
-def get_cell_file(wildcards):
-    """<cell folder>/cell.json: the resolved cell its training job reads (written when it changes)."""
-    return write_job_file(STUDY, wildcards.cell, config.get("tracking"))
-
-
-def get_study_file(wildcards):
-    """<study folder>/config.yaml: the validated config the results jobs read (written when it changes)."""
-    return write_study_file(STUDY, config)
+    """The cell's JSON: a params value, so that a cell whose settings changed trains again."""
+    return SWEEP.study.cell(wildcards.cell).to_json()
 
 
 def get_probe_json(wildcards):
-    return json.dumps(PROBES[wildcards.combo], sort_keys=True)
+    return json.dumps(probes()[1][wildcards.combo], sort_keys=True)
 
 
 def get_dataset_json(wildcards):
     return json.dumps(STUDY.dataset(wildcards.dataset), sort_keys=True)
-
-
-def get_dataset_file(wildcards):
-    """<data folder>/<dataset>/dataset.json: the dataset's resolved entry its plan job reads (written when it changes)."""
-    return write_dataset_file(STUDY, wildcards.dataset)
 
 
 def get_download_args(wildcards, output):
@@ -166,11 +162,12 @@ RANKINGS = paths.round_rankings_folder(OUT, "{round}") if HALVING and TPE else p
 def read_ranking(rung, round_index=None):
     """A rung's ranking (of a TPE round's ladder, if given) once its checkpoint job is done."""
     ladder = {} if round_index is None else {"round": round_index}
-    return load_ranking(checkpoints.rank_rung.get(rung=rung, **ladder).output[0])
+    checkpoints.rank_rung.get(rung=rung, **ladder)
+    return SWEEP.ranking(rung, round_index)
 
 
 def get_rung_inputs(wildcards):
-    return {**get_grid_inputs(wildcards), **previous_rung_inputs(STUDY, wildcards.cell, int(wildcards.rung))}
+    return {**get_grid_inputs(wildcards), **previous_rung_inputs(SWEEP.study, wildcards.cell, int(wildcards.rung))}
 
 
 def get_previous_arg(wildcards, input):
@@ -181,33 +178,22 @@ def get_rank_inputs(wildcards):
     round_index = int(wildcards.round) if TPE else None
     if round_index:  # a later round's cells are known once its file is (round 0's before the run)
         read_round(round_index)
-    return rank_inputs(STUDY, int(wildcards.rung), lambda rung: read_ranking(rung, round_index), round_index)
+    return rank_inputs(SWEEP.study, int(wildcards.rung), lambda rung: read_ranking(rung, round_index), round_index)
 
 
 def get_finish_inputs(wildcards):
-    round_index = STUDY.halving_round(wildcards.cell)
-    return finish_inputs(STUDY, wildcards.cell, lambda rung: read_ranking(rung, round_index))
+    round_index = SWEEP.study.halving_round(wildcards.cell)
+    return finish_inputs(SWEEP.study, wildcards.cell, lambda rung: read_ranking(rung, round_index))
 
 
-def get_rankings_dir(wildcards):
-    return str(STUDY.rankings_dir(STUDY.halving_round(wildcards.cell)))
-
-
-# A TPE search (rules/search.smk): a round's cells join the study once its checkpoint job is done.
+# A TPE search (rules/tpe.smk): a round's cells join the study once its checkpoint job is done.
 def read_round(round_index):
     checkpoints.tpe_round.get(round=round_index)
-    if round_index not in KNOWN_ROUNDS:
-        refresh(STUDY, config)
-        KNOWN_ROUNDS.update(TPE.written_rounds())
-        EXPORT_CELLS.update(export_ids(STUDY.grid_ids))  # rules/export_common.smk
-        if SLOTS.probe_dir:  # the round's cells wait for their memory probes too
-            names, specs = probe_table(STUDY.cells.values())
-            CELL_PROBES.update(names)
-            PROBES.update(specs)
+    SWEEP.know_round(round_index)
 
 
 def get_tpe_round_inputs(wildcards):
-    return round_inputs(STUDY, int(wildcards.round), read_round)
+    return round_inputs(SWEEP.study, int(wildcards.round), read_round)
 
 
 def read_all_rounds():
@@ -220,7 +206,8 @@ def grid_metrics(wildcards=None):
     rounds are chosen (rules/search.smk)."""
     if TPE:
         read_all_rounds()
-    return [paths.cell_outputs(STUDY.cell_dir(cell.id))["metrics"] for cell in STUDY.grid_cells]
+    study = SWEEP.study
+    return [paths.cell_outputs(study.cell_dir(cell.id))["metrics"] for cell in study.grid_cells]
 
 
 def for_report(files, ext, folder):

@@ -16,17 +16,17 @@ checkpoint export_index:
     input:
         best=paths.table_file(OUT, "best", "parquet"),
         summary=paths.table_file(OUT, "summary", "parquet"),
+        study=ancient(STUDY_FILE),
     output:
         paths.export_index_file(OUT),
     params:
-        tables=lambda wildcards, input: os.path.dirname(input.best),
-        cells=EXPORT["cells"],
+        cells=EXPORT["cells"],  # not on the command line: a changed choice re-lists (params trigger)
     log:
         paths.log_file(OUT, "export_index"),
     conda:
         ENV
     shell:
-        "python -m workflow export-index --tables {params.tables} --cells {params.cells} --out {output}"
+        "python -m workflow export-index --configfile {input.study} --out {output}"
         " > {log} 2>&1"
 
 
@@ -35,13 +35,12 @@ rule export:
     and preprocess.json (input size, resize, normalisation, class names, what it was chosen on)."""
     input:
         unpack(get_export_inputs),
+        study=ancient(STUDY_FILE),
     output:
         paths.export_files(OUT, "{export_id}", EXPORT["formats"]),
     params:
         chosen=get_chosen_json,  # not on the command line (the job reads the index): a changed entry re-exports
-        index=paths.export_index_file(OUT),
-        formats=" ".join(EXPORT["formats"]),
-        out=lambda wildcards: paths.export_folder(OUT, wildcards.export_id),
+        formats=EXPORT["formats"],  # likewise
     wildcard_constraints:
         export_id=r"[A-Za-z0-9_.-]+",
     log:
@@ -50,5 +49,4 @@ rule export:
     conda:
         ENV
     shell:
-        "python -m workflow export --model {input.checkpoint} --out {params.out} --formats {params.formats}"
-        " --index {params.index} --id {wildcards.export_id} > {log} 2>&1"
+        "python -m workflow export --configfile {input.study} --id {wildcards.export_id} > {log} 2>&1"

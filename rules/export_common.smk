@@ -1,8 +1,12 @@
-# The export rules' settings and input functions (rules/export.smk; workflow/export/plan.py).
-from workflow.export.plan import export_ids, export_settings, read_export_index
+# The export rules' settings and input functions (rules/export.smk; workflow/export/index.py).
+from workflow.export.index import export_ids, export_settings, read_export_index
 
 EXPORT = export_settings(config)
-EXPORT_CELLS = export_ids(STUDY.grid_ids)  # {export folder id: cell id}
+
+
+def export_cells():
+    """{export folder id: cell id} of the study's grid cells (a TPE search's as far as it has chosen)."""
+    return SWEEP.derived("export_cells", lambda study: export_ids(study.grid_ids))
 
 
 def export_index():
@@ -18,14 +22,15 @@ def export_targets(wildcards):
 def get_export_inputs(wildcards):
     """A cell's best checkpoint, once the index exists (the index is not an input: rewriting it re-exports
     only the cells whose `chosen` record changed, through the params)."""
-    if wildcards.export_id not in EXPORT_CELLS:
+    cells = export_cells()
+    if wildcards.export_id not in cells:
         raise WorkflowError(f"{wildcards.export_id!r} is not the export folder of a grid cell of {STUDY.name!r}")
     export_index()  # waits for the index
-    return {"checkpoint": paths.cell_outputs(STUDY.cell_dir(EXPORT_CELLS[wildcards.export_id]))["checkpoint"]}
+    return {"checkpoint": paths.cell_outputs(SWEEP.study.cell_dir(cells[wildcards.export_id]))["checkpoint"]}
 
 
 def get_chosen_json(wildcards):
     entry = export_index().get(wildcards.export_id)
     if entry is None:
-        raise WorkflowError(f"cell {EXPORT_CELLS[wildcards.export_id]!r} is not in the export index")
+        raise WorkflowError(f"cell {export_cells()[wildcards.export_id]!r} is not in the export index")
     return json.dumps(entry["chosen"], sort_keys=True)

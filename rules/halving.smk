@@ -13,11 +13,11 @@ if HALVING:
         previous rung's state; a cell that stopped early or finished its stages carries over."""
         input:
             unpack(get_rung_inputs),
+            study=ancient(STUDY_FILE),
         output:
             **paths.rung_outputs(paths.rung_folder(paths.cell_folder(OUT, paths.GRID, "{cell}"), "{rung}")),
         params:
             cell=get_cell_json,  # not on the command line: a changed cell config re-runs the job (params trigger)
-            cell_file=get_cell_file,
             init=get_init_arg,
             slots=SLOT_ARGS,
             budget=lambda wildcards: HALVING.budget(int(wildcards.rung)),
@@ -37,7 +37,7 @@ if HALVING:
         conda:
             ENV
         shell:
-            "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --cell {wildcards.cell} --cell-file {params.cell_file}"
+            "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --configfile {input.study} --cell {wildcards.cell}"
             " --manifest {input.manifest} {params.init}"
             " --gpu-slots {resources.gpu_slots} {params.slots} --rung {wildcards.rung} --until-epoch {params.budget}"
             " {params.previous} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
@@ -48,16 +48,17 @@ if HALVING:
         that sorts first."""
         input:
             unpack(get_rank_inputs),
+            study=ancient(STUDY_FILE),
         output:
             paths.ranking_file(RANKINGS, "{rung}"),
         params:
-            search=json.dumps(HALVING.to_dict()),
+            halving=json.dumps(HALVING.to_dict()),  # not on the command line: changed settings re-rank (params trigger)
         log:
             paths.log_file(OUT, "rank_rung", *(["round-{round}"] if TPE else []), paths.rung_name("{rung}")),
         conda:
             ENV
         shell:
-            "python -m workflow rank-rung --rung {wildcards.rung} --search {params.search:q}"
+            "python -m workflow rank-rung --configfile {input.study} --rung {wildcards.rung}"
             " --metrics {input.metrics} --out {output} > {log} 2>&1"
 
     rule finish_cell:
@@ -65,16 +66,16 @@ if HALVING:
         stopped, with that rung and whether it was pruned."""
         input:
             unpack(get_finish_inputs),
+            study=ancient(STUDY_FILE),
         output:
             **paths.cell_outputs(paths.cell_folder(OUT, paths.GRID, "{cell}")),
         params:
-            search=json.dumps(HALVING.to_dict()),
-            rankings=get_rankings_dir,
+            halving=json.dumps(HALVING.to_dict()),  # as rank_rung
             out=lambda wildcards, output: os.path.dirname(output.metrics),
         log:
             paths.log_file(OUT, "finish_cell", "{cell}"),
         conda:
             ENV
         shell:
-            "python -m workflow finish-cell --cell {wildcards.cell} --search {params.search:q}"
-            " --rankings {params.rankings} --out {params.out} > {log} 2>&1"
+            "python -m workflow finish-cell --configfile {input.study} --cell {wildcards.cell}"
+            " --out {params.out} > {log} 2>&1"

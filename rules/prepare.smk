@@ -1,19 +1,19 @@
 rule plan:
     """Check a dataset's source files, list them and assign every kept image to a split."""
     input:
-        get_source_inputs,
+        sources=get_source_inputs,
+        study=ancient(STUDY_FILE),
     output:
         plan=paths.plan_file(DATA, "{dataset}"),
     params:
         spec=get_dataset_json,  # not on the command line: a changed dataset entry re-plans (params trigger)
-        spec_file=get_dataset_file,
         raw_dir=get_source_args,
     log:
         paths.log_file(DATA, "plan", "{dataset}"),
     conda:
         ENV
     shell:
-        "python -m workflow plan --dataset {wildcards.dataset} --spec-file {params.spec_file} {params.raw_dir}"
+        "python -m workflow plan --configfile {input.study} --dataset {wildcards.dataset} {params.raw_dir}"
         " --out {output.plan} > {log} 2>&1"
 
 

@@ -1,4 +1,4 @@
-# Several cells per GPU (resources.gpu_slots > 1): the peak GPU memory of each combination that drives
+# Several cells per GPU (resources.slots_per_gpu > 1): the peak GPU memory of each combination that drives
 # it, measured once and shared by every study (workflow/gpu/slots.py, workflow/gpu/probe.py). Training
 # waits for its cell's probe through checkpoints.probe_memory (rules/common.smk, get_train_inputs).
 if SLOTS.probe_dir:
@@ -6,6 +6,8 @@ if SLOTS.probe_dir:
     checkpoint probe_memory:
         """Measure the peak GPU memory of a few training steps and an evaluation pass of one combination
         (model, resolution, batch size, head, optimizer state, precision, eval batch size) on a whole GPU."""
+        input:
+            study=ancient(STUDY_FILE),
         output:
             paths.probe_file(SLOTS.probe_dir, "{combo}"),
         params:
@@ -23,4 +25,4 @@ if SLOTS.probe_dir:
         conda:
             ENV
         shell:
-            "python -m workflow probe --spec {params.spec:q} --out {output} > {log} 2>&1"
+            "python -m workflow probe --configfile {input.study} --probe {wildcards.combo} --out {output} > {log} 2>&1"

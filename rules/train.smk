@@ -1,14 +1,14 @@
-# Training one cell in one job: upstream (pretrain) cells always, grid cells unless the study searches
+# Training one cell in one job: pretrain cells always, grid cells unless the study searches
 # by successive halving (rules/halving.smk). Both rules run the same command.
 rule train_upstream:
     """Train one upstream (pretrain) cell, whose best checkpoint starts the grid cells that name it."""
     input:
         unpack(get_upstream_inputs),
+        study=ancient(STUDY_FILE),
     output:
         **paths.cell_outputs(paths.cell_folder(OUT, paths.UPSTREAM, "{cell}")),
     params:
         cell=get_cell_json,  # not on the command line: a changed cell config re-runs the job (params trigger)
-        cell_file=get_cell_file,
         init=get_init_arg,
         slots=SLOT_ARGS,
         out=lambda wildcards, output: os.path.dirname(output.metrics),
@@ -29,7 +29,7 @@ rule train_upstream:
     # exec: no shell between Snakemake and the trainer, which checkpoints on SIGTERM (a shell would die of it);
     # fd 3 is Snakemake's stderr, where the error that ends a job goes too (readable when the log's disk is full)
     shell:
-        "TLSWEEP_ERROR_FD=3 exec python -m workflow train --cell {wildcards.cell} --cell-file {params.cell_file}"
+        "TLSWEEP_ERROR_FD=3 exec python -m workflow train --configfile {input.study} --cell {wildcards.cell}"
         " --manifest {input.manifest} {params.init}"
         " --gpu-slots {resources.gpu_slots} {params.slots} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
 
@@ -39,6 +39,7 @@ if not HALVING:
     use rule train_upstream as train with:
         input:
             unpack(get_grid_inputs),
+            study=ancient(STUDY_FILE),
         output:
             **paths.cell_outputs(paths.cell_folder(OUT, paths.GRID, "{cell}")),
         log:

@@ -3,7 +3,7 @@
 # job; training jobs only read the cached files. torchvision's go to
 # $TORCH_HOME/hub/checkpoints, timm's to the Hugging Face hub cache ($HF_HOME/hub).
 # On a cluster both must be on a file system that the compute nodes share.
-FETCH = fetch_plan(IMAGENET)
+FETCH = weight_downloads(IMAGENET)
 
 if FETCH["torchvision"]:
     WEIGHTS_DIR, WEIGHT_URLS = FETCH["torchvision_dir"], FETCH["torchvision"]

@@ -58,7 +58,7 @@ def long_functions(files: list[Path]) -> list[str]:
 
 def shared_names(files: list[Path]) -> list[str]:
     """Public module-level function names defined in more than one module, except where the modules
-    are siblings of one folder implementing one interface (each data source's `open_catalog`)."""
+    are siblings of one folder implementing one interface (each data source's `open_catalogue`)."""
     where = defaultdict(list)
     for path in files:
         for node, top_level in functions(path):

@@ -40,16 +40,16 @@ def write_config(path: Path, config: dict) -> Path:
 
 def load_study_file(path: Path):
     """A study file checked in-process the way rules/common.smk checks it before Snakemake plans a job:
-    read strictly and checked against the schema (`load_config`), built (`build_study`), its weights
-    files checked and its downloads listed. Returns the Study; a bad file raises the one-line
-    ConfigError, DatasetConfigError or WeightsFileError that the Snakefile reports."""
+    read strictly and checked against the schema (`load_config`), built (`SweepState`, which builds the
+    study), its weights files checked and its downloads listed. Returns the Study; a bad file raises the
+    one-line ConfigError, DatasetConfigError or WeightsFileError that the Snakefile reports."""
     from workflow.data.datasets import downloads
     from workflow.export.weights_check import check_study_weights
     from workflow.study.config import load_config
-    from workflow.study.grid import build_study
+    from workflow.sweep.decisions import SweepState
 
     config = load_config(path)
-    study = build_study(config)
+    study = SweepState(config).study
     check_study_weights(study.cells.values())
     downloads(study.datasets, config["raw_dir"])
     return study
@@ -101,6 +101,58 @@ def tiny_study(name: str = "tiny") -> dict:
         },
         "resources": {"train_threads": 1},
     }
+
+
+# The one cell unit tests train on digits 0-2 (the `shard` fixture), and its two short stages.
+UNIT_AXES = {"dataset": "digits-012", "model": "resnet18", "resolution": 16, "batch_size": 32, "lr": 0.01,
+             "optimizer": "adam", "train": "all", "seed": 0, "weights": "none"}
+UNIT_TRAINING = {"stages": [{"name": "head", "train": "head", "epochs": 2, "lr_factor": 1.0},
+                            {"name": "finetune", "train": "cell", "epochs": 3, "lr_factor": 0.1}],
+                 "early_stopping": {"patience": 5}}
+
+
+def unit_study(training: dict | None = None, **axes) -> dict:
+    """A checked one-cell study: UNIT_AXES with `axes` instead, UNIT_TRAINING deep-merged with `training`
+    (a pretrain:<name> weights value gets a pretrain cell of that name)."""
+    from workflow.core.cell import merge
+    from workflow.study.config import check_config
+
+    values = {**UNIT_AXES, **axes}
+    config = {"study": "unit", "datasets": {values["dataset"]: {"source": "digits", "classes": [0, 1, 2]}},
+              "grid": {axis: [value] for axis, value in values.items()},
+              "training": merge(UNIT_TRAINING, training or {})}
+    if values["weights"].startswith("pretrain:"):
+        config["pretrain"] = {values["weights"][len("pretrain:"):]: {
+            "dataset": values["dataset"], "batch_size": 32, "lr": 0.01, "optimizer": "adam", "weights": "none"}}
+    check_config(config)
+    return config
+
+
+def make_cell(training: dict | None = None, **axes):
+    """The cell of `unit_study(training, **axes)`, built as every study builds its cells."""
+    from workflow.study.grid import build_study
+
+    return build_study(unit_study(training, **axes)).grid_cells[0]
+
+
+def write_cell_study(cell, path: Path, **keys) -> Path:
+    """A one-cell study file whose cell is `cell` (its axes, its whole training), for a job's --configfile;
+    `keys`: top-level study keys besides (study, tracking, results_dir, ...)."""
+    from workflow.study.config import check_config
+
+    axes = {axis: getattr(cell, axis) for axis in UNIT_AXES}
+    config = {**unit_study(cell.training.as_mapping(), **axes), **keys}
+    check_config(config)
+    return write_config(Path(path), config)
+
+
+def train_command(cell, manifest, out, init=None, threads: int | None = None) -> list[str]:
+    """`python -m workflow train` as the train rule runs it: the cell's id and a study file that holds it
+    (written beside `out`)."""
+    study_file = write_cell_study(cell, Path(f"{out}.study.yaml"))
+    return ([sys.executable, "-m", "workflow", "train", "--configfile", str(study_file), "--cell", cell.id,
+             "--manifest", str(manifest), "--out", str(out)] + (["--init", str(init)] if init else [])
+            + (["--threads", str(threads)] if threads else []))
 
 
 def digits_shard(folder: Path, resolution: int) -> Path:

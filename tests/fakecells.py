@@ -52,7 +52,7 @@ def write_cell(study: Study, cell, status: str = "ok", test_accuracy: float | No
         "test_top5_accuracy": None, "test_loss": 0.7, "test_macro_f1": 0.5,
         "best_val_accuracy": 0.6 if epochs else None, "epochs_run": epochs, "best_epoch": best_epoch if epochs else None,
         "wall_time_s": train_time_s + 5, "train_time_s": train_time_s, "images_per_s": 100.0, "device": "cpu",
-        "config": cell.to_dict(), **extra,
+        "config": json.loads(cell.to_json()), **extra,
     }
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return metrics

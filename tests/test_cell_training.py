@@ -1,5 +1,7 @@
 """Per-cell training settings: `training` in grid.include entries and in grid.overrides' `set`."""
 
+import json
+
 import pytest
 from snakemake.utils import validate
 
@@ -27,11 +29,11 @@ def test_an_include_entry_trains_its_cells_with_its_own_settings():
     cell = cells[new]
     assert new.startswith("digits-5to9/resnet18/r16/bs32-lr1e-2-adam-all-s0-wbase-")
     assert set(cell.params) == {"head", "dropout", "augment"} and "-headgap" in new and "-dropout0" in new
-    assert cell.training["head"] == "gap" and cell.training["dropout"] == 0.0
-    assert cell.training["augment"]["hflip"] and cell.training["augment"]["crop"] == 0  # deep-merged
-    assert cell.to_dict()["training"]["head"] == "gap"  # what the train command reads
+    assert cell.training.head == "gap" and cell.training.dropout == 0.0
+    assert cell.training.augment["hflip"] and cell.training.augment["crop"] == 0  # deep-merged
+    assert json.loads(cell.to_json())["training"]["head"] == "gap"  # what a job is given
     (old,) = base
-    assert cells[old].training["head"] == "mlp" and cells[old].params == {}
+    assert cells[old].training.head == "mlp" and cells[old].params == {}
 
 
 def test_an_override_sets_training_for_the_cells_it_matches_and_later_rules_win():
@@ -40,9 +42,9 @@ def test_an_override_sets_training_for_the_cells_it_matches_and_later_rules_win(
         {"when": {"train": "head", "optimizer": "adam"}, "set": {"training": {"dropout": 0.3}}},
     ]
     cells = {cell.train: cell for cell in study(train=["head", "all"], overrides=overrides).grid_cells}
-    assert cells["head"].training["dropout"] == 0.3 and cells["head"].training["rho"] == 0.9
+    assert cells["head"].training.dropout == 0.3 and cells["head"].training.rho == 0.9
     assert cells["head"].params == {"dropout": 0.3, "rho": 0.9}
-    assert cells["all"].training["dropout"] is None and cells["all"].params == {}
+    assert cells["all"].training.dropout is None and cells["all"].params == {}
     assert cells["all"].id == "digits-5to9/resnet18/r16/bs32-lr1e-2-adam-all-s0-wbase"
 
 
@@ -56,7 +58,7 @@ def test_stages_of_an_include_entry_are_named_by_a_digest():
     stages = [{"name": "long", "train": "all", "epochs": 9}]
     (cell,) = [c for c in study(include=[{"weights": "none", "training": {"stages": stages}}]).grid_cells
                if c.weights == "none"]
-    assert [s["name"] for s in cell.training["stages"]] == ["long"]
+    assert [s["name"] for s in cell.training.stages] == ["long"]
     tag = cell.id.rsplit("-stages", 1)[1]
     assert len(tag) == 6 and all(ch in "0123456789abcdef" for ch in tag)
 
@@ -89,10 +91,10 @@ def test_a_cell_with_its_own_settings_trains_with_them(shard, tmp_path):
                                       {"name": "finetune", "train": "cell", "epochs": 1}])
     validate(config, SCHEMA)
     (cell,) = [c for c in build_study(config).grid_cells if c.params]
-    metrics = train_cell(cell.to_dict(), shard, tmp_path, threads=1, log=lambda _: None)
+    metrics = train_cell(cell, shard, tmp_path, threads=1, log=lambda _: None)
     assert metrics["status"] == "ok" and metrics["run"]["head"] == "gap"
     head, finetune = metrics["stages"]
     assert (finetune["train"], finetune["rho"], finetune["eps"], finetune["momentum"]) == ("keras:12", 0.9, 1e-7, 0.0)
-    counts = stage_trainable_parameters(cell.to_dict(), 3)
+    counts = stage_trainable_parameters(cell, 3)
     assert (head["trainable_parameters"], finetune["trainable_parameters"]) == (counts["head"], counts["finetune"])
     assert head["trainable_parameters"] == 1280 * 3 + 3 < finetune["trainable_parameters"]

@@ -234,7 +234,7 @@ def test_charts_command_logs_the_charts_and_tables_to_the_study_run_and_a_broken
         tmp_path, study_file, capsys):
     from mlflow.tracking import MlflowClient
 
-    from workflow.study.jobfile import job_tracking
+    from workflow.study.study_file import job_tracking
     from workflow.track.mlruns import STUDY_TAG
 
     config = study_config(tmp_path, batch_size=[16, 64]) | {"tracking": {"mlflow": True}}

@@ -11,7 +11,7 @@ from workflow.data.batches import device_memory, load_splits, split_bytes
 from workflow.data.device_split import DeviceSplit
 from workflow.data.stream_split import MappedBlocks, StreamSplit, chunk_offsets
 from workflow.data.shards import read_split, shard_files, shard_writer
-from workflow.study.settings import DEFAULT_TRAINING, merge
+from workflow.core.cell import DEFAULT_TRAINING, merge
 
 CHUNK = 8
 SIZES = (50, 37, 8)  # images of the train split in each shard: partial last chunks, one single-chunk shard
@@ -173,8 +173,7 @@ def test_training_from_a_streamed_split_with_augmentation(tmp_path):
 
     spec = {"source": "digits", "classes": [0, 1], "split": {"train": 0.6, "val": 0.2, "test": 0.2}}
     prepare_dataset("d", spec, 16, tmp_path / "r16.h5", tmp_path / "r16.json")
-    cell = make_cell()
-    cell["training"] = merge(DEFAULT_TRAINING, {
+    cell = make_cell(training={
         "stages": [{"name": "all", "train": "all", "epochs": 1}],
         "augment": {"hflip": True, "crop": 2, "rotation": 10},
         "loader": {"memory_share": 0.0},

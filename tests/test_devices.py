@@ -66,13 +66,11 @@ def test_scheduler_devices_are_respected(fake_gpus):
 def test_two_real_training_jobs_claim_different_devices(fake_gpus, tmp_path):
     spec = {"source": "digits", "classes": [0, 1], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}
     prepare_dataset("d", spec, 16, tmp_path / "r16.h5", tmp_path / "r16.json")
-    from test_training import make_cell
+    from conftest import make_cell, train_command
 
     jobs = []
     for i in range(2):
-        cell = make_cell(id=f"d/resnet18/r16/job{i}", seed=i)
-        cmd = [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(tmp_path / "r16.json"),
-               "--out", str(tmp_path / f"job{i}")]
+        cmd = train_command(make_cell(seed=i), tmp_path / "r16.json", tmp_path / f"job{i}")
         jobs.append(subprocess.Popen(cmd, env=fake_gpus, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [job.communicate(timeout=300)[0] for job in jobs]
     assert all(job.returncode == 0 for job in jobs), logs
@@ -80,7 +78,7 @@ def test_two_real_training_jobs_claim_different_devices(fake_gpus, tmp_path):
     assert claimed == ["0", "1"]
 
 
-# Slots: K jobs per device (resources.gpu_slots), each holding s of its K slots.
+# Slots: K jobs per device (resources.slots_per_gpu), each holding s of its K slots.
 
 CLAIM_SLOTS = """
 import json, os, sys, time

@@ -17,7 +17,7 @@ from conftest import REPO, load_study_file, study_error, tiny_study
 from fakecells import summary_frame
 from workflow.export.checkpoint import CheckpointError, load_model
 from workflow.export.export import TOLERANCE, export_model
-from workflow.export.plan import export_id, export_ids, export_plan
+from workflow.export.index import export_entries, export_id, export_ids
 from workflow.export.predict import class_scores
 from workflow.export.runners import OnnxRunner, load_torchscript, open_export, open_model
 from workflow.export.weights_check import WeightsFileError, check_weights_file
@@ -156,19 +156,19 @@ def two_model_summary():
 def test_export_index_holds_each_recommended_configurations_best_seed_once():
     summary = two_model_summary()
     best = build_tables(["best"], summary)["best"]
-    plan = export_plan(best, summary)
+    entries = export_entries(best, summary)
     cell_of = dict(zip(zip(summary["model"], summary["batch_size"], summary["seed"]), summary["cell"]))
     # overall and per model: resnet18 bs 64 (seed 1 has the better validation accuracy); per model: mobilenet_v2 bs 64
-    assert [entry["cell"] for entry in plan] == [cell_of["resnet18", 64, 1], cell_of["mobilenet_v2", 64, 1]]
-    first = plan[0]["chosen"]
+    assert [entry["cell"] for entry in entries] == [cell_of["resnet18", 64, 1], cell_of["mobilenet_v2", 64, 1]]
+    first = entries[0]["chosen"]
     assert [row["scope"] for row in first["recommended_as"]] == ["overall", "per model"]
     assert first["selection"]["metric"] == "val_accuracy" and first["selection"]["ok_seeds"] == 2
     assert first["selection"]["cell_value"] == pytest.approx(0.5 + 0.064 + 0.02 + 0.1)
     assert first["test"]["metric"] == "test_accuracy" and first["test"]["low"] < first["test"]["mean"] < \
         first["test"]["high"]
-    json.dumps(plan, allow_nan=False)  # no NaN: plain JSON
-    every = export_plan(best, summary, cells="all")
-    assert len(every) == 7 and [entry["cell"] for entry in every[:2]] == [entry["cell"] for entry in plan]
+    json.dumps(entries, allow_nan=False)  # no NaN: plain JSON
+    every = export_entries(best, summary, cells="all")
+    assert len(every) == 7 and [entry["cell"] for entry in every[:2]] == [entry["cell"] for entry in entries]
     assert all(entry["chosen"] is None for entry in every[2:]) and summary["cell"][0] not in {e["cell"] for e in every}
 
 

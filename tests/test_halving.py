@@ -7,13 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, tiny_study
+from conftest import REPO, make_cell, tiny_study
 from fakecells import HISTORY_COLUMNS, make_study, study_config
 from workflow.study.config import ConfigError
 from workflow.study.grid import build_study
 from workflow.core.paths import LAST_PT, STATE_PT
 from workflow.study.search import DEFAULT_HALVING, Halving
-from workflow.study.settings import DEFAULT_TRAINING, merge
 from workflow.sweep.halving import finish_cell, finish_rung, rank, rank_rung, read_rung, start_rung, stopping_rung
 from workflow.train.cell import train_cell
 
@@ -146,7 +145,7 @@ def write_rung(study, cell, rung, val_accuracy: list[float], status="ok", budget
              "val_loss": 1 - acc, "val_accuracy": acc, "seconds": 1.0, "images_per_s": 10.0}
             for e, acc in enumerate(val_accuracy, start=1)]
     pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(folder / "history.csv", index=False)
-    metrics = {"cell": cell.id, "status": status, "epochs_run": len(rows), "config": cell.to_dict(), "rung": rung,
+    metrics = {"cell": cell.id, "status": status, "epochs_run": len(rows), "config": json.loads(cell.to_json()), "rung": rung,
                "budget_epochs": budget, "test_accuracy": 0.5}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     for name in ("best.pt", STATE_PT):
@@ -184,13 +183,10 @@ def test_a_rung_is_ranked_from_its_files_and_each_cell_finishes_where_it_stopped
 
 
 def cell():
-    training = merge(DEFAULT_TRAINING, {
+    return make_cell(training={
         "stages": [{"name": "head", "train": "head", "epochs": 1}, {"name": "all", "train": "cell", "epochs": 2}],
         "early_stopping": {"patience": 5}, "deterministic": True,
     })
-    return {"id": "digits-012/resnet18/r16/halving", "dataset": "digits-012", "model": "resnet18", "resolution": 16,
-            "batch_size": 32, "lr": 0.01, "optimizer": "adam", "train": "all", "seed": 0, "weights": "none",
-            "training": training, "upstream": None}
 
 
 def quiet(_):

@@ -229,5 +229,5 @@ def test_cells_command_follows_the_rungs(runs):
         line = next(line for line in result.stdout.splitlines() if line.strip().startswith(row.cell))
         assert line.split()[2:] == ["yes", f"{row.rung + 1}/3", "rung", str(row.rung),
                                     "(pruned)" if row.pruned else "(finalist)"], line
-    assert "7 grid cells, 1 upstream cells, 8 done" in result.stdout
+    assert "7 grid cells, 1 pretrain cells, 8 done" in result.stdout
     assert len(build_study(load_config(runs["files"][2])).grid_cells) == len(summary) == 7

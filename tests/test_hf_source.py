@@ -27,13 +27,13 @@ def test_modes_and_exif_decode_as_imagefolder_does(tmp_path):
     rows = {"image": [{"bytes": files[k].read_bytes(), "path": None} for k in keys], "label": [k.split("/")[0] for k in keys]}
     datasets.Dataset.from_dict(rows, features=datasets.Features({"image": datasets.Image(), "label": datasets.Value(
         "string")})).save_to_disk(str(tmp_path / "saved"))
-    folder = get_source("imagefolder").open_catalog(None, {"path": str(tmp_path / "images")})
+    folder = get_source("imagefolder").open_catalogue(None, {"path": str(tmp_path / "images")})
     pd.DataFrame({"path": keys, "label": rows["label"]}).to_csv(tmp_path / "images" / "t.csv", index=False)
     for source, spec in [("hf", {"path": str(tmp_path / "saved")}), ("csv", {"path": str(tmp_path / "images" / "t.csv")})]:
         spec = resolve_dataset("odd", {"source": source, **spec})
-        catalog = get_source(source).open_catalog(None, spec)
-        assert catalog.class_names == folder.class_names, source
-        images = catalog.read(range(len(catalog)))
+        catalogue = get_source(source).open_catalogue(None, spec)
+        assert catalogue.class_names == folder.class_names, source
+        images = catalogue.read(range(len(catalogue)))
         by_key = dict(zip(keys, images))
         for key, rgb in expected.items():
             np.testing.assert_array_equal(by_key[key], rgb, err_msg=f"{source}: {key}")

@@ -15,28 +15,24 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, make_cell
+from conftest import train_command as unit_train_command
 from histories import TIMING_COLUMNS
 from workflow.integrity import DamagedFileError
-from workflow.study.settings import DEFAULT_TRAINING, merge
+from workflow.core.cell import DEFAULT_TRAINING
 from workflow.train.cell import train_cell
 from workflow.train.state import BEST_SO_FAR, LAST
 
 OUTPUTS = ("metrics.json", "history.csv", "best.pt", "predictions.npz")
 
 
-def one_stage_cell(epochs=2, **overrides):
-    training = merge(DEFAULT_TRAINING, {"stages": [{"name": "all", "train": "all", "epochs": epochs}],
-                                        "deterministic": True})
-    cell = {"id": "digits-012/resnet18/r16/hostile", "dataset": "digits-012", "model": "resnet18",
-            "resolution": 16, "batch_size": 64, "lr": 0.01, "optimizer": "adam", "train": "all", "seed": 0,
-            "weights": "none", "training": training, "upstream": None}
-    return {**cell, **overrides}
+def one_stage_cell(epochs=2, **axes):
+    return make_cell(training={"stages": [{"name": "all", "train": "all", "epochs": epochs}], "deterministic": True},
+                     **{"batch_size": 64, **axes})
 
 
 def train_command(cell, shard, out, init=None):
-    return [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(shard),
-            "--out", str(out), "--threads", "1"] + (["--init", str(init)] if init else [])
+    return unit_train_command(cell, shard, out, init, threads=1)
 
 
 def job_env():
@@ -134,13 +130,13 @@ def test_a_file_size_limit_fails_the_job_naming_the_file_and_the_cause(shard, tm
 @pytest.mark.pipeline
 def test_a_damaged_upstream_checkpoint_fails_the_job_naming_it_and_goes_back_for_retraining(shard, tmp_path):
     upstream = tmp_path / "upstream"
-    train_cell(one_stage_cell(epochs=1, id="digits-012/resnet18/r16/base"), shard, upstream, log=lambda _: None)
+    train_cell(one_stage_cell(epochs=1), shard, upstream, log=lambda _: None)
     best = upstream / "best.pt"
     data = bytearray(best.read_bytes())
     data[len(data) // 2:len(data) // 2 + 16] = b"\xff" * 16  # tensor bytes: torch.load still reads them
     best.write_bytes(bytes(data))
     downstream = tmp_path / "downstream"
-    seeded = one_stage_cell(epochs=1, weights="pretrain:base", upstream="digits-012/resnet18/r16/base")
+    seeded = one_stage_cell(epochs=1, weights="pretrain:base")
     result = subprocess.run(train_command(seeded, shard, downstream, init=best), capture_output=True, text=True,
                             env=job_env(), timeout=300)
     assert_the_job_failed_naming(result, best, "is damaged")
@@ -226,7 +222,6 @@ def damage_keeping_mtime(path: Path) -> None:
 
 def test_a_shard_damaged_with_its_mtime_kept_fails_training_naming_it(own_dataset):
     from workflow.data.batches import load_splits
-    from workflow.study.settings import DEFAULT_TRAINING
 
     manifest, shard_file = own_dataset
     loader = DEFAULT_TRAINING["loader"]

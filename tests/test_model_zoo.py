@@ -12,7 +12,6 @@ import torch
 import torchvision
 
 from test_training import make_cell, quiet
-from workflow.study.settings import merge
 from workflow.core.backbones import get_backbone, torchvision_backbones
 from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, imagenet_normalization, parameterised_layers, set_trainable
@@ -118,8 +117,7 @@ def test_weights_file_check_builds_a_model_that_cannot_go_on_the_meta_device(tmp
 
 @pytest.mark.slow  # torch.compile on the CPU: about 2 minutes
 def test_a_compiled_resnet_trains_through_the_job_in_channels_last(shard, tmp_path):
-    training = merge(make_cell()["training"], {"compile": True, "stages": [{"name": "all", "train": "all",
-                                                                            "epochs": 1}]})
+    training = {"compile": True, "stages": [{"name": "all", "train": "all", "epochs": 1}]}
     metrics = train_cell(make_cell(model="resnet18", training=training), shard, tmp_path, threads=1, log=quiet)
     assert metrics["status"] == "ok" and metrics["run"]["compiled"] and metrics["epochs_run"] == 1
     assert metrics["test_accuracy"] is not None and (tmp_path / "best.pt").exists()

@@ -4,13 +4,13 @@ import pytest
 from torch import nn
 
 from conftest import REPO
-from workflow.study.settings import DEFAULT_TRAINING, merge, stage_settings
+from workflow.core.cell import DEFAULT_TRAINING, TrainingSettings, merge
 from workflow.train.optim import Stage
 
 
 def started(training: dict, optimizer: str, stage_keys: dict | None = None):
     stage = {"name": "s", "train": "all", "epochs": 1, **(stage_keys or {})}
-    settings = stage_settings(merge(DEFAULT_TRAINING, training), stage, optimizer, "all")
+    settings = TrainingSettings.from_mapping(merge(DEFAULT_TRAINING, training)).stage(stage, optimizer, "all")
     return Stage.start(nn.Linear(3, 2), settings, 1e-3).optimizer
 
 

@@ -6,7 +6,6 @@ import pytest
 from conftest import REPO
 from workflow.study.config import load_config
 from workflow.study.grid import build_study
-from workflow.study.settings import stage_settings
 
 KERAS_RMSPROP = {"momentum": 0.0, "rho": 0.9, "eps": 1e-7}  # Keras's RMSprop defaults (and Adam's epsilon)
 
@@ -16,7 +15,7 @@ def cells(name: str):
 
 
 def stages(cell):
-    return [stage_settings(cell.training, stage, cell.optimizer, cell.train) for stage in cell.training["stages"]]
+    return cell.stages()
 
 
 def test_batch_size_cifar_is_seed_000():
@@ -26,7 +25,7 @@ def test_batch_size_cifar_is_seed_000():
     assert {study.dataset(d)["val_fraction"] for d in ("cifar10", "cifar100")} == {0.1}  # 10 % of train as validation
     for cell in study.grid_cells:
         assert (cell.model, cell.resolution, cell.weights, cell.optimizer) == ("mobilenet_v2", 160, "imagenet", "rmsprop")
-        assert (cell.training["head"], cell.training["dropout"]) == ("gap", 0.5)  # GAP, dropout 0.5, dense
+        assert (cell.training.head, cell.training.dropout) == ("gap", 0.5)  # GAP, dropout 0.5, dense
         head, finetune = stages(cell)
         assert (head["train"], head["epochs"], cell.lr * head["lr_factor"]) == ("head", 20, 1e-2)
         assert (finetune["train"], finetune["epochs"]) == ("all", 100)
@@ -34,7 +33,7 @@ def test_batch_size_cifar_is_seed_000():
         for stage in (head, finetune):
             assert stage["schedule"] == "plateau" and stage["plateau"]["factor"] == 0.1  # LR / 10 on a plateau
             assert {key: stage[key] for key in KERAS_RMSPROP} == KERAS_RMSPROP
-        assert not any(value for key, value in cell.training["augment"].items() if key != "fill")  # none
+        assert not any(value for key, value in cell.training.augment.items() if key != "fill")  # none
     assert load_config(REPO / "config.yaml") == load_config(REPO / "studies/batch-size-cifar.yaml")
 
 
@@ -49,7 +48,7 @@ def test_optimizers_cats_vs_dogs_is_seed_001():
         assert (cell.lr, cell.batch_size, stage["epochs"], stage["train"]) == (1e-3, 10, 50, "all")
         assert stage["early_stopping"]["patience"] >= 50 and stage["plateau"]["patience"] >= 50  # constant LR
         assert {key: stage[key] for key in KERAS_RMSPROP} == KERAS_RMSPROP
-        assert cell.training["aux_loss_weight"] == 0 and cell.training["head"] == "mlp"
+        assert cell.training.aux_loss_weight == 0 and cell.training.head == "mlp"
 
 
 def test_pcam_batch_lr_is_seed_002():
@@ -61,7 +60,7 @@ def test_pcam_batch_lr_is_seed_002():
         assert (cell.model, cell.resolution, cell.train) == ("vgg16", 96, "from:features.17")  # block4 on
         assert stage["epochs"] == 50 and stage["early_stopping"]["patience"] >= 50
         assert (stage["momentum"], stage["eps"]) == (0.0, 1e-7)
-        augment = cell.training["augment"]
+        augment = cell.training.augment
         assert augment["hflip"] and augment["vflip"] and augment["rotation"] == 180
         assert augment["zoom"] > 0 and augment["shift"] > 0
     from workflow.data.sources.pcam import CLASS_NAMES
@@ -77,9 +76,9 @@ def test_freezing_imagefolder_is_seed_003():
     for cell in study.grid_cells:
         (stage,) = stages(cell)
         assert (cell.model, cell.lr, cell.batch_size, cell.optimizer) == ("resnet50", 1e-4, 64, "adam")
-        assert (cell.training["head"], cell.training["dropout"]) == ("gap", 0.3)
+        assert (cell.training.head, cell.training.dropout) == ("gap", 0.3)
         assert stage["early_stopping"]["patience"] == 10
-        augment = cell.training["augment"]
+        augment = cell.training.augment
         assert augment["hflip"] and (augment["shear"], augment["zoom"]) == (0.2, 0.2)
 
 
@@ -90,7 +89,7 @@ DENSENET_TRAINABLE = {"plain": 6_964_106, "optimized": 7_252_746, "transfer": 4_
 def densenet_regime(cell) -> str:
     if cell.weights == "imagenet":
         return "transfer"
-    return "plain" if cell.training["head"] == "gap" else "optimized"
+    return "plain" if cell.training.head == "gap" else "optimized"
 
 
 def test_densenet_regimes_is_seed_004():
@@ -103,8 +102,8 @@ def test_densenet_regimes_is_seed_004():
         (stage,) = stages(cell)
         assert (cell.model, cell.resolution, cell.batch_size, cell.optimizer, stage["epochs"]) == (
             "densenet121", 155, 128, "adam", 32)
-        assert not any(value for key, value in cell.training["augment"].items() if key != "fill")
-        (count,) = stage_trainable_parameters(cell.to_dict(), num_classes=10).values()
+        assert not any(value for key, value in cell.training.augment.items() if key != "fill")
+        (count,) = stage_trainable_parameters(cell, num_classes=10).values()
         assert count == pytest.approx(DENSENET_TRAINABLE[name], rel=0.01), name
-    assert regimes["plain"].training["dropout"] == 0 and regimes["transfer"].training["dropout"] == 0.2
+    assert regimes["plain"].training.dropout == 0 and regimes["transfer"].training.dropout == 0.2
     assert regimes["plain"].weights == regimes["optimized"].weights == "none"  # "without transfer learning"

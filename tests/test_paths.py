@@ -33,7 +33,7 @@ def test_grid_and_upstream_cells_have_folders_of_their_own(tmp_path):
     inputs = study.train_inputs(grid, imagenet={})
     assert inputs == {"manifest": "results/data/digits-5to9/r16.json",
                       "init": str(tmp_path / "results/tiny/upstream" / upstream.id / "best.pt")}
-    assert study.folder(grid.id) == paths.GRID and study.folder(upstream.id) == paths.UPSTREAM
+    assert not study.is_pretrain(grid.id) and study.is_pretrain(upstream.id)
 
 
 def test_patterns_with_wildcards_are_the_paths_with_values(tmp_path):
@@ -62,8 +62,8 @@ def test_patterns_with_wildcards_are_the_paths_with_values(tmp_path):
 
 def test_training_commands_take_the_manifest_and_their_slots_as_arguments():
     for command, extra in (("train", []), ("train-rung", ["--rung", "1", "--until-epoch", "3"])):
-        args = parser().parse_args([command, "--cell", "{}", "--manifest", "m.json", "--out", "o", "--gpu-slots", "2",
+        args = parser().parse_args([command, "--configfile", "s.yaml", "--cell", "d/m/r16/c", "--manifest", "m.json", "--out", "o", "--gpu-slots", "2",
                                     "--slots-per-gpu", "4", "--gpu-headroom", "0.8", *extra])
         assert (args.manifest, args.gpu_slots, args.slots_per_gpu, args.gpu_headroom) == ("m.json", 2, 4, 0.8)
-    plain = parser().parse_args(["train", "--cell", "{}", "--manifest", "m.json", "--out", "o"])
+    plain = parser().parse_args(["train", "--configfile", "s.yaml", "--cell", "d/m/r16/c", "--manifest", "m.json", "--out", "o"])
     assert (plain.gpu_slots, plain.slots_per_gpu) == (1, 1), "whole devices by default"

@@ -62,7 +62,7 @@ def test_the_plan_records_the_fingerprint_the_snakefile_compares(tmp_path):
 
     make_imagefolder(tmp_path / "images")  # odd modes, hidden files, loose and non-image files
     spec = resolve_dataset("odd", {"source": "imagefolder", "path": str(tmp_path / "images")})
-    (record,) = get_source("imagefolder").open_catalog(None, spec).sources  # what make_plan records
+    (record,) = get_source("imagefolder").open_catalogue(None, spec).sources  # what make_plan records
     assert record["fingerprint"] == source_fingerprint("odd", spec)
     assert [name for name, _, _ in record["stats"]] == sorted(
         p.relative_to(tmp_path / "images").as_posix() for p in (tmp_path / "images").rglob("*")

@@ -11,7 +11,7 @@ import torch
 
 from histories import TIMING_COLUMNS
 from test_training import make_cell, quiet, start_training, steps_per_epoch
-from workflow.study.settings import DEFAULT_TRAINING, merge
+from workflow.core.cell import TrainingSettings
 from workflow.train.cell import train_cell
 from workflow.train.loop import train_step
 from workflow.train.models import build_classifier, set_train_mode
@@ -58,7 +58,7 @@ def step(model, x, precision):
     labels = torch.tensor([0, 1, 2, 0])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     set_train_mode(model, "all")
-    return train_step(model, x, labels, Objective(DEFAULT_TRAINING, seed=0), optimizer, precision)
+    return train_step(model, x, labels, Objective(TrainingSettings(), seed=0), optimizer, precision)
 
 
 def test_fp16_steps_with_overflowing_gradients_are_skipped_not_diverged():
@@ -84,8 +84,7 @@ def test_fp16_steps_with_overflowing_gradients_are_skipped_not_diverged():
 
 def test_the_precision_is_recorded_in_metrics(shard, tmp_path):
     for precision in ("auto", "fp16"):
-        training = merge(make_cell()["training"], {"precision": precision,
-                                                   "stages": [{"name": "all", "train": "all", "epochs": 1}]})
+        training = {"precision": precision, "stages": [{"name": "all", "train": "all", "epochs": 1}]}
         metrics = train_cell(make_cell(training=training), shard, tmp_path / precision, threads=1, log=quiet)
         on_disk = json.loads((tmp_path / precision / "metrics.json").read_text())
         assert on_disk["run"]["precision"] == {"auto": "fp32", "fp16": "fp16"}[precision]
@@ -95,8 +94,7 @@ def test_the_precision_is_recorded_in_metrics(shard, tmp_path):
 
 @pytest.mark.pipeline
 def test_a_stopped_fp16_run_resumes_with_its_loss_scale_and_an_older_last_pt_still_resumes(shard, tmp_path):
-    training = merge(make_cell()["training"], {"precision": "fp16", "deterministic": True,
-                                               "stages": [{"name": "all", "train": "all", "epochs": 2}]})
+    training = {"precision": "fp16", "deterministic": True, "stages": [{"name": "all", "train": "all", "epochs": 2}]}
     cell = make_cell(training=training)
     reference = train_cell(cell, shard, tmp_path / "reference", threads=1, log=quiet)
     out = tmp_path / "stopped"

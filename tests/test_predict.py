@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import make_cell
 from workflow.cli_export import add_export_commands
 from workflow.data.datasets import resolve_dataset
 from workflow.data.prepare import make_plan, prepare_dataset, prepare_files
@@ -18,7 +19,6 @@ from workflow.data.sources import get_source
 from workflow.export.export import export_model
 from workflow.export.predict import class_scores, list_images, prediction_table_columns
 from workflow.export.runners import OnnxRunner, open_export, open_model
-from workflow.study.grid import DEFAULT_TRAINING, merge
 from workflow.train.cell import train_cell
 from workflow.train.predictions import read_predictions
 
@@ -40,10 +40,7 @@ def trained(tmp_path_factory):
     """Digits 0-2 prepared at 16 x 16, a resnet18 cell trained on them for 3 epochs, and its export."""
     folder = tmp_path_factory.mktemp("cell")
     prepare_dataset("digits-012", SPEC, 16, folder / "r16.h5", folder / "r16.json")
-    training = merge(DEFAULT_TRAINING, {"stages": [{"name": "all", "train": "all", "epochs": 3, "lr_factor": 1.0}]})
-    cell = {"id": "digits-012/resnet18/r16/test", "dataset": "digits-012", "model": "resnet18", "resolution": 16,
-            "batch_size": 32, "lr": 0.001, "optimizer": "adam", "train": "all", "seed": 0, "weights": "none",
-            "training": training, "upstream": None}
+    cell = make_cell(training={"stages": [{"name": "all", "train": "all", "epochs": 3, "lr_factor": 1.0}]}, lr=0.001)
     metrics = train_cell(cell, folder / "r16.json", folder / "out", log=lambda _: None)
     export_model(folder / "out/best.pt", folder / "export", log=lambda _: None)
     return {"folder": folder, "metrics": metrics, "manifest": folder / "r16.json", "best": folder / "out/best.pt",
@@ -56,12 +53,12 @@ def test_pngs(trained):
     split's order, and their labels."""
     spec = resolve_dataset("digits-012", SPEC)
     plan = make_plan("digits-012", spec, None)
-    catalog = get_source("digits").open_catalog(None, spec)
+    catalogue = get_source("digits").open_catalogue(None, spec)
     folder = trained["folder"] / "pngs"
     (folder / "sub").mkdir(parents=True)
     paths = []
     for n, (index, image) in enumerate(zip(plan["splits"]["test"]["indices"],
-                                           catalog.read(plan["splits"]["test"]["indices"]))):
+                                           catalogue.read(plan["splits"]["test"]["indices"]))):
         paths.append(folder / ("sub" if n % 2 else "") / f"{n:04d}-digit{index}.png")
         Image.fromarray(image).save(paths[-1])
     return paths, np.asarray(plan["splits"]["test"]["labels"])

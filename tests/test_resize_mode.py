@@ -11,13 +11,13 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 from torchvision import transforms
 
+from conftest import make_cell
 from workflow.data.datasets import resolve_dataset
 from workflow.data.prepare import make_plan, prepare_dataset, prepare_files
 from workflow.data.resize import CROP_METHOD, RESIZE_METHOD, resize_batch
 from workflow.export.export import export_model
 from workflow.export.predict import class_scores, predict_images
 from workflow.export.runners import open_export
-from workflow.study.grid import DEFAULT_TRAINING, merge
 from workflow.train.cell import train_cell
 
 
@@ -78,10 +78,8 @@ def test_checkpoint_export_and_predict_use_the_datasets_resize_mode(tmp_path, ph
     write_folder(tmp_path / "images", photos[0])
     spec = resolve_dataset("own", {"source": "imagefolder", "path": str(tmp_path / "images"), "resize": "crop"})
     prepare_dataset("own", spec, 16, tmp_path / "r16.h5", tmp_path / "r16.json")
-    training = merge(DEFAULT_TRAINING, {"stages": [{"name": "all", "train": "all", "epochs": 1, "lr_factor": 1.0}]})
-    cell = {"id": "own/resnet18/r16/test", "dataset": "own", "model": "resnet18", "resolution": 16, "batch_size": 8,
-            "lr": 0.001, "optimizer": "adam", "train": "all", "seed": 0, "weights": "none", "training": training,
-            "upstream": None}
+    cell = make_cell(training={"stages": [{"name": "all", "train": "all", "epochs": 1, "lr_factor": 1.0}]},
+                     dataset="own", batch_size=8, lr=0.001)
     train_cell(cell, tmp_path / "r16.json", tmp_path / "out", log=lambda _: None)
     assert torch.load(tmp_path / "out/best.pt", weights_only=False)["resize_method"] == CROP_METHOD
     export_model(tmp_path / "out/best.pt", tmp_path / "export", log=lambda _: None)

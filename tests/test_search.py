@@ -15,7 +15,8 @@ from fakecells import study_config
 from test_halving import validated, write_rung
 from test_workflow import job_counts
 from workflow.study.config import ConfigError, check_config
-from workflow.study.grid import build_study, format_lr
+from workflow.core.cell import format_lr
+from workflow.study.grid import build_study
 from workflow.study.sampling import rounded
 from workflow.sweep.halving import rank_inputs, rank_rung
 
@@ -54,8 +55,8 @@ def test_drawn_values_are_rounded_as_stored_within_bounds_and_shown_in_the_id():
         assert cell.batch_size in (16, 32, 64, 128) and cell.train in ("head", "last:2", "all")
         dropout = cell.params["dropout"]
         assert 0 <= dropout <= 0.5 and dropout == rounded(dropout) and f"-dropout{dropout:g}" in cell.id
-        assert cell.training["dropout"] == dropout
-        assert json.loads(json.dumps(cell.to_dict()))["lr"] == cell.lr  # what the train job gets
+        assert cell.training.dropout == dropout
+        assert json.loads(cell.to_json())["lr"] == cell.lr  # what the train job gets
 
 
 def test_log_uniform_draws_spread_evenly_over_the_decades():

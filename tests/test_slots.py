@@ -7,12 +7,14 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, snakemake, tiny_study, write_config
+from conftest import REPO, make_cell, snakemake, tiny_study, write_cell_study, write_config
+from test_workflow import job_counts
 from workflow.study.config import SCHEMA, load_config
 from workflow.data.batches import split_bytes
 from workflow.data.prepare import prepare_dataset
@@ -67,17 +69,20 @@ def test_splits_kept_on_the_device_count_against_the_share():
 
 def test_probe_spec_names_what_drives_peak_memory():
     study = build_study(load_config(REPO / "config.yaml"))  # the default study: MobileNetV2, RMSprop(momentum 0)
-    names = sorted({probe_name(probe_spec(cell.to_dict())) for cell in study.cells.values()})
+    names = sorted({probe_name(probe_spec(cell)) for cell in study.cells.values()})
     assert names == [f"mobilenet_v2-r160-bs{bs}-gap-opt1-auto-eval256" for bs in (128, 256, 32, 512, 64)]
-    cell = next(iter(study.cells.values())).to_dict()
-    assert probe_spec({**cell, "training": {**cell["training"], "momentum": 0.9}})["optimizer_states"] == 2
-    sgd = {**cell, "optimizer": "sgd", "training": {**cell["training"], "momentum": 0.9}}
+    cell = next(iter(study.cells.values()))
+
+    def changed(cell, optimizer=None, **training):
+        return replace(cell, optimizer=optimizer or cell.optimizer, training=replace(cell.training, **training))
+
+    assert probe_spec(changed(cell, momentum=0.9))["optimizer_states"] == 2
+    sgd = changed(cell, "sgd", momentum=0.9)
     assert probe_spec(sgd)["optimizer_states"] == 1  # momentum 0.9
-    sgd["training"] = {**sgd["training"], "momentum": 0.0}
+    sgd = changed(sgd, momentum=0.0)
     assert probe_spec(sgd)["optimizer_states"] == 0
-    stages = [{**stage, "optimizer": "adam"} if stage["name"] == "head" else stage
-              for stage in sgd["training"]["stages"]]
-    assert probe_spec({**sgd, "training": {**sgd["training"], "stages": stages}})["optimizer_states"] == 2
+    stages = [{**stage, "optimizer": "adam"} if stage["name"] == "head" else stage for stage in sgd.training.stages]
+    assert probe_spec(changed(sgd, stages=stages))["optimizer_states"] == 2
     assert probe_key("2.14.0", ["NVIDIA H100 80GB HBM3"] * 2) == "torch2.14.0-NVIDIA-H100-80GB-HBM3"
     assert probe_key("2.14.0", []) == "torch2.14.0-nogpu"
 
@@ -98,7 +103,7 @@ def test_split_sizes_from_manifest_and_shard_match_what_loading_counts(digits):
 
 def test_cell_slots_read_the_cells_probe(digits, tmp_path):
     config = tiny_study()
-    cell = next(c for c in study_of(config).grid_cells if c.batch_size == 32).to_dict()
+    cell = next(c for c in study_of(config).grid_cells if c.batch_size == 32)
     settings = SlotSettings(per_gpu=4, headroom=0.8, probe_dir=tmp_path)
     assert cell_slots(cell, digits / "r16.json", settings) == 4, "no probe yet: the whole device"
     probe = tmp_path / f"{probe_name(probe_spec(cell))}.json"
@@ -157,13 +162,17 @@ def test_a_capped_job_runs_out_of_memory_beyond_its_share_and_loads_splits_withi
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_probe_command_on_a_machine_without_a_gpu_records_that(tmp_path):
-    spec = {"model": "resnet18", "resolution": 16, "batch_size": 8, "head": "gap", "optimizer_states": 1,
-            "precision": "auto", "eval_batch_size": 256}
+    cell = make_cell(batch_size=8, optimizer="rmsprop", training={"momentum": 0.0})
+    spec = probe_spec(cell)
+    assert spec == {"model": "resnet18", "resolution": 16, "batch_size": 8, "head": "gap", "optimizer_states": 1,
+                    "precision": "auto", "eval_batch_size": 256}
+    study_file = write_cell_study(cell, tmp_path / "study.yaml")
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env.update(TLSWEEP_GPUS="0", TLSWEEP_LOCK_DIR=str(tmp_path / "locks"), PYTHONPATH=str(REPO))
     out = tmp_path / "probe.json"
-    result = subprocess.run([sys.executable, "-m", "workflow", "probe", "--spec", json.dumps(spec), "--out", str(out)],
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "workflow", "probe", "--configfile", str(study_file),
+                             "--probe", probe_name(spec), "--out", str(out)], env=env, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("claimed GPU 0 (lock "), "the probe takes a whole device"
     record = json.loads(out.read_text())
@@ -172,11 +181,6 @@ def test_probe_command_on_a_machine_without_a_gpu_records_that(tmp_path):
 
 
 # --- Snakemake ---------------------------------------------------------------------------------------
-
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    table = dry_run_output.split("Job stats:")[1].split("Reasons:")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
 @pytest.fixture
@@ -189,7 +193,7 @@ def fake_gpus(tmp_path, monkeypatch):
 
 def slot_study(name: str, per_gpu: int = 2) -> dict:
     config = tiny_study(name)
-    config["resources"]["gpu_slots"] = per_gpu
+    config["resources"]["slots_per_gpu"] = per_gpu
     return config
 
 
@@ -201,7 +205,7 @@ def test_probes_are_cached_across_studies(tmp_path, fake_gpus):
                                        "train_upstream": 1, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
     probes = Path("results") / "probes" / probe_key()  # relative to the working directory, as the rule says
     study = study_of(slot_study("first"))
-    files = sorted({str(probes / f"{probe_name(probe_spec(c.to_dict()))}.json") for c in study.cells.values()})
+    files = sorted({str(probes / f"{probe_name(probe_spec(c))}.json") for c in study.cells.values()})
     assert len(files) == 4  # batch size 32/64 x SGD (1 state) / Adam (2), the pretrain cell shares one
     snakemake(tmp_path, "--cores", "2", *files, "--configfile", str(first))  # only the probes
     record = json.loads((tmp_path / files[0]).read_text())
@@ -246,7 +250,7 @@ def test_cells_share_gpus_within_the_slots_snakemake_grants(tmp_path, fake_gpus)
     probes = tmp_path / "results" / "probes" / probe_key()
     probes.mkdir(parents=True)
     for cell in study.cells.values():
-        spec = probe_spec(cell.to_dict())
+        spec = probe_spec(cell)
         peak = 300.0 if cell.batch_size == 32 else 600.0  # slots of 1000 x 0.9 / 2 = 450 MB
         (probes / f"{probe_name(spec)}.json").write_text(json.dumps(
             {"spec": spec, "device": "seeded", "peak_mb": peak, "device_mb": 1000.0}))

@@ -55,7 +55,7 @@ def test_a_training_job_longer_than_its_time_limit_completes_through_retries(slu
     cluster = slurm_cluster
     config = study()
     configfile = write_config(tmp_path / "study.yaml", config)
-    cell = build_study(load_config(configfile)).cells[CELL].to_dict()
+    cell = build_study(load_config(configfile)).cells[CELL]
     folder = tmp_path / "results/preempt/cells" / CELL
     index = tmp_path / "results/data/digits/r32.json"
     env = dict(cluster.env)
@@ -81,8 +81,8 @@ def test_a_training_job_longer_than_its_time_limit_completes_through_retries(slu
         while run.poll() is None:  # meanwhile, the same cell never stopped, here, once its data is ready
             if reference is None and index.exists():
                 reference = subprocess.Popen(
-                    [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(index),
-                     "--out", str(tmp_path / "reference"), "--threads", "1"],
+                    [sys.executable, "-m", "workflow", "train", "--configfile", str(configfile), "--cell", cell.id,
+                     "--manifest", str(index), "--out", str(tmp_path / "reference"), "--threads", "1"],
                     env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             assert time.monotonic() - started < 900, "snakemake took more than 15 minutes"
             time.sleep(0.5)

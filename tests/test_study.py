@@ -4,7 +4,8 @@ import pytest
 
 from conftest import tiny_study
 from workflow.study.config import ConfigError
-from workflow.study.grid import build_study, format_lr
+from workflow.core.cell import format_lr
+from workflow.study.grid import build_study
 
 
 def validated(config):
@@ -31,8 +32,8 @@ def test_grid_cells_and_upstream_cells():
     assert {cell.upstream for cell in study.grid_cells} == {upstream}
     assert set(study.cells) == set(ids) | {upstream}
     # the upstream cell uses its own schedule, the grid cells the study's
-    assert [s["name"] for s in study.cells[upstream].training["stages"]] == ["scratch"]
-    assert [s["name"] for s in study.grid_cells[0].training["stages"]] == ["head", "finetune"]
+    assert [s["name"] for s in study.cells[upstream].training.stages] == ["scratch"]
+    assert [s["name"] for s in study.grid_cells[0].training.stages] == ["head", "finetune"]
 
 
 def test_adding_an_axis_value_keeps_existing_ids():
@@ -106,7 +107,7 @@ def test_swept_training_keys_become_axes_with_stable_ids():
     (extra,) = ids - base
     assert extra.endswith("-dropout0.2")
     cell = next(c for c in study.grid_cells if c.id == extra)
-    assert cell.training["dropout"] == 0.2 and cell.params == {"dropout": 0.2}
+    assert cell.training.dropout == 0.2 and cell.params == {"dropout": 0.2}
 
 
 def test_unknown_swept_training_key_is_an_error():
@@ -114,7 +115,7 @@ def test_unknown_swept_training_key_is_an_error():
         build_study(grid_config(training={"dropuot": [0.1]}))
 
 
-def test_cells_command_lists_the_plan(tmp_path, study_file):
+def test_cells_command_lists_the_cells(tmp_path, study_file):
     import subprocess
     import sys
 
@@ -124,8 +125,8 @@ def test_cells_command_lists_the_plan(tmp_path, study_file):
                             capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert "digits-5to9/resnet18/r16/bs64-lr1e-2-adam-all-s0-wbase     grid   no" in result.stdout
-    assert "digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone upstream   no" in result.stdout
-    assert result.stdout.strip().endswith("4 grid cells, 1 upstream cells, 0 done")
+    assert "digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone pretrain   no" in result.stdout
+    assert result.stdout.strip().endswith("4 grid cells, 1 pretrain cells, 0 done")
 
 
 def test_cells_command_reports_a_bad_config(tmp_path, study_file):

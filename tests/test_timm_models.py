@@ -10,12 +10,11 @@ from safetensors.torch import save_file
 
 from conftest import digits_shard
 from test_training import make_cell, quiet
-from workflow.study.settings import merge
 from workflow.core.catalogue import timm_hub_repo
 from workflow.train.cell import train_cell
 from workflow.train.models import HEADS, build_classifier, set_train_mode, set_trainable
 from workflow.train.timm_models import cached_timm_weights, import_timm
-from workflow.train.weights import cached_weights_path, fetch_plan, imagenet_files
+from workflow.train.weights import cached_weights_path, imagenet_files, weight_downloads
 
 # A ResNet, an EfficientNet, a ConvNeXt, a RegNet, a MobileNetV3 and a ViT, the smallest of each.
 REPRESENTATIVE = ["timm:resnet10t", "timm:efficientnet_b0", "timm:convnext_atto", "timm:regnetx_002",
@@ -77,9 +76,8 @@ def digits_32(tmp_path_factory):
 @pytest.mark.slow  # torch.compile on the CPU: a few minutes per model
 @pytest.mark.parametrize("model", ["timm:convnext_atto", "timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k"])
 def test_a_compiled_timm_model_trains_through_the_job_in_channels_last(digits_32, tmp_path, model):
-    cell = make_cell(id=f"digits-012/{model.replace(':', '-')}/r32/test", model=model, resolution=32)
-    cell["training"] = merge(cell["training"], {"compile": True, "stages": [{"name": "all", "train": "all",
-                                                                             "epochs": 1}]})
+    cell = make_cell(model=model, resolution=32,
+                     training={"compile": True, "stages": [{"name": "all", "train": "all", "epochs": 1}]})
     metrics = train_cell(cell, digits_32, tmp_path, threads=1, log=quiet)
     assert metrics["status"] == "ok" and metrics["run"]["compiled"] and metrics["epochs_run"] == 1
     assert metrics["test_accuracy"] is not None and (tmp_path / "best.pt").exists()
@@ -100,12 +98,12 @@ def test_missing_timm_weights_name_the_file_and_the_command(hf_home):
     assert cached_timm_weights("timm:resnet10t").name == "model.safetensors"
 
 
-def test_fetch_plan_splits_torchvision_files_and_timm_repositories(hf_home, tmp_path, monkeypatch):
+def test_weight_downloads_split_torchvision_files_and_timm_repositories(hf_home, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    plan = fetch_plan(imagenet_files(["resnet18", "timm:resnet10t"]))
-    assert plan["torchvision"] == {"resnet18-f37072fd.pth": "https://download.pytorch.org/models/resnet18-f37072fd.pth"}
-    assert plan["timm"] == {"timm--resnet10t.c3_in1k": "timm:resnet10t"}
-    assert plan["hub_cache"] == str(hf_home / "hub") and plan["torchvision_dir"] == str(tmp_path / "torch/hub/checkpoints")
+    downloads = weight_downloads(imagenet_files(["resnet18", "timm:resnet10t"]))
+    assert downloads["torchvision"] == {"resnet18-f37072fd.pth": "https://download.pytorch.org/models/resnet18-f37072fd.pth"}
+    assert downloads["timm"] == {"timm--resnet10t.c3_in1k": "timm:resnet10t"}
+    assert downloads["hub_cache"] == str(hf_home / "hub") and downloads["torchvision_dir"] == str(tmp_path / "torch/hub/checkpoints")
 
 
 def test_a_machine_without_timm_is_told_so(monkeypatch):

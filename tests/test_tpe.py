@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -24,6 +25,7 @@ from workflow.study.config import ConfigError, check_config, load_config
 from workflow.study.grid import build_study
 from workflow.study.sampling import rounded
 from workflow.study.tpe_space import cells_by_group, round_cells
+from workflow.sweep.decisions import read_rounds
 from workflow.sweep.halving import rank_inputs
 from workflow.sweep.tpe import choose_round
 
@@ -41,12 +43,12 @@ def tpe_config(tmp_path, method="tpe", n=12, per_round=4, space=None, **grid) ->
 
 def score(cell) -> float:
     """The fixture's validation accuracy: best at lr 1e-3 and dropout 0.2, smooth around it."""
-    return 0.9 - 0.1 * abs(math.log10(cell.lr) + 3) - 0.2 * abs(cell.training["dropout"] - 0.2)
+    return 0.9 - 0.1 * abs(math.log10(cell.lr) + 3) - 0.2 * abs(cell.training.dropout - 0.2)
 
 
 def cost(cell) -> float:
     """The fixture's training seconds: more dropout, slower (a trade-off against score's best at 0.2)."""
-    return 10 + 100 * cell.training["dropout"]
+    return 10 + 100 * cell.training.dropout
 
 
 def write_result(study, cell, status="ok") -> None:
@@ -62,14 +64,19 @@ def write_result(study, cell, status="ok") -> None:
                                                          "train_time_s": cost(cell)}))
 
 
+def current(config):
+    """The study with the rounds chosen so far, as the Snakefile and every job see it (SweepState)."""
+    return build_study(config, read_rounds(config))
+
+
 def run_rounds(config, statuses=None, log=None) -> object:
     """Every round as the rules run them: train (write) the known cells, choose the next round, reload."""
-    study = build_study(config)
+    study = current(config)
     for round_index in range(1, study.sampling.rounds):
         for cell in study.grid_cells:
             write_result(study, cell, (statuses or {}).get(cell.id, "ok"))
         write_json(study.sampling.round_path(round_index), choose_round(study, round_index, log=log or (lambda m: None)))
-        study = build_study(config)
+        study = current(config)
     for cell in study.grid_cells:
         write_result(study, cell)
     return study
@@ -77,9 +84,9 @@ def run_rounds(config, statuses=None, log=None) -> object:
 
 def test_the_first_round_is_drawn_and_later_rounds_join_the_study_as_they_are_chosen(tmp_path):
     config = tpe_config(tmp_path, optimizer=["sgd", "adam"])
-    study = build_study(config)
+    study = current(config)
     assert len(study.grid_cells) == 8 and study.sampling.rounds == 3  # round 0: 4 per optimizer
-    random = build_study(tpe_config(tmp_path, method="random", n=4, optimizer=["sgd", "adam"]))
+    random = current(tpe_config(tmp_path, method="random", n=4, optimizer=["sgd", "adam"]))
     assert [c.id for c in study.grid_cells] == [c.id for c in random.grid_cells]
     assert "0 of the 2 later rounds are chosen so far (the rest are decided as results arrive)" in \
         study.sampling.describe()
@@ -90,7 +97,7 @@ def test_the_first_round_is_drawn_and_later_rounds_join_the_study_as_they_are_ch
     assert sorted(c.id for c in round_cells(done, 0)) == sorted(c.id for c in study.grid_cells)
     for cell in done.grid_cells:  # stored as drawn: rounded, within bounds, in the id
         assert 1e-5 <= cell.lr <= 1e-1 and cell.lr == rounded(cell.lr)
-        assert 0 <= cell.training["dropout"] <= 0.5 and f"-dropout{cell.training['dropout']:g}" in cell.id
+        assert 0 <= cell.training.dropout <= 0.5 and f"-dropout{cell.training.dropout:g}" in cell.id
 
 
 def test_a_round_that_crashed_part_way_reruns_to_the_same_cells(tmp_path):
@@ -109,7 +116,7 @@ def test_a_round_that_crashed_part_way_reruns_to_the_same_cells(tmp_path):
     config = tpe_config(tmp_path / "crashed")
     with pytest.raises(Crash):
         run_rounds(config, log=crash_after_two)
-    assert not build_study(config).sampling.chosen(2)  # the round file is written only at the end
+    assert not current(config).sampling.chosen(2)  # the round file is written only at the end
     rerun = run_rounds(config)
     assert [c.id for c in rerun.grid_cells] == [c.id for c in whole.grid_cells]
     assert rerun.sampling.chosen(2) == whole.sampling.chosen(2)
@@ -122,7 +129,7 @@ def test_raising_n_keeps_every_chosen_cell_and_a_short_round_is_chosen_again_onc
     config = tpe_config(tmp_path, n=16)
     with pytest.raises(ValueError, match="round-2.json holds 2 configurations, chosen when `n` was smaller; "
                                          "delete it to choose round 2 again with 4"):
-        choose_round(build_study(config), 3)
+        choose_round(current(config), 3)
     (tmp_path / "results/hand/search/round-2.json").unlink()
     larger = run_rounds(config)
     assert len(larger.grid_cells) == 16
@@ -138,14 +145,14 @@ def test_rounds_follow_combinations_with_their_own_training_and_a_swept_training
     done = run_rounds(config)
     groups = cells_by_group(done)
     assert len(groups) == 4 and all(len(by_values) == 8 for by_values in groups.values())
-    assert sorted((c.optimizer, c.training["dropout"]) for c in done.grid_cells) == \
+    assert sorted((c.optimizer, c.training.dropout) for c in done.grid_cells) == \
         [("adam", 0.3)] * 16 + [("sgd", 0.1)] * 16
     assert sorted(c.id for r in range(2) for c in round_cells(done, r)) == sorted(c.id for c in done.grid_cells)
 
 
 def test_failed_and_out_of_memory_cells_are_told_to_optuna_as_failures(tmp_path):
     config = tpe_config(tmp_path, n=8)
-    first = build_study(config).grid_cells
+    first = current(config).grid_cells
     statuses = {first[0].id: "failed", first[1].id: "oom", first[2].id: "diverged"}
     study = run_rounds(config, statuses=statuses)
     storage = JournalStorage(JournalFileBackend(paths.journal_file(study.sampling.folder)))
@@ -165,7 +172,7 @@ def test_tpe_reaches_the_random_searchs_best_on_a_smooth_fixture(tmp_path):
         random = tpe_config(tmp_path / f"random-{seed}", method="random", n=24)
         tpe["search"]["seed"] = random["search"]["seed"] = seed
         scores = {"tpe": sorted(map(score, run_rounds(tpe).grid_cells)),
-                  "random": sorted(map(score, build_study(random).grid_cells))}
+                  "random": sorted(map(score, current(random).grid_cells))}
         assert len(scores["tpe"]) == len(scores["random"]) == 24
         for method in best:
             best[method].append(scores[method][-1])
@@ -211,7 +218,7 @@ def test_bad_tpe_settings_name_the_key(tmp_path, search, message):
     config["search"] = {"method": "tpe", "n": 8, "space": {"lr": {"uniform": [0.001, 0.1]}}, **search}
     with pytest.raises(ConfigError) as error:
         check_config(config)
-        build_study(config)
+        current(config)
     assert message in str(error.value)
 
 
@@ -220,7 +227,7 @@ def test_objectives_the_schema_rejects_are_rejected_by_the_study_too(tmp_path, o
     config = study_config(tmp_path)
     config["search"] = {"method": "tpe", "n": 8, "space": {"lr": {"uniform": [0.001, 0.1]}}, "metric": objectives}
     with pytest.raises(ConfigError, match=r"search\.metric: objectives .* must be distinct, of \['val_accuracy'"):
-        build_study(config)  # without check_config: the study's own check
+        current(config)  # without check_config: the study's own check
 
 
 TINY_TPE = {
@@ -256,7 +263,7 @@ def test_a_dry_run_shows_the_first_round_and_a_two_objective_run_trains_every_ro
     assert "Nothing to be done" in snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
     result = subprocess.run([sys.executable, "-m", "workflow", "cells", "--configfile", str(path)],
                             capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""})
-    assert "4 grid cells, 0 upstream cells, 4 done" in result.stdout
+    assert "4 grid cells, 0 pretrain cells, 4 done" in result.stdout
     assert "1 of the 1 later rounds are chosen so far" in result.stdout
 
 
@@ -273,7 +280,7 @@ def halved_tpe_config(tmp_path, n=8, per_round=4) -> dict:
 
 def test_each_round_is_halved_on_its_own_ladder_and_pruned_cells_are_told_as_pruned(tmp_path):
     config = halved_tpe_config(tmp_path)
-    study = build_study(config)
+    study = current(config)
     first = study.grid_cells
     assert study.halving.rungs == (1, 3) and {study.halving_round(cell.id) for cell in first} == {0}
     assert str(study.ranking_path(0, 0)).endswith("halving/round-0/rung-0.json")
@@ -287,7 +294,7 @@ def test_each_round_is_halved_on_its_own_ladder_and_pruned_cells_are_told_as_pru
                 {"rung": 0, "rank": 3, "of": 4, "value": pruned[cell.id], "survives": False}]})
             write_json(metrics_file, metrics)
     write_json(study.sampling.round_path(1), choose_round(study, 1, log=lambda m: None))
-    study = build_study(config)
+    study = current(config)
     second = round_cells(study, 1)
     assert len(second) == 4 and {study.halving_round(cell.id) for cell in second} == {1}
     assert sorted(rank_inputs(study, 0, lambda rung: None, round_index=1)["metrics"]) == sorted(
@@ -318,7 +325,7 @@ def test_a_halved_tpe_search_ranks_each_round_and_tells_optuna_its_pruned_cells(
     for round_index in (0, 1):
         ranking = json.loads((out / f"halving/round-{round_index}/rung-0.json").read_text())
         assert len(ranking["cells"]) == 2 and len(ranking["survivors"]) == 1
-    study = build_study(load_config(path))
+    study = current(load_config(path))
     (group,) = cells_by_group(study)
     storage = JournalStorage(JournalFileBackend(paths.journal_file(out / "search")))
     trials = optuna.load_study(study_name=group, storage=storage).trials
@@ -333,12 +340,12 @@ def test_a_halved_tpe_search_ranks_each_round_and_tells_optuna_its_pruned_cells(
 
 @pytest.mark.pipeline
 def test_later_rounds_wait_for_their_memory_probes_with_several_cells_per_gpu(tmp_path, study_file, monkeypatch):
-    """resources.gpu_slots: 2 on two fake GPUs: the probes of round 1's cells, unknown before the run, are
+    """resources.slots_per_gpu: 2 on two fake GPUs: the probes of round 1's cells, unknown before the run, are
     planned once the round is chosen (this machine has no GPU: they measure nothing, and cells take a GPU)."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("TLSWEEP_GPUS", "0,1")
     monkeypatch.setenv("TLSWEEP_LOCK_DIR", str(tmp_path / "locks"))
-    config = {**TINY_TPE, "study": "tpe-slots", "resources": {"train_threads": 1, "gpu_slots": 2},
+    config = {**TINY_TPE, "study": "tpe-slots", "resources": {"train_threads": 1, "slots_per_gpu": 2},
               "search": {**TINY_TPE["search"], "space": {**TINY_TPE["search"]["space"],
                                                         "batch_size": {"choice": [16, 32]}}}}
     del config["grid"]["batch_size"]
@@ -346,7 +353,22 @@ def test_later_rounds_wait_for_their_memory_probes_with_several_cells_per_gpu(tm
     snakemake(tmp_path, "--cores", "2", "--configfile", str(path))
     summary = pd.read_csv(tmp_path / "results/tpe-slots/tables/summary.csv")
     assert len(summary) == 4 and set(summary["status"]) == {"ok"}
-    study = build_study(load_config(path))
+    study = current(load_config(path))
     probes = tmp_path / "results" / "probes" / probe_key()
-    assert {f"{probe_name(probe_spec(cell.to_dict()))}.json" for cell in study.grid_cells} <= \
+    assert {f"{probe_name(probe_spec(cell))}.json" for cell in study.grid_cells} <= \
         {p.name for p in probes.iterdir()}, "every round's cells had their probes"
+
+
+def test_the_study_reads_no_file_a_poisoned_results_folder_changes_no_cell(tmp_path):
+    config = tpe_config(tmp_path / "fresh", optimizer=["sgd", "adam"])
+    fresh = [cell.to_json() for cell in build_study(config).grid_cells]  # no results folder at all
+    done = run_rounds(config)  # its rounds are chosen and written: the study itself still reads none of them
+    assert len(done.grid_cells) == 24
+    assert [cell.to_json() for cell in build_study(config).grid_cells] == fresh
+    search = Path(paths.search_folder(paths.study_folder(config["results_dir"], config["study"])))
+    for round_file in search.glob("round-*.json"):
+        round_file.write_text("{not json")  # poisoned
+    (search / "round-7.json").write_text('{"groups": "nonsense"}')
+    assert [cell.to_json() for cell in build_study(config).grid_cells] == fresh
+    with pytest.raises(ValueError):  # the one reader of decisions does read them, and says so
+        read_rounds(config)

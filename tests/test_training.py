@@ -18,12 +18,12 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from conftest import REPO, write_config
+from conftest import REPO, make_cell, train_command, write_config
 from histories import TIMING_COLUMNS
 from workflow.cli import main
 from workflow.data.device_split import DeviceSplit
 from workflow.data.prepare import prepare_dataset
-from workflow.study.settings import DEFAULT_TRAINING, merge
+from workflow.core.cell import DEFAULT_TRAINING, Cell, TrainingSettings, merge
 from workflow.testing import OOM_ABOVE, OOM_AT_STEP, SIGNAL_AT_STEP, injected_faults
 from workflow.train.cell import train_cell
 from workflow.train.history import HISTORY_COLUMNS
@@ -37,18 +37,6 @@ from workflow.train.state import BEST_SO_FAR, LAST
 
 def quiet(_):
     pass
-
-
-def make_cell(**overrides):
-    training = merge(DEFAULT_TRAINING, {
-        "stages": [{"name": "head", "train": "head", "epochs": 2, "lr_factor": 1.0},
-                   {"name": "finetune", "train": "cell", "epochs": 3, "lr_factor": 0.1}],
-        "early_stopping": {"patience": 5},
-    })
-    cell = {"id": "digits-012/resnet18/r16/test", "dataset": "digits-012", "model": "resnet18", "resolution": 16,
-            "batch_size": 32, "lr": 0.01, "optimizer": "adam", "train": "all", "seed": 0, "weights": "none",
-            "training": training, "upstream": None}
-    return {**cell, **overrides}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +62,7 @@ def test_two_stage_training_writes_history_metrics_and_best_checkpoint(trained):
     assert on_disk["best_epoch"] == best["epoch"]
     assert on_disk["best_val_accuracy"] == pytest.approx(best["val_accuracy"])
     assert torch.load(out / "best.pt", weights_only=False)["epoch"] == best["epoch"]
-    assert on_disk["config"] == cell
+    assert on_disk["config"] == json.loads(cell.to_json())
     assert 0 <= on_disk["test_accuracy"] <= 1 and sum(map(sum, on_disk["confusion_matrix"])) > 0
     assert on_disk["test_top5_accuracy"] is None and on_disk["test_auc"] is None  # 3 classes
     head, finetune = on_disk["stages"]
@@ -103,8 +91,7 @@ def test_a_finished_cell_keeps_the_best_weights_predictions_on_validation_and_te
 
 
 def test_early_stopping_ends_a_stage(shard, tmp_path):
-    cell = make_cell(lr=1e-9)  # nothing improves
-    cell["training"]["early_stopping"] = {"patience": 1}
+    cell = make_cell(training={"early_stopping": {"patience": 1}}, lr=1e-9)  # nothing improves
     metrics = train_cell(cell, shard, tmp_path, threads=1, log=quiet)
     history = pd.read_csv(tmp_path / "history.csv")
     assert history.groupby("stage", sort=False).size().tolist() == [2, 2]
@@ -132,7 +119,7 @@ def test_two_classes_report_roc_auc_and_false_negative_rate(tmp_path):
 def test_out_of_memory_is_recorded_with_the_batch_size_and_the_job_succeeds(shard, tmp_path, monkeypatch):
     monkeypatch.setenv(OOM_AT_STEP, "13")  # 11 steps of 32 per epoch: the second step of epoch 2
     cell = make_cell()
-    main(["train", "--cell", json.dumps(cell), "--manifest", str(shard), "--out", str(tmp_path)])
+    main(train_command(cell, shard, tmp_path)[3:])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "oom"
     assert metrics["oom"] == {"phase": "train", "epoch": 2, "batch_size": 32}
@@ -154,8 +141,7 @@ def start_training(cell, shard, out, log_name, **env_vars):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **env_vars)
     log = open(out.parent / log_name, "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(shard),
-         "--out", str(out), "--threads", "1"],
+        train_command(cell, shard, out, threads=1),
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
 
@@ -318,7 +304,7 @@ def test_snakemake_retries_a_signalled_training_job_which_resumes_mid_run(tmp_pa
     assert "resuming from" in (tmp_path / "work/results/signalled/logs/train" / f"{cell}.log").read_text()
 
     # the same cell, never stopped
-    train_cell(metrics["config"], tmp_path / "work/results/data/digits-012/r16.json", tmp_path / "reference", log=quiet)
+    train_cell(Cell.from_json(metrics["config"]), tmp_path / "work/results/data/digits-012/r16.json", tmp_path / "reference", log=quiet)
     expected = pd.read_csv(tmp_path / "reference" / "history.csv")
     pd.testing.assert_frame_equal(history.drop(columns=list(TIMING_COLUMNS)),
                                   expected.drop(columns=list(TIMING_COLUMNS)), check_exact=True)
@@ -389,7 +375,7 @@ def test_micro_batches_accumulate_the_whole_batch_gradient_with_mixup_and_incept
         if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Dropout)):
             module.eval()
     split = copy.deepcopy(whole)
-    training = merge(DEFAULT_TRAINING, {"mixup": 0.4, "label_smoothing": 0.1})
+    training = TrainingSettings(mixup=0.4, label_smoothing=0.1)
     results = {}
     for name, model, micro, faults in [
         ("whole", whole, None, {}),
@@ -452,34 +438,33 @@ def test_optimizers_and_no_weight_decay_on_biases_and_norms():
 def test_objective_adds_the_auxiliary_loss_smooths_labels_and_mixes_up():
     ce = torch.nn.functional.cross_entropy
     logits, aux, labels = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
-    objective = Objective(merge(DEFAULT_TRAINING, {"label_smoothing": 0.1}), seed=0)
+    objective = Objective(TrainingSettings(label_smoothing=0.1), seed=0)
     expected = ce(logits, labels, label_smoothing=0.1) + 0.4 * ce(aux, labels, label_smoothing=0.1)
     assert objective.loss((logits, aux), labels) == pytest.approx(expected.item())
 
     model = torch.nn.Linear(5, 3)
     x = torch.randn(4, 5)
-    mixing = Objective(merge(DEFAULT_TRAINING, {"mixup": 0.4}), seed=1)
+    mixing = Objective(TrainingSettings(mixup=0.4), seed=1)
     rng = np.random.default_rng(1)
     lam, perm = rng.beta(0.4, 0.4), torch.from_numpy(rng.permutation(4))
     inputs, targets = mixing.mix(x, labels)
     loss = mixing.score(model(inputs), targets)
     mixed = model(lam * x + (1 - lam) * x[perm])
     assert loss.item() == pytest.approx((lam * ce(mixed, labels) + (1 - lam) * ce(mixed, labels[perm])).item())
-    plain_objective = Objective(DEFAULT_TRAINING, seed=1)
+    plain_objective = Objective(TrainingSettings(), seed=1)
     plain = plain_objective.score(model(x), plain_objective.mix(x, labels)[1])
     assert plain.item() == pytest.approx(ce(model(x), labels).item())
 
 
 def run_train_command(cell, shard, out, init=None):
-    command = [sys.executable, "-m", "workflow", "train", "--cell", json.dumps(cell), "--manifest", str(shard),
-               "--out", str(out)] + (["--init", str(init)] if init else [])
+    command = train_command(cell, shard, out, init)
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     return subprocess.run(command, capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=300)
 
 
 @pytest.mark.pipeline
 def test_a_cell_that_cannot_train_is_recorded_as_failed_and_seeds_no_one(shard, tmp_path):
-    broken = make_cell(id="digits-012/resnet18/r16/broken", train="last:500")  # resnet18 has far fewer layers
+    broken = make_cell(train="last:500")  # resnet18 has far fewer layers
     result = run_train_command(broken, shard, tmp_path / "broken")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "broken" / "metrics.json").read_text())
@@ -487,21 +472,20 @@ def test_a_cell_that_cannot_train_is_recorded_as_failed_and_seeds_no_one(shard, 
     assert pd.read_csv(tmp_path / "broken" / "history.csv").empty
     assert "done: status failed" in result.stdout
 
-    seeded = make_cell(id="digits-012/resnet18/r16/seeded", weights="pretrain:broken")
+    seeded = make_cell(weights="pretrain:broken")
     result = run_train_command(seeded, shard, tmp_path / "seeded", init=tmp_path / "broken" / "best.pt")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "seeded" / "metrics.json").read_text())
     assert metrics["status"] == "failed"
-    assert "holds no weights: cell digits-012/resnet18/r16/broken failed" in metrics["error"]
+    assert f"holds no weights: cell {broken.id} failed" in metrics["error"]
 
 
 @pytest.mark.pipeline
 def test_a_bug_fails_the_job_loudly_and_records_no_result(shard, tmp_path):
-    cell = make_cell(id="digits-012/resnet18/r16/no-seed")
-    del cell["seed"]  # a cell dict that tlsweep itself got wrong: not the cell's own failure
-    result = run_train_command(cell, shard, tmp_path / "buggy")
+    missing = tmp_path / "no-such-manifest.json"  # a missing input is the machine's or tlsweep's fault, not the cell's
+    result = run_train_command(make_cell(), missing, tmp_path / "buggy")
     assert result.returncode != 0
-    assert "Traceback (most recent call last)" in result.stderr and "KeyError: 'seed'" in result.stderr
+    assert "Traceback (most recent call last)" in result.stderr and "no-such-manifest.json" in result.stderr
     assert not (tmp_path / "buggy" / "metrics.json").exists() and not (tmp_path / "buggy" / "best.pt").exists()
 
 

@@ -6,7 +6,7 @@ from snakemake.utils import validate
 from conftest import REPO, tiny_study
 from workflow.study.config import ConfigError
 from workflow.study.grid import build_study
-from workflow.study.settings import DEFAULT_TRAINING, merge, stage_settings
+from workflow.core.cell import DEFAULT_TRAINING, TrainingSettings, merge
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 
@@ -19,7 +19,7 @@ def study(mutate):
 
 
 def test_default_is_the_batch_size_papers_two_stages():
-    head, finetune = (stage_settings(DEFAULT_TRAINING, s, "rmsprop", "all") for s in DEFAULT_TRAINING["stages"])
+    head, finetune = (TrainingSettings().stage(s, "rmsprop", "all") for s in DEFAULT_TRAINING["stages"])
     assert (head["train"], head["epochs"], head["lr_factor"]) == ("head", 20, 1.0)
     assert (finetune["train"], finetune["epochs"], finetune["lr_factor"]) == ("all", 100, 0.01)
     for stage in (head, finetune):
@@ -32,12 +32,12 @@ def test_a_stage_overrides_only_what_it_sets():
     training = merge(DEFAULT_TRAINING, {"schedule": "cosine", "weight_decay": 1e-4, "plateau": {"patience": 5}})
     stage = {"name": "s", "train": "last:15", "epochs": 3, "optimizer": "sgd", "nesterov": True,
              "schedule": "step", "step": {"every": 2}, "early_stopping": {"patience": 2}}
-    settings = stage_settings(training, stage, "adam", "all")
+    settings = TrainingSettings.from_mapping(training).stage(stage, "adam", "all")
     assert settings["optimizer"] == "sgd" and settings["nesterov"] and settings["train"] == "last:15"
     assert settings["schedule"] == "step" and settings["step"] == {"every": 2, "factor": 0.1}
     assert settings["weight_decay"] == 1e-4 and settings["plateau"] == {"patience": 5, "factor": 0.1}
     assert settings["early_stopping"] == {"patience": 2} and settings["lr_factor"] == 1.0
-    cell_stage = stage_settings(training, {"name": "t", "train": "cell", "epochs": 1}, "adam", "none")
+    cell_stage = TrainingSettings.from_mapping(training).stage({"name": "t", "train": "cell", "epochs": 1}, "adam", "none")
     assert cell_stage["optimizer"] == "adam" and cell_stage["train"] == "none" and cell_stage["schedule"] == "cosine"
 
 

@@ -8,45 +8,37 @@ import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, snakemake, write_config
+from conftest import REPO, make_cell, snakemake, write_cell_study, write_config
 from fakecells import study_config, write_cell
 from histories import TIMING_COLUMNS
 from test_halving import write_rung
 from workflow.study.config import load_config
 from workflow.study.grid import build_study
-from workflow.study.jobfile import job_tracking
-from workflow.study.settings import DEFAULT_TRAINING, merge
 from workflow.sweep.halving import rank_rung
 from workflow.sweep.status import status_table
 from workflow.track.watch import Watch
 from workflow.train.signals import EXIT_STOPPED
 from workflow.train.state import LAST
 
-CELL_ID = "digits-012/resnet18/r16/watched"
+def watched_cell(stages=None):
+    return make_cell(training={"stages": stages or [{"name": "head", "train": "head", "epochs": 1},
+                                                    {"name": "finetune", "train": "all", "epochs": 2, "lr_factor": 0.1}],
+                               "deterministic": True})
 
 
-def watched_cell():
-    training = merge(DEFAULT_TRAINING, {
-        "stages": [{"name": "head", "train": "head", "epochs": 1},
-                   {"name": "finetune", "train": "all", "epochs": 2, "lr_factor": 0.1}],
-        "deterministic": True,
-    })
-    return {"id": CELL_ID, "dataset": "digits-012", "model": "resnet18", "resolution": 16, "batch_size": 32,
-            "lr": 0.01, "optimizer": "adam", "train": "all", "seed": 0, "weights": "none", "training": training,
-            "upstream": None}
+CELL_ID = watched_cell().id
 
 
-def start_job(cell_file, shard, out, stdout):
-    """`python -m workflow train` as the rules run it: the cell's id and its cell file."""
+def start_job(study_file, shard, out, stdout):
+    """`python -m workflow train` as the rules run it: the study file and the cell's id."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     return subprocess.Popen(
-        [sys.executable, "-m", "workflow", "train", "--cell", CELL_ID, "--cell-file", str(cell_file),
+        [sys.executable, "-m", "workflow", "train", "--configfile", str(study_file), "--cell", CELL_ID,
          "--manifest", str(shard), "--out", str(out), "--threads", "1"],
         stdout=stdout, stderr=subprocess.STDOUT, env=env)
 
@@ -64,12 +56,10 @@ def wait_for_line(path, text, process, timeout=300):
 @pytest.mark.pipeline
 def test_sigint_mid_epoch_then_a_rerun_gives_the_uninterrupted_history_and_tracking_equals_it(shard, tmp_path,
                                                                                               monkeypatch):
-    tracking = job_tracking(SimpleNamespace(name="watched", results_dir=tmp_path / "results"),
-                            {"progress_every": 1, "tensorboard": True, "mlflow": True})
-    cell_file = tmp_path / "cell.json"
-    cell_file.write_text(json.dumps({"cell": watched_cell(), "tracking": tracking}))
-    reference_file = tmp_path / "reference.json"
-    reference_file.write_text(json.dumps({"cell": watched_cell(), "tracking": {}}))
+    cell_file = write_cell_study(watched_cell(), tmp_path / "watched.yaml", study="watched",
+                                 results_dir=str(tmp_path / "results"),
+                                 tracking={"progress_every": 1, "tensorboard": True, "mlflow": True})
+    reference_file = write_cell_study(watched_cell(), tmp_path / "reference.yaml")
     out, reference_out = tmp_path / "cell", tmp_path / "reference"
     with open(tmp_path / "reference.out", "w") as sink:
         reference = start_job(reference_file, shard, reference_out, sink)
@@ -154,10 +144,10 @@ def test_status_names_every_state_from_the_files_alone(tmp_path):
     done, failed, running, killed, waiting = study.grid_cells
     done_per_epoch = write_cell(study, done, epochs=4, train_time_s=40.0)["wall_time_s"] / 4
     write_cell(study, failed, status="failed", epochs=0, error="SplitTooSmallError: too few images")
-    alive = Watch(study.cell_dir(running.id), running.to_dict())
+    alive = Watch(study.cell_dir(running.id), running)
     alive.write(epoch=1, stage="finetune", elapsed_s=20.0, since=time.time(), val_accuracy=0.5)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = Watch(study.cell_dir(killed.id), killed.to_dict())
+    dead = Watch(study.cell_dir(killed.id), killed)
     dead.record["pid"] = int(gone.stdout)  # a job that no longer runs, on this machine
     dead.write(epoch=2, stage="finetune", elapsed_s=30.0, since=time.time())
 
@@ -167,7 +157,7 @@ def test_status_names_every_state_from_the_files_alone(tmp_path):
     assert (table.loc[running.id, "state"], table.loc[running.id, "epoch"]) == ("running", 1)
     assert (table.loc[killed.id, "state"], table.loc[killed.id, "note"]) == ("stopped", "killed")
     assert table.loc[waiting.id, "state"] == "waiting"
-    planned = sum(stage["epochs"] for stage in running.training["stages"])
+    planned = sum(stage["epochs"] for stage in running.training.stages)
     assert table.loc[running.id, "planned"] == planned
     assert table.loc[running.id, "eta_s"] == pytest.approx((planned - 1) * 20.0)
     # a waiting cell's epochs take the mean of the epoch times measured: running 20 s, killed 15 s, and done's
@@ -209,18 +199,17 @@ def test_a_snakemake_run_shows_no_json_and_the_job_files_change_nothing_on_a_rer
     result = snakemake(work, "--cores", "2", "--configfile", str(configfile), "-p")
     console = result.stdout + result.stderr
     cell = "digits-012/resnet18/r16/bs64-lr1e-2-adam-all-s0-wnone"
-    assert f"python -m workflow train --cell {cell} --cell-file results/quiet/cells/{cell}/cell.json" in console
+    assert f"python -m workflow train --configfile results/quiet/study.yaml --cell {cell} " in console
     commands = [line[line.index("python -m workflow "):] for line in console.splitlines()
                 if "python -m workflow " in line]
     ran = {line.split()[3] for line in commands}
     assert {"plan", "train", "aggregate"} <= ran, console[-4000:]  # one cell: no charts to draw
-    assert "python -m workflow plan --dataset digits-012 --spec-file results/data/digits-012/dataset.json" in console
+    assert "python -m workflow plan --configfile results/quiet/study.yaml --dataset digits-012 " in console
     assert not [line for line in console.splitlines() if "{" in line], console[-4000:]  # no JSON at all
-    assert json.loads((work / "results/data/digits-012/dataset.json").read_text()) == \
-        build_study(load_config(configfile)).dataset("digits-012")
+    assert load_config(work / "results/quiet/study.yaml") == load_config(configfile)  # what the jobs read
     folder = work / "results/quiet/cells" / cell
-    assert json.loads((folder / "cell.json").read_text())["cell"] == json.loads(
-        (folder / "metrics.json").read_text())["config"]
+    assert json.loads((folder / "metrics.json").read_text())["config"] == json.loads(
+        build_study(load_config(configfile)).cell(cell).to_json())
     assert "===== attempt 1" in (folder / "train.log").read_text()
     assert "Nothing to be done" in snakemake(work, "-n", "--configfile", str(configfile)).stdout
     config["datasets"]["digits-012"]["seed"] = 1  # a changed dataset entry re-plans it
@@ -233,8 +222,7 @@ def test_a_tracking_or_progress_failure_warns_once_and_the_cell_trains_on(shard,
 
     (tmp_path / "taken").write_text("a file where the events folder should be")
     tracking = {"tensorboard": True, "mlflow": True, "experiment": "broken", "tracking_uri": "nosuchstore://x"}
-    cell = watched_cell()
-    cell["training"]["stages"] = cell["training"]["stages"][:1]
+    cell = watched_cell(stages=[{"name": "head", "train": "head", "epochs": 1}])
     messages = []
     out = tmp_path / "cell"
     watch = Watch(out, cell, tracking, log=messages.append)
@@ -253,15 +241,13 @@ def test_a_terminal_gets_a_progress_bar_and_the_log_file_no_bar(shard, tmp_path)
     import pty
     import select
 
-    cell = watched_cell()
-    cell["training"]["stages"] = cell["training"]["stages"][:1]  # one epoch of 11 batches
-    cell_file = tmp_path / "cell.json"
-    cell_file.write_text(json.dumps({"cell": cell, "tracking": {"progress_every": 5}}))
+    cell = watched_cell(stages=[{"name": "head", "train": "head", "epochs": 1}])  # one epoch of 11 batches
+    cell_file = write_cell_study(cell, tmp_path / "study.yaml", tracking={"progress_every": 5})
     terminal, stderr = pty.openpty()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     with open(tmp_path / "stdout", "w") as stdout:
         process = subprocess.Popen(
-            [sys.executable, "-m", "workflow", "train", "--cell", CELL_ID, "--cell-file", str(cell_file),
+            [sys.executable, "-m", "workflow", "train", "--configfile", str(cell_file), "--cell", cell.id,
              "--manifest", str(shard), "--out", str(tmp_path / "cell")], stdout=stdout, stderr=stderr, env=env)
     os.close(stderr)
     shown = b""
@@ -282,16 +268,9 @@ def test_a_terminal_gets_a_progress_bar_and_the_log_file_no_bar(shard, tmp_path)
         assert "epoch 1 (head, lr" in written  # the epoch's summary line
 
 
-def test_the_study_file_reads_back_as_the_config_and_is_rewritten_only_when_it_changes(tmp_path):
-    from workflow.study.jobfile import write_study_file
+def test_the_study_file_reads_back_as_the_config(tmp_path):
+    from workflow.study.study_file import write_study_file
 
     config = load_config(write_config(tmp_path / "study.yaml", study_config(tmp_path, lr=[1e-5, 0.01])))
-    study = build_study(config)
-    path = write_study_file(study, config)
-    assert load_config(path) == config  # 1e-05 stays a number
-    written = os.stat(path).st_mtime_ns
-    time.sleep(0.01)
-    assert write_study_file(study, config) == path and os.stat(path).st_mtime_ns == written
-    config["selection"] = "val_loss"
-    write_study_file(study, config)
-    assert load_config(path)["selection"] == "val_loss"
+    write_study_file(config, tmp_path / "written.yaml")
+    assert load_config(tmp_path / "written.yaml") == config  # 1e-05 stays a number

@@ -1,26 +1,30 @@
 """The real workflow: lint, dry-run plans, and a full run of a tiny study to the charts."""
 
+import hashlib
 import json
 import re
+import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO, copy_of_finished_tiny_study, snakemake, tiny_study
+from conftest import REPO, copy_of_finished_tiny_study, snakemake, tiny_study, write_config
 from workflow.results.aggregate import METRICS
 from workflow.study.outputs import CHART_FORMATS, TABLE_FORMATS
 from workflow.study.config import load_config
 from workflow.study.grid import AXES, build_study
 
-pytestmark = pytest.mark.pipeline  # every test runs Snakemake
 
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run as {rule: count}."""
+def job_counts(dry_run_output: str, study_file: bool = False) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}; without `study_file`, less the study file's job
+    (bookkeeping that runs whenever the study changed: test_a_dry_run_writes_nothing... counts it)."""
     table = dry_run_output.split("Job stats:")[1].split("Reasons:")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+    skip = {"total"} | (set() if study_file else {"study_file"})
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) not in skip}
 
 
+@pytest.mark.pipeline
 def test_lint_reports_nothing(tmp_path):
     for configfile in [REPO / "studies/digits-demo.yaml", REPO / "studies/digits-halving.yaml", None]:
         args = ["--lint"] + (["--configfile", str(configfile)] if configfile else [])
@@ -29,15 +33,17 @@ def test_lint_reports_nothing(tmp_path):
         assert "Lints for" not in result.stdout + result.stderr
 
 
+@pytest.mark.pipeline
 def test_dry_run_plans_one_train_job_per_cell(tmp_path, study_file):
     config = tiny_study()
     config["grid"]["model"] = ["resnet18", "mobilenet_v2"]
     result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
     # 2 models x 2 batch sizes x 2 optimizers, plus one pretrain cell per model
-    assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 8, "train_upstream": 2,
-                                         "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
+    assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 8,
+                                         "train_upstream": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
 
 
+@pytest.mark.pipeline
 def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file):
     config = tiny_study()
     config["grid"].update({"lr": [0.01, 0.001], "seed": [0, 1]})
@@ -51,21 +57,23 @@ def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file
         f"results/tiny/charts/{name}.{ext}" for name in charts for ext in CHART_FORMATS}
 
 
+@pytest.mark.pipeline
 def test_demo_study_plan(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies/digits-demo.yaml"))
-    assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 12, "train_upstream": 2,
-                                         "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
+    assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 12,
+                                         "train_upstream": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
 
 
 # finished_tiny_study (conftest.py): the tiny study run end to end once per session, read by the tests
 # below; the tests that change its folder or may (a report, a forced job, dry runs of other study
-# files) share a copy of it instead.
+# files, kept off the shared folder should a dry run ever write) share a copy of it instead.
 @pytest.fixture(scope="module")
 def own_tiny_study(finished_tiny_study, tmp_path_factory):
     """A copy of the finished tiny study for this module's tests that change it."""
     return copy_of_finished_tiny_study(finished_tiny_study, tmp_path_factory.mktemp("own") / "tiny")
 
 
+@pytest.mark.pipeline
 def test_end_to_end_summary_table(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     summary = pd.read_csv(workdir / "results/tiny/tables/summary.csv")
@@ -82,6 +90,7 @@ def test_end_to_end_summary_table(finished_tiny_study):
         assert metrics["config"]["upstream"] == "digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone"
 
 
+@pytest.mark.pipeline
 def test_end_to_end_histories_and_upstream_checkpoint(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     cells = workdir / "results/tiny/cells"
@@ -101,6 +110,7 @@ def test_end_to_end_histories_and_upstream_checkpoint(finished_tiny_study):
     assert histories["best"].sum() == len(summary) and histories["stopped"].sum() == len(summary)
 
 
+@pytest.mark.pipeline
 def test_end_to_end_tables(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     tables = workdir / "results/tiny/tables"
@@ -119,6 +129,7 @@ def test_end_to_end_tables(finished_tiny_study):
     assert (tables / "batch_size.md").read_text().startswith("|   batch_size |")
 
 
+@pytest.mark.pipeline
 def test_end_to_end_charts(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     charts = workdir / "results/tiny/charts"
@@ -133,6 +144,7 @@ def test_end_to_end_charts(finished_tiny_study):
         assert "<svg" in (charts / f"{name}.svg").read_text()
 
 
+@pytest.mark.pipeline
 def test_report_is_one_self_contained_file_with_tables_charts_and_rules(own_tiny_study):
     workdir, configfile, _ = own_tiny_study
     snakemake(workdir, "--configfile", str(configfile), "--report", "results/report.html")
@@ -147,6 +159,7 @@ def test_report_is_one_self_contained_file_with_tables_charts_and_rules(own_tiny
         assert re.search(rf'literal\\*">{rule}</tt>', report), rule
 
 
+@pytest.mark.pipeline
 def test_end_to_end_export_of_the_recommended_model(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     export = workdir / "results/tiny/export"
@@ -162,12 +175,14 @@ def test_end_to_end_export_of_the_recommended_model(finished_tiny_study):
     assert preprocess["chosen"] == entries[0]["chosen"]  # read by the job from the index, not the command line
 
 
+@pytest.mark.pipeline
 def test_finished_study_has_nothing_left_to_do(finished_tiny_study):
     workdir, configfile, _ = finished_tiny_study
     result = snakemake(workdir, "-n", "--configfile", str(configfile))
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+@pytest.mark.pipeline
 def test_a_manifest_rebuilt_with_the_same_content_retrains_nothing(own_tiny_study):
     workdir, configfile, _ = own_tiny_study
     manifest = "results/data/digits-5to9/r16.json"
@@ -178,6 +193,7 @@ def test_a_manifest_rebuilt_with_the_same_content_retrains_nothing(own_tiny_stud
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+@pytest.mark.pipeline
 def test_changed_training_parameter_reruns_only_the_cells_it_touches(own_tiny_study, tmp_path):
     workdir, _, _ = own_tiny_study
     from conftest import write_config
@@ -185,10 +201,12 @@ def test_changed_training_parameter_reruns_only_the_cells_it_touches(own_tiny_st
     config = tiny_study()
     config["training"]["stages"][1]["epochs"] = 3  # grid cells only: the pretrain cell has stages of its own
     result = snakemake(workdir, "-n", "--configfile", str(write_config(tmp_path / "changed.yaml", config)))
-    assert job_counts(result.stdout) == {"train": 4, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
+    assert job_counts(result.stdout) == {"train": 4, "aggregate": 1, "charts": 1, "export_index": 1,
+                                         "all": 1}
     assert "Params have changed since last execution" in result.stdout
 
 
+@pytest.mark.pipeline
 def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(own_tiny_study, tmp_path):
     workdir, _, _ = own_tiny_study
     from conftest import write_config
@@ -196,10 +214,42 @@ def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(own_tiny_st
     config = tiny_study()
     config["grid"]["batch_size"].append(16)
     result = snakemake(workdir, "-n", "--configfile", str(write_config(tmp_path / "more.yaml", config)))
-    assert job_counts(result.stdout) == {"train": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
+    assert job_counts(result.stdout) == {"train": 2, "aggregate": 1, "charts": 1, "export_index": 1,
+                                         "all": 1}
     assert result.stdout.count("bs16-") >= 2 and "bs32-lr" not in result.stdout.split("rule aggregate")[0]
 
 
+def tree_listing(folder: Path, git: bool = False) -> dict[str, str]:
+    """Every file of `folder` with its SHA-256: git's working tree (tracked and untracked, not ignored) with
+    `git`, else every file but Snakemake's own metadata folder (.snakemake/)."""
+    if git:
+        names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=folder, check=True,
+                               capture_output=True, text=True).stdout.split("\0")
+        files = [folder / name for name in names if name and (folder / name).is_file()]
+    else:
+        files = [path for path in folder.rglob("*") if path.is_file() and ".snakemake" not in path.parts]
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
+@pytest.mark.pipeline
+def test_a_dry_run_writes_nothing_on_a_fresh_folder_or_a_finished_study(finished_tiny_study, tmp_path):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    configfile = write_config(fresh / "tiny.yaml", tiny_study())
+    repository = tree_listing(REPO, git=True)
+    for workdir, study in ((fresh, configfile), finished_tiny_study[:2]):
+        before = tree_listing(workdir)
+        result = snakemake(workdir, "-n", "--configfile", str(study))
+        if workdir == fresh:  # the study file is written by a job, once the run starts
+            assert job_counts(result.stdout, study_file=True)["study_file"] == 1
+        else:
+            assert "Nothing to be done" in result.stdout + result.stderr
+        assert tree_listing(workdir) == before, workdir
+    assert tree_listing(fresh) == {"tiny.yaml": hashlib.sha256(configfile.read_bytes()).hexdigest()}
+    assert tree_listing(REPO, git=True) == repository
+
+
+@pytest.mark.pipeline
 def test_default_study_plans_without_any_data(tmp_path):
     result = snakemake(tmp_path, "-n")  # config.yaml: CIFAR-10/100 x five batch sizes
     counts = job_counts(result.stdout)
@@ -209,6 +259,7 @@ def test_default_study_plans_without_any_data(tmp_path):
             assert f"results/batch-size-cifar/cells/{dataset}/mobilenet_v2/r160/bs{batch_size}-lr1e-2-rmsprop-all-s0/metrics.json" in result.stdout
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("study", sorted(p.name for p in (REPO / "studies").glob("*.yaml")))
 def test_every_ready_study_dry_runs(tmp_path, study):
     (tmp_path / "data" / "my-images").mkdir(parents=True)  # the freezing study's image folder
@@ -223,3 +274,26 @@ def test_every_ready_study_dry_runs(tmp_path, study):
         assert counts["train_rung"] == counts["finish_cell"] == len(config.grid_cells), counts
         assert counts["rank_rung"] == 1, counts
     assert counts["aggregate"] == counts["charts"] == 1
+
+
+# The job kinds that need the study's settings, each given the study file and the key of what it works on.
+STUDY_JOBS = {"plan": "--dataset", "train": "--cell", "train-rung": "--cell", "probe": "--probe",
+              "rank-rung": "--rung", "finish-cell": "--cell", "tpe-round": "--round", "aggregate": "",
+              "charts": "", "export-index": "", "export": "--id"}
+
+
+def test_every_job_gets_its_settings_one_way_the_study_file_and_a_key():
+    commands = {}
+    for rules in sorted((REPO / "rules").glob("*.smk")):
+        for shell in re.findall(r'shell:\s*((?:"[^"]*"\s*)+)', rules.read_text()):
+            command = "".join(re.findall(r'"([^"]*)"', shell))
+            name = re.search(r"python -m workflow ([\w-]+)", command)
+            if name:
+                commands[name.group(1)] = command
+    assert set(STUDY_JOBS) <= set(commands), sorted(commands)
+    for name, key in STUDY_JOBS.items():
+        assert "--configfile {input.study}" in commands[name], commands[name]
+        assert key in commands[name], commands[name]
+    for name, command in commands.items():  # no settings as JSON or through a second file on any command line
+        assert not re.search(r"\{params\.\w+:q\}", command) and "--config " not in command, command
+        assert "-file" not in command.replace("--configfile", ""), command

@@ -1,4 +1,10 @@
-"""Command line entry points the rules call: ``python -m workflow <command> ...``."""
+"""Command line entry points the rules call: ``python -m workflow <command> ...``.
+
+Every job is given the study file (`--configfile`: results/<study>/study.yaml, or a study YAML by hand) and
+the key of what it works on (`--cell`, `--dataset`, `--probe`, `--rung`, `--round`, `--id`), and resolves
+its settings from them (`sweep_of`): one way in for every job kind. Each command imports what it needs
+when it runs, so that a training job never loads the results code (pandas, scipy).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-
-def log(message: str) -> None:
-    print(message, flush=True)
+from workflow.cli_common import log, study_arg, study_entry, sweep_of
+from workflow.cli_export import add_export_commands
 
 
 def cmd_download(args) -> None:
@@ -21,12 +26,8 @@ def cmd_download(args) -> None:
 def cmd_plan(args) -> None:
     from workflow.atomic import write_json
     from workflow.data.prepare import make_plan
-    from workflow.study.jobfile import JobFileError, read_dataset_file
 
-    try:
-        spec = read_dataset_file(args.spec_file, args.dataset)
-    except JobFileError as error:
-        sys.exit(f"error: {error}")
+    spec = study_entry(sweep_of(args).study.dataset, args.dataset)
     plan = make_plan(args.dataset, spec, args.raw_dir, fingerprint=args.fingerprint)
     write_json(args.out, plan)
     print(json.dumps({split: len(entry["indices"]) for split, entry in plan["splits"].items()}))
@@ -49,21 +50,6 @@ def cmd_manifest(args) -> None:
     print(json.dumps({"counts": manifest["counts"], "skipped": manifest["skipped_count"]}, indent=1))
 
 
-def load_cell(args) -> tuple[dict, dict]:
-    """A training job's cell and the study's tracking settings: those of the cell file the rules
-    write (--cell-file, for the cell --cell names), or --cell itself as JSON (by hand, in tests)."""
-    from workflow.study.jobfile import JobFileError, read_job_file
-
-    if args.cell_file is None:
-        if not args.cell.lstrip().startswith("{"):
-            sys.exit(f"error: --cell {args.cell} names a cell: give its --cell-file too")
-        return json.loads(args.cell), {}
-    try:
-        return read_job_file(args.cell_file, args.cell)
-    except JobFileError as error:
-        sys.exit(f"error: {error}")
-
-
 def cmd_train(args) -> None:
     from workflow.train.signals import StopFlag
 
@@ -75,7 +61,11 @@ def cmd_train(args) -> None:
     from workflow.gpu.devices import cap_memory, claim_gpu
     from workflow.gpu.slots import SlotSettings, memory_fraction
 
-    cell, tracking = load_cell(args)
+    from workflow.study.study_file import job_tracking
+
+    sweep = sweep_of(args)
+    cell = study_entry(sweep.study.cell, args.cell)
+    tracking = job_tracking(sweep.study, sweep.config.get("tracking"))
     slots = SlotSettings(per_gpu=args.slots_per_gpu, headroom=args.gpu_headroom)
     need = args.gpu_slots  # the job's gpu_slots resource: what the scheduler reserved for it
     if slots.per_gpu > 1:
@@ -99,11 +89,15 @@ def cmd_train(args) -> None:
 def cmd_probe(args) -> None:
     from workflow.atomic import write_json
     from workflow.gpu.devices import claim_gpu
+    from workflow.gpu.slots import probe_table
 
+    specs = probe_table(sweep_of(args).study.cells.values())[1]
+    if args.probe not in specs:
+        sys.exit(f"error: no cell of the study is measured by probe {args.probe!r}")
     claim_gpu(log=log)  # the whole device, before torch initialises CUDA
     from workflow.gpu.probe import probe
 
-    write_json(args.out, probe(json.loads(args.spec), steps=args.steps, log=log))
+    write_json(args.out, probe(specs[args.probe], steps=args.steps, log=log))
 
 
 def cmd_train_rung(args) -> None:
@@ -116,10 +110,9 @@ def cmd_train_rung(args) -> None:
 
 def cmd_rank_rung(args) -> None:
     from workflow.atomic import write_json
-    from workflow.study.search import Halving
     from workflow.sweep.halving import rank_rung
 
-    ranking = rank_rung(args.metrics, Halving.from_dict(json.loads(args.search)), args.rung)
+    ranking = rank_rung(args.metrics, sweep_of(args).study.halving, args.rung)
     write_json(args.out, ranking)
     for entry in ranking["cells"]:
         print(f"{entry['rank']:>3}/{entry['of']:<3} {'goes on ' if entry['survives'] else 'pruned  '}"
@@ -127,10 +120,12 @@ def cmd_rank_rung(args) -> None:
 
 
 def cmd_finish_cell(args) -> None:
-    from workflow.study.search import Halving
     from workflow.sweep.halving import finish_cell
 
-    metrics = finish_cell(args.cell, args.rankings, args.out, Halving.from_dict(json.loads(args.search)))
+    study = sweep_of(args).study
+    study_entry(study.cell, args.cell)
+    rankings = study.rankings_dir(study.halving_round(args.cell))
+    metrics = finish_cell(args.cell, rankings, args.out, study.halving)
     print(f"{args.cell}: stopped at rung {metrics['rung']} ({metrics['budget_epochs']} epochs), "
           f"{'pruned' if metrics['pruned'] else 'a finalist'}")
 
@@ -141,24 +136,11 @@ def cmd_fetch_weights(args) -> None:
     print(fetch_any_weights(args.url, args.out, args.timm))
 
 
-def load_study(args):
-    """The study of `--config` (JSON the rules pass, validated by the Snakefile) or `--configfile` (YAML)."""
-    from workflow.study.config import load_config
-    from workflow.study.grid import build_study
-
-    try:
-        return build_study(json.loads(args.config) if args.config else load_config(args.configfile))
-    except ValueError as error:  # a bad study file: a message naming the key, not a traceback
-        sys.exit(f"error: {error}")
-
-
 def cmd_aggregate(args) -> None:
     from workflow.results.publish import aggregate_study
-    from workflow.study.config import load_config
 
-    study = load_study(args)  # a bad config exits here with a message
-    config = json.loads(args.config) if args.config else load_config(args.configfile)
-    aggregate_study(study, args.out_dir, selection=config.get("selection"), log=log)
+    sweep = sweep_of(args)  # a bad study file exits here with a message
+    aggregate_study(sweep.study, args.out_dir, selection=sweep.config.get("selection"), log=log)
 
 
 def cmd_charts(args) -> None:
@@ -167,11 +149,11 @@ def cmd_charts(args) -> None:
     from workflow.results.charts import draw_charts
     from workflow.results.search_charts import search_charts
     from workflow.core import paths
-    from workflow.study.config import load_config
     from workflow.study.outputs import study_charts
     from workflow.track.study_run import log_study_artifacts
 
-    study = load_study(args)
+    sweep = sweep_of(args)
+    study = sweep.study
     names = study_charts(study)
     summary = pd.read_parquet(args.summary or paths.table_file(study.out, "summary", "parquet"))
     histories = pd.read_parquet(args.histories or paths.table_file(study.out, "histories", "parquet"))
@@ -179,14 +161,13 @@ def cmd_charts(args) -> None:
     draw_charts(names, summary, histories, charts, study_charts=search_charts(study))
     print(f"drew {', '.join(names) or 'no charts'}")
     tables = Path(args.summary or paths.table_file(study.out, "summary", "parquet")).parent
-    config = json.loads(args.config) if args.config else load_config(args.configfile)
-    log_study_artifacts(study, config.get("tracking"), {"charts": charts, "tables": tables})
+    log_study_artifacts(study, sweep.config.get("tracking"), {"charts": charts, "tables": tables})
 
 
 def cmd_cells(args) -> None:
     from workflow.sweep.progress import cell_table, study_summary
 
-    study = load_study(args)
+    study = sweep_of(args).study
     table = cell_table(study)
     if args.trainable:
         from workflow.train.trainable import trainable_column
@@ -206,7 +187,7 @@ def cmd_status(args) -> None:
 
     from workflow.sweep.status import FINISHED, format_status, status_table
 
-    study = load_study(args)
+    study = sweep_of(args).study
     while True:
         table = status_table(study)
         print(("\033[H\033[J" if args.watch else "") + format_status(study, table), flush=True)
@@ -218,13 +199,6 @@ def cmd_status(args) -> None:
             return
 
 
-def study_args(p: argparse.ArgumentParser) -> None:
-    """--config or --configfile: the study a results command works on."""
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--config", help="the validated study config as JSON (what the rules pass)")
-    group.add_argument("--configfile", help="a study YAML file, e.g. studies/digits-demo.yaml")
-
-
 def add_data_commands(sub) -> None:
     """download, plan, shard, manifest: a dataset from its source to the manifest training reads."""
     p = sub.add_parser("download", help="download one file, resuming, and check its md5")
@@ -234,8 +208,8 @@ def add_data_commands(sub) -> None:
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("plan", help="check and list a dataset's source and assign its splits")
-    p.add_argument("--dataset", required=True, help="dataset name in the study config")
-    p.add_argument("--spec-file", required=True, help="the dataset's resolved config entry (JSON file)")
+    study_arg(p)
+    p.add_argument("--dataset", required=True, help="the dataset's name in the study")
     p.add_argument("--raw-dir", help="the folder holding the source's files")
     p.add_argument("--fingerprint", help="the digest of the user's files the dry run saw (checked)")
     p.add_argument("--out", required=True, help="the plan (JSON)")
@@ -260,14 +234,14 @@ def add_data_commands(sub) -> None:
 
 def train_args(p: argparse.ArgumentParser, out: str) -> None:
     """What a training job takes: the cell, its data and weights, and its share of a GPU."""
-    p.add_argument("--cell", required=True, help="the cell's id (or, without --cell-file, the resolved cell as JSON)")
-    p.add_argument("--cell-file", help="the cell file the rules write: <cell folder>/cell.json (workflow.study.jobfile)")
+    study_arg(p)
+    p.add_argument("--cell", required=True, help="the cell's id in the study")
     p.add_argument("--manifest", required=True, help="the prepared dataset's manifest (or one shard file)")
     p.add_argument("--out", required=True, help=out)
     p.add_argument("--init", help="checkpoint whose backbone starts the cell")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--gpu-slots", type=int, default=1, help="slots of a GPU the job holds (its gpu_slots resource)")
-    p.add_argument("--slots-per-gpu", type=int, default=1, help="slots per GPU: resources.gpu_slots (K)")
+    p.add_argument("--slots-per-gpu", type=int, default=1, help="slots per GPU: resources.slots_per_gpu (K)")
     p.add_argument("--gpu-headroom", type=float, default=0.9, help="share of a GPU's memory its slots split")
 
 
@@ -278,7 +252,8 @@ def add_training_commands(sub) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("probe", help="measure the peak GPU memory of a few training steps of one combination")
-    p.add_argument("--spec", required=True, help="what to probe as JSON (workflow.gpu.slots.probe_spec)")
+    study_arg(p)
+    p.add_argument("--probe", required=True, help="the probe's name (workflow.gpu.slots.probe_name)")
     p.add_argument("--out", required=True, help="the record (JSON)")
     p.add_argument("--steps", type=int, default=3, help="training steps before the evaluation pass")
     p.set_defaults(func=cmd_probe)
@@ -293,7 +268,6 @@ def add_training_commands(sub) -> None:
 
 def add_halving_commands(sub) -> None:
     """train-rung, rank-rung, finish-cell: successive halving."""
-    halving = "the study's halving settings as JSON (workflow.study.search.Halving)"
     p = sub.add_parser("train-rung", help="train one grid cell to a rung's budget (successive halving), "
                                           "continuing from its previous rung")
     train_args(p, "the rung's folder: <cell folder>/rung-<k>")
@@ -303,16 +277,15 @@ def add_halving_commands(sub) -> None:
     p.set_defaults(func=cmd_train_rung)
 
     p = sub.add_parser("rank-rung", help="rank the cells that reached a rung; the best go on (successive halving)")
+    study_arg(p)
     p.add_argument("--rung", required=True, type=int)
-    p.add_argument("--search", required=True, help=halving)
     p.add_argument("--metrics", required=True, nargs="+", help="the rung's metrics.json of every cell that reached it")
     p.add_argument("--out", required=True, help="the ranking (JSON)")
     p.set_defaults(func=cmd_rank_rung)
 
     p = sub.add_parser("finish-cell", help="a halved grid cell's results: those of the rung where it stopped")
+    study_arg(p)
     p.add_argument("--cell", required=True, help="the cell's id")
-    p.add_argument("--search", required=True, help=halving)
-    p.add_argument("--rankings", required=True, help="the folder of the rankings: rung-<k>.json")
     p.add_argument("--out", required=True, help="the cell's folder (holding its rung-<k> folders)")
     p.set_defaults(func=cmd_finish_cell)
 
@@ -321,14 +294,14 @@ def cmd_tpe_round(args) -> None:
     from workflow.atomic import write_json
     from workflow.sweep.tpe import choose_round
 
-    write_json(args.out, choose_round(load_study(args), args.round, log=log))
+    write_json(args.out, choose_round(sweep_of(args).study, args.round, log=log))
 
 
 def add_search_commands(sub) -> None:
     """tpe-round: a TPE search's next round."""
     p = sub.add_parser("tpe-round", help="ask Optuna's TPE sampler for a round's configurations, given every "
                                          "finished cell of the rounds before it")
-    study_args(p)
+    study_arg(p)
     p.add_argument("--round", required=True, type=int, help="the round, from 1 (round 0 is drawn at random)")
     p.add_argument("--out", required=True, help="the round's file: results/<study>/search/round-<r>.json")
     p.set_defaults(func=cmd_tpe_round)
@@ -338,33 +311,31 @@ def add_results_commands(sub) -> None:
     """aggregate, charts, cells: a study's tables, charts and progress."""
     p = sub.add_parser("aggregate", help="collect the cells' metrics into the study's tables (a cell without "
                                          "metrics.json counts as failed)")
-    study_args(p)
+    study_arg(p)
     p.add_argument("--out-dir", help="default: <results_dir>/<study>/tables")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("charts", help="draw the study's charts from its tables")
-    study_args(p)
+    study_arg(p)
     p.add_argument("--summary", help="default: <results_dir>/<study>/tables/summary.parquet")
     p.add_argument("--histories", help="default: <results_dir>/<study>/tables/histories.parquet")
     p.add_argument("--out-dir", help="default: <results_dir>/<study>/charts")
     p.set_defaults(func=cmd_charts)
 
     p = sub.add_parser("cells", help="list a study's cells and how far each got")
-    p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
+    study_arg(p, default="config.yaml")
     p.add_argument("--no-trainable", dest="trainable", action="store_false",
                    help="leave out each cell's trainable parameters per stage (counting them builds its model)")
-    p.set_defaults(func=cmd_cells, config=None)
+    p.set_defaults(func=cmd_cells)
 
     p = sub.add_parser("status", help="where each cell stands (state, stage, epoch, speed, ETA), from its files")
-    p.add_argument("--configfile", default="config.yaml", help="the study config (default: config.yaml)")
+    study_arg(p, default="config.yaml")
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until every cell is finished")
-    p.set_defaults(func=cmd_status, config=None)
+    p.set_defaults(func=cmd_status)
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser: one sub-command per rule."""
-    from workflow.cli_export import add_export_commands
-
     top = argparse.ArgumentParser(prog="python -m workflow", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
     add_data_commands(sub)

@@ -4,28 +4,40 @@ from __future__ import annotations
 
 import sys
 
-from workflow.cli import log
+from workflow.cli_common import log, study_arg, sweep_of
+from workflow.core import paths
+
+
+def cmd_export_index(args) -> None:
+    """`export-index`: which cells a study exports, from its tables."""
+    from workflow.export.index import export_settings, write_export_index
+
+    sweep = sweep_of(args)
+    tables = paths.tables_folder(sweep.study.out)
+    plan = write_export_index(tables, args.out, cells=export_settings(sweep.config)["cells"])
+    print("\n".join(f"{entry['id']}: {entry['cell']}" for entry in plan) or "nothing to export")
 
 
 def cmd_export(args) -> None:
-    """`export`: one checkpoint into an export folder; `export-index`: which cells a study exports."""
-    if args.command == "export-index":
-        from workflow.export.plan import write_export_index
-
-        plan = write_export_index(args.tables, args.out, cells=args.cells)
-        print("\n".join(f"{entry['id']}: {entry['cell']}" for entry in plan) or "nothing to export")
-        return
+    """`export`: one checkpoint into an export folder: a study's export (--configfile and --id: the index
+    says which cell, and what it was chosen on) or any best.pt (--model, --out)."""
     from workflow.export.export import export_model
 
-    chosen = None
-    if args.index:  # what the configuration was chosen on: its entry in the export index
-        from workflow.export.plan import read_export_index
+    if args.configfile is None:
+        if args.model is None or args.out is None:
+            sys.exit("error: export needs --model and --out, or --configfile and --id")
+        export_model(args.model, args.out, formats=args.formats, chosen=None, log=log)
+        return
+    from workflow.export.index import export_settings, read_export_index
 
-        entry = read_export_index(args.index).get(args.id)
-        if entry is None:
-            sys.exit(f"error: {args.index} has no entry {args.id!r}")
-        chosen = entry["chosen"]
-    export_model(args.model, args.out, formats=args.formats, chosen=chosen, log=log)
+    sweep = sweep_of(args)
+    index = paths.export_index_file(sweep.study.out)
+    entry = read_export_index(index).get(args.id)
+    if entry is None:
+        sys.exit(f"error: {index} has no entry {args.id!r}")
+    model = paths.cell_outputs(sweep.study.cell_dir(entry["cell"]))["checkpoint"]
+    export_model(model, paths.export_folder(sweep.study.out, args.id), formats=export_settings(sweep.config)["formats"],
+                 chosen=entry["chosen"], log=log)
 
 
 def cmd_predict(args) -> None:
@@ -41,19 +53,18 @@ def cmd_predict(args) -> None:
 def add_export_commands(sub) -> None:
     """The `export`, `export-index` and `predict` sub-commands."""
     p = sub.add_parser("export", help="export a cell's best.pt as TorchScript and ONNX with preprocess.json")
-    p.add_argument("--model", required=True, help="the cell's checkpoint (best.pt)")
-    p.add_argument("--out", required=True, help="the export folder")
-    p.add_argument("--formats", nargs="+", default=["torchscript", "onnx"], choices=["torchscript", "onnx"])
-    p.add_argument("--index", help="the study's export index, whose entry --id says what the model was chosen on")
-    p.add_argument("--id", help="the export folder's id in --index")
+    p.add_argument("--configfile", help="the study file: export the index's entry --id into its export folder")
+    p.add_argument("--id", help="the export folder's id in the study's export index")
+    p.add_argument("--model", help="without --configfile: any cell's checkpoint (best.pt)")
+    p.add_argument("--out", help="without --configfile: the export folder")
+    p.add_argument("--formats", nargs="+", default=["torchscript", "onnx"], choices=["torchscript", "onnx"],
+                   help="without --configfile (a study says its own)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("export-index", help="list the cells a study exports, from its best and summary tables")
-    p.add_argument("--tables", required=True, help="the study's tables folder (best.parquet, summary.parquet)")
-    p.add_argument("--cells", choices=["best", "all"], default="best",
-                   help="best: the best table's recommended cells; all: every ok grid cell")
+    study_arg(p)
     p.add_argument("--out", required=True, help="the index (JSON)")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=cmd_export_index)
 
     p = sub.add_parser("predict", help="classify images with an export folder or a cell's best.pt")
     p.add_argument("--model", required=True, help="an export folder or a cell's best.pt")

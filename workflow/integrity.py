@@ -65,10 +65,10 @@ def load_torch(path, **kwargs):
                                f"({type(error).__name__}: {error})") from None
 
 
-def check_cell_file(path, always: bool = False) -> None:
+def check_cell_file(path, always: bool = False, move_aside: bool = True) -> None:
     """Check a finished cell's output `path` (its best.pt, which other cells start from) against the stamp
-    its metrics.json recorded: on a mismatch move it aside (the output missing, Snakemake trains the
-    cell again when a job needs it) and raise
+    its metrics.json recorded: on a mismatch move it aside (unless not `move_aside`: a dry run writes
+    nothing; the output missing, Snakemake trains the cell again when a job needs it) and raise
     DamagedFileError. Without `always`, the SHA-256 is computed only when the file changed after
     metrics.json (the size always counts). A cell not finished, or that recorded no stamp, passes."""
     path = Path(path)
@@ -90,10 +90,12 @@ def check_cell_file(path, always: bool = False) -> None:
     if stat.st_size == stamp["size"] and not (changed and sha256_of(path) != stamp["sha256"]):
         _CHECKED.add(seen)  # the Snakefile asks once per cell that starts from it
         return
+    damaged = f"{path} is damaged: it is not the file cell {metrics.get('cell')} wrote (size or SHA-256 differ from its metrics.json)"
+    if not move_aside:
+        raise DamagedFileError(f"{damaged}; a run moves it aside and trains that cell again")
     dest = quarantine(path)
-    raise DamagedFileError(f"{path} is damaged: it is not the file cell {metrics.get('cell')} wrote "
-                           f"(size or SHA-256 differ from its metrics.json); moved to {dest}: that cell trains again "
-                           f"once a job needs it, and the finished cells it started keep their results")
+    raise DamagedFileError(f"{damaged}; moved to {dest}: that cell trains again once a job needs it, and the "
+                           f"finished cells it started keep their results")
 
 
 ERROR_FD = "TLSWEEP_ERROR_FD"  # where else a job's fatal error is written (report_fatal)

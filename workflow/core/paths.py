@@ -8,7 +8,7 @@ function returns a string joined with ``/``.
 from __future__ import annotations
 
 GRID = "cells"  # grid cells: <results_dir>/<study>/cells/<cell id>/
-UPSTREAM = "upstream"  # upstream (pretrain) cells: <results_dir>/<study>/upstream/<cell id>/
+UPSTREAM = "upstream"  # pretrain cells: <results_dir>/<study>/upstream/<cell id>/ (the folder keeps its name)
 
 METRICS_JSON = "metrics.json"
 HISTORY_CSV = "history.csv"
@@ -19,7 +19,6 @@ BEST_SO_FAR_PT = "best-so-far.pt"  # training's best weights so far while a cell
 PREDICTIONS_NPZ = "predictions.npz"  # the best weights' class scores on validation and test
 EXPORT_FILES = {"torchscript": "torchscript.pt", "onnx": "model.onnx"}  # an export's file per format
 PREPROCESS_JSON = "preprocess.json"  # an export's input size, resize, normalisation and class names
-CELL_JSON = "cell.json"  # the resolved cell a training job reads (written when Snakemake plans it)
 PROGRESS_JSON = "progress.json"  # how far a training job got, rewritten as it goes (`python -m workflow status`)
 ATTEMPTS_LOG = "train.log"  # a training job's log, appended by every attempt
 TENSORBOARD = "tensorboard"  # a cell's TensorBoard event files (tracking.tensorboard)
@@ -32,9 +31,10 @@ def study_folder(results_dir, study: str) -> str:
     return f"{results_dir}/{study}"
 
 
-def study_config_file(out) -> str:
-    """The study's validated config (defaults filled in) that its results jobs read."""
-    return f"{out}/config.yaml"
+def study_file(out) -> str:
+    """The study file every job reads its settings from: the validated study, defaults filled in (rule
+    study_file writes it when the study changes)."""
+    return f"{out}/study.yaml"
 
 
 def cell_folder(out, folder: str, cell_id: str) -> str:
@@ -45,11 +45,6 @@ def cell_folder(out, folder: str, cell_id: str) -> str:
 def cell_outputs(cell_dir) -> dict[str, str]:
     """A cell's metrics, history and best checkpoint, by output name."""
     return {key: f"{cell_dir}/{name}" for key, name in CELL_FILES.items()}
-
-
-def cell_job_file(cell_dir) -> str:
-    """The resolved cell (and the study's tracking settings) its training jobs read."""
-    return f"{cell_dir}/{CELL_JSON}"
 
 
 def job_files(out_dir) -> dict[str, str]:
@@ -104,7 +99,7 @@ def cell_log(out, cell_id: str) -> str:
 
 
 def upstream_log(out, cell_id: str) -> str:
-    """The training log of an upstream cell (rule train_upstream)."""
+    """The training log of a pretrain cell (rule train_upstream)."""
     return log_file(out, "train_upstream", cell_id)
 
 
@@ -132,11 +127,6 @@ def chart_file(out, name: str, ext: str) -> str:
 def plan_file(data_dir, dataset: str) -> str:
     """A dataset's plan: its checked source files and every kept image's split."""
     return f"{data_dir}/{dataset}/plan.json"
-
-
-def dataset_job_file(data_dir, dataset: str) -> str:
-    """A dataset's resolved config entry, beside its plan: what the plan job reads."""
-    return f"{data_dir}/{dataset}/dataset.json"
 
 
 def shard_key(dataset: str, resolution, part, parts) -> str:

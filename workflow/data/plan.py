@@ -32,7 +32,7 @@ def select_classes(labels: np.ndarray, class_names: list[str], classes: list | N
     return keep, remap[labels[keep]], [class_names[c] for c in wanted]
 
 
-def take_per_class(catalog, indices: np.ndarray, labels: np.ndarray, n: int, rng, where: str, class_names):
+def take_per_class(catalogue, indices: np.ndarray, labels: np.ndarray, n: int, rng, where: str, class_names):
     """At most `n` decodable images of each class, drawn in a seeded order; decoding checks
     the candidates so that undecodable ones are replaced. Returns indices, labels, skipped."""
     chosen, skipped = [], []
@@ -41,7 +41,7 @@ def take_per_class(catalog, indices: np.ndarray, labels: np.ndarray, n: int, rng
         good = []
         while len(good) < n and len(candidates):
             batch, candidates = candidates[:n - len(good)], candidates[n - len(good):]
-            for index, image in zip(batch, catalog.read(batch)):
+            for index, image in zip(batch, catalogue.read(batch)):
                 if isinstance(image, Skipped):
                     skipped.append({"file": image.key, "reason": image.reason})
                 else:
@@ -53,11 +53,11 @@ def take_per_class(catalog, indices: np.ndarray, labels: np.ndarray, n: int, rng
     return kept, labels[np.searchsorted(indices, kept)], skipped
 
 
-def drop_undecodable(catalog, keep: np.ndarray, labels: np.ndarray):
+def drop_undecodable(catalogue, keep: np.ndarray, labels: np.ndarray):
     """The positions of `keep` whose images decode, their labels, and the Skipped ones as records."""
     good, skipped = np.ones(len(keep), bool), []
     for start in range(0, len(keep), DECODE_BLOCK):
-        for offset, image in enumerate(catalog.read(keep[start:start + DECODE_BLOCK])):
+        for offset, image in enumerate(catalogue.read(keep[start:start + DECODE_BLOCK])):
             if isinstance(image, Skipped):
                 good[start + offset] = False
                 skipped.append({"file": image.key, "reason": image.reason})
@@ -79,34 +79,34 @@ def make_plan(name: str, spec: dict, raw_dir: str | os.PathLike | None, fingerpr
     raw_dir = Path(raw_dir) if raw_dir is not None else None
     source = get_source(spec["source"])
     records = source.source_records(spec, raw_dir)  # checksums first: a bad file is not opened
-    catalog = source.open_catalog(raw_dir, spec)
-    listed = [record["fingerprint"] for record in catalog.sources]
+    catalogue = source.open_catalogue(raw_dir, spec)
+    listed = [record["fingerprint"] for record in catalogue.sources]
     if fingerprint and listed != [fingerprint]:
         raise ValueError(f"datasets.{name}.path: {spec['path']} changed while it was being planned; run again")
-    keep, labels, class_names = select_classes(catalog.labels, catalog.class_names, spec["classes"],
+    keep, labels, class_names = select_classes(catalogue.labels, catalogue.class_names, spec["classes"],
                                                f"datasets.{name}")
     skipped = []
     if source.DECODES:  # splits are drawn from the images known to decode (so skipping cannot unbalance them)
-        keep, labels, skipped = drop_undecodable(catalog, keep, labels)
-    groups = None if catalog.groups is None else catalog.groups[keep]
-    assigned = assign_splits(labels, catalog.splits[keep], spec, f"datasets.{name}", groups)
+        keep, labels, skipped = drop_undecodable(catalogue, keep, labels)
+    groups = None if catalogue.groups is None else catalogue.groups[keep]
+    assigned = assign_splits(labels, catalogue.splits[keep], spec, f"datasets.{name}", groups)
     splits = {}
     for i, split in enumerate(SPLITS):
         rng = np.random.default_rng([spec["seed"], i])
         indices, split_labels = keep[assigned[split]], labels[assigned[split]]
         cap = (spec["per_class"] or {}).get(split)
         if cap:
-            indices, split_labels, bad = take_per_class(catalog, indices, split_labels, cap, rng,
+            indices, split_labels, bad = take_per_class(catalogue, indices, split_labels, cap, rng,
                                                         f"datasets.{name}.per_class.{split}", class_names)
             skipped += [{**entry, "split": split} for entry in bad]
         if len(indices) == 0:
             raise ValueError(f"datasets.{name}: split {split!r} is empty ({len(keep)} images in all)")
         order = rng.permutation(len(indices))
         splits[split] = {"indices": indices[order].tolist(), "labels": split_labels[order].tolist(),
-                         "keys": [catalog.keys[i] for i in indices[order]]}
+                         "keys": [catalogue.keys[i] for i in indices[order]]}
     return {
         "dataset": name, "spec": spec, "raw_dir": str(raw_dir) if raw_dir else None, "class_names": class_names,
-        "splits": splits, "skipped": skipped, "ignored": catalog.ignored, "sources": records + catalog.sources,
+        "splits": splits, "skipped": skipped, "ignored": catalogue.ignored, "sources": records + catalogue.sources,
         "groups": group_record(spec, groups, assigned),
     }
 

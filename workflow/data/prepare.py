@@ -65,7 +65,7 @@ def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | o
         raise ValueError(f"shard {part} of {parts} does not exist")
     spec = plan["spec"]
     read = get_source(spec["source"]).plan_reader(plan)  # the plan's images by key: no fresh listing
-    # a plan from before keys were recorded (a downloaded source's, never re-planned) holds catalog positions
+    # a plan from before keys were recorded (a downloaded source's, never re-planned) holds catalogue positions
     slices = {split: (np.array_split(np.asarray(entry.get("keys", entry["indices"]), object), parts)[part],
                       np.array_split(np.asarray(entry["labels"], np.int64), parts)[part])
               for split, entry in plan["splits"].items()}

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from workflow.export.checkpoint import CheckpointError, load_model
-from workflow.export.plan import FILES
+from workflow.export.index import FILES
 from workflow.core import paths
 
 PREPROCESS = paths.PREPROCESS_JSON

@@ -88,8 +88,8 @@ def check_weights_file(path: str | Path, model: str, head: str = "gap", resoluti
 
 def check_study_weights(cells) -> None:
     """`check_weights_file` for every cell (workflow.study.grid.Cell) whose `weights` names a file
-    (an upstream cell's checkpoint does not exist yet), once per file, model, head and resolution."""
-    checks = {(cell.weights, cell.model, cell.training["head"], cell.resolution) for cell in cells
+    (a pretrain cell's checkpoint does not exist yet), once per file, model, head and resolution."""
+    checks = {(cell.weights, cell.model, cell.training.head, cell.resolution) for cell in cells
               if cell.weights not in ("imagenet", "none") and cell.upstream is None}
     for path, model, head, resolution in sorted(checks):
         check_weights_file(path, model, head=head, resolution=resolution)

@@ -6,7 +6,7 @@ device becomes the job's only visible one (``CUDA_VISIBLE_DEVICES``). A
 device list already set by a scheduler (SLURM sets ``CUDA_VISIBLE_DEVICES``)
 is respected as it is.
 
-With ``slots_per_gpu`` K > 1 (``resources.gpu_slots``) a device holds up to K
+With ``slots_per_gpu`` K > 1 (``resources.slots_per_gpu``) a device holds up to K
 jobs. Per device there are:
 
 - ``gpu<N>.lock``: taken exclusively by a job that needs the whole device

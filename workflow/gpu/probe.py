@@ -20,7 +20,7 @@ import torchvision
 
 from workflow.data.normalize import Normalizer
 from workflow.train.models import PLAIN_MEAN, PLAIN_STD, set_trainable, build_classifier, set_train_mode
-from workflow.study.settings import DEFAULT_TRAINING, stage_settings
+from workflow.core.cell import TrainingSettings
 from workflow.train.loop import train_step
 from workflow.train.objective import Objective
 from workflow.train.optim import make_optimizer, parameter_groups
@@ -40,10 +40,10 @@ def measure(spec: dict, device: torch.device, steps: int = 3) -> dict:
     model = model.to(device, memory_format=torch.channels_last)
     set_trainable(model, "all")
     optimizer_name, momentum = OPTIMIZER_FOR_STATES[spec["optimizer_states"]]
-    stage = stage_settings({**DEFAULT_TRAINING, "momentum": momentum},
-                           {"name": "probe", "train": "all", "epochs": 1}, optimizer_name, "all")
+    stage = TrainingSettings(momentum=momentum).stage({"name": "probe", "train": "all", "epochs": 1},
+                                                      optimizer_name, "all")
     optimizer = make_optimizer(stage, parameter_groups(model, 0.0, False), 1e-3)
-    objective = Objective(DEFAULT_TRAINING, seed=0)
+    objective = Objective(TrainingSettings(), seed=0)
     precision = Precision(spec["precision"], device)
     normalize = Normalizer(PLAIN_MEAN, PLAIN_STD, device)
     size = spec["resolution"]

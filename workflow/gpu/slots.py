@@ -1,6 +1,6 @@
 """Several small cells per GPU: slots, memory probes, and how many slots a cell needs.
 
-With ``resources.gpu_slots: K`` (K > 1) every local GPU counts as K slots of
+With ``resources.slots_per_gpu: K`` (K > 1) every local GPU counts as K slots of
 ``device memory x headroom / K`` each. A cell needs the fewest slots ``s``
 (1..K) whose memory, ``s x device x headroom / K``, holds
 
@@ -19,7 +19,7 @@ needs more than one whole device also takes K slots (and may then run out of
 memory, which is recorded as ``oom`` as always). With K = 1 every cell needs
 1 slot, the whole device.
 
-The Snakefile computes a job's slots (its ``gpu_slots`` resource) here and
+The Snakefile computes a job's slots (its share: the ``gpu_slots`` resource) here and
 passes that number, K and the headroom to the job on its command line.
 Probes are shared by studies under ``<results_dir>/probes/<key>/`` where the
 key names the torch version of the Snakemake process and the local GPU model
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workflow.core import paths
-from workflow.study.settings import stage_settings
 from workflow.core.backbones import model_folder
+from workflow.core.cell import Cell
 
 SPLITS = ("train", "val", "test")  # the order in which training loads them
 
@@ -52,10 +52,11 @@ class SlotSettings:
 
 
 def slot_settings(resources: dict, results_dir: str | Path) -> SlotSettings:
-    """A study's slot settings from its `resources` (K = 1 and no probes when it sets no `gpu_slots`)."""
-    per_gpu = resources.get("gpu_slots", 1)
+    """A study's slot settings from its `resources` (K = 1 and no probes when it sets no `slots_per_gpu`)."""
+    default = SlotSettings()  # the defaults, as the schema states them (x-default, not filled into the config)
+    per_gpu = resources.get("slots_per_gpu", default.per_gpu)
     probe_dir = Path(paths.probes_folder(results_dir, probe_key())) if per_gpu > 1 else None
-    return SlotSettings(per_gpu=per_gpu, headroom=resources.get("gpu_headroom", 0.9), probe_dir=probe_dir)
+    return SlotSettings(per_gpu=per_gpu, headroom=resources.get("gpu_headroom", default.headroom), probe_dir=probe_dir)
 
 
 def optimizer_states(optimizer: str, momentum: float) -> int:
@@ -65,19 +66,19 @@ def optimizer_states(optimizer: str, momentum: float) -> int:
     return (1 if optimizer == "rmsprop" else 0) + (1 if momentum > 0 else 0)
 
 
-def probe_spec(cell: dict) -> dict:
-    """What a cell's peak GPU memory depends on materially (a resolved cell, as Cell.to_dict gives it).
-    The optimizer counts by its state per parameter, the most of any of the cell's stages."""
-    training = cell["training"]
-    stages = [stage_settings(training, stage, cell["optimizer"], cell["train"]) for stage in training["stages"]]
+def probe_spec(cell: Cell) -> dict:
+    """What a cell's peak GPU memory depends on materially. The optimizer counts by its state per
+    parameter, the most of any of the cell's stages."""
+    training = cell.training
+    stages = cell.stages()
     return {
-        "model": cell["model"],
-        "resolution": int(cell["resolution"]),
-        "batch_size": int(cell["batch_size"]),
-        "head": training["head"],
+        "model": cell.model,
+        "resolution": int(cell.resolution),
+        "batch_size": int(cell.batch_size),
+        "head": training.head,
         "optimizer_states": max(optimizer_states(s["optimizer"], s["momentum"]) for s in stages),
-        "precision": training["precision"],
-        "eval_batch_size": int(training["eval_batch_size"]),
+        "precision": training.precision,
+        "eval_batch_size": int(training.eval_batch_size),
     }
 
 
@@ -178,13 +179,13 @@ def probe_table(cells) -> tuple[dict[str, str], dict[str, dict]]:
     """{cell id: probe name} and {probe name: what it measures} of `cells` (Cell objects)."""
     names, specs = {}, {}
     for cell in cells:
-        spec = probe_spec(cell.to_dict())
+        spec = probe_spec(cell)
         names[cell.id] = probe_name(spec)
         specs[names[cell.id]] = spec
     return names, specs
 
 
-def cell_slots(cell: dict, manifest: str | Path, settings: SlotSettings) -> int:
+def cell_slots(cell: Cell, manifest: str | Path, settings: SlotSettings) -> int:
     """The slots a cell needs, from its probe and its prepared dataset (`manifest`; a shard file works too)."""
     if settings.per_gpu <= 1:
         return 1
@@ -193,4 +194,4 @@ def cell_slots(cell: dict, manifest: str | Path, settings: SlotSettings) -> int:
     if probe is None or probe.get("peak_mb") is None:
         return settings.per_gpu
     return slots_needed(probe["peak_mb"], probe["device_mb"], settings.per_gpu, settings.headroom,
-                        split_mb(manifest), cell["training"]["loader"]["memory_share"])
+                        split_mb(manifest), cell.training.loader["memory_share"])

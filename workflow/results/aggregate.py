@@ -14,7 +14,8 @@ from workflow.results.predictions import (Outcome, counts_columns, outcome, posi
                                           prediction_columns)
 from workflow.train.predictions import read_predictions
 from workflow.core import paths
-from workflow.study.grid import AXES, Cell, Study, format_lr
+from workflow.core.cell import Cell, format_lr
+from workflow.study.grid import AXES, Study
 
 # The summary's columns after the cell id and its axes, in order, with their
 # types: the one list of what a summary holds. A key that a metrics.json lacks
@@ -69,7 +70,7 @@ def axis_values(cell: Cell, extras: list[str]) -> dict:
     """A cell's value on every axis; an extra axis takes the cell's own training value."""
     values = {axis: getattr(cell, axis) for axis in AXES}
     for key in extras:
-        value = cell.training[key]
+        value = getattr(cell.training, key)
         values[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value, sort_keys=True)
     return values
 

@@ -6,6 +6,7 @@ through `check_config`, so a bad study reads the same wherever it is loaded.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import yaml
@@ -16,6 +17,16 @@ OLD_SPELLING = (
     "`freeze` is now `train` and says what trains: `train: head | all | last:N | from:<module>`; "
     "training from scratch is `weights: none` with `train: all`"
 )
+
+# Study keys that were renamed or replaced: {old key path: what to write now}, checked before the schema so
+# that an old study file is refused in one line naming its key and the new one. In a key path `*` stands for
+# any name (a dataset, a pretrain cell) and `[]` for any list item. A value starting with a backtick is the
+# whole advice; otherwise it is the new key path, its `*` and `[]` filled in order from the old key's.
+RENAMED_KEYS = {
+    "resources.gpu_slots": "resources.slots_per_gpu",
+    **{f"{where}.freeze": OLD_SPELLING
+       for where in ("grid", "grid.include[]", "grid.exclude[]", "pretrain.*", "training.stages[]")},
+}
 
 
 class ConfigError(ValueError):
@@ -84,8 +95,51 @@ def key_path(path) -> str:
     return text or "(top level)"
 
 
+def _key_paths(value, path=()):
+    """Every key path of a parsed YAML value, as tuples of keys (str) and list positions (int)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield (*path, key)
+            yield from _key_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _key_paths(item, (*path, i))
+
+
+def _pattern(path: str) -> tuple:
+    """A RENAMED_KEYS key path as parts: `grid.include[].freeze` -> ("grid", "include", [], "freeze")."""
+    parts = []
+    for part in path.split("."):
+        name, brackets = (part[:-2], True) if part.endswith("[]") else (part, False)
+        parts += [name, []] if brackets else [name]
+    return tuple(parts)
+
+
+def _matches(path: tuple, pattern: tuple) -> bool:
+    return len(path) == len(pattern) and all(
+        isinstance(part, int) if want == [] else (want == "*" and isinstance(part, str)) or part == want
+        for part, want in zip(path, pattern))
+
+
+def _renamed_key(config: dict) -> str | None:
+    """The first key `config` spells the old way (RENAMED_KEYS), in one line naming it and the new key."""
+    patterns = [(_pattern(old), new) for old, new in RENAMED_KEYS.items()]
+    for path in _key_paths(config):
+        for pattern, new in patterns:
+            if _matches(path, pattern):
+                if new.startswith("`"):
+                    return f"{key_path(path)}: {new}"
+                matched = iter(part for part, want in zip(path, pattern) if want in ("*", []))
+                new_path = [next(matched) if want in ("*", []) else want for want in _pattern(new)]
+                return f"{key_path(path)}: renamed; write {key_path(new_path)} instead (same value)"
+    return None
+
+
 def _old_spelling(config: dict) -> str | None:
-    """Where `config` uses `freeze` or the value `none` for what trains, or None."""
+    """Where `config` uses a renamed key (RENAMED_KEYS) or the value `none` for what trains, or None."""
+    renamed = _renamed_key(config)
+    if renamed is not None:
+        return renamed
     places = [("grid", config.get("grid", {}))]
     places += [(f"grid.{key}[{i}]", entry) for key in ("include", "exclude")
                for i, entry in enumerate(config.get("grid", {}).get(key, []) or [])]
@@ -95,8 +149,6 @@ def _old_spelling(config: dict) -> str | None:
     for where, mapping in places:
         if not isinstance(mapping, dict):
             continue
-        if "freeze" in mapping:
-            return f"{where}.freeze: {OLD_SPELLING}"
         values = mapping.get("train")
         if values == "none" or (isinstance(values, list) and "none" in values):
             return f"{where}.train: 'none' is gone: training from scratch is `weights: none` with `train: all`"
@@ -115,12 +167,29 @@ def _schema_problem(config: dict, schema: dict) -> str | None:
     if error.validator == "enum":
         allowed = f" (allowed: {', '.join(map(str, error.validator_value))})"
     elif error.validator == "additionalProperties":
-        allowed = f" (allowed: {', '.join(sorted(error.schema.get('properties', {})))})"
+        known = sorted(error.schema.get("properties", {}))
+        allowed = _closest_keys(error.instance, known) + f" (allowed: {', '.join(known)})"
     elif error.validator == "type" and isinstance(error.instance, str) and _is_number(error.instance):
         allowed = (f" (YAML reads {error.instance!r} as a string: write it with a decimal point and a signed "
                    f"exponent, e.g. 1.0e-3, or as 0.001)")
     message = error.message if len(error.message) < 300 else error.message[:300] + "..."
     return f"{key_path(error.absolute_path)}: {message}{allowed}"
+
+
+def _closest_keys(mapping, known: list[str]) -> str:
+    """`; did you mean 'study'?`: the closest known key (difflib) to each key of `mapping` that the schema
+    does not know, where one is close enough, or ''."""
+    if not isinstance(mapping, dict):
+        return ""
+    hints = []
+    for key in mapping:
+        if isinstance(key, str) and key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            if close:
+                hints.append((key, close[0]))
+    if len(hints) == 1:
+        return f"; did you mean {hints[0][1]!r}?"
+    return f"; did you mean {', '.join(f'{new!r} for {key!r}' for key, new in hints)}?" if hints else ""
 
 
 def _is_number(text: str) -> bool:

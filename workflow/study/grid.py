@@ -8,95 +8,25 @@ its folder's name (workflow.core.paths), readable and stable:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 from workflow.data.datasets import DatasetConfigError, resolve_datasets
 from workflow.core import paths
 from workflow.study.config import ConfigError
-from workflow.study.sampling import SEARCH_GROUP, SEARCH_INDEX, RandomSearch, apply_draws, sampled_grid, sampled_search
+from workflow.study.sampling import SEARCH_GROUP, SEARCH_INDEX, RandomSearch, apply_draws, sampled_grid
 from workflow.study.search import Halving, bracket_sequence, build_search
-from workflow.study.settings import DEFAULT_TRAINING, cell_training, check_swept_keys, check_training, merge
-from workflow.core.backbones import model_error, model_folder
-
-PRETRAIN_PREFIX = "pretrain:"
+from workflow.study.tpe_space import sampled_search
+from workflow.core.backbones import model_error
+from workflow.core.cell import DEFAULT_TRAINING, PRETRAIN_PREFIX, Cell, TrainingSettings, merge
+from workflow.study.settings import cell_training, check_swept_keys, check_training
 
 # The order in which the grid expands; `overrides` may only condition on earlier axes.
 AXES = ("dataset", "model", "resolution", "optimizer", "batch_size", "lr", "train", "weights", "seed")
 # A cell id as a regular expression: dataset/model/r<resolution>/<run>.
 CELL_ID = r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/r\d+/[A-Za-z0-9_.-]+"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """Everything one training job needs to know, resolved from the config."""
-
-    dataset: str
-    model: str
-    resolution: int
-    batch_size: int
-    lr: float
-    optimizer: str
-    train: str
-    seed: int
-    weights: str
-    training: dict = field(compare=False)
-    upstream: str | None = None  # id of the cell whose checkpoint seeds this one
-    params: dict = field(default_factory=dict)  # swept training keys that differ from the study's
-    bracket: int | None = None  # its Hyperband bracket (search.brackets > 1): it starts at that rung
-
-    @property
-    def id(self) -> str:
-        return cell_id(self)
-
-    def to_dict(self) -> dict:
-        """The cell as plain JSON-able data, id included (a bracket only where there are brackets)."""
-        data = {"id": self.id, **asdict(self)}
-        if self.bracket is None:
-            del data["bracket"]
-        return data
-
-
-def format_lr(lr: float) -> str:
-    """Learning rate in short scientific notation: 0.0001 -> '1e-4', 0.0003 -> '3e-4'."""
-    mantissa, exponent = f"{lr:.6e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def weights_tag(weights: str) -> str:
-    """Short id suffix for a cell's starting weights ('' for the default, imagenet)."""
-    if weights == "imagenet":
-        return ""
-    if weights == "none":
-        return "-wnone"
-    if weights.startswith(PRETRAIN_PREFIX):
-        return "-w" + weights[len(PRETRAIN_PREFIX):]
-    digest = hashlib.sha1(weights.encode()).hexdigest()[:6]
-    return f"-w{Path(weights).stem}-{digest}"
-
-
-def param_tag(value) -> str:
-    """A swept training value as it appears in a cell id (a mapping or list as a short digest)."""
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (dict, list)):
-        return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:6]
-    return str(value).replace(":", "").replace("/", "_")
-
-
-def cell_id(cell: Cell) -> str:
-    """Stable, readable id of a cell; adding values to an axis never changes it."""
-    params = "".join(f"-{key}{param_tag(value)}" for key, value in sorted(cell.params.items()))
-    run = (
-        f"bs{cell.batch_size}-lr{format_lr(cell.lr)}-{cell.optimizer}"
-        f"-{cell.train.replace(':', '')}-s{cell.seed}{weights_tag(cell.weights)}{params}"
-    )
-    return f"{cell.dataset}/{model_folder(cell.model)}/r{cell.resolution}/{run}"
 
 
 @dataclass
@@ -123,15 +53,15 @@ class Study:
     def grid_ids(self) -> frozenset[str]:
         return frozenset(cell.id for cell in self.grid_cells)
 
-    def folder(self, cell_id: str) -> str:
-        """The folder kind of a cell: paths.GRID for a grid cell, else paths.UPSTREAM."""
-        return paths.GRID if cell_id in self.grid_ids else paths.UPSTREAM
+    def is_pretrain(self, cell_id: str) -> bool:
+        """Whether a cell of the study is a pretrain cell (one whose checkpoint starts grid cells)."""
+        return cell_id not in self.grid_ids
 
-    def cell(self, cell_id: str, folder: str | None = None) -> Cell:
-        """The cell of an id (in `folder`, paths.GRID or paths.UPSTREAM, if given), or an error naming it."""
+    def cell(self, cell_id: str, pretrain: bool | None = None) -> Cell:
+        """The cell of an id (a pretrain cell or a grid cell, if `pretrain` says which), or an error naming it."""
         cell = self.cells.get(cell_id)
-        if cell is None or folder not in (None, self.folder(cell_id)):
-            kind = {None: "a", paths.GRID: "a grid", paths.UPSTREAM: "an upstream"}[folder]
+        if cell is None or pretrain not in (None, self.is_pretrain(cell_id)):
+            kind = {None: "a", False: "a grid", True: "a pretrain"}[pretrain]
             raise ValueError(f"{cell_id!r} is not {kind} cell of study {self.name!r}")
         return cell
 
@@ -142,7 +72,7 @@ class Study:
         return self.datasets[name]
 
     def cell_dir(self, cell_id: str) -> Path:
-        return Path(paths.cell_folder(self.out, self.folder(cell_id), cell_id))
+        return Path(paths.cell_folder(self.out, paths.UPSTREAM if self.is_pretrain(cell_id) else paths.GRID, cell_id))
 
     def rung_dir(self, cell_id: str, rung: int) -> Path:
         """Where a grid cell's rung (successive halving) writes its outputs."""
@@ -202,7 +132,8 @@ def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: 
     cell = Cell(
         dataset=spec["dataset"], model=model, resolution=resolution,
         batch_size=spec["batch_size"], lr=float(spec["lr"]), optimizer=spec["optimizer"],
-        train=spec["train"], seed=spec["seed"], weights=spec["weights"], training=training,
+        train=spec["train"], seed=spec["seed"], weights=spec["weights"],
+        training=TrainingSettings.from_mapping(training),
     )
     _check_cell(cell, f"pretrain.{name}")
     return cell
@@ -276,8 +207,10 @@ def expand_grid(grid: dict) -> list[dict]:
     ]
 
 
-def build_study(config: dict) -> Study:
-    """Expand a schema-validated config into its cells, checking cross references."""
+def build_study(config: dict, rounds: dict[int, dict] | None = None) -> Study:
+    """Expand a schema-validated config into its cells, checking cross references. A TPE search's cells
+    are its first round's and those of the later `rounds` chosen so far ({round: its round file's content},
+    as workflow.sweep.decisions.SearchDecisions reads them). Reads no file."""
     try:
         datasets = resolve_datasets(config["datasets"])
     except DatasetConfigError as error:
@@ -289,14 +222,15 @@ def build_study(config: dict) -> Study:
     cells: dict[str, Cell] = {}
     grid_cells = []
     search_groups, search_rounds, draw_index = {}, {}, {}
-    sampling = sampled_search(config, DEFAULT_TRAINING)
+    sampling = sampled_search(config, DEFAULT_TRAINING, rounds or {})
     for values in apply_draws(expand_grid(sampled_grid(grid, sampling)), sampling):
         group, index = values.pop(SEARCH_GROUP, None), values.pop(SEARCH_INDEX, None)
         _check_dataset(values["dataset"], datasets, "grid.dataset")
         resolved, params = cell_training(training, values.pop("params"), values.pop("training"))
-        cell = Cell(**{**values, "lr": float(values["lr"])}, training=resolved, params=params)
+        cell = Cell(**{**values, "lr": float(values["lr"])}, training=TrainingSettings.from_mapping(resolved),
+                    params=params)
         if params:
-            check_training(cell.training, f"cell {cell.id}: training")
+            check_training(resolved, f"cell {cell.id}: training")
         _check_cell(cell, "grid")
         if values["weights"].startswith(PRETRAIN_PREFIX):
             up = _upstream_cell(

@@ -224,14 +224,3 @@ def apply_draws(combos: list[dict], sampling) -> list[dict]:
                     cell[key] = value
             cells.append(cell)
     return cells
-
-
-def sampled_search(config: dict, training_keys):
-    """The study's random or TPE search (workflow.study.tpe_space), or None when it searches otherwise."""
-    from workflow.study.tpe_space import build_tpe
-
-    search, grid = config.get("search"), config["grid"]
-    if not isinstance(search, dict) or search.get("method") not in ("random", "tpe"):
-        return None
-    sampling = build_random(search, grid, training_keys)
-    return build_tpe(search, sampling, config) if search["method"] == "tpe" else sampling

@@ -79,11 +79,6 @@ def bracket_sequence(weights: list[int], n: int) -> list[int]:
     return sequence
 
 
-def total_epochs(training: dict) -> int:
-    """A cell's epochs at most, all stages together: what a halving budget counts."""
-    return sum(stage["epochs"] for stage in training["stages"])
-
-
 def default_rungs(longest: int) -> list[int]:
     """Three rungs a factor 3 apart that end at the longest training: 20 epochs -> [3, 7, 20]."""
     return sorted({max(1, math.ceil(longest / 9)), max(1, math.ceil(longest / 3)), longest})
@@ -155,7 +150,7 @@ def build_search(search, grid_cells: list, axes: tuple[str, ...]) -> Halving | N
     if search is None:
         return None
     settings = {**DEFAULT_HALVING, **search}
-    longest = max(total_epochs(cell.training) for cell in grid_cells)
+    longest = max(cell.training.epochs for cell in grid_cells)
     rungs = list(settings.get("rungs") or default_rungs(longest))
     _check_rungs(rungs, longest)
     if not 0 < settings["keep"] < 1:

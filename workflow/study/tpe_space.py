@@ -2,20 +2,20 @@
 
 The first round is the random search's first `round` draws (TPE starts from random trials anyway), so
 a dry run shows its cells; every later round is chosen by Optuna's TPE sampler from the results of the
-rounds before it (workflow.sweep.tpe) and written to results/<study>/search/round-<r>.json, which the
-study reads back: a round's cells exist once its file does.
+rounds before it (workflow.sweep.tpe) and written to results/<study>/search/round-<r>.json. The study
+is given the rounds chosen so far (workflow.sweep.decisions reads them) and reads no file itself: a
+round's cells exist once the study is built with its file's content.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workflow.core import paths
 from workflow.study.config import ConfigError
-from workflow.study.sampling import TRAINING_PREFIX, RandomSearch
+from workflow.study.sampling import TRAINING_PREFIX, RandomSearch, build_random
 
 TPE_AXES = ("batch_size", "lr", "optimizer")  # the axes TPE may draw, besides training keys
 # What a TPE search optimises: a history.csv column, and whether Optuna maximises or minimises it.
@@ -32,6 +32,7 @@ class TpeSearch(RandomSearch):
     per_round: int = DEFAULT_ROUND
     objectives: tuple[str, ...] = ("val_accuracy",)  # what Optuna optimises: a validation metric, then costs
     folder: str = ""  # the search folder: round files and Optuna's journal
+    chosen_rounds: dict = field(default_factory=dict, compare=False)  # {round >= 1: its round file's content}
 
     @property
     def metric(self) -> str:
@@ -64,12 +65,8 @@ class TpeSearch(RandomSearch):
         return paths.round_file(self.folder, round_index)
 
     def chosen(self, round_index: int) -> dict | None:
-        """A later round's file (its configurations per combination), or None before it is written."""
-        path = self.round_path(round_index)
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
+        """A later round's configurations per combination (its file's content), or None before it is chosen."""
+        return self.chosen_rounds.get(round_index)
 
     def planned_values(self, axis: str) -> set | None:
         """A drawn axis's possible values (a choice's, or a range's ends), so that the tables and charts
@@ -79,7 +76,7 @@ class TpeSearch(RandomSearch):
 
     def written_rounds(self) -> list[int]:
         """The later rounds chosen so far, in order (a round is chosen only after the ones before it)."""
-        return [r for r in range(1, self.rounds) if os.path.exists(self.round_path(r))]
+        return [r for r in range(1, self.rounds) if r in self.chosen_rounds]
 
     def group_draws(self, group: str) -> list[dict]:
         """One combination's configurations: the first round's and those of every round written so far."""
@@ -99,7 +96,7 @@ class TpeSearch(RandomSearch):
                 f"{self.rounds - 1} later rounds are chosen so far (the rest are decided as results arrive)")
 
 
-def build_tpe(search: dict, sampling: RandomSearch, config: dict) -> TpeSearch:
+def build_tpe(search: dict, sampling: RandomSearch, config: dict, rounds: dict[int, dict]) -> TpeSearch:
     """A TPE search's settings, checked: what it may draw, its round size and metric."""
     for key in sampling.keys:
         if key not in TPE_AXES and not key.startswith(TRAINING_PREFIX):
@@ -117,12 +114,12 @@ def build_tpe(search: dict, sampling: RandomSearch, config: dict) -> TpeSearch:
     out = paths.study_folder(config.get("results_dir", "results"), config["study"])
     return TpeSearch(n=sampling.n, seed=sampling.seed, dimensions=sampling.dimensions,
                      per_round=search.get("round", DEFAULT_ROUND), objectives=objectives,
-                     folder=paths.search_folder(out))
+                     folder=paths.search_folder(out), chosen_rounds=dict(rounds))
 
 
 def drawn_values(cell, keys) -> dict:
     """A cell's values of the drawn keys."""
-    return {key: cell.training[key[len(TRAINING_PREFIX):]] if key.startswith(TRAINING_PREFIX) else getattr(cell, key)
+    return {key: getattr(cell.training, key[len(TRAINING_PREFIX):]) if key.startswith(TRAINING_PREFIX) else getattr(cell, key)
             for key in keys}
 
 
@@ -148,19 +145,6 @@ def round_cells(study, round_index: int) -> list:
     return cells
 
 
-def refresh(study, config: dict) -> None:
-    """Give `study` the cells of the rounds whose files were written since it was built (in place: the
-    Snakefile's study)."""
-    from workflow.study.grid import build_study
-
-    fresh = build_study(config)
-    study.grid_cells[:] = fresh.grid_cells
-    study.cells.update(fresh.cells)
-    study.search_groups.update(fresh.search_groups)
-    study.search_rounds.update(fresh.search_rounds)
-    study.__dict__.pop("grid_ids", None)  # a cached property
-
-
 def round_inputs(study, round_index: int, read) -> list[str]:
     """What choosing a round reads: the metrics of every cell of the rounds before it; `read(r)` makes
     sure the study knows round r (r >= 1)."""
@@ -168,3 +152,13 @@ def round_inputs(study, round_index: int, read) -> list[str]:
         read(earlier)
     return [paths.cell_outputs(study.cell_dir(cell.id))["metrics"]
             for earlier in range(round_index) for cell in round_cells(study, earlier)]
+
+
+def sampled_search(config: dict, training_keys, rounds: dict[int, dict]) -> RandomSearch | None:
+    """The study's random or TPE search (`rounds`: a TPE search's later rounds chosen so far), or None
+    when it searches otherwise."""
+    search, grid = config.get("search"), config["grid"]
+    if not isinstance(search, dict) or search.get("method") not in ("random", "tpe"):
+        return None
+    sampling = build_random(search, grid, training_keys)
+    return build_tpe(search, sampling, config, rounds) if search["method"] == "tpe" else sampling

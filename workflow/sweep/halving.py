@@ -18,13 +18,13 @@ import json
 import math
 import os
 import shutil
-from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from workflow.atomic import atomic_path, write_json
 from workflow.core import paths
+from workflow.sweep.decisions import load_ranking
 from workflow.study.search import BRACKET, HALVING_METRICS, Halving
 
 def _load(path: Path) -> dict:
@@ -168,17 +168,6 @@ def survivors(ranking: dict) -> list[str]:
     return list(ranking["survivors"])
 
 
-@lru_cache(maxsize=64)
-def _read_json(path: str, mtime_ns: int) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def load_ranking(path: str | Path) -> dict:
-    """A ranking file's content, read once per version of the file (`mtime` decides)."""
-    return _read_json(str(path), os.stat(path).st_mtime_ns)
-
-
 def cell_rankings(cell_id: str, first: int, last: int, read) -> list[dict]:
     """The rankings a cell met, from its first rung (its bracket's) up to the first that did not keep it
     (or the last ranked rung): `read(rung)` gives a rung's ranking, or None to stop where none is written yet."""
@@ -245,7 +234,7 @@ def finish_cell(cell_id: str, rankings_dir: str | Path, out_dir: str | Path, hal
 def previous_rung_inputs(study, cell_id: str, rung: int) -> dict[str, str]:
     """What a rung continues from: after the cell's first rung (its bracket's), the previous rung's state
     and best checkpoint."""
-    first = first_rung(study.cell(cell_id, paths.GRID))  # only grid cells train by rungs
+    first = first_rung(study.cell(cell_id, pretrain=False))  # only grid cells train by rungs
     study.halving.budget(rung)  # a rung of the ladder
     if rung < first:
         raise ValueError(f"cell {cell_id} starts at rung {first} (bracket {first}): it has no rung {rung}")
@@ -271,7 +260,7 @@ def rank_inputs(study, rung: int, read, round_index: int | None = None) -> dict[
 def finish_inputs(study, cell_id: str, read) -> dict:
     """The outputs of the rung where a grid cell stopped, and the rankings that decided it (its TPE
     round's, in a TPE search: `read` reads that round's)."""
-    first = first_rung(study.cell(cell_id, paths.GRID))
+    first = first_rung(study.cell(cell_id, pretrain=False))
     for earlier in range(first):  # the rankings before its bracket's first decide who joins it there
         read(earlier)
     rankings = cell_rankings(cell_id, first, study.halving.last, read)

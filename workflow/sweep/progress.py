@@ -41,12 +41,12 @@ def _halving_columns(study, cell_id: str) -> dict:
 
 
 def cell_table(study) -> pd.DataFrame:
-    """One row per cell, grid and upstream: its role, whether it is done and, in a halving study, the
+    """One row per cell, grid and pretrain: its role, whether it is done and, in a halving study, the
     rungs it finished and where it stopped."""
     rows = []
     for cell in study.cells.values():
         done = (study.cell_dir(cell.id) / paths.METRICS_JSON).exists()
-        row = {"cell": cell.id, "role": "grid" if cell.id in study.grid_ids else "upstream",
+        row = {"cell": cell.id, "role": "grid" if cell.id in study.grid_ids else "pretrain",
                "done": "yes" if done else "no"}
         if study.halving:
             row.update(_halving_columns(study, cell.id))
@@ -58,7 +58,7 @@ def cell_table(study) -> pd.DataFrame:
 
 def study_summary(study, table: pd.DataFrame) -> str:
     """The lines under the cell table: how many cells of each role, how many done, the search."""
-    lines = [f"{len(study.grid_cells)} grid cells, {len(study.cells) - len(study.grid_cells)} upstream cells, "
+    lines = [f"{len(study.grid_cells)} grid cells, {len(study.cells) - len(study.grid_cells)} pretrain cells, "
              f"{int((table['done'] == 'yes').sum())} done"]
     if study.halving:
         halving = study.halving

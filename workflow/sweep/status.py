@@ -25,9 +25,9 @@ STALE_S = 3600  # a job whose progress.json was not rewritten for this long coun
 FINISHED = ("done", "failed", "pruned")
 
 
-def planned_epochs(cell: dict, until_epoch: int | None = None) -> int:
-    """Epochs a cell trains, all stages together (a rung's budget at most)."""
-    total = sum(stage["epochs"] for stage in cell["training"]["stages"])
+def planned_epochs(cell, until_epoch: int | None = None) -> int:
+    """Epochs a cell (workflow.core.cell.Cell) trains, all stages together (a rung's budget at most)."""
+    total = cell.training.epochs
     return total if until_epoch is None else min(total, until_epoch)
 
 
@@ -96,7 +96,7 @@ def cell_row(study, cell, now: float) -> dict:
     elif pruned and state == "done":
         state, note = "pruned", f"rung {folder.name.split('-')[-1]}"
     record = record or {}
-    planned = record.get("planned_epochs") or planned_epochs(cell.to_dict(), budget)
+    planned = record.get("planned_epochs") or planned_epochs(cell, budget)
     if metrics is not None:
         epoch, elapsed = metrics.get("epochs_run") or 0, metrics.get("wall_time_s")
         accuracy, speed = metrics.get("best_val_accuracy"), metrics.get("images_per_s")
@@ -113,7 +113,7 @@ def cell_row(study, cell, now: float) -> dict:
 
 
 def status_table(study, now: float | None = None) -> pd.DataFrame:
-    """Every cell's row (upstream cells first, as they train first), with an ETA each."""
+    """Every cell's row (pretrain cells first, as they train first), with an ETA each."""
     now = time.time() if now is None else now
     cells = sorted(study.cells.values(), key=lambda c: c.id in study.grid_ids)
     table = pd.DataFrame([cell_row(study, cell, now) for cell in cells])

@@ -59,7 +59,7 @@ class CellRun:
 
     name = "MLflow runs"
 
-    def __init__(self, tracking: dict, cell: dict, out_dir: Path, log=print):
+    def __init__(self, tracking: dict, cell, out_dir: Path, log=print):
         self.uri, self.experiment = tracking["tracking_uri"], tracking["experiment"]
         self.cell, self.best, self.log, self.on, self.logged = cell, Path(out_dir) / "best.pt", log, False, 0
 
@@ -72,8 +72,8 @@ class CellRun:
         self.client = client = MlflowClient(self.uri)
         with store_lock(self.uri):
             experiment_id, parent = study_run(client, self.experiment, self.uri)
-            self.run_id = find_or_create_run(client, experiment_id, CELL_TAG, self.cell["id"],
-                                             {"mlflow.runName": self.cell["id"], "mlflow.parentRunId": parent})
+            self.run_id = find_or_create_run(client, experiment_id, CELL_TAG, self.cell.id,
+                                             {"mlflow.runName": self.cell.id, "mlflow.parentRunId": parent})
         client.update_run(self.run_id, status="RUNNING")
         client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in hyperparameters(self.cell).items()])
         steps = [m.step for m in client.get_metric_history(self.run_id, SCALARS[0])]

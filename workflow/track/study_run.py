@@ -33,7 +33,7 @@ class StudyArtifacts:
 
 def log_study_artifacts(study, tracking: dict | None, folders: dict[str, Path], log=print) -> None:
     """With `tracking.mlflow` on, the study's `folders` as artifacts of its parent run (never raises)."""
-    from workflow.study.jobfile import job_tracking
+    from workflow.study.study_file import job_tracking
 
     tracking = job_tracking(study, tracking)
     if tracking.get("mlflow"):

@@ -16,12 +16,12 @@ METRICS = ("test_accuracy", "best_val_accuracy")  # the hyperparameters' metrics
 TRAINING_KEYS = ("momentum", "weight_decay", "schedule", "mixup", "label_smoothing", "dropout", "head")
 
 
-def hyperparameters(cell: dict) -> dict:
+def hyperparameters(cell) -> dict:
     """The cell's axes, swept training keys and main training settings, as TensorBoard takes them."""
-    values = {axis: cell[axis] for axis in AXES}
-    values.update({f"training.{key}": cell["training"][key] for key in TRAINING_KEYS if key in cell["training"]})
-    values.update({f"training.{key}": value for key, value in (cell.get("params") or {}).items()})
-    values["epochs"] = sum(stage["epochs"] for stage in cell["training"]["stages"])
+    values = {axis: getattr(cell, axis) for axis in AXES}
+    values.update({f"training.{key}": getattr(cell.training, key) for key in TRAINING_KEYS})
+    values.update({f"training.{key}": value for key, value in cell.params.items()})
+    values["epochs"] = cell.training.epochs
     return {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in values.items()}
 
 

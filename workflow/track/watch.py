@@ -27,13 +27,13 @@ PROGRESS_EVERY = 20  # batches between progress lines when stderr is not a termi
 class Watch:
     """One training job's progress file, progress lines or bar, and tracking."""
 
-    def __init__(self, out_dir, cell: dict, tracking: dict | None = None, log=print, until_epoch: int | None = None):
+    def __init__(self, out_dir, cell, tracking: dict | None = None, log=print, until_epoch: int | None = None):
         tracking = tracking or {}
         self.out_dir, self.cell, self.log = Path(out_dir), cell, log
         self.every = tracking.get("progress_every", PROGRESS_EVERY)
         self.terminal = getattr(sys.stderr, "stream", sys.stderr)  # the real stderr under attempt_log's tee
         previous = read_progress(out_dir) or {}
-        self.record = {"cell": cell["id"], "state": "running", "attempt": previous.get("attempt", 0) + 1,
+        self.record = {"cell": cell.id, "state": "running", "attempt": previous.get("attempt", 0) + 1,
                        "pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                        "planned_epochs": planned_epochs(cell, until_epoch), "epoch": 0, "batch": 0}
         self.trackers = ([CellBoard(paths.job_files(out_dir)["tensorboard"], cell, log)] if tracking.get("tensorboard")
@@ -54,9 +54,9 @@ class Watch:
 
     def start(self, job, state) -> None:
         """The job has set up and resumed (`state`): where the run stands."""
-        stages = job.cell["training"]["stages"]
+        stages = job.cell.training.stages
         stage_name = stages[state.stage_index]["name"] if state.stage_index < len(stages) else None
-        self.batches = -(-len(job.train) // job.cell["batch_size"])
+        self.batches = -(-len(job.train) // job.cell.batch_size)
         self.write(epoch=state.epoch, stage=stage_name, batches=self.batches, elapsed_s=state.elapsed_s,
                    since=time.time(), **self.latest(state))
         for tracker in self.trackers:

@@ -11,6 +11,7 @@ rungs) keeps the whole last.pt for a later job to continue.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -20,9 +21,9 @@ from pathlib import Path
 import torch
 
 from workflow.atomic import atomic_path, write_json
+from workflow.core.cell import Cell
 from workflow.integrity import check_cell_file, file_stamp, load_torch
 from workflow.core.paths import BEST_PT, HISTORY_CSV, METRICS_JSON
-from workflow.study.settings import stage_settings
 from workflow.track.watch import Watch
 from workflow.train.epoch import predict_or_oom, run_epoch
 from workflow.train.errors import CellError
@@ -38,18 +39,12 @@ from workflow.train.signals import EXIT_STOPPED, StopFlag, Stopped
 from workflow.train.state import BEST_SO_FAR, RunState, resume_run, save_checkpoint, save_finished, save_last, save_torch
 
 
-def resolved_stages(cell: dict) -> list[dict]:
-    """The cell's stages with every setting resolved."""
-    return [stage_settings(cell["training"], stage, cell["optimizer"], cell["train"])
-            for stage in cell["training"]["stages"]]
-
-
 def start_stage(job: Job, state: RunState, settings: dict, saved: dict | None = None) -> Stage:
     """Make the stage's layers trainable and start its optimizer, schedule and early stopping
     (from `saved`, when an earlier job stopped inside the stage)."""
     set_trainable(job.model, settings["train"])
     state.stage_trainable[settings["name"]] = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
-    stage = Stage.start(job.model, settings, job.cell["lr"] * settings["lr_factor"])
+    stage = Stage.start(job.model, settings, job.cell.lr * settings["lr_factor"])
     if saved is not None:
         stage.load_state_dict(saved)
     return stage
@@ -60,7 +55,7 @@ def run_stages(job: Job, state: RunState, saved_stage: dict | None = None, posit
     """Train through the cell's stages from where `state` (and `position`, inside an epoch) stands;
     with `until_epoch`, stop once that many epochs (all stages together) are done. A stop signal
     ends it with `Stopped` once last.pt is written."""
-    stages = resolved_stages(job.cell)
+    stages = job.cell.stages()
 
     def going_on() -> bool:
         return state.stage_index < len(stages) and state.status == "ok" and (
@@ -102,13 +97,13 @@ def evaluate_best(job: Job, state: RunState) -> tuple[dict, float | None, dict |
     return report, loss, scores
 
 
-def stage_summaries(cell: dict, state: RunState) -> list[dict]:
+def stage_summaries(cell: Cell, state: RunState) -> list[dict]:
     """Each stage's resolved settings, epochs run, trainable parameters and wall time."""
     rows = []
-    for stage in resolved_stages(cell):
+    for stage in cell.stages():
         name = stage["name"]
         rows.append({
-            **stage, "lr": cell["lr"] * stage["lr_factor"],
+            **stage, "lr": cell.lr * stage["lr_factor"],
             "epochs_run": sum(1 for row in state.history if row["stage"] == name),
             "trainable_parameters": state.stage_trainable.get(name),
             "wall_time_s": round(state.stage_seconds[name], 3) if name in state.stage_seconds else None,
@@ -118,9 +113,9 @@ def stage_summaries(cell: dict, state: RunState) -> list[dict]:
 
 def cell_metrics(job: Job, state: RunState, report: dict, test_loss: float | None, wall_time_s: float) -> dict:
     """metrics.json of a trained cell: status, test metrics, time, memory, stages and how it ran."""
-    cell, device, training = job.cell, job.device, job.cell["training"]
+    cell, device, training = job.cell, job.device, job.cell.training
     return {
-        "cell": cell["id"],
+        "cell": cell.id,
         "status": state.status,
         "diverged_epoch": state.diverged_epoch,
         "oom": state.oom,
@@ -150,11 +145,11 @@ def cell_metrics(job: Job, state: RunState, report: dict, test_loss: float | Non
             "normalization": {"mean": list(job.normalization[0]), "std": list(job.normalization[1])},
             "aux_classifier": getattr(job.model.backbone, "AuxLogits", None) is not None, "precision": job.amp.name,
             "skipped_fp16_steps": job.amp.skipped_steps,
-            "compiled": training["compile"], "deterministic": training["deterministic"], "threads": job.threads,
+            "compiled": training.compile, "deterministic": training.deterministic, "threads": job.threads,
             "resumed_after_epochs": state.resumed_after, "resumes": state.resumes,
             "micro_batches": job.micro.changes,
         },
-        "config": cell,
+        "config": json.loads(cell.to_json()),
     }
 
 
@@ -185,10 +180,10 @@ def link_or_copy(source: Path, dest: Path) -> None:
         shutil.copyfile(source, dest)
 
 
-def train_cell(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
+def train_cell(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
                threads: int = 1, log=print, stop: StopFlag | None = None, until_epoch: int | None = None,
                watch: Watch | None = None) -> dict:
-    """Train one cell from its resolved config (resuming last.pt if it fits); writes metrics.json,
+    """Train one cell (resuming last.pt if it fits); writes metrics.json,
     history.csv and best.pt, and returns the metrics. A set `stop` flag ends it early with `Stopped`,
     last.pt and no outputs. With `until_epoch` (a budget, all stages together) it stops after that many
     epochs and keeps last.pt and best-so-far.pt for a later call with a larger budget. `watch` shows its
@@ -198,7 +193,7 @@ def train_cell(cell: dict, manifest: str | Path, out_dir: str | Path, init: str 
     state, saved_stage, position = resume_run(job)
     job.watch = watch or Watch(out_dir, cell, log=log, until_epoch=until_epoch)
     job.watch.start(job, state)
-    log(f"cell {cell['id']} on {job.device}: {len(job.train)} train / {len(job.val)} val / "
+    log(f"cell {cell.id} on {job.device}: {len(job.train)} train / {len(job.val)} val / "
         f"{len(job.test)} test images")
     run_stages(job, state, saved_stage, position, until_epoch)
     report, test_loss, scores = evaluate_best(job, state)
@@ -209,19 +204,20 @@ def train_cell(cell: dict, manifest: str | Path, out_dir: str | Path, init: str 
     return metrics
 
 
-def record_failure(cell: dict, out_dir: str | Path, error: BaseException) -> dict:
+def record_failure(cell: Cell, out_dir: str | Path, error: BaseException) -> dict:
     """Write a failed cell's outputs: metrics.json with status `failed` and the error, an empty
     history.csv and a best.pt that says it holds no weights (so seeded cells fail clearly too)."""
     out_dir = Path(out_dir)
     message = f"{type(error).__name__}: {error}"
-    save_torch({"failed": True, "cell": cell["id"], "error": message}, out_dir / BEST_PT)
+    save_torch({"failed": True, "cell": cell.id, "error": message}, out_dir / BEST_PT)
     write_history(out_dir / "history.csv", [])
-    metrics = {"cell": cell["id"], "status": "failed", "error": message, "versions": versions(), "config": cell}
+    metrics = {"cell": cell.id, "status": "failed", "error": message, "versions": versions(),
+               "config": json.loads(cell.to_json())}
     write_json(out_dir / "metrics.json", metrics)  # last, as for a finished cell
     return metrics
 
 
-def run_job(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
+def run_job(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
             threads: int = 1, log=print, until_epoch: int | None = None, tracking: dict | None = None,
             stop: StopFlag | None = None) -> int:
     """Train one cell as a job and return its exit status. Stop signals set a flag (`stop`, installed

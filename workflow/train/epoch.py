@@ -54,7 +54,7 @@ def train_pass(job: Job, state: RunState, stage: Stage, position: EpochPosition)
     try:
         return train_one_epoch(job, stage, position)
     except torch.OutOfMemoryError:
-        batch_size = job.cell["batch_size"]
+        batch_size = job.cell.batch_size
         state.status, state.oom = "oom", {"phase": "train", "epoch": position.epoch, "batch_size": batch_size}
         job.log(f"epoch {position.epoch} ({stage.name}): CUDA out of memory at batch size {batch_size}")
         return None
@@ -80,7 +80,7 @@ def diverged(job: Job, state: RunState, stage: Stage, result: EpochResult) -> bo
 def predict_or_oom(job: Job, state: RunState, split: DeviceSplit, phase: str, epoch: int | None = None):
     """predict() on a validation (`phase` val) or test split: (scores, mean loss), or None after an
     out-of-memory error, which ends the cell as `oom`."""
-    batch_size = job.cell["training"]["eval_batch_size"]
+    batch_size = job.cell.training.eval_batch_size
     try:
         return predict(job.model, split, job.normalize, batch_size, job.amp)
     except torch.OutOfMemoryError:

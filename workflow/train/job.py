@@ -9,6 +9,7 @@ from typing import Callable
 
 import torch
 
+from workflow.core.cell import Cell
 from workflow.data.batches import load_splits
 from workflow.data.device_split import DeviceSplit
 from workflow.data.normalize import Normalizer
@@ -26,7 +27,7 @@ from workflow.train.state import run_fingerprint
 class Job:
     """What one cell's training works with."""
 
-    cell: dict  # the resolved cell config (workflow.study.grid.Cell.to_dict)
+    cell: Cell
     model: Classifier
     normalization: tuple  # (mean, std) the model's input is normalised with
     class_names: list[str]
@@ -48,30 +49,30 @@ class Job:
     resize_method: str = RESIZE_METHOD  # the manifest's: how its images were resized
 
 
-def open_job(cell: dict, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
+def open_job(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
              threads: int = 1, log=print, stop: StopFlag | None = None) -> Job:
-    """Set up one cell's training from its resolved config, its dataset's `manifest` (a single shard
-    file works too) and the checkpoint `init` that its weights may start from."""
-    training = cell["training"]
+    """Set up one cell's training from the cell, its dataset's `manifest` (a single shard file works too)
+    and the checkpoint `init` that its weights may start from."""
+    training = cell.training
     torch.set_num_threads(threads)
     device = pick_device()
-    configure_backends(device, training["deterministic"])
-    seed_everything(cell["seed"])
+    configure_backends(device, training.deterministic)
+    seed_everything(cell.seed)
     class_names = read_class_names(manifest)
-    train, val, test = load_splits(manifest, ("train", "val", "test"), device, training["loader"])
-    model, normalization = build_classifier(cell["model"], len(class_names), cell["weights"], training["dropout"],
-                                            init, head=training["head"], resolution=cell["resolution"])
+    train, val, test = load_splits(manifest, ("train", "val", "test"), device, training.loader)
+    model, normalization = build_classifier(cell.model, len(class_names), cell.weights, training.dropout,
+                                            init, head=training.head, resolution=cell.resolution)
     model = model.to(device, memory_format=torch.channels_last)
-    if training["compile"]:
+    if training.compile:
         model.compile()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return Job(
         cell=cell, model=model, normalization=normalization, class_names=class_names,
-        train=train, val=val, test=test, normalize=Normalizer(*normalization, device, training["augment"]),
-        device=device, amp=Precision(training["precision"], device),
+        train=train, val=val, test=test, normalize=Normalizer(*normalization, device, training.augment),
+        device=device, amp=Precision(training.precision, device),
         threads=threads, out_dir=Path(out_dir), fingerprint=run_fingerprint(cell, manifest, init),
-        generator=torch.Generator().manual_seed(cell["seed"]), objective=Objective(training, cell["seed"]),
-        log=log, stop=stop or StopFlag(), micro=MicroBatching(allowed=training["oom_micro_batches"]),
+        generator=torch.Generator().manual_seed(cell.seed), objective=Objective(training, cell.seed),
+        log=log, stop=stop or StopFlag(), micro=MicroBatching(allowed=training.oom_micro_batches),
         resize_method=read_resize_method(manifest),
     )

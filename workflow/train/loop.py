@@ -148,7 +148,7 @@ def train_one_epoch(job: Job, stage: Stage, position: EpochPosition) -> EpochRes
     says how far it got. A diverged run shows as a non-finite loss. A stop signal ends the pass at
     the next batch boundary with `Stopped`."""
     set_train_mode(job.model, stage.settings["train"])
-    batches = epoch_batches(job.train, job.cell["batch_size"], job.generator, position)
+    batches = epoch_batches(job.train, job.cell.batch_size, job.generator, position)
     start = time.perf_counter()
     for images, labels in batches:
         if job.stop.signal:

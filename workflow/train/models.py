@@ -224,7 +224,7 @@ def build_classifier(name: str, num_classes: int, weights: str, dropout: float |
     """A Classifier with the given head and starting weights, and its input normalisation.
 
     `weights` is "imagenet", "none", or anything else meaning "load `init`":
-    a tlsweep checkpoint (an upstream cell's best.pt; its normalisation comes
+    a tlsweep checkpoint (a pretrain cell's best.pt; its normalisation comes
     with it) or a torchvision-format state dict (ImageNet normalisation).
     `dropout` None means the head's default. Returns (model, (mean, std)).
     """

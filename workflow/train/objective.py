@@ -6,14 +6,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from workflow.core.cell import TrainingSettings
+
 
 class Objective:
     """The training loss: cross-entropy with label smoothing, InceptionV3's auxiliary share, mixup."""
 
-    def __init__(self, training: dict, seed: int):
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=training["label_smoothing"])
-        self.aux_weight = training["aux_loss_weight"]
-        self.mixup = training["mixup"]
+    def __init__(self, training: TrainingSettings, seed: int):
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
+        self.aux_weight = training.aux_loss_weight
+        self.mixup = training.mixup
         self.rng = np.random.default_rng(seed)  # mixup's draws; its state is checkpointed
 
     def loss(self, output, labels: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ written, whose outputs Snakemake then deletes, is finished again by the rerun wi
 
 from __future__ import annotations
 
+import json
 import os
 from importlib.metadata import PackageNotFoundError, version
 import random
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from workflow.atomic import atomic_path
+from workflow.core.cell import Cell
 from workflow.integrity import file_stamp, load_torch
 from workflow.data.resize import RESIZE_METHOD
 from workflow.core import paths
@@ -76,9 +78,9 @@ def file_identity(path) -> dict:
     return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def run_fingerprint(cell: dict, manifest, init) -> dict:
-    """What a last.pt must have been written for to be resumed: the cell config and its input files."""
-    return {"cell": cell, "manifest": file_identity(manifest), "init": file_identity(init) if init else None}
+def run_fingerprint(cell: Cell, manifest, init) -> dict:
+    """What a last.pt must have been written for to be resumed: the cell (its JSON) and its input files."""
+    return {"cell": json.loads(cell.to_json()), "manifest": file_identity(manifest), "init": file_identity(init) if init else None}
 
 
 def checkpoint_versions() -> dict:
@@ -90,22 +92,22 @@ def checkpoint_versions() -> dict:
     return {"tlsweep": tlsweep, **versions()}
 
 
-def checkpoint_description(model, cell: dict, normalization, class_names: list[str] | None,
+def checkpoint_description(model, cell: Cell, normalization, class_names: list[str] | None,
                            resize_method: str = RESIZE_METHOD) -> dict:
     """What a checkpoint says about its model besides the weights: how to rebuild it (model name,
     head, classes, resolution, whether InceptionV3's auxiliary classifier is there) and how its
     input is prepared (resolution, the manifest's resize method, normalisation), the cell config and the versions."""
     mean, std = normalization
     return {
-        "format": CHECKPOINT_FORMAT, "model_name": cell["model"], "head": model.head_kind,
+        "format": CHECKPOINT_FORMAT, "model_name": cell.model, "head": model.head_kind,
         "num_classes": num_classes_of(model), "class_names": None if class_names is None else list(class_names),
-        "resolution": cell.get("resolution"), "resize_method": resize_method,
+        "resolution": cell.resolution, "resize_method": resize_method,
         "aux_classifier": getattr(model.backbone, "AuxLogits", None) is not None,
-        "normalization": (tuple(mean), tuple(std)), "cell": cell, "versions": checkpoint_versions(),
+        "normalization": (tuple(mean), tuple(std)), "cell": json.loads(cell.to_json()), "versions": checkpoint_versions(),
     }
 
 
-def save_checkpoint(path: Path, model, cell: dict, normalization, epoch: int,
+def save_checkpoint(path: Path, model, cell: Cell, normalization, epoch: int,
                     class_names: list[str] | None = None, resize_method: str = RESIZE_METHOD) -> None:
     """Write the model weights and their description (`checkpoint_description`), atomically."""
     description = checkpoint_description(model, cell, normalization, class_names, resize_method)

@@ -6,19 +6,18 @@ import json
 from pathlib import Path
 
 from workflow.core import paths
-from workflow.study.settings import stage_settings
+from workflow.core.cell import Cell
 from workflow.train.models import build_classifier, set_trainable
 
 
-def stage_trainable_parameters(cell: dict, num_classes: int) -> dict[str, int]:
-    """Trainable parameters per stage name of a cell (`Cell.to_dict()`), its model built with its head,
-    dropout and resolution but random weights (the counts do not depend on them)."""
-    training = cell["training"]
-    model, _ = build_classifier(cell["model"], num_classes, "none", training["dropout"], head=training["head"],
-                                resolution=cell["resolution"])
+def stage_trainable_parameters(cell: Cell, num_classes: int) -> dict[str, int]:
+    """Trainable parameters per stage name of a cell, its model built with its head, dropout and
+    resolution but random weights (the counts do not depend on them)."""
+    model, _ = build_classifier(cell.model, num_classes, "none", cell.training.dropout, head=cell.training.head,
+                                resolution=cell.resolution)
     counts = {}
-    for stage in training["stages"]:
-        set_trainable(model, stage_settings(training, stage, cell["optimizer"], cell["train"])["train"])
+    for stage in cell.stages():
+        set_trainable(model, stage["train"])
         counts[stage["name"]] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return counts
 
@@ -49,10 +48,9 @@ def trainable_column(study) -> tuple[dict[str, str], bool]:
     for cell in study.cells.values():
         classes = dataset_classes(study, cell.dataset)
         assumed = assumed or classes is None
-        data = cell.to_dict()
         key = (cell.model, cell.resolution, cell.train, cell.optimizer, classes or 2,
-               json.dumps(cell.training, sort_keys=True, default=str))
+               json.dumps(cell.training.as_mapping(), sort_keys=True, default=str))
         if key not in counted:
-            counted[key] = stage_trainable_parameters(data, classes or 2)
+            counted[key] = stage_trainable_parameters(cell, classes or 2)
         column[cell.id] = " / ".join(f"{stage} {count:,}" for stage, count in counted[key].items())
     return column, assumed

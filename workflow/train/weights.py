@@ -101,10 +101,12 @@ def fetch_weights(url: str, dest: str | os.PathLike) -> Path:
     return dest
 
 
-def fetch_plan(imagenet: dict[str, tuple[str, str]]) -> dict:
+def weight_downloads(imagenet: dict[str, tuple[str, str]]) -> dict:
     """What the fetch rules download, from imagenet_files(): torchvision's {file name: URL} into its
     checkpoints folder, timm's {repository folder (`timm--resnet50.a1_in1k`): model} into the hub cache."""
     torchvision = {Path(path).name: url for model, (path, url) in imagenet.items() if timm_name(model) is None}
     timm = {timm_hub_repo(model).replace("/", "--"): model for model in imagenet if timm_name(model) is not None}
     return {"torchvision_dir": str(hub_dir() / "checkpoints"), "torchvision": torchvision,
             "hub_cache": str(hf_hub_cache()), "timm": timm}
+
+

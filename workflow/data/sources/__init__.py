@@ -1,7 +1,7 @@
-"""Dataset sources by name, each a `Source` (see base.py): its defaults, checks, files and Catalog."""
+"""Dataset sources by name, each a `Source` (see base.py): its defaults, checks, files and Catalogue."""
 
 from .base import Source
-from .catalog import Catalog, RemoteFile, Skipped
+from .catalogue import Catalogue, RemoteFile, Skipped
 from .cats_vs_dogs import CATS_VS_DOGS
 from .cifar import CIFAR10, CIFAR100
 from .digits import DIGITS
@@ -21,7 +21,7 @@ SOURCES: dict[str, Source] = {
     "digits": DIGITS,
 }
 
-__all__ = ["SOURCES", "Catalog", "RemoteFile", "Skipped", "Source", "get_source"]
+__all__ = ["SOURCES", "Catalogue", "RemoteFile", "Skipped", "Source", "get_source"]
 
 
 def get_source(name: str) -> Source:

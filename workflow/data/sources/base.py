@@ -3,7 +3,7 @@
 A source owns the keys it takes besides the common ones (`DEFAULTS`), its rules
 for an entry (`check`), the files it downloads (`remote_files`), the files an
 entry is prepared from (`inputs`), the plan's record of what it was made from
-(`source_records`), the Catalog of its images (`open_catalog`), the digest of
+(`source_records`), the Catalogue of its images (`open_catalogue`), the digest of
 its files a changed source is noticed by (`fingerprint`) and how a shard reads
 the plan's images (`plan_reader`). Errors in an
 entry are DatasetConfigErrors that name the key, as `datasets.<name>.<key>: ...`.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from workflow.data.download import ChecksumError, size_and_digests
 
-from .catalog import Catalog, RemoteFile
+from .catalogue import Catalogue, RemoteFile
 
 
 class DatasetConfigError(ValueError):
@@ -76,7 +76,7 @@ class Source(ABC):
         ]
 
     @abstractmethod
-    def open_catalog(self, raw_dir: Path | None, spec: dict) -> Catalog:
+    def open_catalogue(self, raw_dir: Path | None, spec: dict) -> Catalogue:
         """Every image of the source, listed without decoding."""
 
     def check(self, name: str, spec: dict) -> None:
@@ -103,15 +103,15 @@ class Source(ABC):
         """A function from a list of the plan's keys to their images (RGB arrays or Skipped): here the
         source is listed again and each key found by name (an int, from a plan older than keys, is a
         position); a key it no longer has is an error."""
-        catalog = self.open_catalog(Path(plan["raw_dir"]) if plan["raw_dir"] else None, plan["spec"])
-        position = {key: i for i, key in enumerate(catalog.keys)}
+        catalogue = self.open_catalogue(Path(plan["raw_dir"]) if plan["raw_dir"] else None, plan["spec"])
+        position = {key: i for i, key in enumerate(catalogue.keys)}
 
         def read(keys):
             missing = [key for key in keys if not isinstance(key, int) and key not in position]
             if missing:
                 raise ValueError(f"datasets.{plan['dataset']}: {missing[0]} is in the plan but not in the "
                                  "source; the source changed since it was planned (re-run the plan)")
-            return catalog.read([key if isinstance(key, int) else position[key] for key in keys])
+            return catalogue.read([key if isinstance(key, int) else position[key] for key in keys])
         return read
 
 

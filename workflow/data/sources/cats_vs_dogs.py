@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DownloadedSource
-from .catalog import Catalog, RemoteFile
+from .catalogue import Catalogue, RemoteFile
 from .images import decode, ignore_reason
 
 REMOTE = RemoteFile(
@@ -39,7 +39,7 @@ class CatsVsDogs(DownloadedSource):
     FILES = (REMOTE,)
     DECODES = True
 
-    def open_catalog(self, raw_dir: Path, spec: dict) -> Catalog:
+    def open_catalogue(self, raw_dir: Path, spec: dict) -> Catalogue:
         """List PetImages/Cat and PetImages/Dog; everything else goes to `ignored`."""
         path = Path(raw_dir) / REMOTE.filename
         folders = {f"PetImages/{name}/": label for label, name in enumerate(CLASS_NAMES)}
@@ -55,7 +55,7 @@ class CatsVsDogs(DownloadedSource):
             else:
                 keys.append(name)
                 labels.append(folders[folder])
-        return Catalog(
+        return Catalogue(
             class_names=list(CLASS_NAMES),
             labels=np.asarray(labels, dtype=np.int64),
             splits=np.full(len(keys), ""),

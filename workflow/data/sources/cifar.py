@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DownloadedSource
-from .catalog import Catalog, RemoteFile
+from .catalogue import Catalogue, RemoteFile
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Cifar(DownloadedSource):
     META: str
     LABEL_KEYS: dict  # label_type -> (labels key, names key) in the pickles
 
-    def open_catalog(self, raw_dir: Path, spec: dict) -> Catalog:
+    def open_catalogue(self, raw_dir: Path, spec: dict) -> Catalogue:
         """Load all batches into memory; official train/test split, no val."""
         label_type = spec.get("label_type", "fine")
         if label_type not in self.LABEL_KEYS:
@@ -48,7 +48,7 @@ class Cifar(DownloadedSource):
                 splits += [split] * len(data)
                 keys += [f"{name}[{i}]" for i in range(len(data))]
         class_names = [name.decode() for name in members[self.META][names_key]]
-        return Catalog(
+        return Catalogue(
             class_names=class_names,
             labels=np.asarray(labels, dtype=np.int64),
             splits=np.asarray(splits),

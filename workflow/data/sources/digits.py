@@ -7,7 +7,7 @@ import numpy as np
 from workflow.data.download import size_and_digests
 
 from .base import Source
-from .catalog import Catalog
+from .catalogue import Catalogue
 from .cifar import ArrayReader
 
 
@@ -24,13 +24,13 @@ class Digits(Source):
     DEFAULTS = {"split": {"train": 0.7, "val": 0.15, "test": 0.15}, "shards": 1}
     REFUSED = {"path": "digits comes bundled with scikit-learn"}
 
-    def open_catalog(self, raw_dir, spec: dict) -> Catalog:
+    def open_catalogue(self, raw_dir, spec: dict) -> Catalogue:
         """All 1,797 digits as RGB uint8 (values scaled by 255/16), labelled "0".."9"."""
         import sklearn.datasets
 
         digits = sklearn.datasets.load_digits()
         gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-        return Catalog(
+        return Catalogue(
             class_names=[str(i) for i in range(10)],
             labels=digits.target.astype(np.int64),
             splits=np.full(len(gray), ""),

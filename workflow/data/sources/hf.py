@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetConfigError, Source
-from .catalog import Catalog
+from .catalogue import Catalogue
 from .images import decode
 from .listing import file_stats, folder_record, listing_record
 from .table import SPLIT_NAMES, sorted_labels
@@ -96,7 +96,7 @@ class HuggingFace(Source):
             raise DatasetConfigError(f"datasets.{name}.path: {path} is neither a folder nor a parquet file")
         return listing_record("file", str(path), file_stats(path.parent, [path.name]))
 
-    def open_catalog(self, raw_dir, spec: dict) -> Catalog:
+    def open_catalogue(self, raw_dir, spec: dict) -> Catalogue:
         """Every row of the train, validation and test splits (other splits are ignored)."""
         import datasets
 
@@ -112,7 +112,7 @@ class HuggingFace(Source):
                                  "Image feature (set image_column)")
             kept[split] = part.cast_column(spec["image_column"], datasets.Image(decode=False))
         rows = tuple((split, row) for split, part in kept.items() for row in range(len(part)))
-        return Catalog(
+        return Catalogue(
             class_names=class_names,
             labels=np.concatenate([labels[split] for split in kept]),
             splits=np.array([SPLIT_NAMES.get(split.lower(), "") for split, _ in rows], dtype="<U5"),

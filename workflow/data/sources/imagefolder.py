@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetConfigError, Source
-from .catalog import Catalog
+from .catalogue import Catalogue
 from .images import FileReader, PathReader, ignore_reason
 from .listing import file_stats, folder_record, listing_record
 
@@ -63,7 +63,7 @@ class ImageFolder(Source):
     DEFAULTS = {"path": None, "split": {"train": 0.8, "val": 0.1, "test": 0.1}, "val_fraction": 0.1, "shards": 1}
     DECODES = True
 
-    def open_catalog(self, raw_dir: Path | None, spec: dict) -> Catalog:
+    def open_catalogue(self, raw_dir: Path | None, spec: dict) -> Catalogue:
         """List `spec["path"]`; `splits` is filled when it has train/ val/ test/ sub-folders."""
         root = Path(spec["path"])
         if not root.is_dir():
@@ -86,7 +86,7 @@ class ImageFolder(Source):
                 keys += images
                 labels += [class_names.index(class_dir.name)] * len(images)
                 splits += [split] * len(images)
-        return Catalog(
+        return Catalogue(
             class_names=class_names,
             labels=np.asarray(labels, dtype=np.int64),
             splits=np.asarray(splits),

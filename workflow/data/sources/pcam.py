@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from .base import DownloadedSource
-from .catalog import Catalog, RemoteFile
+from .catalogue import Catalogue, RemoteFile
 
 URL = "https://zenodo.org/records/2546921/files/{}?download=1"
 CLASS_NAMES = ["normal", "tumor"]
@@ -76,7 +76,7 @@ class PCam(DownloadedSource):
     DEFAULTS = {"path": None, "mirror": None, "checksums": {}, "shards": 8}
     FILES = tuple(RemoteFile(URL.format(name), name, md5) for name, md5 in MD5.items())
 
-    def open_catalog(self, raw_dir: Path, spec: dict) -> Catalog:
+    def open_catalogue(self, raw_dir: Path, spec: dict) -> Catalogue:
         """List the train/valid/test files; labels come from the `_y` files."""
         paths, starts, labels, splits, keys = [], [], [], [], []
         for part, split in PART_SPLITS.items():
@@ -93,7 +93,7 @@ class PCam(DownloadedSource):
             labels.append(y.astype(np.int64))
             splits += [split] * n
             keys += [f"{x_path.name}[{i}]" for i in range(n)]
-        return Catalog(
+        return Catalogue(
             class_names=list(CLASS_NAMES),
             labels=np.concatenate(labels),
             splits=np.asarray(splits),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetConfigError, Source
-from .catalog import Catalog
+from .catalogue import Catalogue
 from .images import FileReader, PathReader
 from .listing import file_sha256, file_stats, listing_record
 
@@ -80,7 +80,7 @@ class Table(Source):
         """What the plan records: the table's SHA-256 and every file it names with size and mtime."""
         return listing_record("table", str(table), file_stats(root, keys), root=str(root), sha256=file_sha256(table))
 
-    def open_catalog(self, raw_dir, spec: dict) -> Catalog:
+    def open_catalogue(self, raw_dir, spec: dict) -> Catalogue:
         """Read the table; duplicate paths and unknown split names are errors naming the row."""
         table, root = Path(spec["path"]), root_of(spec)
         rows = read_table(table, self.columns(spec))
@@ -99,7 +99,7 @@ class Table(Source):
                 raise ValueError(f"{table}: row {unknown[0] + 2} has split {rows[spec['split_column']].iloc[unknown[0]]!r}"
                                  f"; use one of {', '.join(SPLIT_NAMES)}")
             splits = values.map(SPLIT_NAMES).to_numpy(dtype=str)
-        return Catalog(
+        return Catalogue(
             class_names=class_names,
             labels=np.array([class_names.index(label) for label in rows[spec["label_column"]]], np.int64),
             splits=splits,

@@ -1,11 +1,12 @@
-"""What a source lists: class names, labels, splits, keys, and a reader of images."""
+"""A source's catalogue of its images: class names, labels, splits, keys, and a reader of images
+(not the model catalogue, workflow/core/catalogue.py)."""
 
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-CATALOG_SPLITS = ("train", "val", "test", "")  # "" where the source defines no split
+CATALOGUE_SPLITS = ("train", "val", "test", "")  # "" where the source defines no split
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Skipped:
 
 
 @dataclass
-class Catalog:
+class Catalogue:
     """Every entry of a source, listed without decoding images.
 
     `splits` holds "train", "val" or "test" where the source defines the
@@ -53,10 +54,10 @@ class Catalog:
             self.groups = np.asarray(self.groups, dtype=str)
         if self.labels.shape != (n,) or self.splits.shape != (n,) or (self.groups is not None
                                                                         and self.groups.shape != (n,)):
-            raise ValueError(f"catalog of {n} keys has {self.labels.shape} labels and {self.splits.shape} splits")
+            raise ValueError(f"catalogue of {n} keys has {self.labels.shape} labels and {self.splits.shape} splits")
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise ValueError(f"labels outside 0..{len(self.class_names) - 1}")
-        unknown = set(np.unique(self.splits)) - set(CATALOG_SPLITS)
+        unknown = set(np.unique(self.splits)) - set(CATALOGUE_SPLITS)
         if unknown:
             raise ValueError(f"unknown split names {sorted(unknown)}")
 

@@ -1,4 +1,4 @@
-"""Which cells a study exports, and the folder each goes to.
+"""The export index: which cells a study exports, and the folder each goes to (export/index.json).
 
 The `best` table's rows are configurations (a cell without its seed), per dataset `overall` and,
 where the dataset has several models, `per model`. A configuration's export is the cell among its
@@ -114,8 +114,8 @@ def chosen_record(row, cell_value) -> dict:
     }
 
 
-def export_plan(best, summary, cells: str = "best") -> list[dict]:
-    """The exports of a study from its `best` and `summary` tables: [{"id", "cell", "chosen"}], the
+def export_entries(best, summary, cells: str = "best") -> list[dict]:
+    """The export index's entries of a study from its `best` and `summary` tables: [{"id", "cell", "chosen"}], the
     recommended cells first (overall before per model, in the table's order), then with `cells`
     `all` the other ok grid cells in the summary's order."""
     if cells not in CELLS:
@@ -143,7 +143,7 @@ def write_export_index(tables_dir: str | Path, out: str | Path, cells: str = "be
     from workflow.atomic import write_json
 
     tables_dir = Path(tables_dir)
-    plan = export_plan(pd.read_parquet(tables_dir / "best.parquet"),
-                       pd.read_parquet(tables_dir / "summary.parquet"), cells)
-    write_json(out, {"cells": cells, "exports": plan})
-    return plan
+    entries = export_entries(pd.read_parquet(tables_dir / "best.parquet"),
+                             pd.read_parquet(tables_dir / "summary.parquet"), cells)
+    write_json(out, {"cells": cells, "exports": entries})
+    return entries

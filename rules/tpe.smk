@@ -12,17 +12,18 @@ if TPE:
         telling it every finished cell of the rounds before it (failed, out of memory or diverged ones
         as failures)."""
         input:
-            get_tpe_round_inputs,
+            metrics=get_tpe_round_inputs,
+            study=ancient(STUDY_FILE),
         output:
             paths.round_file(paths.search_folder(OUT), "{round}"),
         wildcard_constraints:
             round=r"[1-9]\d*",
         params:
-            config=json.dumps(config),
+            study=json.dumps(config, sort_keys=True),  # not on the command line: a changed study re-chooses (params trigger)
         log:
             paths.log_file(OUT, "tpe_round", "round-{round}"),
         conda:
             ENV
         shell:
-            "python -m workflow tpe-round --config {params.config:q} --round {wildcards.round} --out {output}"
+            "python -m workflow tpe-round --configfile {input.study} --round {wildcards.round} --out {output}"
             " > {log} 2>&1"

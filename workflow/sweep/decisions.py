@@ -1,0 +1,82 @@
+"""What a study's search has decided so far, read from its files, and the study as far as it goes.
+
+`build_study(config, rounds)` is pure; the rounds a TPE search chose (results/<study>/search/round-<r>.json)
+and the rankings successive halving wrote (halving/rung-<k>.json) are read here and nowhere else.
+`SweepState` is the one view of the study that the Snakefile and every job use: the study built from its
+config with the rounds chosen so far, rebuilt when a checkpoint job has chosen another round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from workflow.core import paths
+from workflow.study.config import load_config
+from workflow.study.grid import Study, build_study
+
+
+def read_rounds(config: dict) -> dict[int, dict]:
+    """The later rounds of a TPE search chosen so far, {round: its file's content}, in order from round 1
+    (a round is chosen only after the ones before it); {} for any other study."""
+    search = config.get("search")
+    if not isinstance(search, dict) or search.get("method") != "tpe":
+        return {}
+    folder = paths.search_folder(paths.study_folder(config.get("results_dir", "results"), config["study"]))
+    rounds: dict[int, dict] = {}
+    while os.path.exists(path := paths.round_file(folder, len(rounds) + 1)):
+        try:
+            with open(path) as f:
+                content = json.load(f)
+            if not isinstance(content.get("groups"), dict):
+                raise ValueError("no `groups` mapping")
+        except (OSError, ValueError, AttributeError) as error:
+            raise ValueError(f"{path} is not a round file ({type(error).__name__}: {error}); delete it and run "
+                             f"again to choose round {len(rounds) + 1} again (Optuna's journal keeps its trials)") from None
+        rounds[len(rounds) + 1] = content
+    return rounds
+
+
+@lru_cache(maxsize=256)
+def _read_json(path: str, mtime_ns: int) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_ranking(path: str | Path) -> dict:
+    """A ranking file's content (successive halving), read once per version of the file (`mtime` decides)."""
+    return _read_json(str(path), os.stat(path).st_mtime_ns)
+
+
+class SweepState:
+    """A study as far as its search has decided: built once from its validated config and the TPE rounds
+    chosen so far, and again when `know_round` learns of a later one. Values derived from the study
+    (`derived`) are kept until it is rebuilt."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.study: Study = build_study(config, read_rounds(config))
+        self._derived: dict = {}
+
+    def know_round(self, round_index: int) -> None:
+        """Make sure the study has the cells of TPE round `round_index` (its file is written)."""
+        if round_index not in self.study.sampling.chosen_rounds:
+            self.study = build_study(self.config, read_rounds(self.config))
+            self._derived.clear()
+
+    def derived(self, name: str, compute):
+        """`compute(study)`, computed once per version of the study."""
+        if name not in self._derived:
+            self._derived[name] = compute(self.study)
+        return self._derived[name]
+
+    def ranking(self, rung: int, round_index: int | None = None) -> dict:
+        """The ranking successive halving wrote for a rung (of one TPE round's ladder, if given)."""
+        return load_ranking(self.study.ranking_path(rung, round_index))
+
+
+def load_sweep(study_file) -> SweepState:
+    """The study a job is given (`--configfile`): its file checked and filled in, and the rounds chosen so far."""
+    return SweepState(load_config(study_file))
