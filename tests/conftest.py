@@ -11,10 +11,18 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+_RUNNING = {"pipeline": True}  # whether the running test is marked `pipeline` (True outside a test)
+
+
+def pytest_runtest_setup(item):
+    _RUNNING["pipeline"] = item.get_closest_marker("pipeline") is not None
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Run this repo's Snakefile in `workdir` with the test interpreter's environment."""
+    """Run this repo's Snakefile in `workdir` with the test interpreter's environment (from a test marked
+    `pipeline` only, so that the fast tier never runs Snakemake: docs/contributing.md)."""
+    if not _RUNNING["pipeline"]:
+        raise AssertionError("this test runs Snakemake: mark it @pytest.mark.pipeline (docs/contributing.md)")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args],
@@ -28,6 +36,38 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def load_study_file(path: Path):
+    """A study file checked in-process the way rules/common.smk checks it before Snakemake plans a job:
+    read strictly and checked against the schema (`load_config`), built (`SweepState`, which builds the
+    study), its weights files checked and its downloads listed. Returns the Study; a bad file raises the
+    one-line ConfigError, DatasetConfigError or WeightsFileError that the Snakefile reports."""
+    from workflow.data.datasets import downloads
+    from workflow.export.weights_check import check_study_weights
+    from workflow.study.config import load_config
+    from workflow.sweep.decisions import SweepState
+
+    config = load_config(path)
+    study = SweepState(config).study
+    check_study_weights(study.cells.values())
+    downloads(study.datasets, config["raw_dir"])
+    return study
+
+
+def study_error(path: Path) -> str:
+    """The one-line error that `load_study_file` refuses the study file at `path` with."""
+    from workflow.data.datasets import DatasetConfigError
+    from workflow.export.weights_check import WeightsFileError
+    from workflow.study.config import ConfigError
+
+    try:
+        load_study_file(path)
+    except (ConfigError, DatasetConfigError, WeightsFileError) as error:
+        message = str(error)
+        assert "\n" not in message, f"not one line: {message}"
+        return message
+    raise AssertionError(f"{path} should have been refused")
 
 
 def tiny_study(name: str = "tiny") -> dict:
@@ -128,6 +168,28 @@ def digits_shard(folder: Path, resolution: int) -> Path:
 def shard(tmp_path_factory):
     """Digits 0-2 at 16x16: small enough to train a cell in seconds."""
     return digits_shard(tmp_path_factory.mktemp("data"), 16)
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_study(tmp_path_factory):
+    """`tiny_study()` run end to end once per session with `snakemake --cores 2`: (work folder, study
+    file, Snakemake's result). Shared by the pipeline tests that only read its results; a test that
+    changes anything in the folder (reruns, forced jobs, other study files, a report) works on a copy
+    (`copy_of_finished_tiny_study`)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    configfile = write_config(workdir / "tiny.yaml", tiny_study())
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
+    return workdir, configfile, result
+
+
+def copy_of_finished_tiny_study(finished: tuple, folder: Path) -> tuple:
+    """The shared finished tiny study copied into `folder` (file times kept, so Snakemake sees the same
+    finished jobs): (work folder, study file, Snakemake's result) of the copy."""
+    import shutil
+
+    workdir, configfile, result = finished
+    shutil.copytree(workdir, folder, symlinks=True)
+    return folder, folder / configfile.relative_to(workdir), result
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.pipeline  # they time the benchmarks
+
 
 def load_benchmark(name: str):
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")

@@ -9,6 +9,8 @@ from PIL import Image
 from conftest import snakemake, tiny_study, write_config
 from test_workflow import job_counts
 
+pytestmark = pytest.mark.pipeline  # every test runs Snakemake
+
 MANIFEST = "results/data/pets/r8.json"
 
 

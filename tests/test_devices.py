@@ -62,6 +62,7 @@ def test_scheduler_devices_are_respected(fake_gpus):
     assert result["gpu"] is None and result["visible"] == "3"
 
 
+@pytest.mark.pipeline
 def test_two_real_training_jobs_claim_different_devices(fake_gpus, tmp_path):
     spec = {"source": "digits", "classes": [0, 1], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}
     prepare_dataset("d", spec, 16, tmp_path / "r16.h5", tmp_path / "r16.json")

@@ -1,5 +1,5 @@
 """Self-describing checkpoints, rebuilding them, TorchScript and ONNX exports that match PyTorch,
-the export index from the best table, the `weights:` file check, and the export rules' dry run."""
+the export index from the best table, the `weights:` file check (in-process), and the export rules' dry run."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import torch
 import torchvision
 import yaml
 
-from conftest import REPO, make_cell, tiny_study
+from conftest import REPO, load_study_file, make_cell, study_error, tiny_study
 from fakecells import summary_frame
 from workflow.export.checkpoint import CheckpointError, load_model
 from workflow.export.export import TOLERANCE, export_model
@@ -177,10 +177,8 @@ def test_export_folder_ids_are_safe_and_distinct():
         export_ids(["a__b/m/r1/x", "a/b__m/r1/x"])
 
 
-def run_study(tmp_path, *args, export=None, check=True, **grid):
-    """Snakemake on the tiny study (one grid cell, unless `grid` says otherwise)."""
-    import subprocess
-
+def small_study(tmp_path, export=None, **grid):
+    """The tiny study (one grid cell, unless `grid` says otherwise) written to tmp_path/study.yaml."""
     config = tiny_study()
     config["grid"].update(batch_size=[32], optimizer=["adam"], **grid)
     if "pretrain:base" not in config["grid"]["weights"]:
@@ -188,6 +186,14 @@ def run_study(tmp_path, *args, export=None, check=True, **grid):
     if export is not None:
         config["export"] = export
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path / "study.yaml"
+
+
+def run_study(tmp_path, *args, export=None, check=True, **grid):
+    """Snakemake on the tiny study (one grid cell, unless `grid` says otherwise)."""
+    import subprocess
+
+    small_study(tmp_path, export, **grid)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, "-m", "snakemake", *args, "--snakefile", str(REPO / "Snakefile"),
                              "--directory", str(tmp_path / "work"), "--configfile", str(tmp_path / "study.yaml")],
@@ -196,6 +202,7 @@ def run_study(tmp_path, *args, export=None, check=True, **grid):
     return result
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("export,planned", [(None, 1), ({"enabled": False}, 0), ({"cells": "all"}, 1)])
 def test_dry_run_plans_the_export_index_unless_export_is_off(tmp_path, export, planned):
     result = run_study(tmp_path, "-n", export=export)
@@ -204,16 +211,15 @@ def test_dry_run_plans_the_export_index_unless_export_is_off(tmp_path, export, p
     assert counts.get("export_index", 0) == planned and counts["train"] == 1 and counts["all"] == 1
 
 
+@pytest.mark.pipeline
 def test_the_export_rules_pass_the_linter(tmp_path):
     result = run_study(tmp_path, "--lint")
     assert "Lints for" not in result.stdout + result.stderr
 
 
-def test_a_weights_file_of_another_model_fails_the_dry_run(tmp_path):
+def test_a_weights_file_of_another_model_refuses_the_study(tmp_path):
     saved_model(tmp_path / "resnet.pt", "resnet18", resolution=16)
-    result = run_study(tmp_path, "-n", check=False, weights=[str(tmp_path / "resnet.pt")],
-                         model=["resnet18", "mobilenet_v2"])
-    assert result.returncode != 0
-    assert "resnet.pt (tlsweep checkpoint) does not fit model 'mobilenet_v2': it holds a 'resnet18' model" in \
-        result.stdout + result.stderr
-    assert run_study(tmp_path, "-n", weights=[str(tmp_path / "resnet.pt")]).returncode == 0
+    weights = [str(tmp_path / "resnet.pt")]
+    output = study_error(small_study(tmp_path, weights=weights, model=["resnet18", "mobilenet_v2"]))
+    assert "resnet.pt (tlsweep checkpoint) does not fit model 'mobilenet_v2': it holds a 'resnet18' model" in output
+    assert len(load_study_file(small_study(tmp_path, weights=weights)).grid_cells) == 1

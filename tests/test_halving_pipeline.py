@@ -21,6 +21,8 @@ from workflow.study.grid import build_study
 from workflow.study.search import Halving
 from workflow.sweep.halving import rank
 
+pytestmark = pytest.mark.pipeline  # every test runs Snakemake
+
 TIMING = ["seconds", "images_per_s"]
 RUNGS = [1, 3, 9]
 

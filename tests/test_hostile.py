@@ -39,6 +39,7 @@ def job_env():
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
 
 
+@pytest.mark.pipeline
 def test_a_kill_right_after_metrics_json_loses_no_training(shard, tmp_path):
     out = tmp_path / "cell"
     cell = one_stage_cell()
@@ -105,6 +106,7 @@ def assert_the_job_failed_naming(result, out, cause):
     assert not (out / "metrics.json").exists()  # no `failed` result: a rerun retries the cell
 
 
+@pytest.mark.pipeline
 def test_a_full_disk_fails_the_job_naming_the_file_and_the_cause(shard, full_disk):
     out = full_disk / "cell"
     result = subprocess.run(train_command(one_stage_cell(epochs=1), shard, out), capture_output=True, text=True,
@@ -113,6 +115,7 @@ def test_a_full_disk_fails_the_job_naming_the_file_and_the_cause(shard, full_dis
     assert "error: StorageError" in result.stderr
 
 
+@pytest.mark.pipeline
 def test_a_file_size_limit_fails_the_job_naming_the_file_and_the_cause(shard, tmp_path):
     out = tmp_path / "cell"
 
@@ -124,6 +127,7 @@ def test_a_file_size_limit_fails_the_job_naming_the_file_and_the_cause(shard, tm
     assert_the_job_failed_naming(result, out, "File too large")
 
 
+@pytest.mark.pipeline
 def test_a_damaged_upstream_checkpoint_fails_the_job_naming_it_and_goes_back_for_retraining(shard, tmp_path):
     upstream = tmp_path / "upstream"
     train_cell(one_stage_cell(epochs=1), shard, upstream, log=lambda _: None)
@@ -164,6 +168,7 @@ def seeded_study():
     }
 
 
+@pytest.mark.pipeline
 def test_snakemake_stops_at_a_damaged_upstream_checkpoint_and_keeps_the_downstream_results(tmp_path):
     from conftest import snakemake, write_config
 
@@ -227,6 +232,7 @@ def test_a_shard_damaged_with_its_mtime_kept_fails_training_naming_it(own_datase
     assert (shard_file.parent / (shard_file.name + ".damaged")).exists() and not manifest.exists()  # made anew
 
 
+@pytest.mark.pipeline
 def test_a_truncated_shard_fails_the_train_job_naming_it(own_dataset, tmp_path):
     manifest, shard_file = own_dataset
     data = shard_file.read_bytes()
@@ -236,6 +242,7 @@ def test_a_truncated_shard_fails_the_train_job_naming_it(own_dataset, tmp_path):
     assert result.returncode != 0 and f"shard {shard_file} is damaged" in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.pipeline
 def test_a_second_run_from_another_folder_is_refused_while_the_first_holds_the_results(tmp_path):
     from conftest import snakemake, write_config
 
@@ -270,6 +277,7 @@ def test_a_second_run_from_another_folder_is_refused_while_the_first_holds_the_r
     assert not list((tmp_path / "two").rglob("*.h5"))  # the second run did nothing at all
 
 
+@pytest.mark.pipeline
 def test_on_a_full_disk_the_error_that_ended_a_train_job_reaches_snakemakes_output(tmp_path, full_disk):
     from conftest import snakemake, write_config
 

@@ -117,6 +117,7 @@ def test_the_ladder_table_has_a_row_per_bracket_and_rung():
     assert table["epochs_trained"].tolist() == [4, 3, 2, 5, 2, 3]
 
 
+@pytest.mark.pipeline
 def test_a_dry_run_plans_the_first_brackets_rung_and_later_brackets_wait_for_the_rankings_before(
         tmp_path, study_file):
     config = random_config(n=10, brackets=3, **LADDER)

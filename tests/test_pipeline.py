@@ -18,6 +18,8 @@ from conftest import REPO, snakemake, tiny_study, write_config
 from workflow.data.shards import read_split, shard_files
 from test_workflow import job_counts
 
+pytestmark = pytest.mark.pipeline  # every test runs Snakemake
+
 CIFAR = "cifar-10-python.tar.gz"
 CATS = "kagglecatsanddogs_5340.zip"
 TARGETS = ("results/data/c10/r16.json", "results/data/cats/r16.json")

@@ -93,6 +93,7 @@ def test_the_precision_is_recorded_in_metrics(shard, tmp_path):
         assert (on_disk["run"]["skipped_fp16_steps"] > 0) == (precision == "fp16")
 
 
+@pytest.mark.pipeline
 def test_a_stopped_fp16_run_resumes_with_its_loss_scale_and_an_older_last_pt_still_resumes(shard, tmp_path):
     training = {"precision": "fp16", "deterministic": True, "stages": [{"name": "all", "train": "all", "epochs": 2}]}
     cell = make_cell(training=training)

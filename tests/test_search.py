@@ -117,6 +117,7 @@ def test_a_drawn_axis_replaces_one_grid_value_never_several_and_random_search_ne
         check_config(config)
 
 
+@pytest.mark.pipeline
 def test_the_cells_command_and_a_dry_run_show_the_drawn_cells(tmp_path, study_file):
     config = random_config(n=3)
     path = study_file(config)
@@ -170,6 +171,7 @@ def test_halving_settings_in_a_random_search_need_halving_on(tmp_path):
     assert halved.halving.rungs == (1, 2, 4) and halved.halving.group_by == ("dataset", "model")
 
 
+@pytest.mark.pipeline
 def test_a_dry_run_of_halving_over_drawn_cells_trains_each_to_the_first_rung(tmp_path, study_file):
     config = random_config(n=3, halving=True, rungs=[1, 4], keep=0.5)
     dry = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
@@ -177,6 +179,7 @@ def test_a_dry_run_of_halving_over_drawn_cells_trains_each_to_the_first_rung(tmp
     assert counts["train_rung"] == 6 and counts["rank_rung"] == 1 and "train" not in counts
 
 
+@pytest.mark.pipeline
 def test_a_run_halves_drawn_cells_and_only_the_survivors_train_on(tmp_path, study_file, monkeypatch):
     import pandas as pd
 

@@ -197,6 +197,7 @@ def slot_study(name: str, per_gpu: int = 2) -> dict:
     return config
 
 
+@pytest.mark.pipeline
 def test_probes_are_cached_across_studies(tmp_path, fake_gpus):
     first = write_config(tmp_path / "first.yaml", slot_study("first"))
     plan = snakemake(tmp_path, "-n", "--configfile", str(first))
@@ -236,6 +237,7 @@ def intervals(workdir: Path, study: str) -> dict[str, dict]:
     return jobs
 
 
+@pytest.mark.pipeline
 def test_cells_share_gpus_within_the_slots_snakemake_grants(tmp_path, fake_gpus):
     """Two fake GPUs of 2 slots, but --resources gpu_slots=2: Snakemake runs at most 2 slots' worth of
     cells at once (the locks would allow 4). Probes seeded in the cache (this machine has no GPU to

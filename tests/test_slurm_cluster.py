@@ -15,9 +15,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
+
+pytestmark = pytest.mark.pipeline  # a local SLURM cluster runs Snakemake
 
 REPO = Path(__file__).resolve().parent.parent
 SLEEP_S = 10  # long enough for two jobs' sleeps to overlap despite start-up jitter

@@ -8,12 +8,15 @@ import sys
 from datetime import datetime
 
 import pandas as pd
+import pytest
 
 from conftest import REPO
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
 from test_slurm_cluster import max_overlap
 from workflow.study.config import load_config
 from workflow.study.grid import build_study
+
+pytestmark = pytest.mark.pipeline  # a local SLURM cluster runs the demo through Snakemake
 
 DEMO = REPO / "studies" / "digits-demo.yaml"
 

@@ -19,12 +19,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from conftest import REPO, write_config
 from histories import TIMING_COLUMNS
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
 from workflow.study.config import load_config
 from workflow.study.grid import build_study
+
+pytestmark = pytest.mark.pipeline  # a local SLURM cluster runs Snakemake
 
 CELL = "digits/resnet18/r32/bs32-lr1e-2-adam-all-s0-wnone"
 

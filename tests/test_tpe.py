@@ -242,6 +242,7 @@ TINY_TPE = {
 }
 
 
+@pytest.mark.pipeline
 def test_a_dry_run_shows_the_first_round_and_a_two_objective_run_trains_every_round(tmp_path, study_file):
     path = study_file({**TINY_TPE, "search": {**TINY_TPE["search"], "metric": ["val_accuracy", "train_time_s"]}})
     dry = snakemake(tmp_path, "-n", "--configfile", str(path))
@@ -312,6 +313,7 @@ TINY_TPE_HALVED = {**TINY_TPE, "study": "tpe-halved",
                    "training": {"stages": [{"name": "all", "train": "all", "epochs": 2}]}}
 
 
+@pytest.mark.pipeline
 def test_a_halved_tpe_search_ranks_each_round_and_tells_optuna_its_pruned_cells(tmp_path, study_file):
     path = study_file(TINY_TPE_HALVED)
     counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(path)).stdout)
@@ -336,6 +338,7 @@ def test_a_halved_tpe_search_ranks_each_round_and_tells_optuna_its_pruned_cells(
     assert "each TPE round is halved on its own ladder" in cells.stdout
 
 
+@pytest.mark.pipeline
 def test_later_rounds_wait_for_their_memory_probes_with_several_cells_per_gpu(tmp_path, study_file, monkeypatch):
     """resources.slots_per_gpu: 2 on two fake GPUs: the probes of round 1's cells, unknown before the run, are
     planned once the round is chosen (this machine has no GPU: they measure nothing, and cells take a GPU)."""

@@ -39,22 +39,29 @@ def quiet(_):
     pass
 
 
-def test_two_stage_training_writes_history_metrics_and_best_checkpoint(shard, tmp_path):
-    cell = make_cell()
-    metrics = train_cell(cell, shard, tmp_path, threads=1, log=quiet)
-    history = pd.read_csv(tmp_path / "history.csv")
+@pytest.fixture(scope="module")
+def trained(shard, tmp_path_factory):
+    """`make_cell()` trained once on the shard, for the tests that only read what it wrote:
+    (cell, metrics, its folder)."""
+    cell, out = make_cell(), tmp_path_factory.mktemp("trained")
+    return cell, train_cell(cell, shard, out, threads=1, log=quiet), out
+
+
+def test_two_stage_training_writes_history_metrics_and_best_checkpoint(trained):
+    cell, metrics, out = trained
+    history = pd.read_csv(out / "history.csv")
     assert list(history.columns) == HISTORY_COLUMNS
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert history["stage"].tolist() == ["head", "head", "finetune", "finetune", "finetune"]
     assert history["train"].tolist() == ["head", "head", "all", "all", "all"]
     assert history["lr"].iloc[0] == pytest.approx(0.01) and history["lr"].iloc[2] == pytest.approx(0.001)
-    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
     assert on_disk["status"] == "ok" and on_disk["epochs_run"] == 5
     best = history.loc[history["val_accuracy"].idxmax()]
     assert on_disk["best_epoch"] == best["epoch"]
     assert on_disk["best_val_accuracy"] == pytest.approx(best["val_accuracy"])
-    assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == best["epoch"]
+    assert torch.load(out / "best.pt", weights_only=False)["epoch"] == best["epoch"]
     assert on_disk["config"] == json.loads(cell.to_json())
     assert 0 <= on_disk["test_accuracy"] <= 1 and sum(map(sum, on_disk["confusion_matrix"])) > 0
     assert on_disk["test_top5_accuracy"] is None and on_disk["test_auc"] is None  # 3 classes
@@ -67,14 +74,14 @@ def test_two_stage_training_writes_history_metrics_and_best_checkpoint(shard, tm
     assert on_disk["peak_memory_mb"] is None and on_disk["device"] == "cpu"
     assert set(on_disk["versions"]) >= {"python", "torch", "torchvision", "numpy"}
     assert on_disk["run"]["head"] == "gap" and on_disk["run"]["resumed_after_epochs"] == []
-    assert "model" not in torch.load(tmp_path / LAST, weights_only=False)  # only the finished state stays
+    assert "model" not in torch.load(out / LAST, weights_only=False)  # only the finished state stays
 
 
-def test_a_finished_cell_keeps_the_best_weights_predictions_on_validation_and_test(shard, tmp_path):
+def test_a_finished_cell_keeps_the_best_weights_predictions_on_validation_and_test(trained):
     from workflow.train.predictions import read_predictions
 
-    metrics = train_cell(make_cell(), shard, tmp_path, threads=1, log=quiet)
-    predictions = read_predictions(tmp_path)
+    _, metrics, out = trained
+    predictions = read_predictions(out)
     assert list(predictions.class_names) == ["0", "1", "2"]
     val_accuracy = float(np.mean(predictions.val_scores.argmax(1) == predictions.val_labels))
     assert val_accuracy == pytest.approx(metrics["best_val_accuracy"])  # the best epoch's weights
@@ -152,6 +159,7 @@ def kill_after_epoch(process, out, epoch, timeout=300):
     raise AssertionError(f"no epoch {epoch} within {timeout} s")
 
 
+@pytest.mark.pipeline
 def test_killed_job_resumes_to_the_same_history_as_an_uninterrupted_run(shard, tmp_path):
     training = merge(DEFAULT_TRAINING, {
         "stages": [{"name": "head", "train": "head", "epochs": 2, "optimizer": "sgd", "nesterov": True},
@@ -185,6 +193,7 @@ def steps_per_epoch(shard, batch_size=32):
     return -(-len(DeviceSplit.load(shard, "train", torch.device("cpu"))) // batch_size)
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("memory_share", [0.5, 0.0], ids=["device-split", "streamed-split"])
 def test_a_stop_signal_checkpoints_mid_epoch_and_the_retry_ends_with_the_same_history(shard, tmp_path, memory_share):
     training = merge(DEFAULT_TRAINING, {
@@ -245,6 +254,7 @@ def find_trainer(workdir: Path) -> int | None:
     return None
 
 
+@pytest.mark.pipeline
 def test_snakemake_retries_a_signalled_training_job_which_resumes_mid_run(tmp_path):
     config = {
         "study": "signalled",
@@ -452,6 +462,7 @@ def run_train_command(cell, shard, out, init=None):
     return subprocess.run(command, capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=300)
 
 
+@pytest.mark.pipeline
 def test_a_cell_that_cannot_train_is_recorded_as_failed_and_seeds_no_one(shard, tmp_path):
     broken = make_cell(train="last:500")  # resnet18 has far fewer layers
     result = run_train_command(broken, shard, tmp_path / "broken")
@@ -469,6 +480,7 @@ def test_a_cell_that_cannot_train_is_recorded_as_failed_and_seeds_no_one(shard, 
     assert f"holds no weights: cell {broken.id} failed" in metrics["error"]
 
 
+@pytest.mark.pipeline
 def test_a_bug_fails_the_job_loudly_and_records_no_result(shard, tmp_path):
     missing = tmp_path / "no-such-manifest.json"  # a missing input is the machine's or tlsweep's fault, not the cell's
     result = run_train_command(make_cell(), missing, tmp_path / "buggy")

@@ -53,6 +53,7 @@ def wait_for_line(path, text, process, timeout=300):
     raise AssertionError(f"{text!r} not in {path} within {timeout} s")
 
 
+@pytest.mark.pipeline
 def test_sigint_mid_epoch_then_a_rerun_gives_the_uninterrupted_history_and_tracking_equals_it(shard, tmp_path,
                                                                                               monkeypatch):
     cell_file = write_cell_study(watched_cell(), tmp_path / "watched.yaml", study="watched",
@@ -181,6 +182,7 @@ def test_status_of_a_halving_study_shows_pruned_cells_and_the_rung_a_cell_is_in(
     assert (table.loc[high.id, "state"], table.loc[high.id, "planned"]) == ("waiting", 3)  # rung 1's budget
 
 
+@pytest.mark.pipeline
 def test_a_snakemake_run_shows_no_json_and_the_job_files_change_nothing_on_a_rerun(tmp_path, study_file):
     config = {
         "study": "quiet",
@@ -234,6 +236,7 @@ def test_a_tracking_or_progress_failure_warns_once_and_the_cell_trains_on(shard,
     assert "TensorBoard events are off" in warnings[1] and "MLflow runs are off" in warnings[2]
 
 
+@pytest.mark.pipeline
 def test_a_terminal_gets_a_progress_bar_and_the_log_file_no_bar(shard, tmp_path):
     import pty
     import select

@@ -48,6 +48,7 @@ def test_file_that_does_not_match_its_name_is_kept_aside(file_server, tmp_path):
         fetch_weights(file_server.url("/weights.pth"), tmp_path / "weights.pth")
 
 
+@pytest.mark.pipeline
 def test_training_jobs_wait_for_the_cached_weights(tmp_path, study_file, monkeypatch):
     torch_home = tmp_path / "torch"
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
@@ -63,6 +64,7 @@ def test_training_jobs_wait_for_the_cached_weights(tmp_path, study_file, monkeyp
     assert re.search(r"^fetch_weights\s+1$", result.stdout, re.M) and f"output: {cached}" not in result.stdout
 
 
+@pytest.mark.pipeline
 def test_timm_weights_are_fetched_into_the_hub_cache_before_training(tmp_path, study_file, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, snakemake, tiny_study, write_config
+from conftest import REPO, copy_of_finished_tiny_study, snakemake, tiny_study, write_config
 from workflow.results.aggregate import METRICS
 from workflow.study.outputs import CHART_FORMATS, TABLE_FORMATS
 from workflow.study.config import load_config
@@ -22,6 +22,7 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
+@pytest.mark.pipeline
 def test_lint_reports_nothing(tmp_path):
     for configfile in [REPO / "studies/digits-demo.yaml", REPO / "studies/digits-halving.yaml", None]:
         args = ["--lint"] + (["--configfile", str(configfile)] if configfile else [])
@@ -30,6 +31,7 @@ def test_lint_reports_nothing(tmp_path):
         assert "Lints for" not in result.stdout + result.stderr
 
 
+@pytest.mark.pipeline
 def test_dry_run_plans_one_train_job_per_cell(tmp_path, study_file):
     config = tiny_study()
     config["grid"]["model"] = ["resnet18", "mobilenet_v2"]
@@ -39,6 +41,7 @@ def test_dry_run_plans_one_train_job_per_cell(tmp_path, study_file):
                                          "train_upstream": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
 
 
+@pytest.mark.pipeline
 def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file):
     config = tiny_study()
     config["grid"].update({"lr": [0.01, 0.001], "seed": [0, 1]})
@@ -52,24 +55,23 @@ def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file
         f"results/tiny/charts/{name}.{ext}" for name in charts for ext in CHART_FORMATS}
 
 
+@pytest.mark.pipeline
 def test_demo_study_plan(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies/digits-demo.yaml"))
     assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 12,
                                          "train_upstream": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
 
 
+# finished_tiny_study (conftest.py): the tiny study run end to end once per session, read by the tests
+# below; the tests that change its folder or may (a report, a forced job, dry runs of other study
+# files, kept off the shared folder should a dry run ever write) share a copy of it instead.
 @pytest.fixture(scope="module")
-def finished_tiny_study(tmp_path_factory):
-    """Run the tiny study end to end once with `snakemake --cores 2`."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    configfile = workdir / "tiny.yaml"
-    from conftest import write_config
-
-    write_config(configfile, tiny_study())
-    result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
-    return workdir, configfile, result
+def own_tiny_study(finished_tiny_study, tmp_path_factory):
+    """A copy of the finished tiny study for this module's tests that change it."""
+    return copy_of_finished_tiny_study(finished_tiny_study, tmp_path_factory.mktemp("own") / "tiny")
 
 
+@pytest.mark.pipeline
 def test_end_to_end_summary_table(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     summary = pd.read_csv(workdir / "results/tiny/tables/summary.csv")
@@ -86,6 +88,7 @@ def test_end_to_end_summary_table(finished_tiny_study):
         assert metrics["config"]["upstream"] == "digits-0to4/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone"
 
 
+@pytest.mark.pipeline
 def test_end_to_end_histories_and_upstream_checkpoint(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     cells = workdir / "results/tiny/cells"
@@ -105,6 +108,7 @@ def test_end_to_end_histories_and_upstream_checkpoint(finished_tiny_study):
     assert histories["best"].sum() == len(summary) and histories["stopped"].sum() == len(summary)
 
 
+@pytest.mark.pipeline
 def test_end_to_end_tables(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     tables = workdir / "results/tiny/tables"
@@ -123,6 +127,7 @@ def test_end_to_end_tables(finished_tiny_study):
     assert (tables / "batch_size.md").read_text().startswith("|   batch_size |")
 
 
+@pytest.mark.pipeline
 def test_end_to_end_charts(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     charts = workdir / "results/tiny/charts"
@@ -137,8 +142,9 @@ def test_end_to_end_charts(finished_tiny_study):
         assert "<svg" in (charts / f"{name}.svg").read_text()
 
 
-def test_report_is_one_self_contained_file_with_tables_charts_and_rules(finished_tiny_study):
-    workdir, configfile, _ = finished_tiny_study
+@pytest.mark.pipeline
+def test_report_is_one_self_contained_file_with_tables_charts_and_rules(own_tiny_study):
+    workdir, configfile, _ = own_tiny_study
     snakemake(workdir, "--configfile", str(configfile), "--report", "results/report.html")
     report = (workdir / "results/report.html").read_text()
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=[\"']https?://", report), "it must work offline"
@@ -151,6 +157,7 @@ def test_report_is_one_self_contained_file_with_tables_charts_and_rules(finished
         assert re.search(rf'literal\\*">{rule}</tt>', report), rule
 
 
+@pytest.mark.pipeline
 def test_end_to_end_export_of_the_recommended_model(finished_tiny_study):
     workdir, _, _ = finished_tiny_study
     export = workdir / "results/tiny/export"
@@ -166,14 +173,16 @@ def test_end_to_end_export_of_the_recommended_model(finished_tiny_study):
     assert preprocess["chosen"] == entries[0]["chosen"]  # read by the job from the index, not the command line
 
 
+@pytest.mark.pipeline
 def test_finished_study_has_nothing_left_to_do(finished_tiny_study):
     workdir, configfile, _ = finished_tiny_study
     result = snakemake(workdir, "-n", "--configfile", str(configfile))
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_a_manifest_rebuilt_with_the_same_content_retrains_nothing(finished_tiny_study):
-    workdir, configfile, _ = finished_tiny_study
+@pytest.mark.pipeline
+def test_a_manifest_rebuilt_with_the_same_content_retrains_nothing(own_tiny_study):
+    workdir, configfile, _ = own_tiny_study
     manifest = "results/data/digits-5to9/r16.json"
     before = (workdir / manifest).read_bytes()
     snakemake(workdir, manifest, "--cores", "1", "--forcerun", "manifest", "--configfile", str(configfile))
@@ -182,8 +191,9 @@ def test_a_manifest_rebuilt_with_the_same_content_retrains_nothing(finished_tiny
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_changed_training_parameter_reruns_only_the_cells_it_touches(finished_tiny_study, tmp_path):
-    workdir, _, _ = finished_tiny_study
+@pytest.mark.pipeline
+def test_changed_training_parameter_reruns_only_the_cells_it_touches(own_tiny_study, tmp_path):
+    workdir, _, _ = own_tiny_study
     from conftest import write_config
 
     config = tiny_study()
@@ -194,8 +204,9 @@ def test_changed_training_parameter_reruns_only_the_cells_it_touches(finished_ti
     assert "Params have changed since last execution" in result.stdout
 
 
-def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(finished_tiny_study, tmp_path):
-    workdir, _, _ = finished_tiny_study
+@pytest.mark.pipeline
+def test_a_new_axis_value_adds_cells_without_rerunning_finished_ones(own_tiny_study, tmp_path):
+    workdir, _, _ = own_tiny_study
     from conftest import write_config
 
     config = tiny_study()
@@ -218,6 +229,7 @@ def tree_listing(folder: Path, git: bool = False) -> dict[str, str]:
     return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
 
 
+@pytest.mark.pipeline
 def test_a_dry_run_writes_nothing_on_a_fresh_folder_or_a_finished_study(finished_tiny_study, tmp_path):
     fresh = tmp_path / "fresh"
     fresh.mkdir()
@@ -233,6 +245,7 @@ def test_a_dry_run_writes_nothing_on_a_fresh_folder_or_a_finished_study(finished
     assert tree_listing(REPO, git=True) == repository
 
 
+@pytest.mark.pipeline
 def test_default_study_plans_without_any_data(tmp_path):
     result = snakemake(tmp_path, "-n")  # config.yaml: CIFAR-10/100 x five batch sizes
     counts = job_counts(result.stdout)
@@ -242,6 +255,7 @@ def test_default_study_plans_without_any_data(tmp_path):
             assert f"results/batch-size-cifar/cells/{dataset}/mobilenet_v2/r160/bs{batch_size}-lr1e-2-rmsprop-all-s0/metrics.json" in result.stdout
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("study", sorted(p.name for p in (REPO / "studies").glob("*.yaml")))
 def test_every_ready_study_dry_runs(tmp_path, study):
     (tmp_path / "data" / "my-images").mkdir(parents=True)  # the freezing study's image folder
