@@ -51,7 +51,7 @@ def test_a_checkpoint_describes_itself_and_rebuilds_in_one_call(tmp_path):
     assert stored["format"] == CHECKPOINT_FORMAT
     assert (stored["model_name"], stored["head"], stored["num_classes"], stored["resolution"]) == (
         "mobilenet_v2", "mlp", 3, 16)
-    assert stored["class_names"] == CLASSES and stored["cell"]["id"] == "toy/mobilenet_v2/r16/mlp"
+    assert stored["class_names"] == CLASSES and stored["cell"]["id"] == make_cell(model="mobilenet_v2", training={"head": "mlp"}).id
     assert "bilinear" in stored["resize_method"] and len(stored["normalization"][0]) == 3
     assert set(stored["versions"]) >= {"tlsweep", "torch", "torchvision"}
     rebuilt, card = load_model(tmp_path / "best.pt")
@@ -65,8 +65,9 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_file(tmp_path):
     saved_model(tmp_path / "best.pt", "resnet18", resolution=16)
     with pytest.raises(CheckpointError, match=r"best\.pt holds a 'resnet18' model, not the 'mobilenet_v2' asked for"):
         load_model(tmp_path / "best.pt", model="mobilenet_v2")
-    record_failure({"id": "toy/resnet18/r16/x"}, tmp_path, ValueError("no"))  # a failed cell's marker best.pt
-    with pytest.raises(CheckpointError, match=r"best\.pt holds no weights: cell toy/resnet18/r16/x failed"):
+    failed = make_cell()
+    record_failure(failed, tmp_path, ValueError("no"))  # a failed cell's marker best.pt
+    with pytest.raises(CheckpointError, match=rf"best\.pt holds no weights: cell {failed.id} failed"):
         load_model(tmp_path / "best.pt")
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other\.pt is not a tlsweep checkpoint"):
@@ -138,7 +139,7 @@ def test_weights_file_of_an_incompatible_model_is_refused(tmp_path):
         check_weights_file(tmp_path / "resnet18.pth", "resnet50")
     with pytest.raises(WeightsFileError, match="does not exist"):
         check_weights_file(tmp_path / "nothing.pt", "resnet18")
-    record_failure({"id": "toy/resnet18/r16/x"}, tmp_path, ValueError("no"))
+    record_failure(make_cell(), tmp_path, ValueError("no"))
     with pytest.raises(WeightsFileError, match="holds no weights"):
         check_weights_file(tmp_path / "best.pt", "resnet18")
 

@@ -68,7 +68,7 @@ def test_the_trained_checkpoint_describes_its_data(trained):
     assert trained["metrics"]["test_accuracy"] > 0.5  # a model that has learnt something: its predictions mean something
     _, preprocess = open_model(trained["best"])
     assert preprocess["class_names"] == ["0", "1", "2"] and preprocess["input"]["size"] == 16
-    assert preprocess["cell"] == "digits-012/resnet18/r16/test"
+    assert preprocess["cell"] == trained["metrics"]["cell"]
     assert preprocess["resize"]["method"] == json.loads(trained["manifest"].read_text())["resize_method"]
     assert set(preprocess["versions"]) >= {"tlsweep", "torch", "torchvision"}
 
