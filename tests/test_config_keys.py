@@ -403,7 +403,7 @@ def test_the_defaults_kept_out_of_the_config_are_the_ones_the_schema_states():
 
 
 def test_the_search_defaults_the_schema_states_are_the_codes():
-    from workflow.study.search import DEFAULT_HALVING
+    from workflow.study.halving import DEFAULT_HALVING
     from workflow.study.tpe_space import DEFAULT_ROUND
 
     search = next(option for option in _schema()["properties"]["search"]["oneOf"] if "properties" in option)

@@ -12,7 +12,7 @@ from fakecells import HISTORY_COLUMNS, make_study, study_config
 from workflow.study.config import ConfigError
 from workflow.study.grid import build_study
 from workflow.core.paths import LAST_PT, STATE_PT
-from workflow.study.search import DEFAULT_HALVING, Halving
+from workflow.study.halving import DEFAULT_HALVING, Halving
 from workflow.sweep.halving import finish_cell, finish_rung, rank, rank_rung, read_rung, start_rung, stopping_rung
 from workflow.train.cell import train_cell
 

@@ -18,7 +18,7 @@ from conftest import REPO, snakemake, write_config
 from test_workflow import job_counts
 from workflow.study.config import load_config
 from workflow.study.grid import build_study
-from workflow.study.search import Halving
+from workflow.study.halving import Halving
 from workflow.sweep.halving import rank
 
 pytestmark = pytest.mark.pipeline  # every test runs Snakemake

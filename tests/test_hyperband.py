@@ -15,7 +15,7 @@ from test_workflow import job_counts
 from workflow.results.tables import halving_table
 from workflow.study.config import ConfigError
 from workflow.study.grid import build_study
-from workflow.study.search import Halving, bracket_sequence
+from workflow.study.halving import Halving, bracket_sequence
 from workflow.sweep.halving import finish_cell, finish_inputs, previous_rung_inputs, rank_inputs, rank_rung
 
 LADDER = {"halving": True, "rungs": [1, 2, 4], "keep": 0.5}  # the tiny study trains 4 epochs

@@ -17,7 +17,7 @@ from workflow.data.datasets import DatasetConfigError, resolve_datasets
 from workflow.core import paths
 from workflow.study.config import ConfigError
 from workflow.study.sampling import SEARCH_GROUP, SEARCH_INDEX, RandomSearch, apply_draws, sampled_grid
-from workflow.study.search import Halving, bracket_sequence, build_search
+from workflow.study.halving import Halving, bracket_sequence, build_search
 from workflow.study.tpe_space import sampled_search
 from workflow.core.backbones import model_error
 from workflow.core.cell import DEFAULT_TRAINING, PRETRAIN_PREFIX, Cell, TrainingSettings, merge

@@ -25,7 +25,7 @@ import pandas as pd
 from workflow.atomic import atomic_path, write_json
 from workflow.core import paths
 from workflow.sweep.decisions import load_ranking
-from workflow.study.search import BRACKET, HALVING_METRICS, Halving
+from workflow.study.halving import BRACKET, HALVING_METRICS, Halving
 
 def _load(path: Path) -> dict:
     """A checkpoint's small parts without reading its tensors into memory."""
