@@ -10,7 +10,7 @@ rule aggregate:
     output:
         for_report(table_files(STUDY), "html", "tables"),
     params:
-        study=STUDY_FILE,
+        study=get_study_file,
         config=json.dumps(config),  # not on the command line: a changed config re-runs the job (params trigger)
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
@@ -18,4 +18,4 @@ rule aggregate:
     conda:
         ENV
     shell:
-        "python -m workflow aggregate --configfile {params.study} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m workflow aggregate --configfile {params.study:q} --out-dir {params.out_dir} > {log} 2>&1"

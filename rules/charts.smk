@@ -10,7 +10,7 @@ rule charts:
     output:
         for_report(chart_files(STUDY), "svg", "charts"),
     params:
-        study=STUDY_FILE,
+        study=get_study_file,
         config=json.dumps(config),  # not on the command line: a changed config re-runs the job (params trigger)
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
@@ -18,5 +18,5 @@ rule charts:
     conda:
         ENV
     shell:
-        "python -m workflow charts --configfile {params.study} --summary {input.summary}"
+        "python -m workflow charts --configfile {params.study:q} --summary {input.summary}"
         " --histories {input.histories} --out-dir {params.out_dir} > {log} 2>&1"

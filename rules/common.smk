@@ -42,7 +42,7 @@ except (ConfigError, DatasetConfigError, WeightsFileError) as error:
     raise WorkflowError(f"Invalid study config {files}: {error}")
 
 RAW, OUT, DATA = config["raw_dir"], str(STUDY.out), str(STUDY.data_dir)
-STUDY_FILE = paths.study_file(OUT)  # what every job reads its settings from: --configfile {params.study}
+STUDY_FILE = paths.study_file(OUT)  # what every job reads its settings from (get_study_file)
 
 
 onstart:
@@ -66,6 +66,12 @@ ENV = "../envs/tlsweep.yaml"
 def probes():
     """{cell id: probe name} and {probe name: what it measures} of the study's cells (resources.slots_per_gpu > 1)."""
     return SWEEP.derived("probes", lambda study: probe_table(study.cells.values()))
+
+
+def get_study_file(wildcards, output):
+    """The study file a job's `--configfile {params.study:q}` names. A params function of the output, which
+    Snakemake does not record: a study's path never re-runs a job that studies share (a plan, a probe)."""
+    return STUDY_FILE
 
 
 def get_train_inputs(wildcards, pretrain):

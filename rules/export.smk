@@ -19,14 +19,14 @@ checkpoint export_index:
     output:
         paths.export_index_file(OUT),
     params:
-        study=STUDY_FILE,
+        study=get_study_file,
         cells=EXPORT["cells"],  # not on the command line: a changed choice re-lists (params trigger)
     log:
         paths.log_file(OUT, "export_index"),
     conda:
         ENV
     shell:
-        "python -m workflow export-index --configfile {params.study} --out {output}"
+        "python -m workflow export-index --configfile {params.study:q} --out {output}"
         " > {log} 2>&1"
 
 
@@ -38,7 +38,7 @@ rule export:
     output:
         paths.export_files(OUT, "{export_id}", EXPORT["formats"]),
     params:
-        study=STUDY_FILE,
+        study=get_study_file,
         chosen=get_chosen_json,  # not on the command line (the job reads the index): a changed entry re-exports
         formats=EXPORT["formats"],  # likewise
     wildcard_constraints:
@@ -49,4 +49,4 @@ rule export:
     conda:
         ENV
     shell:
-        "python -m workflow export --configfile {params.study} --id {wildcards.export_id} > {log} 2>&1"
+        "python -m workflow export --configfile {params.study:q} --id {wildcards.export_id} > {log} 2>&1"

@@ -16,7 +16,7 @@ if HALVING:
         output:
             **paths.rung_outputs(paths.rung_folder(paths.cell_folder(OUT, paths.GRID, "{cell}"), "{rung}")),
         params:
-            study=STUDY_FILE,
+            study=get_study_file,
             cell=get_cell_json,  # not on the command line: a changed cell config re-runs the job (params trigger)
             init=get_init_arg,
             slots=SLOT_ARGS,
@@ -37,7 +37,7 @@ if HALVING:
         conda:
             ENV
         shell:
-            "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --configfile {params.study} --cell {wildcards.cell}"
+            "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --configfile {params.study:q} --cell {wildcards.cell}"
             " --manifest {input.manifest} {params.init}"
             " --gpu-slots {resources.gpu_slots} {params.slots} --rung {wildcards.rung} --until-epoch {params.budget}"
             " {params.previous} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
@@ -51,14 +51,14 @@ if HALVING:
         output:
             paths.ranking_file(RANKINGS, "{rung}"),
         params:
-            study=STUDY_FILE,
+            study=get_study_file,
             halving=json.dumps(HALVING.to_dict()),  # not on the command line: changed settings re-rank (params trigger)
         log:
             paths.log_file(OUT, "rank_rung", *(["round-{round}"] if TPE else []), paths.rung_name("{rung}")),
         conda:
             ENV
         shell:
-            "python -m workflow rank-rung --configfile {params.study} --rung {wildcards.rung}"
+            "python -m workflow rank-rung --configfile {params.study:q} --rung {wildcards.rung}"
             " --metrics {input.metrics} --out {output} > {log} 2>&1"
 
     rule finish_cell:
@@ -69,7 +69,7 @@ if HALVING:
         output:
             **paths.cell_outputs(paths.cell_folder(OUT, paths.GRID, "{cell}")),
         params:
-            study=STUDY_FILE,
+            study=get_study_file,
             halving=json.dumps(HALVING.to_dict()),  # as rank_rung
             out=lambda wildcards, output: os.path.dirname(output.metrics),
         log:
@@ -77,5 +77,5 @@ if HALVING:
         conda:
             ENV
         shell:
-            "python -m workflow finish-cell --configfile {params.study} --cell {wildcards.cell}"
+            "python -m workflow finish-cell --configfile {params.study:q} --cell {wildcards.cell}"
             " --out {params.out} > {log} 2>&1"

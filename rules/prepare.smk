@@ -5,7 +5,7 @@ rule plan:
     output:
         plan=paths.plan_file(DATA, "{dataset}"),
     params:
-        study=STUDY_FILE,
+        study=get_study_file,
         spec=get_dataset_json,  # not on the command line: a changed dataset entry re-plans (params trigger)
         raw_dir=get_source_args,
     log:
@@ -13,7 +13,7 @@ rule plan:
     conda:
         ENV
     shell:
-        "python -m workflow plan --configfile {params.study} --dataset {wildcards.dataset} {params.raw_dir}"
+        "python -m workflow plan --configfile {params.study:q} --dataset {wildcards.dataset} {params.raw_dir}"
         " --out {output.plan} > {log} 2>&1"
 
 

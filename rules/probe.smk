@@ -9,7 +9,7 @@ if SLOTS.probe_dir:
         output:
             paths.probe_file(SLOTS.probe_dir, "{combo}"),
         params:
-            study=STUDY_FILE,
+            study=get_study_file,
             spec=get_probe_json,
         log:
             paths.log_file(SLOTS.probe_dir, "{combo}"),
@@ -24,4 +24,4 @@ if SLOTS.probe_dir:
         conda:
             ENV
         shell:
-            "python -m workflow probe --configfile {params.study} --probe {wildcards.combo} --out {output} > {log} 2>&1"
+            "python -m workflow probe --configfile {params.study:q} --probe {wildcards.combo} --out {output} > {log} 2>&1"

@@ -18,12 +18,12 @@ if TPE:
         wildcard_constraints:
             round=r"[1-9]\d*",
         params:
-            study=STUDY_FILE,
+            study=get_study_file,
             config=json.dumps(config),  # not on the command line: a changed study re-chooses (params trigger)
         log:
             paths.log_file(OUT, "tpe_round", "round-{round}"),
         conda:
             ENV
         shell:
-            "python -m workflow tpe-round --configfile {params.study} --round {wildcards.round} --out {output}"
+            "python -m workflow tpe-round --configfile {params.study:q} --round {wildcards.round} --out {output}"
             " > {log} 2>&1"

@@ -7,7 +7,7 @@ rule train_upstream:
     output:
         **paths.cell_outputs(paths.cell_folder(OUT, paths.UPSTREAM, "{cell}")),
     params:
-        study=STUDY_FILE,
+        study=get_study_file,
         cell=get_cell_json,  # not on the command line: a changed cell config re-runs the job (params trigger)
         init=get_init_arg,
         slots=SLOT_ARGS,
@@ -29,7 +29,7 @@ rule train_upstream:
     # exec: no shell between Snakemake and the trainer, which checkpoints on SIGTERM (a shell would die of it);
     # fd 3 is Snakemake's stderr, where the error that ends a job goes too (readable when the log's disk is full)
     shell:
-        "TLSWEEP_ERROR_FD=3 exec python -m workflow train --configfile {params.study} --cell {wildcards.cell}"
+        "TLSWEEP_ERROR_FD=3 exec python -m workflow train --configfile {params.study:q} --cell {wildcards.cell}"
         " --manifest {input.manifest} {params.init}"
         " --gpu-slots {resources.gpu_slots} {params.slots} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
 

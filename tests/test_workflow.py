@@ -288,8 +288,8 @@ def test_every_job_gets_its_settings_one_way_the_study_file_and_a_key():
                 commands[name.group(1)] = command
     assert set(STUDY_JOBS) <= set(commands), sorted(commands)
     for name, key in STUDY_JOBS.items():
-        assert "--configfile {params.study}" in commands[name], commands[name]  # results/<study>/study.yaml
+        assert "--configfile {params.study:q}" in commands[name], commands[name]  # results/<study>/study.yaml
         assert key in commands[name], commands[name]
     for name, command in commands.items():  # no settings as JSON or through a second file on any command line
-        assert not re.search(r"\{params\.\w+:q\}", command) and "--config " not in command, command
-        assert "-file" not in command.replace("--configfile {params.study}", ""), command
+        assert not re.search(r"\{params\.(?!study:q)\w+:q\}", command) and "--config " not in command, command
+        assert "-file" not in command.replace("--configfile {params.study:q}", ""), command

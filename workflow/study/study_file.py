@@ -16,8 +16,14 @@ from workflow.core import paths
 
 
 def write_study_file(config: dict, path: str | Path) -> None:
-    """Write the validated study `config` as YAML at `path` (what `--configfile` reads)."""
+    """Write the validated study `config` as YAML at `path` (what `--configfile` reads), unless the file
+    already holds it (a run on a full disk then still reaches the job that fails, naming its own file)."""
     content = json.loads(json.dumps(config))
+    try:
+        if yaml.safe_load(Path(path).read_text()) == content:
+            return
+    except (OSError, yaml.YAMLError):
+        pass  # none yet, or a damaged one: write it
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(yaml.safe_dump(content, sort_keys=False))
 
