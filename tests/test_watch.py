@@ -274,3 +274,7 @@ def test_the_study_file_reads_back_as_the_config(tmp_path):
     config = load_config(write_config(tmp_path / "study.yaml", study_config(tmp_path, lr=[1e-5, 0.01])))
     write_study_file(config, tmp_path / "written.yaml")
     assert load_config(tmp_path / "written.yaml") == config  # 1e-05 stays a number
+    written = os.stat(tmp_path / "written.yaml").st_mtime_ns
+    time.sleep(0.01)
+    write_study_file(config, tmp_path / "written.yaml")
+    assert os.stat(tmp_path / "written.yaml").st_mtime_ns == written  # rewritten only when it changes
