@@ -11,7 +11,7 @@ from workflow.core import paths
 from workflow.study.config import check_config
 from workflow.study.grid import build_study
 
-STUDY_MODULES = ["config", "grid", "settings", "search", "outputs"]
+STUDY_MODULES = ["config", "grid", "settings", "halving", "outputs"]
 
 
 def test_the_study_package_imports_without_torch():
