@@ -211,7 +211,7 @@ def read_all_rounds():
 
 def grid_metrics(wildcards=None):
     """metrics.json of every grid cell (upstream cells are pulled in by the DAG); a TPE search's once its
-    rounds are chosen (rules/search.smk)."""
+    rounds are chosen (rules/tpe.smk)."""
     if TPE:
         read_all_rounds()
     study = SWEEP.study

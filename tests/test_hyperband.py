@@ -40,7 +40,7 @@ def test_drawn_cells_keep_their_brackets_when_n_grows_and_one_bracket_changes_no
     assert all(brackets[cell.id] == cell.bracket for cell in small.grid_cells)
     assert {cell.bracket for cell in small.grid_cells} == {0, 1, 2}
     assert small.cells[small.grid_cells[0].id].bracket == small.grid_cells[0].bracket
-    assert all(json.loads(cell.to_json())["bracket"] == cell.bracket for cell in small.grid_cells)  # in cell.json
+    assert all(json.loads(cell.to_json())["bracket"] == cell.bracket for cell in small.grid_cells)  # in the JSON a job is given
     plain, one = build_study(random_config(n=10, **LADDER)), build_study(random_config(n=10, brackets=1, **LADDER))
     assert [c.to_json() for c in one.grid_cells] == [c.to_json() for c in plain.grid_cells]
     assert one.halving == plain.halving and "brackets" not in one.halving.to_dict()

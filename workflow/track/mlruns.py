@@ -3,7 +3,7 @@ run: params = the cell's axes and training settings, one metric per history colu
 (step = epoch), the test metrics and best.pt as an artifact once done. The run is found by its cell
 id (tag `tlsweep.cell`), so a resumed or retried cell continues its own run, and epochs it already
 logged are not logged again. The default store is a SQLite database under the results folder
-(`workflow.study.jobfile`); a failure warns once and turns the run off, never failing a cell."""
+(`workflow.study.study_file.job_tracking`); a failure warns once and turns the run off, never failing a cell."""
 
 from __future__ import annotations
 
