@@ -9,6 +9,7 @@ its folder's name (workflow.core.paths), readable and stable:
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +26,7 @@ from workflow.study.settings import cell_training, check_swept_keys, check_train
 
 # The order in which the grid expands; `overrides` may only condition on earlier axes.
 AXES = ("dataset", "model", "resolution", "optimizer", "batch_size", "lr", "train", "weights", "seed")
+MAX_CELLS = 10_000  # the study key max_cells' default: the most cells a grid's axes may make
 # A cell id as a regular expression: dataset/model/r<resolution>/<run>.
 CELL_ID = r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/r\d+/[A-Za-z0-9_.-]+"
 
@@ -207,6 +209,20 @@ def expand_grid(grid: dict) -> list[dict]:
     ]
 
 
+def check_grid_size(grid: dict, sampling: RandomSearch | None, limit: int) -> None:
+    """Refuse a grid whose axes make more than `limit` cells, before any is built: the product of the axes'
+    lengths (`grid` as sampled_grid gives it) and of a search's draws per combination."""
+    sizes = {axis: len(grid[axis]) for axis in AXES}
+    sizes.update((f"training.{key}", len(values)) for key, values in sorted(grid.get("training", {}).items()))
+    if sampling is not None:
+        sizes["search.n"] = sampling.n
+    count = math.prod(sizes.values())
+    if count > limit:
+        axes = " x ".join(f"{axis} {size}" for axis, size in sizes.items() if size > 1)
+        raise ConfigError(f"grid: {count:,} cells, more than max_cells ({limit:,}): {axes}; make the grid "
+                          f"smaller, or set max_cells to its size if you mean it")
+
+
 def build_study(config: dict, rounds: dict[int, dict] | None = None) -> Study:
     """Expand a schema-validated config into its cells, checking cross references. A TPE search's cells
     are its first round's and those of the later `rounds` chosen so far ({round: its round file's content},
@@ -223,6 +239,7 @@ def build_study(config: dict, rounds: dict[int, dict] | None = None) -> Study:
     grid_cells = []
     search_groups, search_rounds, draw_index = {}, {}, {}
     sampling = sampled_search(config, DEFAULT_TRAINING, rounds or {})
+    check_grid_size(sampled_grid(grid, sampling), sampling, config.get("max_cells", MAX_CELLS))
     for values in apply_draws(expand_grid(sampled_grid(grid, sampling)), sampling):
         group, index = values.pop(SEARCH_GROUP, None), values.pop(SEARCH_INDEX, None)
         _check_dataset(values["dataset"], datasets, "grid.dataset")
