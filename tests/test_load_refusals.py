@@ -17,12 +17,16 @@ def one_cell(**axes) -> dict:
 
 @pytest.mark.parametrize("axes, expected", [
     ({"train": ["keras:15"]},
-     "grid.train: 'keras:15': resnet18 has no Keras layer count (known for densenet121, inception_v3, "
-     "mobilenet_v2, resnet50, vgg16); use last:N or from:<module> (cell digits-5to9/resnet18/r16/bs32-lr1e-2-adam-keras15-s0)"),
+     "grid.train: 'keras:15': resnet18 has no Keras layer count (known for densenet121, inception_v3, mobilenet_v2, "
+     "resnet50, resnext50_32x4d, vgg16, wide_resnet50_2); use last:N or from:<module> "
+     "(cell digits-5to9/resnet18/r16/bs32-lr1e-2-adam-keras15-s0)"),
     ({"model": ["resnet50"], "resolution": [32], "train": ["keras:176"]},
-     "grid.train: 'keras:176': Keras's resnet50 has only 175 layers (cell digits-5to9/resnet50/r32/"),
-    ({"train": ["last:64"]},
-     "grid.train: 'last:64': resnet18 with the 'gap' head has only 63 layers (cell digits-5to9/resnet18/r16/"),
+     "grid.train: 'keras:176': resnet50 has only 175 layers as Keras counts them (cell digits-5to9/resnet50/r32/"),
+    ({"train": ["last:42"]},
+     "grid.train: 'last:42': resnet18 with the 'gap' head has only 41 layers at resolution 16 (cell "
+     "digits-5to9/resnet18/r16/"),
+    ({"model": ["inception_v3"], "resolution": [80], "train": ["last:190"]},
+     "grid.train: 'last:190': inception_v3 with the 'gap' head has only 189 layers at resolution 80 (cell "),
     ({"model": ["inception_v3"], "resolution": [64]},
      "grid: inception_v3 needs a resolution of at least 75, not 64 (cell digits-5to9/inception_v3/r64/"),
 ])
@@ -34,15 +38,15 @@ def test_a_stages_own_depth_is_checked_against_the_cells_model(study_file):
     config = one_cell(model=["resnet50"], resolution=[32])
     config["training"]["stages"][0]["train"] = "keras:500"
     assert study_error(study_file(config)).startswith(
-        "training.stages[0].train: 'keras:500': Keras's resnet50 has only 175 layers (cell ")
+        "training.stages[0].train: 'keras:500': resnet50 has only 175 layers as Keras counts them (cell ")
 
 
-@pytest.mark.parametrize("depth, head, resolution", [
-    ("last:63", "gap", 16), ("last:67", "mlp", 16), ("keras:175", "gap", 32)])
-def test_the_deepest_depth_a_model_has_loads(study_file, depth, head, resolution):
+@pytest.mark.parametrize("model, depth, head, resolution", [
+    ("resnet18", "last:41", "gap", 16), ("resnet18", "last:45", "mlp", 16), ("resnet50", "keras:175", "gap", 32),
+    ("inception_v3", "last:194", "gap", 299)])
+def test_the_deepest_depth_a_model_has_loads(study_file, model, depth, head, resolution):
     from conftest import load_study_file
 
-    model = "resnet50" if depth.startswith("keras") else "resnet18"
     config = one_cell(model=[model], resolution=[resolution], train=[depth])
     config["training"]["head"] = head
     assert len(load_study_file(study_file(config)).grid_cells) == 1
@@ -115,3 +119,20 @@ def test_a_misspelt_required_key_names_the_misspelling_and_the_key():
     message = str(error.value)
     assert message.startswith("grid: 'batchsize' is not a key; did you mean 'batch_size'? "), message
     assert "'batch_size' is a required property" in message, message
+
+
+@pytest.mark.parametrize("name, resolution", [("resnet18", 32), ("vgg16", 32), ("inception_v3", 80),
+                                              ("inception_v3", 299), ("squeezenet1_1", 32)])
+def test_the_catalogues_layer_counts_are_the_built_models(name, resolution):
+    """What the study checks at load (the catalogue's counts) is what training counts in the built model."""
+    from workflow.core.backbones import get_backbone, train_error
+    from workflow.train.keras_depth import keras_layers
+    from workflow.train.models import HEADS, build_classifier, parameterised_layers
+
+    spec = get_backbone(name)
+    for head in HEADS:
+        model, _ = build_classifier(name, 3, "none", head=head, resolution=resolution)
+        layers = len(parameterised_layers(model))
+        assert train_error(name, f"last:{layers}", head, resolution) is None
+        assert train_error(name, f"last:{layers + 1}", head, resolution) is not None
+    assert spec.keras_layers == (len(keras_layers(model.backbone)) if spec.keras_layers else None)

@@ -20,7 +20,7 @@ from workflow.study.config import ConfigError
 from workflow.study.sampling import SEARCH_GROUP, SEARCH_INDEX, RandomSearch, apply_draws, sampled_grid
 from workflow.study.halving import Halving, bracket_sequence, build_search
 from workflow.study.tpe_space import sampled_search
-from workflow.core.backbones import model_error
+from workflow.core.backbones import model_error, train_error
 from workflow.core.cell import DEFAULT_TRAINING, PRETRAIN_PREFIX, Cell, TrainingSettings, merge
 from workflow.study.settings import cell_training, check_swept_keys, check_training
 
@@ -142,10 +142,16 @@ def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: 
 
 
 def _check_cell(cell: Cell, where: str) -> None:
-    """Rules across a cell's axes, with the cell's id in the message."""
+    """Rules across a cell's axes and what each of its stages trains, with the cell's id in the message."""
     problem = model_error(cell.model, cell.resolution, cell.weights)
     if problem:
         raise ConfigError(f"{where}: {problem} (cell {cell.id})")
+    for i, stage in enumerate(cell.training.stages):
+        train = cell.train if stage["train"] == "cell" else stage["train"]
+        problem = train_error(cell.model, train, cell.training.head, cell.resolution)
+        if problem:
+            key = f"{where}.train" if stage["train"] == "cell" else f"training.stages[{i}].train"
+            raise ConfigError(f"{key}: {train!r}: {problem} (cell {cell.id})")
 
 
 def _matches(values: dict, pattern: dict) -> bool:
