@@ -18,4 +18,4 @@ rule aggregate:
     conda:
         ENV
     shell:
-        "python -m workflow aggregate --configfile {params.study:q} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m workflow aggregate --configfile {params.study:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

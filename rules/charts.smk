@@ -18,5 +18,5 @@ rule charts:
     conda:
         ENV
     shell:
-        "python -m workflow charts --configfile {params.study:q} --summary {input.summary}"
-        " --histories {input.histories} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m workflow charts --configfile {params.study:q} --summary {input.summary:q}"
+        " --histories {input.histories:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -14,4 +14,4 @@ rule download:
     conda:
         ENV
     shell:
-        "python -m workflow download {params.args} --dest {output:q} > {log} 2>&1"
+        "python -m workflow download {params.args} --dest {output:q} > {log:q} 2>&1"

@@ -26,8 +26,8 @@ checkpoint export_index:
     conda:
         ENV
     shell:
-        "python -m workflow export-index --configfile {params.study:q} --out {output}"
-        " > {log} 2>&1"
+        "python -m workflow export-index --configfile {params.study:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule export:
@@ -49,4 +49,4 @@ rule export:
     conda:
         ENV
     shell:
-        "python -m workflow export --configfile {params.study:q} --id {wildcards.export_id} > {log} 2>&1"
+        "python -m workflow export --configfile {params.study:q} --id {wildcards.export_id} > {log:q} 2>&1"

@@ -24,4 +24,4 @@ if SLOTS.probe_dir:
         conda:
             ENV
         shell:
-            "python -m workflow probe --configfile {params.study:q} --probe {wildcards.combo} --out {output} > {log} 2>&1"
+            "python -m workflow probe --configfile {params.study:q} --probe {wildcards.combo} --out {output:q} > {log:q} 2>&1"

@@ -25,5 +25,5 @@ if TPE:
         conda:
             ENV
         shell:
-            "python -m workflow tpe-round --configfile {params.study:q} --round {wildcards.round} --out {output}"
-            " > {log} 2>&1"
+            "python -m workflow tpe-round --configfile {params.study:q} --round {wildcards.round} --out {output:q}"
+            " > {log:q} 2>&1"

@@ -24,7 +24,7 @@ if FETCH["torchvision"]:
         conda:
             ENV
         shell:
-            "python -m workflow fetch-weights --url {params.url} --out {output} > {log} 2>&1"
+            "python -m workflow fetch-weights --url {params.url:q} --out {output:q} > {log:q} 2>&1"
 
 
 if FETCH["timm"]:
@@ -46,4 +46,4 @@ if FETCH["timm"]:
         conda:
             ENV
         shell:
-            "python -m workflow fetch-weights --timm {params.model} > {log} 2>&1"
+            "python -m workflow fetch-weights --timm {params.model} > {log:q} 2>&1"
