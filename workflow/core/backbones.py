@@ -1,7 +1,7 @@
 """What tlsweep knows about each model, from the generated catalogue, without importing torch.
 
-The Snakefile reads this (through workflow.study.grid) to check model names and
-resolutions when the config loads, and (through workflow.train.weights) to know
+The Snakefile reads this (through workflow.study.grid) to check model names,
+resolutions and depths (`last:N`, `keras:N`) when the config loads, and (through workflow.train.weights) to know
 the ImageNet weights files to fetch; workflow.train.models builds the models
 from it. torchvision models go by their torchvision name, timm models by
 `timm:<name>` (facts about those are read from timm when the model is built).
