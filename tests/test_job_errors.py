@@ -1,0 +1,161 @@
+"""The error that ends a job, of every kind, reaches Snakemake's stderr as one line naming the file and the
+cause (issues 26 and 27): weights that cannot be fetched, a full disk, a read-only results folder. The
+disks are real: small tmpfs mounts (root only; skipped otherwise)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, load_study_file, snakemake, write_config
+
+RESNET18 = "resnet18-f37072fd.pth"
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """mount(folder, size, read_only=False): a tmpfs of `size` at a new `folder` (root only)."""
+    mounted = []
+
+    def make(folder: Path, size: str, read_only: bool = False) -> Path:
+        folder.mkdir(parents=True)
+        options = f"size={size}" + (",ro" if read_only else "")
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (not root)")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in reversed(mounted):
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def digits_study(**keys) -> dict:
+    """One small cell on digits 0-2, from scratch, with top-level `keys` besides."""
+    return {
+        "study": "errors",
+        "datasets": {"digits-012": {"source": "digits", "classes": [0, 1, 2]}},
+        "grid": {"dataset": ["digits-012"], "model": ["resnet18"], "resolution": [32], "batch_size": [64],
+                 "lr": [0.01], "optimizer": ["adam"], "weights": ["none"]},
+        "training": {"stages": [{"name": "all", "train": "all", "epochs": 1}]},
+        "resources": {"train_threads": 1},
+        **keys,
+    }
+
+
+def assert_one_line_error(result, *parts: str) -> str:
+    """Snakemake failed, and its output holds a line that names each of `parts`, and no traceback."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    lines = [line for line in output.splitlines() if all(part in line for part in parts)]
+    assert lines, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+    return lines[0]
+
+
+def shell_lines() -> dict[str, str]:
+    """{rule: its shell command as written} of every rule in rules/*.smk."""
+    found = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=[ ]*(?:rule|checkpoint) \w+:)", smk.read_text()):
+            rule = re.match(r"[ ]*(?:rule|checkpoint) (\w+):", block)
+            shell = re.search(r"\n[ ]+shell:\n((?:[ ]+\".*\"\n?)+)", block)
+            if rule and shell:
+                found[rule[1]] = "".join(re.findall(r"\"(.*)\"", shell[1]))
+    return found
+
+
+def test_every_rule_sends_the_error_that_ends_its_job_to_snakemakes_stderr():
+    shells = shell_lines()
+    assert {"plan", "shard", "manifest", "download", "probe_memory", "train_upstream", "train_rung", "rank_rung",
+            "finish_cell", "tpe_round", "aggregate", "charts", "export_index", "export", "fetch_weights",
+            "fetch_timm_weights"} <= set(shells), sorted(shells)
+    for rule, shell in shells.items():
+        assert shell.startswith("TLSWEEP_ERROR_FD=3 "), (rule, shell)
+        assert shell.endswith(" 3>&2 > {log} 2>&1"), (rule, shell)
+
+
+def refused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: a connection to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.pipeline
+def test_weights_that_cannot_be_fetched_are_one_line_naming_the_file_the_url_and_the_ways_out(
+        tmp_path, monkeypatch):
+    torch_home = tmp_path / "torch"
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{refused_port()}")  # the weights host is unreachable
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    config = digits_study()
+    config["grid"]["weights"] = ["imagenet"]
+    configfile = str(write_config(tmp_path / "study.yaml", config))
+    checkpoints = torch_home / "hub" / "checkpoints"
+    dry = snakemake(tmp_path, "-n", "--configfile", configfile)
+    notes = [line for line in dry.stderr.splitlines() if RESNET18 in line]
+    assert notes == [f"ImageNet weights not cached yet, downloaded before training into {checkpoints}: {RESNET18}"]
+    assert not torch_home.exists()  # said, not made
+    result = snakemake(tmp_path, str(checkpoints / RESNET18), "--cores", "1", "--configfile", configfile,
+                       check=False)
+    line = assert_one_line_error(result, RESNET18, f"https://download.pytorch.org/models/{RESNET18}",
+                                 str(checkpoints), "$TORCH_HOME/hub/checkpoints",
+                                 "python -m workflow fetch-weights", "weights: none", "pretrain")
+    assert "Connection refused" in line
+    cached = snakemake(tmp_path, "-n", "--configfile", configfile)  # still not cached: still listed
+    assert RESNET18 in cached.stderr
+
+
+@pytest.mark.pipeline
+def test_a_full_data_dir_while_sharding_is_one_line_naming_the_file_and_the_cause(tmp_path, mount):
+    disk = mount(tmp_path / "data", "256k")  # the plan fits, a shard of 32 px images does not
+    configfile = str(write_config(tmp_path / "study.yaml", digits_study(data_dir=str(disk))))
+    result = snakemake(tmp_path / "work", "--cores", "1", "--configfile", configfile, "--until", "shard",
+                       check=False)
+    assert (disk / "digits-012" / "plan.json").exists()
+    line = assert_one_line_error(result, "no space left on device writing", str(disk / "digits-012" / "r32"))
+    assert "errno = 28" not in line
+
+
+def fill(disk: Path, leave: int) -> None:
+    """Take every block of `disk` but about `leave` bytes."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while f.write(b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+    with open(filler, "r+b") as f:
+        f.truncate(max(0, filler.stat().st_size - leave))
+
+
+@pytest.mark.pipeline
+def test_a_full_results_folder_during_aggregate_is_one_line_naming_the_file_and_the_cause(tmp_path, mount):
+    from fakecells import write_cell
+
+    disk = mount(tmp_path / "results", "1m")
+    configfile = str(write_config(tmp_path / "study.yaml", digits_study(results_dir=str(disk))))
+    study = load_study_file(configfile)
+    for cell in study.grid_cells:
+        write_cell(study, cell)
+    fill(disk, leave=16 << 10)  # the study file and the lock fit, the tables do not
+    result = snakemake(tmp_path / "work", "--cores", "1", "--configfile", configfile, "--allowed-rules",
+                       "aggregate", "--until", "aggregate", check=False)
+    assert_one_line_error(result, "no space left on device writing", str(disk / "errors" / "tables"))
+
+
+@pytest.mark.pipeline
+def test_a_read_only_results_folder_is_one_line_naming_it(tmp_path, mount):
+    disk = mount(tmp_path / "results", "1m", read_only=True)
+    configfile = str(write_config(tmp_path / "study.yaml", digits_study(results_dir=str(disk))))
+    snakemake(tmp_path / "work", "-n", "--configfile", configfile)  # a dry run writes nothing: no refusal
+    result = snakemake(tmp_path / "work", "--cores", "1", "--configfile", configfile, check=False)
+    assert_one_line_error(result, f"read-only file system: {disk} is not writable", "results_dir")
