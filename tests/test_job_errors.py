@@ -4,9 +4,11 @@ disks are real: small tmpfs mounts (root only; skipped otherwise)."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,50 @@ def test_every_rule_sends_the_error_that_ends_its_job_to_snakemakes_stderr():
         assert shell.endswith(" 3>&2 > {log} 2>&1"), (rule, shell)
 
 
+def job(*args: str) -> tuple[subprocess.CompletedProcess, str]:
+    """Run `python -m workflow <args>` as a rule does, with $TLSWEEP_ERROR_FD on a pipe: (its result, what the
+    pipe got)."""
+    read, write = os.pipe()
+    env = dict(os.environ, PYTHONPATH=str(REPO), TLSWEEP_ERROR_FD=str(write))
+    result = subprocess.run([sys.executable, "-m", "workflow", *args], pass_fds=(write,), env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        return result, pipe.read()
+
+
+def test_a_full_disk_is_one_line_naming_the_file_on_the_log_and_snakemakes_stderr(tmp_path, mount):
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(256 << 10))
+    disk = mount(tmp_path / "disk", "64k")
+    result, reported = job("download", "--url", source.as_uri(), "--dest", str(disk / "copy.bin"))
+    line = (f"error: No space left on device writing {disk / 'copy.bin'}: free space on that disk, or set "
+            f"results_dir, data_dir or raw_dir in the study file to a folder on another disk, and run again\n")
+    assert result.returncode == 1 and reported == line and result.stderr == line
+
+
+def test_a_read_only_folder_is_one_line_naming_it(tmp_path, mount):
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"bytes")
+    disk = mount(tmp_path / "disk", "64k", read_only=True)
+    result, reported = job("download", "--url", source.as_uri(), "--dest", str(disk / "copy.bin"))
+    assert result.returncode == 1 and result.stderr == reported
+    assert reported.startswith(f"error: Read-only file system: {disk} is not writable; make it writable"), reported
+
+
+def test_a_bad_study_file_and_a_bug_are_one_line_on_snakemakes_stderr_and_a_bug_keeps_its_traceback(tmp_path):
+    configfile = write_config(tmp_path / "study.yaml", {**digits_study(), "no_such_key": 1})
+    result, reported = job("plan", "--configfile", str(configfile), "--dataset", "digits-012",
+                           "--out", str(tmp_path / "plan.json"))
+    assert result.returncode == 1 and reported.count("\n") == 1 and "no_such_key" in reported
+    assert "Traceback" not in result.stderr
+    (tmp_path / "plan.json").write_text("{not json")
+    result, reported = job("manifest", "--plan", str(tmp_path / "plan.json"), "--resolution", "16",
+                           "--shards", "x.h5", "--out", str(tmp_path / "r16.json"))
+    assert result.returncode == 1 and reported.startswith("error: JSONDecodeError: ") and reported.count("\n") == 1
+    assert "Traceback (most recent call last)" in result.stderr and result.stderr.endswith(reported)
+
+
 def refused_port() -> int:
     """A port on 127.0.0.1 that nothing listens on: a connection to it is refused."""
     with socket.socket() as s:
@@ -120,7 +166,7 @@ def test_a_full_data_dir_while_sharding_is_one_line_naming_the_file_and_the_caus
     result = snakemake(tmp_path / "work", "--cores", "1", "--configfile", configfile, "--until", "shard",
                        check=False)
     assert (disk / "digits-012" / "plan.json").exists()
-    line = assert_one_line_error(result, "no space left on device writing", str(disk / "digits-012" / "r32"))
+    line = assert_one_line_error(result, "No space left on device writing", str(disk / "digits-012" / "r32"))
     assert "errno = 28" not in line
 
 
@@ -149,7 +195,7 @@ def test_a_full_results_folder_during_aggregate_is_one_line_naming_the_file_and_
     fill(disk, leave=16 << 10)  # the study file and the lock fit, the tables do not
     result = snakemake(tmp_path / "work", "--cores", "1", "--configfile", configfile, "--allowed-rules",
                        "aggregate", "--until", "aggregate", check=False)
-    assert_one_line_error(result, "no space left on device writing", str(disk / "errors" / "tables"))
+    assert_one_line_error(result, "No space left on device writing", str(disk / "errors" / "tables"))
 
 
 @pytest.mark.pipeline
@@ -158,4 +204,4 @@ def test_a_read_only_results_folder_is_one_line_naming_it(tmp_path, mount):
     configfile = str(write_config(tmp_path / "study.yaml", digits_study(results_dir=str(disk))))
     snakemake(tmp_path / "work", "-n", "--configfile", configfile)  # a dry run writes nothing: no refusal
     result = snakemake(tmp_path / "work", "--cores", "1", "--configfile", configfile, check=False)
-    assert_one_line_error(result, f"read-only file system: {disk} is not writable", "results_dir")
+    assert_one_line_error(result, f"Read-only file system: {disk} is not writable", "results_dir")

@@ -107,8 +107,9 @@ def check_cell_file(path, always: bool = False, move_aside: bool = True) -> None
 ERROR_FD = "TLSWEEP_ERROR_FD"  # where else a job's fatal error is written (report_fatal)
 # torch.save's own errors when the stream it writes fails (a write that hit a full disk or a size limit)
 TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed", "inline_container.cc", "file write failed")
-FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large"}
-NOT_WRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "not permitted"}
+FULL = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space or raise your quota",
+        errno.EFBIG: "raise the file-size limit (ulimit -f)"}  # what to do about each
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 FOLDER_KEYS = "results_dir, data_dir or raw_dir in the study file"
 ERRNO_TEXT = re.compile(r"\berrno = (\d+)")  # HDF5's errors say `errno = 28` and the file's name
 FILE_TEXT = re.compile(r"\b(?:file)?name = '([^']+)'")
@@ -128,19 +129,19 @@ def storage_message(error: BaseException, where: str | None = None) -> str | Non
         path = named[1] if named else where
     path = TEMPORARY.sub(r"/\1", str(path)) if path else None
     if code in FULL:
-        return (f"{FULL[code]}{f' writing {path}' if path else ''}: free space on that disk, or set "
-                f"{FOLDER_KEYS} to a folder on another, and run again")
+        return (f"{os.strerror(code)}{f' writing {path}' if path else ''}: {FULL[code]}, or set {FOLDER_KEYS} "
+                f"to a folder on another disk, and run again")
     if code in NOT_WRITABLE:
         folder = path if not path or os.path.isdir(path) else os.path.dirname(path)
-        return (f"{NOT_WRITABLE[code]}: {folder or 'a folder of this job'} is not writable; make it writable, or "
+        return (f"{os.strerror(code)}: {folder or 'a folder of this job'} is not writable; make it writable, or "
                 f"set {FOLDER_KEYS} to a writable folder")
     return None
 
 
 def fatal_message(error: BaseException, where: str | None = None, expected: tuple = ()) -> tuple[str, bool]:
     """The one line that says what ended a job, and whether the line says it all (storage errors, damaged
-    files, any OSError and the `expected` kinds, whose text is the line): only for other errors, bugs, is a
-    traceback worth its lines."""
+    files and the `expected` kinds, whose text is the line): only for other errors (a missing file, a bug)
+    is a traceback worth its lines."""
     cause = error.__cause__ or error.__context__
     message = storage_message(error, where) or (isinstance(cause, OSError) and storage_message(cause, where))
     if message:
@@ -150,7 +151,7 @@ def fatal_message(error: BaseException, where: str | None = None, expected: tupl
         return f"a write failed ({error}{f'; {cause}' if cause else ''}); is the disk full?", True
     if isinstance(error, expected):  # their text is written for the user
         return str(error), True
-    return f"{type(error).__name__}: {error}", isinstance(error, OSError)
+    return f"{type(error).__name__}: {error}", isinstance(error, (StorageError, DamagedFileError))
 
 
 def report_fatal(message: str) -> None:
