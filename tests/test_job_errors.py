@@ -126,6 +126,17 @@ def test_a_bad_study_file_and_a_bug_are_one_line_on_snakemakes_stderr_and_a_bug_
     assert "Traceback (most recent call last)" in result.stderr and result.stderr.endswith(reported)
 
 
+def test_timm_weights_that_cannot_be_fetched_are_one_line_naming_the_cache_and_the_ways_out(tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine that cannot reach the hub
+    result, reported = job("fetch-weights", "--timm", "timm:resnet10t")
+    assert result.returncode == 1 and result.stderr == reported and reported.count("\n") == 1
+    for part in ("cannot download the weights of timm:resnet10t", str(tmp_path / "hf" / "hub"), "$HF_HOME/hub",
+                 "python -m workflow fetch-weights --timm timm:resnet10t", "weights: none", "pretrain"):
+        assert part in reported, reported
+
+
 def refused_port() -> int:
     """A port on 127.0.0.1 that nothing listens on: a connection to it is refused."""
     with socket.socket() as s:

@@ -142,15 +142,15 @@ def fatal_message(error: BaseException, where: str | None = None, expected: tupl
     """The one line that says what ended a job, and whether the line says it all (storage errors, damaged
     files and the `expected` kinds, whose text is the line): only for other errors (a missing file, a bug)
     is a traceback worth its lines."""
-    cause = error.__cause__ or error.__context__
+    cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     message = storage_message(error, where) or (isinstance(cause, OSError) and storage_message(cause, where))
     if message:
         return message, True
+    if isinstance(error, expected):  # their text is written for the user
+        return str(error), True
     if isinstance(error, RuntimeError) and (isinstance(cause, OSError) or any(
             text in str(error) for text in TORCH_WRITE_FAILURES)):
         return f"a write failed ({error}{f'; {cause}' if cause else ''}); is the disk full?", True
-    if isinstance(error, expected):  # their text is written for the user
-        return str(error), True
     return f"{type(error).__name__}: {error}", isinstance(error, (StorageError, DamagedFileError))
 
 
