@@ -104,6 +104,21 @@ def test_a_full_disk_is_one_line_naming_the_file_on_the_log_and_snakemakes_stder
     assert result.returncode == 1 and reported == line and result.stderr == line
 
 
+def test_hdf5s_full_disk_error_names_the_file_being_written(tmp_path, mount):
+    import h5py
+    import numpy as np
+
+    from workflow.atomic import atomic_path
+    from workflow.integrity import fatal_message
+
+    disk = mount(tmp_path / "disk", "64k")
+    with pytest.raises((OSError, RuntimeError)) as caught:
+        with atomic_path(disk / "shard.h5") as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("images", data=np.ones((256, 1024), np.uint8))
+    message, said = fatal_message(caught.value)
+    assert said and message.startswith(f"No space left on device writing {disk / 'shard.h5'}: "), message
+
+
 def test_a_read_only_folder_is_one_line_naming_it(tmp_path, mount):
     source = tmp_path / "source.bin"
     source.write_bytes(b"bytes")
