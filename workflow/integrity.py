@@ -115,20 +115,25 @@ def io_failure(error: BaseException) -> str | None:
     return None
 
 
-def report_fatal(message: str) -> None:
-    """Print the error that ends a job on stderr (the job's log) and on the file descriptor that
-    $TLSWEEP_ERROR_FD names: the train rule points it at Snakemake's own stderr, which stays readable
-    when the log's disk is full."""
+def console_note(line: str) -> None:
+    """Print a line for the person running Snakemake: on stderr (the job's log) and on the file descriptor
+    that $TLSWEEP_ERROR_FD names, which the rules point at Snakemake's own stderr (readable when the log's
+    disk is full)."""
     try:
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)
     except OSError:
         pass  # the log's disk is full
     fd = os.environ.get(ERROR_FD)
     if fd and fd.isdigit():
         try:
-            os.write(int(fd), f"error: {message}\n".encode())
+            os.write(int(fd), f"{line}\n".encode())
         except OSError:
             pass  # not open
+
+
+def report_fatal(message: str) -> None:
+    """Print the error that ends a job where `console_note` prints."""
+    console_note(f"error: {message}")
 
 
 def report_fatal_errors() -> None:
