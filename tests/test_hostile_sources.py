@@ -244,6 +244,13 @@ def test_a_prepared_folder_whose_path_changes_stops_the_dry_run_and_skips_are_on
     result = snakemake(tmp_path / "work", "-n", "--configfile", str(moved), check=False)
     assert result.returncode != 0
     assert f"datasets.pets.path: {tmp_path / 'data' / 'my-imgs'} is not a folder" in result.stdout + result.stderr
+
+    (images / "owl").mkdir()
+    (images / "owl" / "notes.txt").write_text("to do")  # a class folder without images: the plan job fails
+    result = snakemake(tmp_path / "work", MANIFEST, "--cores", "1", "--configfile", str(configfile), check=False)
+    assert result.returncode != 0
+    assert (f"error: ValueError: class folder {images / 'owl'} holds no image files; add images or move it out of the "
+            "dataset's folder") in result.stderr
     shutil.rmtree(images)
     result = snakemake(tmp_path / "work", "-n", "--configfile", str(configfile), check=False)
     assert result.returncode != 0 and f"datasets.pets.path: {images} is not a folder" in result.stdout + result.stderr

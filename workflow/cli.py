@@ -27,8 +27,9 @@ def cmd_plan(args) -> None:
     from workflow.atomic import write_json
     from workflow.data.plan import plan_notes
     from workflow.data.prepare import make_plan
-    from workflow.integrity import console_note
+    from workflow.integrity import console_note, report_fatal_errors
 
+    report_fatal_errors()  # a source the plan cannot use (an empty class folder, ...): one line on the console
     spec = study_entry(sweep_of(args).study.dataset, args.dataset)
     plan = make_plan(args.dataset, spec, args.raw_dir, fingerprint=args.fingerprint)
     write_json(args.out, plan)
