@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import snakemake, study_error, tiny_study, write_config
+from conftest import REPO, snakemake, study_error, tiny_study, write_config
 from workflow.data.datasets import resolve_dataset, source_fingerprint
-from workflow.data.plan import make_plan, plan_notes
+from workflow.data.plan import make_plan, plan_notes, skipped_note
 from workflow.data.sources import Skipped, get_source
 from workflow.data.sources.images import decode
 
@@ -92,24 +92,37 @@ def test_a_missing_table_root_or_local_copy_is_refused_when_the_study_loads(stud
     assert study_error(study_file(config)) == f"datasets.pets.path: {tmp_path} holds no cifar-10-python.tar.gz"
 
 
+def permission_bound(*command: str) -> subprocess.CompletedProcess:
+    """Run `command` (a Python process of this repo) so that file modes bind it: as root, without the
+    capabilities that let root read any folder (setpriv drops them from the bounding set)."""
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("root reads a folder whatever its mode, and setpriv is not there to stop that")
+        command = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", *command)
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+
+def cells_verdict(configfile) -> subprocess.CompletedProcess:
+    """`python -m workflow cells` on a study file, file modes binding it."""
+    return permission_bound(sys.executable, "-m", "workflow", "cells", "--configfile", str(configfile))
+
+
 def test_the_cells_command_gives_the_same_verdict(study_file, tmp_path):
-    config = study_file(folder_study(tmp_path / "my-imgs"))
-    result = subprocess.run([sys.executable, "-m", "workflow", "cells", "--configfile", str(config)],
-                            capture_output=True, text=True, cwd=tmp_path,
-                            env=dict(os.environ, PYTHONPATH=str(__import__("conftest").REPO)))
+    result = cells_verdict(study_file(folder_study(tmp_path / "my-imgs")))
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].endswith(f"datasets.pets.path: {tmp_path / 'my-imgs'} is not a folder")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a folder whatever its mode")
 def test_an_unreadable_image_folder_is_refused_when_the_study_loads(study_file, tmp_path):
     colour_folder(tmp_path / "images", {"cat": 2, "dog": 2})
     (tmp_path / "images").chmod(0)
     try:
-        message = study_error(study_file(folder_study(tmp_path / "images")))
+        result = cells_verdict(study_file(folder_study(tmp_path / "images")))
     finally:
         (tmp_path / "images").chmod(0o755)
-    assert message.startswith(f"datasets.pets.path: {tmp_path / 'images'} cannot be read")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"datasets.pets.path: {tmp_path / 'images'} cannot be read (Permission denied); make it readable")
 
 
 # 2. special files and links
@@ -152,15 +165,17 @@ def test_an_empty_class_folder_is_an_error_naming_it(tmp_path):
                                  "files; add images or move it out of the dataset's folder")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a folder whatever its mode")
 def test_an_unreadable_class_folder_is_an_error_naming_it(tmp_path):
     colour_folder(tmp_path / "images", {"cat": 4, "dog": 4})
+    code = ("from test_hostile_sources import plan_of; import sys\n"
+            f"try: plan_of({str(tmp_path / 'images')!r})\nexcept ValueError as error: sys.exit(str(error))")
     (tmp_path / "images" / "dog").chmod(0)
     try:
-        with pytest.raises(ValueError, match=f"class folder {tmp_path / 'images' / 'dog'} cannot be read"):
-            plan_of(tmp_path / "images")
+        result = permission_bound(sys.executable, "-c", f"import sys; sys.path.insert(0, 'tests')\n{code}")
     finally:
         (tmp_path / "images" / "dog").chmod(0o755)
+    assert result.stderr.strip() == (f"class folder {tmp_path / 'images' / 'dog'} cannot be read (Permission denied); "
+                                     "make it readable (chmod -R u+rX) or move it out of the dataset's folder")
 
 
 def test_a_class_too_small_for_every_split_is_a_loud_note_naming_it(tmp_path):
@@ -215,12 +230,25 @@ def test_the_plan_note_counts_skipped_images_by_kind(tmp_path):
         f"pets: 3 images skipped (unreadable 2, truncated 1); list: {tmp_path / 'plan.json'}"]
 
 
+def test_a_shard_returns_the_files_it_skipped_for_its_console_note(tmp_path):
+    from workflow.data.prepare import write_shard
+
+    colour_folder(tmp_path / "images", {"cat": 4, "dog": 4})
+    plan = plan_of(tmp_path / "images")
+    (tmp_path / "images" / "dog" / "1.png").unlink()  # gone between the plan and the shard
+    os.mkfifo(tmp_path / "images" / "dog" / "1.png")  # and something that would block in its place
+    with within(60):
+        skipped = write_shard(plan, 4, 0, 1, tmp_path / "r4.h5", log=lambda message: None)
+    assert [entry["file"] for entry in skipped] == ["dog/1.png"]
+    assert skipped_note("pets", skipped, "shard 0 of 1 at r4, listed in its manifest") == (
+        "pets: 1 image skipped (not a regular file 1); shard 0 of 1 at r4, listed in its manifest")
+
+
 def test_a_console_note_goes_to_the_error_fd(tmp_path):
     code = "from workflow.integrity import console_note; console_note('pets: 1 image skipped')"
     with open(tmp_path / "console", "w") as console:
         result = subprocess.run(f"{sys.executable} -c \"{code}\" 3>&1 1>/dev/null 2>{tmp_path / 'log'}", shell=True,
-                                env=dict(os.environ, TLSWEEP_ERROR_FD="3"), stdout=console, check=True,
-                                cwd=__import__("conftest").REPO)
+                                env=dict(os.environ, TLSWEEP_ERROR_FD="3"), stdout=console, check=True, cwd=REPO)
     assert result.returncode == 0
     assert (tmp_path / "console").read_text() == "pets: 1 image skipped\n"
     assert (tmp_path / "log").read_text() == "pets: 1 image skipped\n"
