@@ -21,18 +21,16 @@ HIDDEN = "hidden file"  # the reason a listing gives for an entry whose name sta
 @dataclass
 class Listing:
     """What `list_folder` found under a folder, as sorted paths relative to it: `files` (regular files, or
-    links to them), `folders` (visible folders, links to them included) and `others` ({"file", "reason"}
-    for hidden entries, special files, links to nothing, folders met twice through links and folders that
-    cannot be read). `unreadable` names the last (path: reason)."""
+    links to them), `folders` (visible folders, links to them included), `others` ({"file", "reason"} for
+    hidden entries, special files, links to nothing, folders met twice through links and folders that
+    cannot be read; `unreadable` names the last, with why) and `stats` ([path, size, mtime in ns] of each
+    visible entry but a folder: what its fingerprint digests)."""
 
     files: list[str] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
     others: list[dict] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)
-
-    def visible(self) -> list[str]:
-        """The files and the visible entries it did not read: what a fingerprint stats."""
-        return sorted(self.files + [entry["file"] for entry in self.others if entry["reason"] != HIDDEN])
+    stats: list[list] = field(default_factory=list)
 
 
 def special_kind(mode: int) -> str | None:
@@ -45,50 +43,46 @@ def special_kind(mode: int) -> str | None:
     return f"not a regular file ({kind})"
 
 
-def entry_kind(path: str) -> str | None:
-    """None for a regular file (or a link to one), else why it is not read (`special_kind`, a link to
-    nothing)."""
-    try:
-        return special_kind(os.stat(path).st_mode)
-    except OSError as error:
-        return "a link to nothing" if os.path.islink(path) else f"cannot be read ({error.strerror})"
-
-
 def list_folder(root: Path) -> Listing:
-    """Every entry under `root`, links followed (each folder once, so that a link to an ancestor ends),
-    hidden ones not descended into."""
-    found, seen = Listing(), set()
-
-    def unreadable(error: OSError) -> None:
-        rel = Path(error.filename).relative_to(root).as_posix()
-        found.unreadable[rel] = error.strerror or type(error).__name__
-        found.others.append({"file": rel, "reason": f"cannot be read ({found.unreadable[rel]})"})
-
-    for folder, dirs, files in os.walk(root, onerror=unreadable, followlinks=True):
-        rel = Path(folder).relative_to(root)
-        seen.add(os.path.realpath(folder))
-        kept = []
-        for name in sorted(dirs):
-            path, key = os.path.join(folder, name), (rel / name).as_posix()
-            if name.startswith("."):
+    """Every entry under `root`, one stat each, links followed (each folder once, so that a link to an
+    ancestor ends there); hidden entries are not looked into."""
+    found, seen, pending = Listing(), {os.path.realpath(root)}, [""]
+    while pending:
+        rel = pending.pop()
+        try:
+            with os.scandir(Path(root) / rel) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError as error:
+            found.unreadable[rel] = error.strerror or type(error).__name__
+            found.others.append({"file": rel, "reason": f"cannot be read ({found.unreadable[rel]})"})
+            found.stats.append([rel, None, None])
+            continue
+        for entry in entries:
+            key = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.name.startswith("."):
                 found.others.append({"file": key, "reason": HIDDEN})
-            elif os.path.realpath(path) in seen:
-                found.others.append({"file": key, "reason": f"a link to a folder listed already "
-                                                            f"({os.path.realpath(path)})"})
-            else:
-                seen.add(os.path.realpath(path))
-                kept.append(name)
+                continue
+            try:
+                info = entry.stat()  # through links
+            except OSError as error:
+                found.others.append({"file": key, "reason": "a link to nothing" if entry.is_symlink()
+                                     else f"cannot be read ({error.strerror})"})
+                found.stats.append([key, None, None])
+                continue
+            real = os.path.realpath(entry.path) if stat.S_ISDIR(info.st_mode) else None
+            if real and real not in seen:
+                seen.add(real)
                 found.folders.append(key)
-        dirs[:] = kept
-        for name in files:
-            key = (rel / name).as_posix()
-            reason = HIDDEN if name.startswith(".") else entry_kind(os.path.join(folder, name))
+                pending.append(key)
+                continue
+            reason = f"a link to a folder listed already ({real})" if real else special_kind(info.st_mode)
             if reason:
                 found.others.append({"file": key, "reason": reason})
             else:
                 found.files.append(key)
-    found.files.sort()
-    found.folders.sort()
+            found.stats.append([key, info.st_size, info.st_mtime_ns])
+    for names in (found.files, found.folders, found.stats):
+        names.sort()
     found.others.sort(key=lambda entry: entry["file"])
     return found
 
@@ -98,8 +92,8 @@ def file_stats(root: Path, names: list[str]) -> list[list]:
     stats = []
     for name in names:
         try:
-            stat = (root / name).stat()
-            stats.append([name, stat.st_size, stat.st_mtime_ns])
+            info = (root / name).stat()
+            stats.append([name, info.st_size, info.st_mtime_ns])
         except OSError:
             stats.append([name, None, None])
     return stats
@@ -123,5 +117,4 @@ def listing_record(kind: str, where: str, stats: list[list], **extra) -> dict:
 def folder_record(root: str | os.PathLike, listing: Listing | None = None) -> dict:
     """A folder's record: every visible file under it (`list_folder`, or its `listing` made already), with
     sizes and modification times."""
-    listing = listing or list_folder(Path(root))
-    return listing_record("folder", str(root), file_stats(Path(root), listing.visible()))
+    return listing_record("folder", str(root), (listing or list_folder(Path(root))).stats)
