@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -115,9 +116,6 @@ def plan_sha256(plan: dict) -> str:
     """A plan's identity, recorded in every shard written from it."""
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
 
-def plan_notes(plan, path):
-    return []
-
 
 NEVER = {"train": "trained on", "val": "validated", "test": "tested"}
 NOT_READ = ("not a regular file", "a link to nothing", "cannot be read")  # ignored entries that are skipped files
@@ -137,9 +135,7 @@ def skipped_note(dataset: str, skipped: list[dict], listed_in) -> str | None:
     (`listed_in`), or None when none was skipped."""
     if not skipped:
         return None
-    kinds: dict[str, int] = {}
-    for entry in skipped:
-        kinds[skip_kind(entry["reason"])] = kinds.get(skip_kind(entry["reason"]), 0) + 1
+    kinds = Counter(skip_kind(entry["reason"]) for entry in skipped)
     counts = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items(), key=lambda item: (-item[1], item[0])))
     return f"{dataset}: {len(skipped)} image{'s' * (len(skipped) != 1)} skipped ({counts}); {listed_in}"
 
