@@ -214,3 +214,4 @@ def test_best_md_and_the_report_lead_with_the_cells_that_did_not_end_ok(tmp_path
     assert landing.startswith("<p class='warning'><strong>Warning: 4 of 12 cells did not end ok</strong>")
     assert "diverged: training loss not finite at epoch 3</li>" in landing and "and 2 more: the summary" in landing
     assert page.split("</template>")[1].lstrip().startswith("<p class='warning'><strong>Warning: 4 of 12 cells")
+    assert "`" not in page and f"<code>{failed}</code>" in page and "<code>selection</code>" in page  # no literal backticks

@@ -260,9 +260,10 @@ def format_value(axis: str, value) -> str:
 
 
 def labels(frame: pd.DataFrame, axes: list[str], empty: str = "") -> pd.Series:
-    """One label per row naming its values on `axes`, e.g. 'batch_size=64 optimizer=adam'."""
+    """One label per row naming its values on `axes`, e.g. 'batch_size=64 optimizer=adam'. Read column by
+    column: a row of an integer and a float axis would make 64 a float (`batch_size=64.0`)."""
     if not axes:
         return pd.Series(empty, index=frame.index, dtype=object)
-    return frame[axes].apply(
-        lambda row: " ".join(f"{axis}={format_value(axis, row[axis])}" for axis in axes), axis=1
-    ).astype(object)
+    rows = zip(*(frame[axis].tolist() for axis in axes))
+    return pd.Series([" ".join(f"{axis}={format_value(axis, value)}" for axis, value in zip(axes, row)) for row in rows],
+                     index=frame.index, dtype=object)
