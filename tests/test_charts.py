@@ -257,4 +257,4 @@ def test_charts_command_logs_the_charts_and_tables_to_the_study_run_and_a_broken
     capsys.readouterr()
     assert main(["charts", "--configfile", str(study_file(config))]) == 0  # tracking never fails the job
     warnings = [line for line in capsys.readouterr().out.splitlines() if "MLflow" in line]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: MLflow artifacts are off"), warnings
+    assert len(warnings) == 1 and warnings[0].startswith("warning: MLflow study runs are off"), warnings
