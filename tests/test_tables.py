@@ -88,3 +88,18 @@ def test_integer_axes_print_as_integers_in_every_label_table_and_chart(tmp_path)
     texts |= {path.name: path.read_text() for path in tables.glob("*.md")}
     assert {name: floats.findall(text) for name, text in texts.items() if floats.search(text)} == {}
     assert "resolution=16 batch_size=16 lr=1e-2" in (tables / "best.md").read_text()
+
+
+def test_markdown_and_html_leave_out_columns_empty_in_every_row_csv_and_parquet_keep_them(tmp_path):
+    study = fakecells.mixed_study(tmp_path)
+    aggregate_study(study, log=lambda message: None)
+    tables = study.out / "tables"
+    csv = pd.read_csv(tables / "summary.csv")
+    empty = [column for column in csv.columns if csv[column].isna().all()]
+    assert {"test_auc", "micro_batch_size", "positive_class"} <= set(empty)
+    assert list(pd.read_parquet(tables / "summary.parquet").columns) == list(csv.columns)
+    header = (tables / "summary.md").read_text().split("## Summary\n\n")[1].splitlines()[0]
+    shown = [name.strip() for name in header.strip("|").split("|")]
+    assert shown == [column for column in csv.columns if column not in empty]
+    page = (tables / "summary.html").read_text()
+    assert "<th>test_accuracy</th>" in page and not [column for column in empty if f"<th>{column}</th>" in page]
