@@ -58,8 +58,8 @@ if HALVING:
         conda:
             ENV
         shell:
-            "python -m workflow rank-rung --configfile {params.study:q} --rung {wildcards.rung}"
-            " --metrics {input.metrics:q} --out {output:q} > {log:q} 2>&1"
+            "TLSWEEP_ERROR_FD=3 python -m workflow rank-rung --configfile {params.study:q} --rung {wildcards.rung}"
+            " --metrics {input.metrics:q} --out {output:q} 3>&2 > {log:q} 2>&1"
 
     rule finish_cell:
         """A halved grid cell's results: the metrics, history and best checkpoint of the rung where it
@@ -77,5 +77,5 @@ if HALVING:
         conda:
             ENV
         shell:
-            "python -m workflow finish-cell --configfile {params.study:q} --cell {wildcards.cell}"
-            " --out {params.out:q} > {log:q} 2>&1"
+            "TLSWEEP_ERROR_FD=3 python -m workflow finish-cell --configfile {params.study:q} --cell {wildcards.cell}"
+            " --out {params.out:q} 3>&2 > {log:q} 2>&1"
