@@ -1,9 +1,9 @@
 """What tlsweep knows about each model, from the generated catalogue, without importing torch.
 
 The Snakefile reads this (through workflow.study.grid) to check model names,
-resolutions and depths (`last:N`, `keras:N`) when the config loads, and (through workflow.train.weights) to know
-the ImageNet weights files to fetch; workflow.train.models builds the models
-from it. torchvision models go by their torchvision name, timm models by
+resolutions and depths (`last:N`, `keras:N`) when the config loads, and
+(through workflow.train.weights) to know the ImageNet weights files to fetch;
+workflow.train.models builds the models from it. torchvision models go by their torchvision name, timm models by
 `timm:<name>` (facts about those are read from timm when the model is built).
 """
 
@@ -86,7 +86,7 @@ def model_error(name: str, resolution: int, weights: str = "none") -> str | None
 
 def train_error(name: str, train: str, head: str, resolution: int) -> str | None:
     """Why training `train` (what trains: `last:N`, `keras:N`, ...) of model `name` with `head` at `resolution`
-    can only fail, or None when it may not (a timm model's layers are known only once it is built)."""
+    can only fail, or None (a timm model's layers are known only once it is built)."""
     kind, _, depth = train.partition(":")
     if kind not in ("last", "keras") or model_name_error(name) or timm_name(name) is not None:
         return None
@@ -98,7 +98,8 @@ def train_error(name: str, train: str, head: str, resolution: int) -> str | None
         if int(depth) > spec.keras_layers:
             return f"{name} has only {spec.keras_layers} layers as Keras counts them"
         return None
-    layers = spec.layers[head] + (spec.aux_layers if resolution >= (spec.aux_resolution or resolution + 1) else 0)
+    with_aux = spec.aux_resolution is not None and resolution >= spec.aux_resolution
+    layers = spec.layers[head] + (spec.aux_layers if with_aux else 0)
     if int(depth) > layers:
         return f"{name} with the {head!r} head has only {layers} layers at resolution {resolution}"
     return None
