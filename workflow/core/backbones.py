@@ -3,8 +3,9 @@
 The Snakefile reads this (through workflow.study.grid) to check model names,
 resolutions and depths (`last:N`, `keras:N`) when the config loads, and
 (through workflow.train.weights) to know the ImageNet weights files to fetch;
-workflow.train.models builds the models from it. torchvision models go by their torchvision name, timm models by
-`timm:<name>` (facts about those are read from timm when the model is built).
+workflow.train.models builds the models from it. torchvision models go by their
+torchvision name, timm models by `timm:<name>` (facts about those are read from
+timm when the model is built).
 """
 
 from __future__ import annotations
