@@ -4,7 +4,10 @@ prepared them), from an export folder and from best.pt, with a corrupt file that
 
 import argparse
 import csv
+import io
 import json
+import os
+import resource
 
 import numpy as np
 import pytest
@@ -16,8 +19,9 @@ from workflow.data.datasets import resolve_dataset
 from workflow.data.prepare import make_plan, prepare_dataset, prepare_files
 from workflow.data.shards import read_split
 from workflow.data.sources import get_source
+from workflow.integrity import StorageError
 from workflow.export.export import export_model
-from workflow.export.predict import class_scores, list_images, prediction_table_columns
+from workflow.export.predict import class_scores, list_images, prediction_table_columns, write_prediction_table
 from workflow.export.runners import OnnxRunner, open_export, open_model
 from workflow.train.cell import train_cell
 from workflow.train.predictions import read_predictions
@@ -139,3 +143,54 @@ def test_predict_refuses_what_is_no_model(trained, tmp_path):
     with pytest.raises(SystemExit, match="is not an export folder"):
         run_command(["predict", "--model", str(tmp_path), str(trained["folder"] / "pngs"), "--out",
                      str(tmp_path / "p.csv")])
+
+
+def test_a_file_name_that_is_not_utf8_is_classified_and_written_escaped(trained, test_pngs, tmp_path, capsys):
+    paths, _ = test_pngs
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    png = paths[0].read_bytes()
+    with open(os.fsencode(folder) + b"/caf\xe9.png", "wb") as f:  # Latin-1 bytes: no UTF-8 name
+        f.write(png)
+    (folder / "good.png").write_bytes(png)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "truncated.png").write_bytes(paths[1].read_bytes()[:60])
+    out = tmp_path / "predictions.csv"
+    run_command(["predict", "--model", str(trained["export"]), str(folder), "--out", str(out), "--top-k", "2"])
+    rows = list(csv.DictReader(io.StringIO(out.read_bytes().decode("utf-8"))))  # valid UTF-8 throughout
+    by_name = {row["path"].rsplit("/", 1)[1]: row for row in rows}
+    assert sorted(by_name) == ["broken.png", "caf\\xe9.png", "good.png", "truncated.png"]
+    assert by_name["caf\\xe9.png"]["path"] == f"{folder}/caf\\xe9.png"  # the byte that is not UTF-8 as \xNN
+    odd, good = by_name["caf\\xe9.png"], by_name["good.png"]
+    assert not odd["error"] and (odd["class_1"], odd["probability_1"]) == (good["class_1"], good["probability_1"])
+    assert by_name["broken.png"]["error"] and by_name["truncated.png"]["error"]
+    assert by_name["broken.png"]["class_1"] == by_name["truncated.png"]["class_1"] == ""
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    assert "2 images classified, 2 skipped" in capsys.readouterr().out
+
+
+def test_a_csv_of_paths_that_are_not_utf8_finds_its_files_and_lists_the_missing_one(trained, test_pngs, tmp_path):
+    paths, _ = test_pngs
+    with open(os.fsencode(tmp_path) + b"/na\xefve.png", "wb") as f:
+        f.write(paths[0].read_bytes())
+    (tmp_path / "list.csv").write_bytes(b"path\nna\xefve.png\nmissing-\xff.png\n")
+    out = tmp_path / "predictions.csv"
+    run_command(["predict", "--model", str(trained["best"]), str(tmp_path / "list.csv"), "--out", str(out)])
+    rows = list(csv.DictReader(io.StringIO(out.read_bytes().decode("utf-8"))))
+    assert [row["path"] for row in rows] == [f"{tmp_path}/na\\xefve.png", f"{tmp_path}/missing-\\xff.png"]
+    assert not rows[0]["error"] and rows[0]["class_1"] in {"0", "1", "2"}
+    assert "FileNotFoundError" in rows[1]["error"] and rows[1]["class_1"] == ""
+
+
+def test_a_failed_write_leaves_the_earlier_predictions_whole(tmp_path):
+    out = tmp_path / "predictions.csv"
+    out.write_text("path,error\nearlier.png,\n")
+    rows = [{"path": f"image-{n:05d}.png", "error": "", "class_1": "0", "probability_1": 0.5} for n in range(2000)]
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # Python ignores SIGXFSZ: a write fails with EFBIG
+    try:
+        with pytest.raises(StorageError, match=f"cannot write {out}: File too large"):
+            write_prediction_table(rows, out, 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert out.read_text() == "path,error\nearlier.png,\n" and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
