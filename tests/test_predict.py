@@ -8,6 +8,7 @@ import io
 import json
 import os
 import resource
+import shutil
 
 import numpy as np
 import pytest
@@ -80,7 +81,8 @@ def test_the_trained_checkpoint_describes_its_data(trained):
 @pytest.mark.parametrize("which", ["best.pt", "torchscript", "onnx"])
 def test_the_manifests_test_images_reproduce_the_cells_test_accuracy(trained, which):
     if which == "onnx":
-        runner, preprocess = OnnxRunner(trained["export"] / "model.onnx"), open_export(trained["export"])[1]
+        runner, preprocess = open_export(trained["export"], fmt="onnx")
+        assert isinstance(runner, OnnxRunner)
     else:
         runner, preprocess = open_model(trained["best"] if which == "best.pt" else trained["export"])
     images, labels = read_split(trained["manifest"], "test")
@@ -194,3 +196,87 @@ def test_a_failed_write_leaves_the_earlier_predictions_whole(tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert out.read_text() == "path,error\nearlier.png,\n" and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
+def edit_preprocess(change):
+    """A tampering: preprocess.json rewritten after `change(content)`."""
+    def tamper(folder):
+        content = json.loads((folder / "preprocess.json").read_text())
+        change(content)
+        (folder / "preprocess.json").write_text(json.dumps(content, indent=2))
+    return tamper
+
+
+def flip_bytes(name):
+    def tamper(folder):
+        data = bytearray((folder / name).read_bytes())
+        data[len(data) // 2:len(data) // 2 + 8] = bytes(255 - b for b in data[len(data) // 2:len(data) // 2 + 8])
+        (folder / name).write_bytes(bytes(data))
+    return tamper
+
+
+def truncate(name):
+    def tamper(folder):
+        (folder / name).write_bytes((folder / name).read_bytes()[:(folder / name).stat().st_size // 2])
+    return tamper
+
+
+TAMPERINGS = {  # what is done to an export folder: (the tampering, the file the refusal names, what it says)
+    "class names reversed": (edit_preprocess(lambda p: p["class_names"].reverse()), "preprocess.json",
+                             "does not match its SHA-256 in"),
+    "input size changed": (edit_preprocess(lambda p: p["input"].update(size=32)), "preprocess.json",
+                           "does not match its SHA-256 in"),
+    "torchscript bytes flipped": (flip_bytes("torchscript.pt"), "torchscript.pt", "does not match its SHA-256 in"),
+    "onnx bytes flipped": (flip_bytes("model.onnx"), "model.onnx", "does not match its SHA-256 in"),
+    "torchscript truncated": (truncate("torchscript.pt"), "torchscript.pt", "does not match its SHA-256 in"),
+    "onnx deleted": (lambda folder: (folder / "model.onnx").unlink(), "model.onnx", "is missing"),
+    "a key deleted": (edit_preprocess(lambda p: p["normalization"].pop("mean")), "preprocess.json",
+                      "normalization.mean is missing"),
+    "a key of the wrong type": (edit_preprocess(lambda p: p["input"].update(size="16")), "preprocess.json",
+                                "input.size is \"16\", not a positive whole number"),
+    "preprocess.json truncated": (truncate("preprocess.json"), "preprocess.json", "is not valid JSON"),
+    "checksums truncated": (lambda folder: (folder / "SHA256SUMS").write_text(
+        (folder / "SHA256SUMS").read_text().splitlines()[0] + "\n"), "SHA256SUMS", "lists no"),
+    "no checksums (exported before they were recorded)": (lambda folder: (folder / "SHA256SUMS").unlink(),
+                                                           "SHA256SUMS", "has no SHA256SUMS"),
+}
+
+
+@pytest.mark.parametrize("tampering", list(TAMPERINGS))
+def test_predict_refuses_a_tampered_export_naming_the_file(trained, test_pngs, tmp_path, tampering):
+    tamper, named, says = TAMPERINGS[tampering]
+    folder = tmp_path / "export"
+    shutil.copytree(trained["export"], folder)
+    tamper(folder)
+    out = tmp_path / "predictions.csv"
+    with pytest.raises(SystemExit) as refused:
+        run_command(["predict", "--model", str(folder), str(test_pngs[0][0].parent), "--out", str(out)])
+    message = str(refused.value)
+    assert message.startswith("error: ") and "\n" not in message and says in message, message
+    assert str(folder / named) in message or (named == "SHA256SUMS" and str(folder) in message), message
+    assert "re-export" in message and not out.exists()
+
+
+def test_an_untampered_copy_of_an_export_predicts_what_its_checkpoint_does(trained, test_pngs, tmp_path):
+    folder = tmp_path / "export"
+    shutil.copytree(trained["export"], folder)
+    for model, out in ((folder, tmp_path / "export.csv"), (trained["best"], tmp_path / "best.csv")):
+        run_command(["predict", "--model", str(model), str(test_pngs[0][0].parent), "--out", str(out), "--top-k", "3"])
+    from_export, from_best = read_rows(tmp_path / "export.csv"), read_rows(tmp_path / "best.csv")
+    assert [row["class_1"] for row in from_export] == [row["class_1"] for row in from_best]
+    assert all(abs(float(a[f"probability_{i}"]) - float(b[f"probability_{i}"])) < 1e-5
+               for a, b in zip(from_export, from_best) for i in (1, 2, 3) if not a["error"])
+
+
+def test_an_interrupted_export_does_not_look_complete(trained, test_pngs, tmp_path):
+    folder = tmp_path / "export"
+    shutil.copytree(trained["export"], folder)  # a complete export, then a re-export that fails midway
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, hard))  # the model files cannot be written
+    try:
+        with pytest.raises(Exception):
+            export_model(trained["best"], folder, log=lambda _: None)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    with pytest.raises(SystemExit, match="has no SHA256SUMS"):
+        run_command(["predict", "--model", str(folder), str(test_pngs[0][0].parent), "--out", str(tmp_path / "p.csv")])

@@ -21,7 +21,7 @@ from workflow.train.models import build_classifier
 
 
 class CheckpointError(ValueError):
-    """A file that is no usable checkpoint of a trained cell, or not of the model asked for."""
+    """A file that is no usable checkpoint of a trained cell or export folder, or not of the model asked for."""
 
 
 @dataclass(frozen=True)
