@@ -18,7 +18,7 @@ from conftest import REPO, load_study_file, make_cell, study_error, tiny_study
 from fakecells import summary_frame
 from workflow.export.checkpoint import CheckpointError, load_model
 from workflow.export.export import TOLERANCE, export_model
-from workflow.export.index import export_entries, export_id, export_ids
+from workflow.export.index import export_entries, export_id, export_ids, read_export_index
 from workflow.export.predict import class_scores
 from workflow.export.runners import OnnxRunner, open_export, open_model
 from workflow.export.weights_check import WeightsFileError, check_weights_file
@@ -238,3 +238,15 @@ def test_a_weights_file_of_another_model_refuses_the_study(tmp_path):
     output = study_error(small_study(tmp_path, weights=weights, model=["resnet18", "mobilenet_v2"]))
     assert "resnet.pt (tlsweep checkpoint) does not fit model 'mobilenet_v2': it holds a 'resnet18' model" in output
     assert len(load_study_file(small_study(tmp_path, weights=weights)).grid_cells) == 1
+
+
+@pytest.mark.parametrize("content,says", [
+    ('{"cells": "best", "exports": [{"id": "a", "cell"', " is not valid JSON"),
+    ('{"cells": "best"}', ": exports is missing or not a list"),
+    ('{"cells": "best", "exports": [{"id": "a", "cell": "a"}, {"cell": "b"}]}', r": exports\[1\] has no id or no cell"),
+])
+def test_a_damaged_export_index_is_refused_in_one_line_naming_it(tmp_path, content, says):
+    index = tmp_path / "index.json"
+    index.write_text(content)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(index))}{says}.*--forcerun export_index\)$"):
+        read_export_index(index)
