@@ -21,6 +21,7 @@ from workflow.data.prepare import make_plan, prepare_dataset, prepare_files
 from workflow.data.shards import read_split
 from workflow.data.sources import get_source
 from workflow.integrity import StorageError
+from workflow.export.checkpoint import CheckpointError
 from workflow.export.export import export_model
 from workflow.export.predict import class_scores, list_images, prediction_table_columns, write_prediction_table
 from workflow.export.runners import OnnxRunner, open_export, open_model
@@ -280,3 +281,16 @@ def test_an_interrupted_export_does_not_look_complete(trained, test_pngs, tmp_pa
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     with pytest.raises(SystemExit, match="has no SHA256SUMS"):
         run_command(["predict", "--model", str(folder), str(test_pngs[0][0].parent), "--out", str(tmp_path / "p.csv")])
+
+
+def test_predict_and_export_refuse_a_cells_best_pt_that_differs_from_what_its_metrics_recorded(trained, test_pngs, tmp_path):
+    cell = tmp_path / "cell"
+    shutil.copytree(trained["folder"] / "out", cell)
+    flip_bytes("best.pt")(cell)  # tensor bytes: torch.load still reads the file
+    with pytest.raises(SystemExit) as refused:
+        run_command(["predict", "--model", str(cell / "best.pt"), str(test_pngs[0][0].parent), "--out",
+                     str(tmp_path / "p.csv")])
+    message = str(refused.value)
+    assert f"{cell / 'best.pt'} is damaged" in message and "\n" not in message and (cell / "best.pt").exists()
+    with pytest.raises(CheckpointError, match="best.pt is damaged"):  # nor is it exported
+        export_model(cell / "best.pt", tmp_path / "export", log=lambda _: None)
