@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_cell
+from conftest import copy_of_finished_tiny_study, make_cell, snakemake
 from workflow.cli_export import add_export_commands
 from workflow.data.datasets import resolve_dataset
 from workflow.data.prepare import make_plan, prepare_dataset, prepare_files
@@ -294,3 +294,21 @@ def test_predict_and_export_refuse_a_cells_best_pt_that_differs_from_what_its_me
     assert f"{cell / 'best.pt'} is damaged" in message and "\n" not in message and (cell / "best.pt").exists()
     with pytest.raises(CheckpointError, match="best.pt is damaged"):  # nor is it exported
         export_model(cell / "best.pt", tmp_path / "export", log=lambda _: None)
+
+
+@pytest.mark.pipeline
+def test_a_studys_export_passes_the_checks_and_the_way_out_the_refusal_names_works(finished_tiny_study, tmp_path):
+    workdir, configfile, _ = copy_of_finished_tiny_study(finished_tiny_study, tmp_path / "study")
+    entries = json.loads((workdir / "results/tiny/export/index.json").read_text())["exports"]
+    folder = workdir / "results/tiny/export" / entries[0]["id"]
+    images = tmp_path / "images"
+    images.mkdir()
+    for n in range(3):
+        Image.fromarray(np.random.default_rng(n).integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(images / f"{n}.png")
+    (folder / "SHA256SUMS").unlink()  # as an export made before checksums were recorded
+    with pytest.raises(SystemExit, match="has no SHA256SUMS.*--forcerun export"):
+        run_command(["predict", "--model", str(folder), str(images), "--out", str(tmp_path / "p.csv")])
+    snakemake(workdir, "--cores", "2", "--configfile", str(configfile), "--forcerun", "export")
+    run_command(["predict", "--model", str(folder), str(images), "--out", str(tmp_path / "p.csv")])
+    rows = read_rows(tmp_path / "p.csv")
+    assert len(rows) == 3 and all(row["class_1"] in {"5", "6", "7", "8", "9"} and not row["error"] for row in rows)
