@@ -54,10 +54,6 @@ def cmd_train(args) -> None:
     from workflow.train.signals import StopFlag
 
     stop = StopFlag().install()  # first: Ctrl-C while torch loads is no KeyboardInterrupt either
-    from workflow.integrity import report_fatal_errors
-
-    report_fatal_errors()  # storage, damaged files, bugs: the job fails (a retry resumes it), saying why
-
     from workflow.gpu.devices import cap_memory, claim_gpu
     from workflow.gpu.slots import SlotSettings, memory_fraction
 
@@ -354,3 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.func(args)
     return 0
+
+
+def run(argv: list[str] | None = None) -> int:
+    """`python -m workflow`: main(), with the error that ends a job as one line on its log and on Snakemake's
+    stderr ($TLSWEEP_ERROR_FD), naming the file it wrote (--out, --out-dir, --dest) when the error names none."""
+    from workflow.data.download import ChecksumError, DownloadError
+    from workflow.integrity import exit_status
+
+    args = parser().parse_args(argv)
+    where = next((value for value in (getattr(args, key, None) for key in ("out", "out_dir", "dest")) if value), None)
+    return exit_status(lambda: args.func(args), where, expected=(DownloadError, ChecksumError))
