@@ -45,13 +45,12 @@ def cmd_export(args) -> None:
 
 def cmd_predict(args) -> None:
     from workflow.export.predict import predict_images
-    from workflow.integrity import StorageError
 
     try:
         predict_images(args.model, args.images, args.out, top_k=args.top_k, batch_size=args.batch_size,
                        device=args.device, log=log)
-    except (ValueError, StorageError) as error:  # a wrong model or input (CheckpointError is one), an output
-        sys.exit(f"error: {error}")  # that cannot be written: a message, not a traceback
+    except ValueError as error:  # a wrong model or input (CheckpointError is one): a message, not a traceback
+        sys.exit(f"error: {error}")
 
 
 def add_export_commands(sub) -> None:

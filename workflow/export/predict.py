@@ -125,8 +125,8 @@ def predict_images(model: str | Path, source: str | Path, out: str | Path, top_k
     runner, preprocess = open_model(model, device)
     paths = list_images(source)
     k = max(1, min(top_k, len(preprocess["class_names"])))
-    log(f"{len(paths)} images from {readable(str(source))}; model {preprocess['model']} ({preprocess.get('cell')}) on {device}, "
-        f"{preprocess['input']['size']} x {preprocess['input']['size']} input")
+    log(readable(f"{len(paths)} images from {source}; model {preprocess['model']} ({preprocess.get('cell')}) on "
+                 f"{device}, {preprocess['input']['size']} x {preprocess['input']['size']} input"))
     rows = classify_files(runner, preprocess, paths, k, batch_size)
     write_prediction_table(rows, out, k)
     skipped = [{"path": row["path"], "error": row["error"]} for row in rows if row["error"]]
