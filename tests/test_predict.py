@@ -9,12 +9,14 @@ import json
 import os
 import resource
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import copy_of_finished_tiny_study, make_cell, snakemake
+from conftest import REPO, copy_of_finished_tiny_study, make_cell, snakemake
 from workflow.cli_export import add_export_commands
 from workflow.data.datasets import resolve_dataset
 from workflow.data.prepare import make_plan, prepare_dataset, prepare_files
@@ -22,6 +24,7 @@ from workflow.data.shards import read_split
 from workflow.data.sources import get_source
 from workflow.integrity import StorageError
 from workflow.export.checkpoint import CheckpointError
+from workflow.export.checksums import REEXPORT
 from workflow.export.export import export_model
 from workflow.export.predict import class_scores, list_images, prediction_table_columns, write_prediction_table
 from workflow.export.runners import OnnxRunner, open_export, open_model
@@ -313,3 +316,24 @@ def test_a_studys_export_passes_the_checks_and_the_way_out_the_refusal_names_wor
     run_command(["predict", "--model", str(folder), str(images), "--out", str(tmp_path / "p.csv")])
     rows = read_rows(tmp_path / "p.csv")
     assert len(rows) == 3 and all(row["class_1"] in {"5", "6", "7", "8", "9"} and not row["error"] for row in rows)
+
+
+def test_python_m_workflow_predict_names_a_tampered_file_in_one_line_and_handles_odd_names(trained, test_pngs,
+                                                                                            tmp_path):
+    folder, images = tmp_path / "export", tmp_path / "images"
+    shutil.copytree(trained["export"], folder)
+    images.mkdir()
+    with open(os.fsencode(images) + b"/\xff.png", "wb") as f:
+        f.write(test_pngs[0][0].read_bytes())
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "workflow", "predict", "--model", str(folder), str(images), "--out",
+               str(tmp_path / "p.csv"), "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_rows(tmp_path / "p.csv")[0]["path"] == f"{images}/\\xff.png"
+    edit_preprocess(lambda p: p["class_names"].reverse())(folder)
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {folder / 'preprocess.json'} does not match its SHA-256 in {folder / 'SHA256SUMS'}: it was changed "
+        "or truncated after it was exported; " + REEXPORT]
