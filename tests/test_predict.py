@@ -241,6 +241,8 @@ TAMPERINGS = {  # what is done to an export folder: (the tampering, the file the
     "preprocess.json truncated": (truncate("preprocess.json"), "preprocess.json", "is not valid JSON"),
     "checksums truncated": (lambda folder: (folder / "SHA256SUMS").write_text(
         (folder / "SHA256SUMS").read_text().splitlines()[0] + "\n"), "SHA256SUMS", "lists no"),
+    "checksums cut mid-line": (lambda folder: (folder / "SHA256SUMS").write_text(
+        (folder / "SHA256SUMS").read_text()[:100]), "SHA256SUMS", "line 2: not '<SHA-256>  <file name>'"),
     "no checksums (exported before they were recorded)": (lambda folder: (folder / "SHA256SUMS").unlink(),
                                                            "SHA256SUMS", "has no SHA256SUMS"),
 }
