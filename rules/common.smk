@@ -26,6 +26,7 @@ from workflow.study.outputs import chart_files, table_files
 from workflow.study.tpe_space import TpeSearch, round_inputs
 from workflow.sweep.decisions import SweepState
 from workflow.sweep.halving import finish_inputs, previous_rung_inputs, rank_inputs
+from workflow.track.study_run import mark_study_run
 from workflow.train.weights import imagenet_files, uncached_note, weight_downloads
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
@@ -51,6 +52,7 @@ onstart:
         write_study_file(config, STUDY_FILE)  # before any job starts; never in a dry run (no onstart there)
     except OSError as error:  # a read-only or full results folder: one line naming it, before any job
         raise WorkflowError(storage_message(error, OUT) or str(error)) from None
+    mark_study_run(STUDY, config.get("tracking"), "RUNNING")  # the MLflow store made once, before any job opens it
 
 
 HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search

@@ -13,8 +13,8 @@ rule plan:
     conda:
         ENV
     shell:
-        "TLSWEEP_ERROR_FD=3 python -m workflow plan --configfile {params.study:q} --dataset {wildcards.dataset} {params.raw_dir}"
-        " --out {output.plan} 3>&2 > {log} 2>&1"
+        "TLSWEEP_ERROR_FD=3 python -m workflow plan --configfile {params.study:q} --dataset {wildcards.dataset}"
+        " {params.raw_dir} --out {output.plan} 3>&2 > {log} 2>&1"
 
 
 rule shard:

@@ -25,22 +25,31 @@ def cmd_download(args) -> None:
 
 def cmd_plan(args) -> None:
     from workflow.atomic import write_json
+    from workflow.data.plan import plan_notes
     from workflow.data.prepare import make_plan
+    from workflow.integrity import console_note
 
     spec = study_entry(sweep_of(args).study.dataset, args.dataset)
     plan = make_plan(args.dataset, spec, args.raw_dir, fingerprint=args.fingerprint)
     write_json(args.out, plan)
     print(json.dumps({split: len(entry["indices"]) for split, entry in plan["splits"].items()}))
+    for note in plan_notes(plan, args.out):
+        console_note(note)
 
 
 def cmd_shard(args) -> None:
     import torch
 
+    from workflow.data.plan import skipped_note
     from workflow.data.prepare import write_shard
+    from workflow.integrity import console_note
 
     torch.set_num_threads(args.threads)
     plan = json.loads(Path(args.plan).read_text())
-    write_shard(plan, args.resolution, args.part, args.parts, args.out, log=log)
+    skipped = write_shard(plan, args.resolution, args.part, args.parts, args.out, log=log)
+    if note := skipped_note(plan["dataset"], skipped, f"shard {args.part} of {args.parts} at r{args.resolution}, "
+                                                      "listed in its manifest"):
+        console_note(note)
 
 
 def cmd_manifest(args) -> None:

@@ -155,19 +155,29 @@ def fatal_message(error: BaseException, where: str | None = None, expected: tupl
 
 
 def report_fatal(message: str) -> None:
-    """Print the error that ends a job, as one line, on stderr (the job's log) and on the file descriptor
+    """Print the error that ends a job, as one line, where `console_note` prints."""
+    console_note(f"error: {' '.join(message.split())}")
+
+
+def console_note(line: str) -> None:
+    """Print a line for the person running Snakemake: on stderr (the job's log) and on the file descriptor
     that $TLSWEEP_ERROR_FD names: every rule points it at Snakemake's own stderr, which stays readable when
     the log's disk is full."""
-    line = f"error: {' '.join(message.split())}\n"
     try:
-        sys.stderr.write(line)
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
     except OSError:
         pass  # the log's disk is full
+    to_console(line)
+
+
+def to_console(line: str) -> None:
+    """Write one line on the file descriptor that $TLSWEEP_ERROR_FD names (Snakemake's own stderr: the
+    console); nothing where it names none."""
     fd = os.environ.get(ERROR_FD)
     if fd and fd.isdigit():
         try:
-            os.write(int(fd), line.encode())
+            os.write(int(fd), f"{line}\n".encode())
         except OSError:
             pass  # not open
 

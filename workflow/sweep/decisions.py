@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from workflow.core import paths
+from workflow.data.datasets import check_sources
 from workflow.study.config import load_config
 from workflow.study.grid import Study, build_study
 
@@ -58,6 +59,7 @@ class SweepState:
     def __init__(self, config: dict):
         self.config = config
         self.study: Study = build_study(config, read_rounds(config))
+        check_sources(self.study.datasets)  # the user's files, prepared or not: a missing folder names its key
         self._derived: dict = {}
 
     def know_round(self, round_index: int) -> None:
