@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 
 from workflow.atomic import atomic_path
+from workflow.core.paths import EXPORT_CHECKSUMS as CHECKSUMS
 from workflow.export.checkpoint import CheckpointError
 from workflow.integrity import sha256_of
 
-CHECKSUMS = "SHA256SUMS"
 LINE = re.compile(r"([0-9a-f]{64}) [ *]([^/\\]+)")
 
 
