@@ -82,3 +82,51 @@ def test_the_data_paths_are_the_rules_patterns_with_the_key():
     assert paths.dataset_shards("results/data", key, 16, 2) == [
         f"results/data/{key}/r16/shard-0-of-2.h5", f"results/data/{key}/r16/shard-1-of-2.h5"]
     assert paths.definition_file("results/data", key) == f"results/data/{key}/definition.json"
+
+
+def one_dataset_study(name: str, classes: list, data_dir, dataset: str = "digits-5to9") -> dict:
+    """A one-cell study (one epoch at 16 px) on digits of `classes`, called `dataset`, preparing into `data_dir`."""
+    config = tiny_study(name)
+    config.pop("pretrain")
+    config["datasets"] = {dataset: {"source": "digits", "classes": classes}}
+    config["grid"].update({"dataset": [dataset], "batch_size": [64], "optimizer": ["adam"], "weights": ["none"]})
+    config["training"] = {"stages": [{"name": "all", "train": "all", "epochs": 1}]}
+    return {**config, "data_dir": str(data_dir)}
+
+
+@pytest.mark.pipeline
+def test_two_studies_sharing_a_data_folder_each_train_on_their_own_definition(tmp_path):
+    """Issue 27's done-when: `digits-5to9` is classes 5-9 in one study and 0-2 in another, run from two working
+    folders on one data folder; each trains and tests on its own classes, and neither prepares or trains again."""
+    from test_workflow import job_counts
+
+    data = tmp_path / "data"
+    runs = {"high": ([5, 6, 7, 8, 9], ["5", "6", "7", "8", "9"]), "low": ([0, 1, 2], ["0", "1", "2"])}
+    keys = set()
+    for name, (classes, class_names) in runs.items():
+        work = tmp_path / name
+        work.mkdir()
+        configfile = write_config(work / "study.yaml", one_dataset_study(name, classes, data))
+        snakemake(work, "--cores", "2", "--configfile", str(configfile))
+        study = load_study_file(configfile)
+        key = study.data_key("digits-5to9")
+        keys.add(key)
+        plan = json.loads(study.plan_path("digits-5to9").read_text())
+        manifest = json.loads(study.manifest_path("digits-5to9", 16).read_text())
+        (cell,) = study.grid_cells
+        metrics = json.loads((work / study.cell_dir(cell.id) / paths.METRICS_JSON).read_text())
+        assert plan["class_names"] == manifest["class_names"] == class_names
+        assert sorted(metrics["per_class"]) == class_names and metrics["status"] == "ok"
+        assert json.loads((data / key / "definition.json").read_text()) == study.definitions["digits-5to9"]
+    assert len(keys) == 2
+    for name in runs:
+        result = snakemake(tmp_path / name, "-n", "--configfile", str(tmp_path / name / "study.yaml"))
+        assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-3000:]
+    # a third study, in the first one's folder, names the first definition otherwise: it prepares nothing new
+    configfile = write_config(tmp_path / "high/third.yaml",
+                              one_dataset_study("third", [5, 6, 7, 8, 9], data, dataset="high-digits"))
+    assert load_study_file(configfile).data_key("high-digits") in keys
+    result = snakemake(tmp_path / "high", "-n", "--configfile", str(configfile))
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 1 and not {"plan", "shard", "manifest"} & set(counts), result.stdout[-3000:]
+    assert sorted(p.name for p in data.iterdir() if p.name != "logs") == sorted(keys)
