@@ -74,16 +74,6 @@ def test_a_downloaded_source_is_known_by_its_raw_folder_too(tmp_path):
     assert keys["results/raw"] == keys["results/raw/"] != keys["/elsewhere/raw"]
 
 
-def test_the_data_paths_are_the_rules_patterns_with_the_key():
-    study = study_of({"digits-5to9": DIGITS})
-    key = study.data_key("digits-5to9")
-    assert paths.manifest_file("{data}", "{key}", "{resolution}").format(data=study.data_dir, key=key, resolution=16) \
-        == str(study.manifest_path("digits-5to9", 16))
-    assert paths.dataset_shards("results/data", key, 16, 2) == [
-        f"results/data/{key}/r16/shard-0-of-2.h5", f"results/data/{key}/r16/shard-1-of-2.h5"]
-    assert paths.definition_file("results/data", key) == f"results/data/{key}/definition.json"
-
-
 def one_dataset_study(name: str, classes: list, data_dir, dataset: str = "digits-5to9") -> dict:
     """A one-cell study (one epoch at 16 px) on digits of `classes`, called `dataset`, preparing into `data_dir`."""
     config = tiny_study(name)

@@ -204,7 +204,8 @@ def test_a_snakemake_run_shows_no_json_and_the_job_files_change_nothing_on_a_rer
                 if "python -m workflow " in line]
     ran = {line.split()[3] for line in commands}
     assert {"plan", "train", "aggregate"} <= ran, console[-4000:]  # one cell: no charts to draw
-    assert "python -m workflow plan --configfile results/quiet/study.yaml --dataset digits-012 " in console
+    key = build_study(load_config(configfile)).data_key("digits-012")
+    assert f"python -m workflow plan --configfile results/quiet/study.yaml --data-key {key} " in console
     assert not [line for line in console.splitlines() if "{" in line], console[-4000:]  # no JSON at all
     assert load_config(work / "results/quiet/study.yaml") == load_config(configfile)  # what the jobs read
     folder = work / "results/quiet/cells" / cell
