@@ -74,6 +74,17 @@ def test_a_downloaded_source_is_known_by_its_raw_folder_too(tmp_path):
     assert keys["results/raw"] == keys["results/raw/"] != keys["/elsewhere/raw"]
 
 
+def test_cells_names_the_folder_each_dataset_is_prepared_in(study_file, capsys):
+    from workflow.cli import main
+
+    configfile = study_file(tiny_study())
+    main(["cells", "--configfile", str(configfile), "--no-trainable"])
+    study = load_study_file(configfile)
+    out = capsys.readouterr().out
+    for name in ("digits-0to4", "digits-5to9"):
+        assert f"data of {name}: results/data/{study.data_key(name)}\n" in out
+
+
 def one_dataset_study(name: str, classes: list, data_dir, dataset: str = "digits-5to9") -> dict:
     """A one-cell study (one epoch at 16 px) on digits of `classes`, called `dataset`, preparing into `data_dir`."""
     config = tiny_study(name)

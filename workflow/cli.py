@@ -187,8 +187,10 @@ def cmd_cells(args) -> None:
 
         counts, assumed = trainable_column(study)
         table.insert(table.columns.get_loc("done") + 1, "trainable parameters", table["cell"].map(counts))
-    print(table.to_string(index=False))
-    print(f"\n{study_summary(study, table)}")
+    print(table.to_string(index=False) + "\n")
+    for name in sorted(study.datasets):  # the folder its definition is prepared in (docs/own-data.md)
+        print(f"data of {name}: {study.plan_path(name).parent}")
+    print(study_summary(study, table))
     if study.sampling is not None:
         print(study.sampling.describe())
     if args.trainable and assumed:
