@@ -93,16 +93,21 @@ class Study:
             raise ValueError(f"{name!r} is not a dataset of study {self.name!r}")
         return self.datasets[name]
 
+    @cached_property
+    def data_keys(self) -> dict[str, str]:
+        """Each dataset's data key: the folder name of its prepared data, its source and a digest of its definition."""
+        return {name: paths.data_key(spec["source"], self.definitions[name]) for name, spec in self.datasets.items()}
+
     def data_key(self, name: str) -> str:
-        """The folder name of a dataset's prepared data: its source and a digest of its definition."""
-        return paths.data_key(self.dataset(name)["source"], self.definitions[name])
+        self.dataset(name)  # an error naming it
+        return self.data_keys[name]
 
     def prepared_as(self, key: str) -> str:
         """The first dataset (by name) whose prepared data is `key`, or an error naming the key."""
-        names = sorted(name for name in self.datasets if self.data_key(name) == key)
+        names = sorted(name for name, own in self.data_keys.items() if own == key)
         if not names:
             raise ValueError(f"no dataset of study {self.name!r} is prepared as {key!r} (its datasets: "
-                             + ", ".join(f"{name} as {self.data_key(name)}" for name in sorted(self.datasets)) + ")")
+                             + ", ".join(f"{name} as {own}" for name, own in sorted(self.data_keys.items())) + ")")
         return names[0]
 
     def definition_here(self, name: str) -> dict:
