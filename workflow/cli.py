@@ -1,7 +1,7 @@
 """Command line entry points the rules call: ``python -m workflow <command> ...``.
 
 Every job is given the study file (`--configfile`: results/<study>/study.yaml, or a study YAML by hand) and
-the key of what it works on (`--cell`, `--dataset`, `--probe`, `--rung`, `--round`, `--id`), and resolves
+the key of what it works on (`--cell`, `--data-key`, `--probe`, `--rung`, `--round`, `--id`), and resolves
 its settings from them (`sweep_of`): one way in for every job kind. Each command imports what it needs
 when it runs, so that a training job never loads the results code (pandas, scipy).
 """
