@@ -6,16 +6,17 @@ import os
 import pytest
 from PIL import Image
 
-from conftest import load_study_file, snakemake, tiny_study, write_config
+from conftest import snakemake, tiny_study, write_config
 from test_workflow import job_counts
+from workflow.study.config import load_config
+from workflow.study.grid import build_study
 
 pytestmark = pytest.mark.pipeline  # every test runs Snakemake
 
 
-
 def manifest(configfile) -> str:
-    """The manifest at 8 px of the study's `pets`: its folder is its definition's key."""
-    return str(load_study_file(configfile).manifest_path("pets", 8))
+    """The manifest at 8 px of the study's `pets`: its folder is its definition's key (its files unchecked)."""
+    return str(build_study(load_config(configfile)).manifest_path("pets", 8))
 
 
 def folder_study(path) -> dict:
