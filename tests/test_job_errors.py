@@ -79,7 +79,7 @@ def test_every_rule_sends_the_error_that_ends_its_job_to_snakemakes_stderr():
             "fetch_timm_weights"} <= set(shells), sorted(shells)
     for rule, shell in shells.items():
         assert shell.startswith("TLSWEEP_ERROR_FD=3 "), (rule, shell)
-        assert shell.endswith(" 3>&2 > {log} 2>&1"), (rule, shell)
+        assert shell.endswith(" 3>&2 > {log:q} 2>&1"), (rule, shell)
 
 
 def job(*args: str) -> tuple[subprocess.CompletedProcess, str]:

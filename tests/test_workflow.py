@@ -291,5 +291,7 @@ def test_every_job_gets_its_settings_one_way_the_study_file_and_a_key():
         assert "--configfile {params.study:q}" in commands[name], commands[name]  # results/<study>/study.yaml
         assert key in commands[name], commands[name]
     for name, command in commands.items():  # no settings as JSON or through a second file on any command line
-        assert not re.search(r"\{params\.(?!study:q)\w+:q\}", command) and "--config " not in command, command
+        # a quoted params value is a path or a URL, never settings
+        assert not re.search(r"\{params\.(?!(?:study|out|out_dir|url):q)\w+:q\}", command), command
+        assert "--config " not in command, command
         assert "-file" not in command.replace("--configfile {params.study:q}", ""), command
