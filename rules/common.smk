@@ -9,6 +9,7 @@ import shlex
 import sys
 
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
+from snakemake.logging import logger
 
 sys.path.insert(0, workflow.basedir)
 
@@ -21,6 +22,7 @@ from workflow.core import paths
 from workflow.study.config import ConfigError, check_config, check_config_files
 from workflow.study.grid import CELL_ID
 from workflow.study.jobenv import export_package_root
+from workflow.track.console import quiet_console
 from workflow.study.study_file import write_study_file
 from workflow.study.outputs import chart_files, table_files
 from workflow.study.tpe_space import TpeSearch, round_inputs
@@ -48,6 +50,7 @@ STUDY_FILE = paths.study_file(OUT)  # what every job reads its settings from (ge
 onstart:
     lock_results(OUT)  # one run at a time on the study's results, from whichever working folder
     write_study_file(config, STUDY_FILE)  # before any job starts; never in a dry run (no onstart there)
+    quiet_console(logger)  # rule blocks and shell commands to the log file only; a dry run lists its jobs
 
 
 HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search

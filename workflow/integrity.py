@@ -131,6 +131,18 @@ def report_fatal(message: str) -> None:
             pass  # not open
 
 
+def console_note(line: str) -> None:
+    """Write one line (at most 300 characters) on the file descriptor that $TLSWEEP_ERROR_FD names,
+    Snakemake's own stderr in the train rule: what a job says on the run's console. Nothing without it."""
+    fd = os.environ.get(ERROR_FD)
+    if fd and fd.isdigit():
+        line = line if len(line) <= 300 else line[:297] + "..."
+        try:
+            os.write(int(fd), f"{line}\n".encode())
+        except OSError:
+            pass  # not open
+
+
 def report_fatal_errors() -> None:
     """From now on, an exception that ends the process is reported by `report_fatal` (a storage error
     as such) before its traceback. Only a CellError is a cell's result (recorded as `failed`); the
