@@ -53,10 +53,11 @@ def run_summary(study) -> RunSummary:
     """What the console shows at the end of a run of `study`."""
     table = status_table(study)
     summary_csv = Path(paths.table_file(study.out, "summary", "csv"))
-    unstable = set()
-    if summary_csv.exists():
+    try:  # the aggregate job's verdict; an older or damaged table only loses it
         summary = pd.read_csv(summary_csv, usecols=["cell", "status"])
         unstable = set(summary.loc[summary["status"] == "unstable", "cell"])
+    except (OSError, ValueError):
+        unstable = set()
     table["outcome"] = table.apply(outcome, axis=1, unstable=unstable)
     grid = table[table["cell"].isin(study.grid_ids)]
     pretrain = table[~table["cell"].isin(study.grid_ids)]
