@@ -55,16 +55,16 @@ rule all:
 
 
 # The end of a real run (never a dry run): the grid cells by state, the failed ones, the recommendation and
-# where the tables are, on the console and in the log (docs/monitoring.md). A run in which no grid cell
-# ended ok exits 1: sys.exit, since Snakemake 9 ends with 0 once onsuccess returns; SystemExit still
-# passes through Snakemake's cleanup (its lock, its log file), which an exception here would print as a
-# traceback instead.
+# where the tables are, on the console and in the log (docs/monitoring.md). A run after which grid cells
+# ended but none trained to the end (all failed, diverged or oom) exits 1: sys.exit, since Snakemake 9
+# exits 0 once onsuccess returns; SystemExit still passes through Snakemake's cleanup (its lock, its log
+# file), which an exception here would print as a traceback instead.
 onsuccess:
     from workflow.track.run_summary import run_summary
 
     summary = run_summary(SWEEP.study)
     logger.info(summary.text)
-    if not summary.any_ok:
+    if summary.no_answer:
         logger.info(f"Complete log(s): {', '.join(map(os.path.abspath, log))}")
         sys.exit(1)
 

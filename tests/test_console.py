@@ -26,7 +26,7 @@ def test_the_summary_counts_the_grid_cells_by_outcome(tmp_path):
     summary = run_summary(study)
     lines = summary.text.splitlines()
     assert lines[0] == "hand: 12 grid cells: 8 ok, 0 failed, 1 diverged, 1 oom, 2 waiting"
-    assert lines[-1] == f"Tables: {study.out}/tables/  Charts: {study.out}/charts/" and summary.any_ok
+    assert lines[-1] == f"Tables: {study.out}/tables/  Charts: {study.out}/charts/" and not summary.no_answer
 
     # the aggregate job's summary table calls an ok cell unstable (its losses exploded)
     ok_cell = find(study, dataset="d1", batch_size=16, seed=0).id
@@ -37,6 +37,7 @@ def test_the_summary_counts_the_grid_cells_by_outcome(tmp_path):
 
 def test_the_summary_names_ten_failed_cells_and_no_ok_one_is_an_error(tmp_path):
     study = make_study(tmp_path, lr=[0.1 / 2 ** i for i in range(12)])
+    assert not run_summary(study).no_answer  # nothing trained yet (a run --until manifest): no verdict
     for cell in study.grid_cells:
         write_cell(study, cell, status="failed", epochs=0, error="SplitTooSmallError: too few\nsecond line")
     summary = run_summary(study)
@@ -44,7 +45,7 @@ def test_the_summary_names_ten_failed_cells_and_no_ok_one_is_an_error(tmp_path):
     assert lines[:2] == ["hand: 12 grid cells: 0 ok, 12 failed", "Failed cells:"]
     listed = [line for line in lines if line.endswith(": SplitTooSmallError: too few")]
     assert len(listed) == 10 and "  and 2 more (python -m workflow status)" in lines
-    assert not summary.any_ok and lines[-1] == "error: no grid cell ended ok: hand has no result"
+    assert summary.no_answer and lines[-1] == "error: no grid cell ended ok (hand has no result)"
 
 
 def test_a_finished_job_says_how_it_ended_in_one_line():

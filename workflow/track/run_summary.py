@@ -21,7 +21,7 @@ ORDER = ("ok", "failed", "diverged", "oom", "unstable", "pruned", "stopped", "ru
 @dataclass
 class RunSummary:
     text: str
-    any_ok: bool  # whether a grid cell ended `ok`
+    no_answer: bool  # grid cells ended, none of them trained to the end (a run --until manifest trained none)
 
 
 def outcome(row: pd.Series, unstable: set[str]) -> str:
@@ -38,15 +38,17 @@ def counts_line(outcomes: pd.Series) -> str:
 
 
 def recommendation(out) -> list[str]:
-    """The recommendation's lines of best.md (one per dataset), wrapped; [] without a best table."""
+    """The recommendation of best.md (its section's items: one per dataset), each in at most three
+    wrapped lines; [] without a best table."""
     best = Path(paths.table_file(out, "best", "md"))
     if not best.exists():
         return []
-    items = [line[2:].replace("**", "") for line in best.read_text().splitlines() if line.startswith("- **")]
+    section = best.read_text().split("## Recommendation", 1)[-1].split("\n## ", 1)[0]
+    items = [line[2:].replace("**", "") for line in section.splitlines() if line.startswith("- **")]
     if not items:
         return []
-    return [f"Recommendation ({best}):"] + [textwrap.fill(item, WIDTH, initial_indent="  ", subsequent_indent="    ")
-                                            for item in items]
+    return [f"Recommendation ({best}):"] + [textwrap.fill(item, WIDTH, initial_indent="  ", subsequent_indent="    ",
+                                                          max_lines=3, placeholder=" ...") for item in items]
 
 
 def run_summary(study) -> RunSummary:
@@ -70,9 +72,10 @@ def run_summary(study) -> RunSummary:
                   for row in failed.head(FAILED_LISTED).itertuples()]
         if len(failed) > FAILED_LISTED:
             lines.append(f"  and {len(failed) - FAILED_LISTED} more (python -m workflow status)")
-    any_ok = bool((grid["outcome"] == "ok").any())
+    ended = grid[~grid["outcome"].isin(("waiting", "running", "stopped"))]
+    no_answer = len(ended) > 0 and not ended["outcome"].isin(("ok", "unstable")).any()  # best.md warns of unstable
     lines += recommendation(study.out)
     lines.append(f"Tables: {paths.tables_folder(study.out)}/  Charts: {paths.charts_folder(study.out)}/")
-    if not any_ok:
-        lines.append(f"error: no grid cell ended ok: {study.name} has no result")
-    return RunSummary("\n".join(lines), any_ok)
+    if no_answer:
+        lines.append(f"error: no grid cell ended ok ({study.name} has no result)")
+    return RunSummary("\n".join(lines), no_answer)
