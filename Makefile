@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The run ends with its summary: the cells by state, the recommendation, where the tables and charts are.
 demo: $(STAMP)
 	PATH="$(BIN):$$PATH" snakemake --cores $(CORES) --configfile studies/digits-demo.yaml
-	@echo "Tables: results/digits-demo/tables/  Charts: results/digits-demo/charts/"
 
 test: $(STAMP)
 	bash scripts/install-system-deps.sh

@@ -9,6 +9,7 @@ import shlex
 import sys
 
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
+from snakemake.logging import logger
 
 sys.path.insert(0, workflow.basedir)
 
@@ -21,6 +22,7 @@ from workflow.core import paths
 from workflow.study.config import ConfigError, check_config, check_config_files
 from workflow.study.grid import CELL_ID
 from workflow.study.jobenv import export_package_root
+from workflow.track.console import quiet_console
 from workflow.study.study_file import write_study_file
 from workflow.study.outputs import chart_files, table_files
 from workflow.study.tpe_space import TpeSearch, round_inputs
@@ -53,6 +55,7 @@ onstart:
     except OSError as error:  # a read-only or full results folder: one line naming it, before any job
         raise WorkflowError(storage_message(error, OUT) or str(error)) from None
     mark_study_run(STUDY, config.get("tracking"), "RUNNING")  # the MLflow store made once, before any job opens it
+    quiet_console(logger)  # rule blocks and shell commands to the log file only; a dry run lists its jobs
 
 
 HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search

@@ -171,11 +171,15 @@ def console_note(line: str) -> None:
     to_console(line)
 
 
+CONSOLE_LINE = 300  # characters at most in a line on the run's console
+
+
 def to_console(line: str) -> None:
-    """Write one line on the file descriptor that $TLSWEEP_ERROR_FD names (Snakemake's own stderr: the
-    console); nothing where it names none."""
+    """Write one line (cut to CONSOLE_LINE characters) on the file descriptor that $TLSWEEP_ERROR_FD names
+    (Snakemake's own stderr: the console); nothing where it names none."""
     fd = os.environ.get(ERROR_FD)
     if fd and fd.isdigit():
+        line = line if len(line) <= CONSOLE_LINE else line[:CONSOLE_LINE - 3] + "..."
         try:
             os.write(int(fd), f"{line}\n".encode())
         except OSError:

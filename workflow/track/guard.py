@@ -6,8 +6,6 @@ import functools
 
 from workflow.integrity import to_console
 
-CONSOLE_CHARACTERS = 300  # a warning's line on the console is cut to this length (the log has it whole)
-
 
 def guarded(method):
     """Run a tracker's method only while the tracker is on (`start` turns it on); on any error, log
@@ -26,6 +24,6 @@ def guarded(method):
             self.log(f"warning: {message}")
             cell = getattr(self, "cell", None)
             line = f"warning: {cell.id}: {message}" if cell is not None else f"warning: {message}"
-            to_console(line.splitlines()[0][:CONSOLE_CHARACTERS])
+            to_console(line.splitlines()[0])  # cut to the console's width; the log has it whole
             self.on = False
     return run

@@ -22,7 +22,7 @@ import torch
 
 from workflow.atomic import atomic_path, write_json
 from workflow.core.cell import Cell
-from workflow.integrity import check_cell_file, file_stamp, load_torch
+from workflow.integrity import check_cell_file, console_note, file_stamp, load_torch
 from workflow.core.paths import BEST_PT, HISTORY_CSV, METRICS_JSON
 from workflow.train.epoch import predict_or_oom, run_epoch
 from workflow.train.errors import CellError
@@ -217,6 +217,18 @@ def record_failure(cell: Cell, out_dir: str | Path, error: BaseException) -> dic
     return metrics
 
 
+def end_line(metrics: dict) -> str:
+    """A finished job's line on the run's console: its cell, status, best validation and test accuracy, time."""
+    if metrics["status"] == "failed":
+        return f"cell {metrics['cell']}: failed ({metrics['error'].splitlines()[0]})"
+    seconds = int(round(metrics["wall_time_s"]))
+    accuracy = {key: "n/a" if metrics[key] is None else f"{metrics[key]:.4f}"
+                for key in ("best_val_accuracy", "test_accuracy")}
+    return (f"cell {metrics['cell']}: {metrics['status']}, best val_accuracy {accuracy['best_val_accuracy']} "
+            f"(epoch {metrics['best_epoch']}), test_accuracy {accuracy['test_accuracy']}, "
+            + (f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"))
+
+
 def run_job(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
             threads: int = 1, log=print, until_epoch: int | None = None, watch: Watcher | None = None,
             stop: StopFlag | None = None) -> int:
@@ -230,8 +242,8 @@ def run_job(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | P
         check_cell_file(init, always=True)
     watch = watch or Unwatched()
     try:
-        train_cell(cell, manifest, out_dir, init=init, threads=threads, log=log, stop=stop, until_epoch=until_epoch,
-                   watch=watch)
+        metrics = train_cell(cell, manifest, out_dir, init=init, threads=threads, log=log, stop=stop,
+                             until_epoch=until_epoch, watch=watch)
     except Stopped as stopped:  # not a result: the retry resumes from last.pt
         log(str(stopped))
         watch.end("stopped", signal=stopped.signal, epoch=stopped.epochs,
@@ -239,10 +251,11 @@ def run_job(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | P
         return EXIT_STOPPED
     except CellError as error:  # the cell itself cannot train: record it, let the sweep go on
         traceback.print_exc()
-        record_failure(cell, out_dir, error)
+        metrics = record_failure(cell, out_dir, error)
         log(f"done: status failed ({type(error).__name__}: {error})")
         watch.end("failed", error=f"{type(error).__name__}: {error}")
     except Exception as error:
         watch.end("failed", error=f"{type(error).__name__}: {error}")
         raise
+    console_note(end_line(metrics))
     return 0
