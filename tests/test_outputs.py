@@ -36,7 +36,7 @@ def test_pcam_study_batch_size_by_learning_rate_per_optimizer(tmp_path):
 
 def test_freezing_study_and_densenet_regimes(tmp_path):
     tables, charts = plan(make_study(tmp_path, model=["resnet50"], batch_size=[64], lr=[1e-4],
-                                     train=["last:15", "last:50", "last:150"]))
+                                     train=["last:15", "last:50", "last:100"]))
     assert "trainable_layers" in charts and "regimes" in tables
     tables, charts = plan(make_study(tmp_path, model=["densenet121"], resolution=[32], weights=["imagenet", "none"],
                                      train=["head", "all"]))

@@ -301,10 +301,8 @@ def build_study(config: dict, rounds: dict[int, dict] | None = None) -> Study:
             check_training(resolved, f"cell {cell.id}: training")
         _check_cell(cell, "grid")
         if values["weights"].startswith(PRETRAIN_PREFIX):
-            up = _upstream_cell(
-                config, values["weights"][len(PRETRAIN_PREFIX):],
-                values["model"], values["resolution"], "grid.weights",
-            )
+            up = _upstream_cell(config, values["weights"][len(PRETRAIN_PREFIX):], values["model"],
+                                values["resolution"], "grid.weights")
             cells[up.id] = up
             cell = replace(cell, upstream=up.id)
         if cell.id not in cells:
@@ -324,9 +322,7 @@ def build_study(config: dict, rounds: dict[int, dict] | None = None) -> Study:
         cells.update((cell.id, cell) for cell in grid_cells)
     data_dir = Path(config.get("data_dir", "results/data"))
     return Study(
-        name=config["study"],
-        results_dir=Path(config.get("results_dir", "results")),
-        data_dir=data_dir,
+        name=config["study"], results_dir=Path(config.get("results_dir", "results")), data_dir=data_dir,
         datasets=datasets,
         definitions={name: data_definition(spec, config.get("raw_dir", "results/raw"), data_dir)
                      for name, spec in datasets.items()},

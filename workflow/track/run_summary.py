@@ -24,7 +24,7 @@ class RunSummary:
     no_answer: bool  # grid cells ended, none of them trained to the end (a run --until manifest trained none)
 
 
-def outcome(row: pd.Series, unstable: set[str]) -> str:
+def cell_outcome(row: pd.Series, unstable: set[str]) -> str:
     """A cell's outcome: its metrics.json status once done (`unstable` as the summary table says), else its state."""
     if row["state"] != "done":
         return row["state"]
@@ -60,7 +60,7 @@ def run_summary(study) -> RunSummary:
         unstable = set(summary.loc[summary["status"] == "unstable", "cell"])
     except (OSError, ValueError):
         unstable = set()
-    table["outcome"] = table.apply(outcome, axis=1, unstable=unstable)
+    table["outcome"] = table.apply(cell_outcome, axis=1, unstable=unstable)
     grid = table[table["cell"].isin(study.grid_ids)]
     pretrain = table[~table["cell"].isin(study.grid_ids)]
     lines = [f"{study.name}: {len(grid)} grid cells: {counts_line(grid['outcome'])}"
