@@ -13,33 +13,27 @@ from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 sys.path.insert(0, workflow.basedir)
 
 from workflow.data.datasets import DatasetConfigError, downloads, source_fingerprint, source_inputs, source_raw_dir
-from workflow.export.weights_check import WeightsFileError, check_study_weights
 from workflow.gpu.slots import PROBE_NAME, cell_slots, probe_table, slot_settings
 from workflow.integrity import DamagedFileError, check_cell_file
 from workflow.lock import lock_results
 from workflow.core import paths
-from workflow.study.config import ConfigError, check_config, check_config_files
 from workflow.study.grid import CELL_ID
 from workflow.study.jobenv import export_package_root
 from workflow.study.study_file import write_study_file
 from workflow.study.outputs import chart_files, table_files
 from workflow.study.tpe_space import TpeSearch, round_inputs
-from workflow.sweep.decisions import SweepState
+from workflow.sweep.decisions import StudyError, load_checked_study
 from workflow.sweep.halving import finish_inputs, previous_rung_inputs, rank_inputs
 from workflow.train.weights import imagenet_files, weight_downloads
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
-try:
-    check_config_files(workflow.config_settings.configfiles)  # a repeated key, naming both lines
-    check_config(config)
-    SWEEP = SweepState(config)  # the study as far as its search has decided (TPE rounds: read_round below)
-    STUDY = SWEEP.study  # its round-0 view: what the plan before the run needs (names, folders, tables)
-    check_study_weights(STUDY.cells.values())
-    DOWNLOADS = downloads(STUDY.datasets, config["raw_dir"])
-except (ConfigError, DatasetConfigError, WeightsFileError) as error:
-    files = ", ".join(map(str, workflow.config_settings.configfiles)) or "config.yaml"
-    raise WorkflowError(f"Invalid study config {files}: {error}")
+try:  # checked as `python -m workflow cells` and `status` check it (config filled in with the defaults)
+    SWEEP = load_checked_study(workflow.config_settings.configfiles, config)  # as far as its search has decided
+except StudyError as error:
+    raise WorkflowError(str(error))
+STUDY = SWEEP.study  # its round-0 view: what the plan before the run needs (names, folders, tables)
+DOWNLOADS = downloads(STUDY.datasets, config["raw_dir"])
 
 RAW, OUT, DATA = config["raw_dir"], str(STUDY.out), str(STUDY.data_dir)
 STUDY_FILE = paths.study_file(OUT)  # what every job reads its settings from (get_study_file)
