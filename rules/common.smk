@@ -203,13 +203,24 @@ def read_all_rounds():
         read_round(round_index)
 
 
-def grid_metrics(wildcards=None):
-    """metrics.json of every grid cell (upstream cells are pulled in by the DAG); a TPE search's once its
+def grid_outputs():
+    """Every grid cell's outputs by name (upstream cells are pulled in by the DAG); a TPE search's once its
     rounds are chosen (rules/tpe.smk)."""
     if TPE:
         read_all_rounds()
     study = SWEEP.study
-    return [paths.cell_outputs(study.cell_dir(cell.id))["metrics"] for cell in study.grid_cells]
+    return [paths.cell_outputs(study.cell_dir(cell.id)) for cell in study.grid_cells]
+
+
+def grid_metrics(wildcards=None):
+    """metrics.json of every grid cell: what the tables are made from."""
+    return [outputs["metrics"] for outputs in grid_outputs()]
+
+
+def grid_cell_files(wildcards=None):
+    """Every file of every grid cell, inputs of rule all: Snakemake re-runs a job whose output is missing
+    only when a job that runs needs it, so that a deleted metrics.json or history.csv redoes its cell."""
+    return [path for outputs in grid_outputs() for path in outputs.values()]
 
 
 def for_report(files, ext, folder):
