@@ -42,6 +42,14 @@ include: "rules/charts.smk"
 include: "rules/export.smk"
 
 
+onsuccess:
+    mark_study_run(STUDY, config.get("tracking"), "FINISHED")  # the study's MLflow run (tracking.mlflow)
+
+
+onerror:
+    mark_study_run(STUDY, config.get("tracking"), "FAILED")
+
+
 rule all:
     default_target: True
     input:

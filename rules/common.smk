@@ -14,7 +14,7 @@ sys.path.insert(0, workflow.basedir)
 
 from workflow.data.datasets import DatasetConfigError, downloads, source_fingerprint, source_inputs, source_raw_dir
 from workflow.gpu.slots import PROBE_NAME, cell_slots, probe_table, slot_settings
-from workflow.integrity import DamagedFileError, check_cell_file
+from workflow.integrity import DamagedFileError, check_cell_file, storage_message
 from workflow.lock import lock_results
 from workflow.core import paths
 from workflow.study.grid import CELL_ID
@@ -24,7 +24,8 @@ from workflow.study.outputs import chart_files, table_files
 from workflow.study.tpe_space import TpeSearch, round_inputs
 from workflow.sweep.decisions import StudyError, load_checked_study
 from workflow.sweep.halving import finish_inputs, previous_rung_inputs, rank_inputs
-from workflow.train.weights import imagenet_files, weight_downloads
+from workflow.track.study_run import mark_study_run
+from workflow.train.weights import imagenet_files, uncached_note, weight_downloads
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
@@ -40,8 +41,12 @@ STUDY_FILE = paths.study_file(OUT)  # what every job reads its settings from (ge
 
 
 onstart:
-    lock_results(OUT)  # one run at a time on the study's results, from whichever working folder
-    write_study_file(config, STUDY_FILE)  # before any job starts; never in a dry run (no onstart there)
+    try:
+        lock_results(OUT)  # one run at a time on the study's results, from whichever working folder
+        write_study_file(config, STUDY_FILE)  # before any job starts; never in a dry run (no onstart there)
+    except OSError as error:  # a read-only or full results folder: one line naming it, before any job
+        raise WorkflowError(storage_message(error, OUT) or str(error)) from None
+    mark_study_run(STUDY, config.get("tracking"), "RUNNING")  # the MLflow store made once, before any job opens it
 
 
 HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search

@@ -58,8 +58,8 @@ if HALVING:
         conda:
             ENV
         shell:
-            "python -m workflow rank-rung --configfile {params.study:q} --rung {wildcards.rung}"
-            " --metrics {input.metrics} --out {output} > {log} 2>&1"
+            "TLSWEEP_ERROR_FD=3 python -m workflow rank-rung --configfile {params.study:q} --rung {wildcards.rung}"
+            " --metrics {input.metrics} --out {output} 3>&2 > {log} 2>&1"
 
     rule finish_cell:
         """A halved grid cell's results: the metrics, history and best checkpoint of the rung where it
@@ -77,5 +77,5 @@ if HALVING:
         conda:
             ENV
         shell:
-            "python -m workflow finish-cell --configfile {params.study:q} --cell {wildcards.cell}"
-            " --out {params.out} > {log} 2>&1"
+            "TLSWEEP_ERROR_FD=3 python -m workflow finish-cell --configfile {params.study:q} --cell {wildcards.cell}"
+            " --out {params.out} 3>&2 > {log} 2>&1"

@@ -4,6 +4,8 @@
 # $TORCH_HOME/hub/checkpoints, timm's to the Hugging Face hub cache ($HF_HOME/hub).
 # On a cluster both must be on a file system that the compute nodes share.
 FETCH = weight_downloads(IMAGENET)
+if workflow.is_main_process and uncached_note(FETCH):  # a dry run says so too; a job's parse says nothing
+    print(uncached_note(FETCH), file=sys.stderr)
 
 if FETCH["torchvision"]:
     WEIGHTS_DIR, WEIGHT_URLS = FETCH["torchvision_dir"], FETCH["torchvision"]
@@ -24,7 +26,7 @@ if FETCH["torchvision"]:
         conda:
             ENV
         shell:
-            "python -m workflow fetch-weights --url {params.url} --out {output} > {log} 2>&1"
+            "TLSWEEP_ERROR_FD=3 python -m workflow fetch-weights --url {params.url} --out {output} 3>&2 > {log} 2>&1"
 
 
 if FETCH["timm"]:
@@ -46,4 +48,4 @@ if FETCH["timm"]:
         conda:
             ENV
         shell:
-            "python -m workflow fetch-weights --timm {params.model} > {log} 2>&1"
+            "TLSWEEP_ERROR_FD=3 python -m workflow fetch-weights --timm {params.model} 3>&2 > {log} 2>&1"

@@ -3,11 +3,13 @@ the aggregate command writes them into best.md and its log, the recommendation a
 
 import pandas as pd
 
-from fakecells import find, make_study, study_config, write_cell
+from fakecells import find, make_study, mixed_study, study_config, write_cell
 from fakepredictions import mask, write_run
 from workflow.cli import main
 from workflow.results.aggregate import collect, collect_cells
-from workflow.results.caveats import caveats
+from workflow.results.caveats import caveats, study_statuses
+from workflow.results.publish import aggregate_study
+from workflow.results.recommend import LANDING
 from workflow.results.stats import best_table, configurations
 
 
@@ -164,3 +166,52 @@ def test_aggregate_writes_the_recommendation_and_the_warnings(tmp_path, study_fi
     assert recommendation in log
     page = (tables / "best.html").read_text()
     assert '<template id="tlsweep-landing">' in page and "4 warnings" in page and "<h3>Warnings (4)</h3>" in page
+
+
+def failed_study(tmp_path):
+    """Two cells that both failed, each with its error (the first line is what matters)."""
+    study = make_study(tmp_path, batch_size=[16, 64])
+    for cell, error in zip(study.grid_cells, ["CellError: resnet18 needs 32 px\nat stage head", "OSError: disk full"]):
+        write_cell(study, cell, status="failed", test_accuracy=None, epochs=0, error=error)
+    return study
+
+
+def test_study_statuses_count_each_state_and_name_each_cell_that_did_not_end_ok(tmp_path):
+    study = mixed_study(tmp_path)
+    found = study_statuses(study)
+    assert found.counts == {"ok": 8, "failed": 2, "diverged": 1, "oom": 1, "unstable": 0, "damaged": 0}
+    failures = {failure.cell: (failure.status, failure.error) for failure in found.failures}
+    assert failures[find(study, dataset="d2", batch_size=16, seed=1).id] == (
+        "failed", "no metrics.json; the log ends: RuntimeError: boom")
+    assert failures[find(study, dataset="d2", batch_size=16, seed=2).id] == ("failed", "no metrics.json and no log: not run")
+    assert failures[find(study, dataset="d1", batch_size=64, seed=2).id] == ("diverged", "training loss not finite at epoch 3")
+    assert failures[find(study, dataset="d2", batch_size=16, seed=0).id][0] == "oom"
+    assert found.headline() == "4 of 12 cells did not end ok (2 failed, 1 diverged, 1 oom)"
+
+
+def test_best_md_says_plainly_that_nothing_is_recommended_because_every_cell_failed(tmp_path, capsys):
+    study = failed_study(tmp_path)
+    aggregate_study(study)
+    best_md = (study.out / "tables/best.md").read_text()
+    first, *rest = best_md.splitlines()
+    assert first == "> **Nothing to recommend: every cell failed** (none of the 2 cells ended `ok`: 2 failed). First errors:"
+    assert f"> - `{study.grid_cells[0].id}`: failed: CellError: resnet18 needs 32 px" in rest
+    assert f"> - `{study.grid_cells[1].id}`: failed: OSError: disk full" in rest
+    assert "at stage head" not in best_md and "## Warnings (0)" not in best_md and "**failed cells**" in best_md
+    assert (study.out / "tables/summary.md").read_text().startswith(first)
+    assert "warning: nothing to recommend: every cell failed" in capsys.readouterr().out
+
+
+def test_best_md_and_the_report_lead_with_the_cells_that_did_not_end_ok(tmp_path):
+    study = mixed_study(tmp_path)
+    aggregate_study(study, log=lambda message: None)
+    best_md = (study.out / "tables/best.md").read_text()
+    assert best_md.startswith("> **Warning: 4 of 12 cells did not end ok** (2 failed, 1 diverged, 1 oom)")
+    failed = find(study, dataset="d2", batch_size=16, seed=1).id
+    assert f"> - `{failed}`: failed: no metrics.json; the log ends: RuntimeError: boom" in best_md
+    page = (study.out / "tables/best.html").read_text()
+    landing = page.split(LANDING)[1].split("</template>")[0]
+    assert landing.startswith("<p class='warning'><strong>Warning: 4 of 12 cells did not end ok</strong>")
+    assert "diverged: training loss not finite at epoch 3</li>" in landing and "and 2 more: the summary" in landing
+    assert page.split("</template>")[1].lstrip().startswith("<p class='warning'><strong>Warning: 4 of 12 cells")
+    assert "`" not in page and f"<code>{failed}</code>" in page and "<code>selection</code>" in page  # no literal backticks

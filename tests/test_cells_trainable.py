@@ -35,7 +35,7 @@ def test_cells_lists_trainable_parameters_per_stage(tmp_path, study_file):
 def test_an_image_folder_not_yet_planned_counts_two_classes_and_says_so(tmp_path, study_file):
     config = tiny_study()
     config.pop("pretrain")
-    (tmp_path / "images").mkdir()  # there, not yet planned (a missing folder is refused, as Snakemake refuses it)
+    (tmp_path / "images").mkdir()  # there, not yet planned
     config["datasets"] = {"mine": {"source": "imagefolder", "path": str(tmp_path / "images")}}
     config["grid"].update(dataset=["mine"], weights=["none"], optimizer=["adam"], batch_size=[32], train=["head"])
     out = cells_output(tmp_path, study_file, config)

@@ -257,4 +257,40 @@ def test_charts_command_logs_the_charts_and_tables_to_the_study_run_and_a_broken
     capsys.readouterr()
     assert main(["charts", "--configfile", str(study_file(config))]) == 0  # tracking never fails the job
     warnings = [line for line in capsys.readouterr().out.splitlines() if "MLflow" in line]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: MLflow artifacts are off"), warnings
+    assert len(warnings) == 1 and warnings[0].startswith("warning: MLflow study runs are off"), warnings
+
+
+def test_accuracy_vs_time_labels_only_where_there_is_room(tmp_path):
+    """Three runs in one spot (a second apart, the same accuracy) get one label, the run far away its own;
+    every run keeps its label in the tooltip."""
+    from fakepredictions import mask, write_run
+
+    study = make_study(tmp_path, batch_size=[16, 32, 64, 128])
+    for cell, right, seconds in zip(study.grid_cells, [100, 100, 100, 130], [10.0, 11.0, 12.0, 100.0]):
+        write_run(study, cell, mask(135, right), mask(135, 110), train_time_s=seconds)
+    spec = CHARTS["accuracy_vs_time"](*collect(study)).to_dict()
+    rows = [row for rows in spec["datasets"].values() for row in rows if "label" in row]
+    labelled = {row["label"] for row in rows if row["labelled"]}
+    assert len(rows) == 4 and "bs128" in labelled and len(labelled & {"bs16", "bs32", "bs64"}) == 1, labelled
+    assert "labels: each run where there is room" in title_text(spec)
+    assert any({"field": "label", "type": "nominal"} in encoding.get("tooltip", [])
+               for kind, encoding, _ in marks(spec) if kind == "point")
+
+
+def test_the_end_of_run_dots_are_in_the_legend(measured_study):
+    spec = CHARTS["val_accuracy"](*measured_study).to_dict()
+    (dots,) = [(encoding, unit) for kind, encoding, unit in marks(spec) if kind in ("circle", "point")]
+    assert dots[0]["shape"]["field"] == "end" and dots[0]["shape"].get("legend", {}) is not None
+    ends = {row["end"] for rows in spec["datasets"].values() for row in rows if row.get("end")}
+    assert ends == {"where the run stopped"}
+
+
+def test_stage_rules_are_named_only_where_a_run_changes_stage(tmp_path):
+    two = make_study(tmp_path / "two")
+    write_cell(two, two.grid_cells[0], epochs=4)  # epochs 1-2 `head`, 3-4 `finetune`
+    one = make_study(tmp_path / "one")
+    write_cell(one, one.grid_cells[0], epochs=2)  # `head` only
+    for name in ("val_accuracy", "train_curves", "regime_curves"):
+        assert "head → finetune" in title_text(CHARTS[name](*collect(two)).to_dict()), name
+        said = title_text(CHARTS[name](*collect(one)).to_dict())
+        assert "→" not in said and "stage starts" not in said, (name, said)

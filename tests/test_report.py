@@ -89,3 +89,14 @@ def test_every_caption_renders(caption, tmp_path):
     job = SimpleNamespace(config=study_config(tmp_path))
     body = render(REPO / caption, job.config, [])
     assert "<p>" in body and "System Message" not in body
+
+
+def test_landing_page_leads_with_the_cells_that_did_not_end_ok_and_shows_no_backticks(tmp_path):
+    from fakecells import mixed_study
+
+    study = mixed_study(tmp_path)
+    aggregate_study(study, log=lambda message: None)
+    body = render(REPO / "report/workflow.rst", study_config(tmp_path), [SimpleNamespace(path=study.out / "tables/best.html")])
+    text = plain(body)
+    assert text.index("Warning: 4 of 12 cells did not end ok (2 failed, 1 diverged, 1 oom)") < text.index("Recommendation")
+    assert "`" not in text and "<code>" in body

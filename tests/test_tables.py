@@ -1,13 +1,17 @@
 """The papers' pivot tables from hand-made summaries, and the Markdown writer."""
 
+import json
 import math
+import re
 
 import pandas as pd
 import pytest
 
 import fakecells
-from fakecells import summary_frame
+from fakecells import make_study, summary_frame, write_cell
 from workflow.results.aggregate import collect
+from workflow.results.charts import CHARTS
+from workflow.results.publish import aggregate_study
 from workflow.results.tables import batch_lr_table, batch_size_table, build_tables, markdown, regimes_table
 
 
@@ -68,3 +72,34 @@ def test_markdown_writes_blanks_and_short_learning_rates():
     text = markdown(pd.DataFrame({"lr": [1e-5, 0.03], "test_accuracy": [0.912345, None], "status": ["ok", "oom"]}))
     assert text.splitlines()[2].split("|")[1:4] == [" 1e-5 ", "          0.9123 ", " ok       "]
     assert text.splitlines()[3].split("|")[1:4] == [" 3e-2 ", "                 ", " oom      "]
+
+
+def test_integer_axes_print_as_integers_in_every_label_table_and_chart(tmp_path):
+    """A row of integer and float axes (batch size, resolution, learning rate) once made pandas write
+    `batch_size=16.0`."""
+    study = make_study(tmp_path, batch_size=[16, 64], lr=[0.01, 0.001], resolution=[16, 32])
+    for i, cell in enumerate(study.grid_cells):
+        write_cell(study, cell, test_accuracy=0.5 + i / 100)
+    aggregate_study(study, log=lambda message: None)
+    tables = study.out / "tables"
+    summary, histories = pd.read_parquet(tables / "summary.parquet"), pd.read_parquet(tables / "histories.parquet")
+    floats = re.compile(r"\b(?:batch_size=|resolution=|bs|r)\d+\.0\b")
+    texts = {name: json.dumps(chart(summary, histories).to_dict()) for name, chart in CHARTS.items()}
+    texts |= {path.name: path.read_text() for path in tables.glob("*.md")}
+    assert {name: floats.findall(text) for name, text in texts.items() if floats.search(text)} == {}
+    assert "resolution=16 batch_size=16 lr=1e-2" in (tables / "best.md").read_text()
+
+
+def test_markdown_and_html_leave_out_columns_empty_in_every_row_csv_and_parquet_keep_them(tmp_path):
+    study = fakecells.mixed_study(tmp_path)
+    aggregate_study(study, log=lambda message: None)
+    tables = study.out / "tables"
+    csv = pd.read_csv(tables / "summary.csv")
+    empty = [column for column in csv.columns if csv[column].isna().all()]
+    assert {"test_auc", "micro_batch_size", "positive_class"} <= set(empty)
+    assert list(pd.read_parquet(tables / "summary.parquet").columns) == list(csv.columns)
+    header = (tables / "summary.md").read_text().split("## Summary\n\n")[1].splitlines()[0]
+    shown = [name.strip() for name in header.strip("|").split("|")]
+    assert shown == [column for column in csv.columns if column not in empty]
+    page = (tables / "summary.html").read_text()
+    assert "<th>test_accuracy</th>" in page and not [column for column in empty if f"<th>{column}</th>" in page]

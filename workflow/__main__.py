@@ -2,7 +2,7 @@
 
 import sys
 
-from workflow.cli import main
+from workflow.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -25,22 +25,31 @@ def cmd_download(args) -> None:
 
 def cmd_plan(args) -> None:
     from workflow.atomic import write_json
+    from workflow.data.plan import plan_notes
     from workflow.data.prepare import make_plan
+    from workflow.integrity import console_note
 
     spec = study_entry(sweep_of(args).study.dataset, args.dataset)
     plan = make_plan(args.dataset, spec, args.raw_dir, fingerprint=args.fingerprint)
     write_json(args.out, plan)
     print(json.dumps({split: len(entry["indices"]) for split, entry in plan["splits"].items()}))
+    for note in plan_notes(plan, args.out):
+        console_note(note)
 
 
 def cmd_shard(args) -> None:
     import torch
 
+    from workflow.data.plan import skipped_note
     from workflow.data.prepare import write_shard
+    from workflow.integrity import console_note
 
     torch.set_num_threads(args.threads)
     plan = json.loads(Path(args.plan).read_text())
-    write_shard(plan, args.resolution, args.part, args.parts, args.out, log=log)
+    skipped = write_shard(plan, args.resolution, args.part, args.parts, args.out, log=log)
+    if note := skipped_note(plan["dataset"], skipped, f"shard {args.part} of {args.parts} at r{args.resolution}, "
+                                                      "listed in its manifest"):
+        console_note(note)
 
 
 def cmd_manifest(args) -> None:
@@ -54,10 +63,6 @@ def cmd_train(args) -> None:
     from workflow.train.signals import StopFlag
 
     stop = StopFlag().install()  # first: Ctrl-C while torch loads is no KeyboardInterrupt either
-    from workflow.integrity import report_fatal_errors
-
-    report_fatal_errors()  # storage, damaged files, bugs: the job fails (a retry resumes it), saying why
-
     from workflow.gpu.devices import cap_memory, claim_gpu
     from workflow.gpu.slots import SlotSettings, memory_fraction
 
@@ -365,3 +370,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.func(args)
     return 0
+
+
+def run(argv: list[str] | None = None) -> int:
+    """`python -m workflow`: main(), with the error that ends a job as one line on its log and on Snakemake's
+    stderr ($TLSWEEP_ERROR_FD), naming the file it wrote (--out, --out-dir, --dest) when the error names none."""
+    from workflow.data.download import ChecksumError, DownloadError
+    from workflow.integrity import exit_status
+
+    args = parser().parse_args(argv)
+    where = next((value for value in (getattr(args, key, None) for key in ("out", "out_dir", "dest")) if value), None)
+    return exit_status(lambda: args.func(args), where, expected=(DownloadError, ChecksumError))

@@ -5,12 +5,16 @@ outputs, and moving a damaged output aside so that the rule that makes it runs a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import pickle
+import re
 import sys
+import traceback
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 DAMAGED_SUFFIX = ".damaged"
@@ -28,7 +32,9 @@ class DamagedFileError(OSError):
 def storage_error(path, error: OSError) -> StorageError:
     """`error` while writing `path`, as a StorageError naming both (e.g. 'No space left on device')."""
     cause = error.strerror or str(error)
-    return StorageError(error.errno, f"cannot write {path}: {cause}")
+    failure = StorageError(error.errno, f"cannot write {path}: {cause}")
+    failure.path = str(path)  # not its filename, which OSError's text would repeat
+    return failure
 
 
 def sha256_of(path) -> str:
@@ -116,42 +122,100 @@ def check_cell_file(path, always: bool = False, move_aside: bool = True) -> None
 ERROR_FD = "TLSWEEP_ERROR_FD"  # where else a job's fatal error is written (report_fatal)
 # torch.save's own errors when the stream it writes fails (a write that hit a full disk or a size limit)
 TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed", "inline_container.cc", "file write failed")
+FULL = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space or raise your quota",
+        errno.EFBIG: "raise the file-size limit (ulimit -f)"}  # what to do about each
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+FOLDER_KEYS = "results_dir, data_dir or raw_dir in the study file"
+ERRNO_TEXT = re.compile(r"\berrno = (\d+)")  # HDF5's errors say `errno = 28` and the file's name
+FILE_TEXT = re.compile(r"\b(?:file)?name = '([^']+)'")
+TEMPORARY = re.compile(r"/\.([^/]+)\.tmp-\d+$")  # workflow.atomic's temporary name of a file being written
 
 
-def io_failure(error: BaseException) -> str | None:
-    """What ended a job, when it is the storage's doing: an OSError (a write or read error, a damaged
-    file) or a RuntimeError of torch.save's failing stream (or one wrapping an OSError); None otherwise."""
-    if isinstance(error, OSError):
-        return f"{type(error).__name__}: {error}"
-    cause = error.__cause__ or error.__context__
-    if isinstance(error, RuntimeError) and (isinstance(cause, OSError) or any(
-            text in str(error) for text in TORCH_WRITE_FAILURES)):
-        return f"a write failed ({error}{f'; {cause}' if cause else ''}); is the disk full?"
+def storage_message(error: BaseException, where: str | None = None) -> str | None:
+    """One line for a write the storage refused (a full disk, a quota, a read-only or unwritable folder):
+    the cause, the file or folder and what to do; None for another error. `where`: the file or folder
+    the job writes, named when the error names none."""
+    code = error.errno if isinstance(error, OSError) else None
+    found = ERRNO_TEXT.search(str(error))
+    code = code or (int(found[1]) if found else None)
+    path = getattr(error, "path", None) or getattr(error, "filename", None)
+    if not path:
+        named = FILE_TEXT.search(str(error))
+        path = named[1] if named else where
+    path = TEMPORARY.sub(r"/\1", str(path)) if path else None
+    if code in FULL:
+        return (f"{os.strerror(code)}{f' writing {path}' if path else ''}: {FULL[code]}, or set {FOLDER_KEYS} "
+                f"to a folder on another disk, and run again")
+    if code in NOT_WRITABLE:
+        folder = path if not path or os.path.isdir(path) else os.path.dirname(path)
+        return (f"{os.strerror(code)}: {folder or 'a folder of this job'} is not writable; make it writable, or "
+                f"set {FOLDER_KEYS} to a writable folder")
     return None
 
 
+def fatal_message(error: BaseException, where: str | None = None, expected: tuple = ()) -> tuple[str, bool]:
+    """The one line that says what ended a job, and whether the line says it all (storage errors, damaged
+    files and the `expected` kinds, whose text is the line): only for other errors (a missing file, a bug)
+    is a traceback worth its lines."""
+    cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    message = storage_message(error, where) or (isinstance(cause, OSError) and storage_message(cause, where))
+    if message:
+        return message, True
+    if isinstance(error, expected):  # their text is written for the user
+        return str(error), True
+    if isinstance(error, RuntimeError) and (isinstance(cause, OSError) or any(
+            text in str(error) for text in TORCH_WRITE_FAILURES)):
+        return f"a write failed ({error}{f'; {cause}' if cause else ''}); is the disk full?", True
+    return f"{type(error).__name__}: {error}", isinstance(error, (StorageError, DamagedFileError))
+
+
 def report_fatal(message: str) -> None:
-    """Print the error that ends a job on stderr (the job's log) and on the file descriptor that
-    $TLSWEEP_ERROR_FD names: the train rule points it at Snakemake's own stderr, which stays readable
-    when the log's disk is full."""
+    """Print the error that ends a job, as one line, where `console_note` prints."""
+    console_note(f"error: {' '.join(message.split())}")
+
+
+def console_note(line: str) -> None:
+    """Print a line for the person running Snakemake: on stderr (the job's log) and on the file descriptor
+    that $TLSWEEP_ERROR_FD names: every rule points it at Snakemake's own stderr, which stays readable when
+    the log's disk is full."""
     try:
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
     except OSError:
         pass  # the log's disk is full
+    to_console(line)
+
+
+def to_console(line: str) -> None:
+    """Write one line on the file descriptor that $TLSWEEP_ERROR_FD names (Snakemake's own stderr: the
+    console); nothing where it names none."""
     fd = os.environ.get(ERROR_FD)
     if fd and fd.isdigit():
         try:
-            os.write(int(fd), f"error: {message}\n".encode())
+            os.write(int(fd), f"{line}\n".encode())
         except OSError:
             pass  # not open
 
 
-def report_fatal_errors() -> None:
-    """From now on, an exception that ends the process is reported by `report_fatal` (a storage error
-    as such) before its traceback. Only a CellError is a cell's result (recorded as `failed`); the
-    rest fail the job, so that Snakemake retries it and the retry resumes."""
-    def hook(kind, error, trace):
-        report_fatal(io_failure(error) or f"{kind.__name__}: {error}")
-        sys.__excepthook__(kind, error, trace)
-
-    sys.excepthook = hook
+def exit_status(job: Callable[[], object], where: str | None = None, expected: tuple = ()) -> int:
+    """Run `job` (a command) and return its exit status: the error that ends it is reported by report_fatal
+    as one line (`fatal_message`; a bug's traceback before it, in the log only), as is a `sys.exit("...")`
+    message. Only a CellError is a cell's result (recorded as `failed`); the rest fail the job, so that
+    Snakemake retries it and the retry resumes."""
+    try:
+        job()
+    except SystemExit as stop:
+        if not isinstance(stop.code, str):
+            raise
+        report_fatal(stop.code.removeprefix("error: "))
+        return 1
+    except Exception as error:
+        message, said = fatal_message(error, where, expected)
+        if not said:
+            try:
+                traceback.print_exc()
+            except OSError:
+                pass  # the log's disk is full
+        report_fatal(message)
+        return 1
+    return 0

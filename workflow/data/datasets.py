@@ -10,7 +10,7 @@ from pathlib import Path
 from workflow.data.sources import SOURCES, RemoteFile, get_source
 from workflow.data.sources.base import DatasetConfigError, raw_dir
 
-__all__ = ["COMMON", "DatasetConfigError", "downloads", "resolve_dataset", "resolve_datasets", "source_fingerprint",
+__all__ = ["COMMON", "DatasetConfigError", "check_sources", "downloads", "resolve_dataset", "resolve_datasets", "source_fingerprint",
            "source_inputs", "source_raw_dir"]
 
 # Keys every source takes, with their defaults.
@@ -39,6 +39,13 @@ def resolve_dataset(name: str, spec: dict) -> dict:
 def resolve_datasets(datasets: dict) -> dict:
     """Resolve every entry of a study's `datasets`."""
     return {name: resolve_dataset(name, spec) for name, spec in datasets.items()}
+
+
+def check_sources(datasets: dict) -> None:
+    """The user's files each resolved entry reads (its folder or file, a table's rows), checked cheaply
+    whenever a study loads, prepared or not: DatasetConfigError naming the key."""
+    for name, spec in datasets.items():
+        get_source(spec["source"]).check_files(name, spec)
 
 
 def source_raw_dir(spec: dict, raw_root: str | Path) -> Path | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,44 @@ def make_plan(name: str, spec: dict, raw_dir: str | os.PathLike | None, fingerpr
 def plan_sha256(plan: dict) -> str:
     """A plan's identity, recorded in every shard written from it."""
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
+NEVER = {"train": "trained on", "val": "validated", "test": "tested"}
+NOT_READ = ("not a regular file", "a link to nothing", "cannot be read")  # ignored entries that are skipped files
+
+
+def skip_kind(reason: str) -> str:
+    """How a skipped file's reason is counted on the console: truncated, not a regular file, or unreadable."""
+    if "truncated" in reason or "broken data stream" in reason:
+        return "truncated"
+    if "not a regular file" in reason or reason.startswith("a link to nothing"):
+        return "not a regular file"
+    return "unreadable"
+
+
+def skipped_note(dataset: str, skipped: list[dict], listed_in) -> str | None:
+    """One console line counting `skipped` files by kind (`skip_kind`) and saying where they are listed
+    (`listed_in`), or None when none was skipped."""
+    if not skipped:
+        return None
+    kinds = Counter(skip_kind(entry["reason"]) for entry in skipped)
+    counts = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items(), key=lambda item: (-item[1], item[0])))
+    return f"{dataset}: {len(skipped)} image{'s' * (len(skipped) != 1)} skipped ({counts}); {listed_in}"
+
+
+def plan_notes(plan: dict, plan_file) -> list[str]:
+    """What the plan job says on Snakemake's console: how many files it skipped (undecodable, special or
+    unreadable ones; `plan_file` lists them), and each class that some split holds no image of."""
+    skipped = plan["skipped"] + [entry for entry in plan["ignored"] if entry["reason"].startswith(NOT_READ)]
+    notes = [note] if (note := skipped_note(plan["dataset"], skipped, f"list: {plan_file}")) else []
+    counts = {split: np.bincount(entry["labels"], minlength=len(plan["class_names"]))
+              for split, entry in plan["splits"].items()}
+    for label, name in enumerate(plan["class_names"]):
+        held = {split: int(counts[split][label]) for split in SPLITS}
+        if 0 in held.values():
+            total = sum(held.values())
+            never = " or ".join(NEVER[split] for split in SPLITS if not held[split])
+            notes.append(f"datasets.{plan['dataset']}: class {name!r} has {total} image{'s' * (total != 1)} ("
+                         + ", ".join(f"{split} {n}" for split, n in held.items())
+                         + f"): it is never {never}; add images, or leave it out with `classes`")
+    return notes

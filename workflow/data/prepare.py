@@ -59,8 +59,9 @@ def prepare_files(paths: list, resolution: int, mode: str = "stretch") -> tuple[
     return resize_block([decode(path, str(path)) for path in paths], resolution, mode)
 
 
-def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | os.PathLike, log=print) -> None:
-    """Decode, resize and write the `part`-th of `parts` slices of every split into one shard file."""
+def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | os.PathLike, log=print) -> list[dict]:
+    """Decode, resize and write the `part`-th of `parts` slices of every split into one shard file; returns
+    the files it skipped (they do not decode, or vanished since the plan)."""
     if not 0 <= part < parts:
         raise ValueError(f"shard {part} of {parts} does not exist")
     spec = plan["spec"]
@@ -84,6 +85,7 @@ def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | o
                 writers[split].add(images, labels[start:start + RESIZE_BLOCK][good])
             log(f"{split}: {len(keys)} images read ({time.perf_counter() - started:.1f} s)")
     log(f"shard {part} of {parts}: {len(skipped)} skipped")
+    return skipped
 
 
 def write_manifest(plan: dict, resolution: int, shards: list[str | os.PathLike], out: str | os.PathLike) -> dict:

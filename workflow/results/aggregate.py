@@ -153,6 +153,17 @@ def instability(row: dict, history: pd.DataFrame | None) -> str | None:
     return None
 
 
+def ended_early(metrics: dict) -> str | None:
+    """Why a diverged or out-of-memory cell stopped, in words (its metrics.json has no `error`)."""
+    if metrics["status"] == "diverged":
+        return f"training loss not finite at epoch {metrics.get('diverged_epoch')}"
+    if metrics["status"] == "oom":
+        where = metrics.get("oom") or {}
+        return "out of memory" + (f" in {where.get('phase')} at epoch {where.get('epoch')}, batch size "
+                                  f"{where.get('batch_size')}" if where else "")
+    return None
+
+
 def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.DataFrame | None, Outcome | None]:
     """A cell's summary row, its history and its test outcomes; a cell without metrics.json is `failed`,
     error from its log; one whose metrics.json cannot be read, or without the history.csv its trained
@@ -167,6 +178,7 @@ def read_cell(study: Study, cell: Cell, extras: list[str]) -> tuple[dict, pd.Dat
         error = f"no metrics.json; the log ends: {log_line}" if log_line else "no metrics.json and no log: not run"
         return {**row, "status": "failed", "error": error}, None, None
     row.update({name: metrics.get(name) for name in METRICS})
+    row["error"] = row["error"] or ended_early(metrics)
     row["trainable_parameters"] = last_stage_trainable(metrics)
     if study.halving is not None:
         row.update({name: metrics.get(name) for name in halving_columns(study)})
@@ -235,9 +247,10 @@ def format_value(axis: str, value) -> str:
 
 
 def labels(frame: pd.DataFrame, axes: list[str], empty: str = "") -> pd.Series:
-    """One label per row naming its values on `axes`, e.g. 'batch_size=64 optimizer=adam'."""
+    """One label per row naming its values on `axes`, e.g. 'batch_size=64 optimizer=adam'. Read column by
+    column: a row of an integer and a float axis would make 64 a float (`batch_size=64.0`)."""
     if not axes:
         return pd.Series(empty, index=frame.index, dtype=object)
-    return frame[axes].apply(
-        lambda row: " ".join(f"{axis}={format_value(axis, row[axis])}" for axis in axes), axis=1
-    ).astype(object)
+    rows = zip(*(frame[axis].tolist() for axis in axes))
+    return pd.Series([" ".join(f"{axis}={format_value(axis, value)}" for axis, value in zip(axes, row)) for row in rows],
+                     index=frame.index, dtype=object)

@@ -1,7 +1,8 @@
 """Warnings about how far a study's answer can be trusted, each with its numbers: the winner within
 noise of the runner-up, no better than chance or than training the head alone, validation and test
-disagreeing, splits too small to separate configurations, one seed only, unstable cells, cells
-without predictions.npz, and a selection metric that could not be used.
+disagreeing, splits too small to separate configurations, one seed only, cells that did not end ok
+(`CellStatuses`, also what `study_statuses` gives any caller), unstable cells, cells without predictions.npz,
+and a selection metric that could not be used.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from workflow.results.aggregate import collect
 from workflow.results.inference import wilson_interval
 from workflow.results.stats import SELECTIONS, resolve_selection, scoped_name
 
 SMALL_SPLIT = 100  # images: below this a split cannot separate configurations a few points apart
 SMALL_CLASS = 20  # images of the smallest class
 METRIC_WORDS = {"test_accuracy": "test accuracy", "test_auc": "test ROC AUC"}
+NOT_OK = ("failed", "diverged", "oom", "unstable", "damaged")  # a grid cell's status other than ok
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,63 @@ class Caveat:
 
     def line(self) -> str:
         return f"{self.where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A grid cell that did not end ok: its id, status and the first line of its error."""
+
+    cell: str
+    status: str
+    error: str
+
+
+@dataclass(frozen=True)
+class CellStatuses:
+    """How a study's grid cells ended: how many per status (`ok` and each of NOT_OK, zeros included)
+    and each cell that did not end ok, in the summary's order."""
+
+    counts: dict[str, int]
+    failures: tuple[Failure, ...]
+
+    def headline(self) -> str | None:
+        """`4 of 12 cells did not end ok (2 failed, 1 diverged, 1 oom)`; None when every cell did."""
+        if not self.failures:
+            return None
+        total = sum(self.counts.values())
+        return f"{len(self.failures)} of {total} cells did not end ok ({self.by_status()})"
+
+    def by_status(self) -> str:
+        return ", ".join(f"{self.counts[status]} {status}" for status in NOT_OK if self.counts[status])
+
+
+def first_line(text) -> str:
+    """The first non-blank line of an error message ('' when there is none)."""
+    lines = [] if text is None or pd.isna(text) else [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def summary_statuses(summary: pd.DataFrame) -> CellStatuses:
+    """The CellStatuses of a summary's cells (workflow.results.aggregate.collect)."""
+    counts = {status: int((summary["status"] == status).sum()) for status in ("ok", *NOT_OK)}
+    failures = tuple(Failure(row["cell"], row["status"], first_line(row["error"]))
+                     for _, row in summary[summary["status"] != "ok"].iterrows())
+    return CellStatuses(counts, failures)
+
+
+def study_statuses(study) -> CellStatuses:
+    """How a study's grid cells ended, from their files (torch-free): counts by status, and each cell
+    that did not end ok with the first line of its error."""
+    return summary_statuses(collect(study)[0])
+
+
+def failure_caveat(found: CellStatuses) -> Caveat | None:
+    """Cells that did not end ok: left out of every mean and the recommendation."""
+    if not found.failures:
+        return None
+    return Caveat("failed cells", "study", f"{found.headline()}: left out of every mean and the recommendation "
+                  "(the summary's `error` column says why).",
+                  f"{len(found.failures)} cells not ok")
 
 
 def _number(value) -> str:
@@ -151,9 +211,9 @@ def split_caveats(summary: pd.DataFrame) -> list[Caveat]:
 
 
 def study_caveats(summary: pd.DataFrame, configs: pd.DataFrame, selection: str | None) -> list[Caveat]:
-    """The study-wide warnings: the selection's fallback, one seed only, cells without predictions, and
-    each unstable cell."""
-    found = []
+    """The study-wide warnings: cells that did not end ok, the selection's fallback, one seed only, cells
+    without predictions, and each unstable cell."""
+    found = [caveat] if (caveat := failure_caveat(summary_statuses(summary))) else []
     note = resolve_selection(summary, selection).note
     if note:
         found.append(Caveat("selection", "study", f"{note}.", "selection fell back to validation accuracy"))

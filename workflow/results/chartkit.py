@@ -114,6 +114,13 @@ def with_stage_starts(histories: pd.DataFrame) -> pd.DataFrame:
     return histories.assign(stage_start=starts, stage_change=change, boundary=histories["epoch"] - 0.5)
 
 
+def stages_note(data: pd.DataFrame, words: str = "dotted rules: where a run's next stage starts") -> str:
+    """The subtitle line for stage rules, naming the changes drawn (`head → finetune`); '' when no run
+    changes stage (data from with_stage_starts)."""
+    changes = list(dict.fromkeys(data.loc[data["stage_start"], "stage_change"]))
+    return f"{words} ({', '.join(changes)})" if changes else ""
+
+
 def stage_rules(x_title: str = "epoch") -> alt.Chart:
     """Dotted grey vertical rules half an epoch before each run's first epoch of a new stage (a layer:
     its data come from the chart it joins, as with_stage_starts made them)."""

@@ -12,19 +12,17 @@ import pandas as pd
 from workflow.results.aggregate import axis_columns, labels, varying_axes
 from workflow.study.outputs import regime
 from workflow.results.chartkit import (HEIGHT, LEGEND, WIDTH, colours, epoch_axis, faded_if_pruned, halved,
-                                       halving_tooltip, loss_scale, open_if_pruned, placeholder, stage_rules, title,
+                                       halving_tooltip, loss_scale, open_if_pruned, placeholder, stage_rules, stages_note, title,
                                        with_panels, with_runs, with_stage_starts, with_stop_labels, with_wilson, words,
                                        wrap)
 
-STAGES = "dotted rules: where a run's next stage starts (e.g. head → finetune)"
+STOPPED = "where the run stopped"  # the legend's entry for the dot at the end of each line
 
 
 def _stops(base: alt.Chart, data: pd.DataFrame, colour: alt.Color) -> alt.Chart:
-    """A dot where each run stopped: open for a pruned run of a halving study."""
-    if halved(data):
-        stops = base.mark_point(shape="circle", size=50, opacity=1, filled=False).encode(**open_if_pruned(data, colour))
-    else:
-        stops = base.mark_circle(size=50, opacity=1)
+    """A dot where each run stopped, in the legend: open for a pruned run of a halving study."""
+    shape = alt.Shape("end:N", title=None, scale=alt.Scale(range=["circle"]), legend=LEGEND)
+    stops = base.mark_point(size=50, opacity=1, filled=not halved(data)).encode(shape=shape, **open_if_pruned(data, colour))
     return stops.transform_filter(alt.datum.stopped)
 
 
@@ -37,7 +35,7 @@ def val_accuracy(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
     other = varying_axes(histories, axis_columns(summary), exclude=("dataset", "batch_size", "seed"))
     data = with_stage_starts(with_stop_labels(histories) if halved(histories) else histories)
     n_val = data["cell"].map(summary.set_index("cell")["n_val"]) if "n_val" in summary else pd.Series(np.nan, data.index)
-    data = with_wilson(data, "val_accuracy", n_val)
+    data = with_wilson(data, "val_accuracy", n_val).assign(end=np.where(data["stopped"], STOPPED, None))
     data, panels = with_panels(data, [*varying_axes(data, ["dataset"]), *other])
     colour = alt.Color("batch_size:O", title="batch size", scale=colours(data["batch_size"].nunique()))
     base = alt.Chart().encode(x=alt.X("epoch:Q", title="epoch", axis=epoch_axis(data["epoch"])), color=colour,
@@ -55,7 +53,7 @@ def val_accuracy(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
     note = f"bands: 95 % Wilson interval of each epoch's accuracy on {int(sizes.max())} validation images" if band \
         and len(sizes) else "no bands: the validation split's size is unknown (no predictions.npz)"
     return wrap(chart, "panel" if panels else None, panels).properties(
-        title=title("Validation accuracy per epoch, one line per run (not averaged)", note, STAGES))
+        title=title("Validation accuracy per epoch, one line per run (not averaged)", note, stages_note(data)))
 
 
 def _train_colour(data: pd.DataFrame, other: list[str]) -> tuple[pd.DataFrame, alt.Color, dict]:
@@ -92,7 +90,7 @@ def train_curves(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
     scale, note = loss_scale(data["train_loss"])
     return alt.vconcat(measure("train_accuracy", alt.Scale(zero=False), ""), measure("train_loss", scale, note)).properties(
         title=title("Training accuracy and loss per epoch, one line per run (not averaged)",
-                    "running means over each epoch's training batches: no intervals", STAGES))
+                    "running means over each epoch's training batches: no intervals", stages_note(data)))
 
 
 def regime_label(data: pd.DataFrame, other: list[str]) -> pd.Series:
@@ -129,7 +127,7 @@ def regime_curves(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
     scale, note = loss_scale(data["val_loss"])
     return alt.vconcat(measure("val_accuracy", alt.Scale(zero=False), ""), measure("val_loss", scale, note)).properties(
         title=title("Validation accuracy and loss per epoch and training regime, one line per run (not averaged)",
-                    "legend: each regime with the parameters its last stage trained", STAGES))
+                    "legend: each regime with the parameters its last stage trained", stages_note(data)))
 
 
 def halving_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
@@ -165,4 +163,4 @@ def halving_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
 
     return alt.vconcat(measure("val_accuracy", alt.Scale(zero=False)), measure("val_loss", alt.Scale(type="log"))).properties(
         title=title("Successive halving: validation accuracy and loss per epoch, one line per cell",
-                    "grey dashed rules: the rungs' budgets; dotted: where a cell's next stage starts"))
+                    "grey dashed rules: the rungs' budgets", stages_note(data, "dotted: where a cell's next stage starts")))

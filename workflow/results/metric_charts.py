@@ -17,7 +17,8 @@ from workflow.results.chartkit import (HEIGHT, LEGEND, WIDTH, averaged, colours,
 from workflow.results.stats import config_axes, configurations, primary_metric
 from workflow.study.outputs import regime, trainable_layers
 
-LABELLED = 40  # points per panel of accuracy_vs_time that get a text label (beyond: the Pareto front only)
+# accuracy_vs_time's point labels (fontSize 9): a character's mean width and a line's height, in pixels
+CHARACTER_PX, LINE_PX = 5.0, 11.0
 VERDICTS = {"chosen": "#4c78a8", "indistinguishable": "#72b7b2", "worse": "#bab0ac", "better on test": "#e45756",
             "untested": "#f2cf5b"}
 
@@ -146,9 +147,34 @@ def _time_points(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
                                                        group[metric].to_numpy(float))
     named = varying_axes(data, axis_columns(summary), exclude=("dataset",))
     data["label"] = [short_label(row, named) for _, row in data.iterrows()]
-    crowded = data.groupby("dataset")["cell"].transform("count") > LABELLED
-    data["labelled"] = ~crowded | data["pareto"]
+    data["side"] = with_room(data, metric, WIDTH * 1.5, HEIGHT * 1.5)
+    data["labelled"] = data["side"].notna()
     return with_stop_labels(data) if halved(data) else data
+
+
+def with_room(data: pd.DataFrame, metric: str, width: float, height: float) -> pd.Series:
+    """Where each point's label goes: `right` or `left` of it, or None where neither has room. Per panel
+    (dataset), the Pareto front first and then the best, a label goes right of its point if its box (at
+    the panel's pixel scale: time and the metric over their spans, its intervals included) stays inside
+    the panel and overlaps no label placed before, else left of it on the same terms."""
+    side = pd.Series(None, index=data.index, dtype=object)
+    for _, panel in data.groupby("dataset"):
+        values = panel[[column for column in (metric, f"{metric}_low", f"{metric}_high") if column in panel]]
+        low, high = values.min().min(), values.max().max()
+        times = panel["train_time_s"]
+        xs = (times - times.min()) / ((times.max() - times.min()) or 1.0) * width
+        ys = (high - panel[metric]) / ((high - low) or 1.0) * height
+        boxes = []
+        for index in panel.sort_values(["pareto", metric], ascending=False).index:
+            size, top = CHARACTER_PX * len(panel.at[index, "label"]), ys[index] - 6 - LINE_PX / 2
+            for where, left in (("right", xs[index] + 6), ("left", xs[index] - 6 - size)):
+                box = (left, top, left + size, top + LINE_PX)
+                inside = box[0] >= 0 and box[2] <= width
+                if inside and all(box[2] <= b[0] or box[0] >= b[2] or box[3] <= b[1] or box[1] >= b[3] for b in boxes):
+                    boxes.append(box)
+                    side[index] = where
+                    break
+    return side
 
 
 def accuracy_vs_time(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
@@ -161,25 +187,25 @@ def accuracy_vs_time(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Char
         return placeholder("No run finished.")
     colour = "regime" if data["regime"].nunique() > 1 else "model"
     base = alt.Chart().encode(
-        x=alt.X("train_time_s:Q", title="training time (s)"),
+        x=alt.X("train_time_s:Q", title="training time (s)", scale=alt.Scale(zero=False)),  # as with_room
         y=alt.Y(f"{metric}:Q", title=words(metric), scale=alt.Scale(zero=False)))
     colour_encoding = alt.Color(f"{colour}:N", title=words(colour) if colour == "model" else "training regime",
                                 scale=colours(data[colour].nunique()))
     dots = base.mark_point(size=60, filled=not halved(data)).encode(
         color=colour_encoding, shape=alt.Shape("pareto:N", title="Pareto front"),
-        tooltip=["cell:N", f"{metric}:Q", f"{metric}_low:Q", f"{metric}_high:Q", "train_time_s:Q", "regime:N",
+        tooltip=["cell:N", "label:N", f"{metric}:Q", f"{metric}_low:Q", f"{metric}_high:Q", "train_time_s:Q", "regime:N",
                  "pareto:N", *halving_tooltip(data)], **open_if_pruned(data, colour_encoding))
     errors = base.mark_rule(opacity=0.45).encode(y=f"{metric}_low:Q", y2=f"{metric}_high:Q", color=colour_encoding)
-    names = base.mark_text(align="left", dx=6, dy=-6, fontSize=9, color="#333333").encode(text="label:N").transform_filter(
-        alt.datum.labelled)
+    names = [base.mark_text(align=align, dx=dx, dy=-6, fontSize=9, color="#333333").encode(text="label:N")
+             .transform_filter(f"datum.side === '{side}'") for side, align, dx in (("right", "left", 6), ("left", "right", -6))]
     front = base.mark_line(interpolate="step-after", color="grey", strokeDash=[4, 3]).transform_filter(alt.datum.pareto)
-    chart = alt.layer(front, errors, dots, names, data=data).properties(width=WIDTH * 1.5, height=HEIGHT * 1.5)
+    chart = alt.layer(front, errors, dots, *names, data=data).properties(width=WIDTH * 1.5, height=HEIGHT * 1.5)
     several = data["dataset"].nunique() > 1
-    crowded = not data["labelled"].all()
+    crowded = not data["labelled"].all()  # some label had no room
     return wrap(chart, "dataset" if several else None, sorted(data["dataset"].unique())).properties(title=title(
         f"{words(metric).capitalize()} against training time, one dot per run (not averaged)",
         f"vertical bars: 95 % {'DeLong' if metric == 'test_auc' else 'Wilson'} intervals; dashed: the Pareto front",
-        f"labels: {'the Pareto front only (too many runs)' if crowded else 'each run'}"))
+        f"labels: {'each run where there is room, the Pareto front first (every label in its tooltip)' if crowded else 'each run'}"))
 
 
 def configs_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from workflow.results.aggregate import DAMAGED, collect_cells
-from workflow.results.caveats import caveats
+from workflow.results.caveats import caveats, summary_statuses
 from workflow.results.recommend import best_preamble, recommendation_markdown, summary_preamble
 from workflow.results.search_charts import search_table_names, search_tables
 from workflow.results.stats import best_table, configurations
@@ -34,10 +34,15 @@ def aggregate_study(study: Study, out_dir: str | Path | None = None, selection: 
     tables.update(search_tables(study, summary))  # a sampled search's (workflow.results.search_charts)
     best = tables["best"] if "best" in tables else best_table(configs)
     found = caveats(tables.get("summary", summary), configs, best, selection)
-    preambles = {"summary": summary_preamble(best, selection, found), "best": best_preamble(best, selection, found)}
+    statuses = summary_statuses(summary)
+    preambles = {"summary": summary_preamble(best, selection, found, statuses),
+                 "best": best_preamble(best, selection, found, statuses)}
     for name, table in tables.items():
         write_table(table, out_dir, name, preamble=preambles.get(name))
     log(summary[["cell", "status", "test_accuracy", "error"]].to_string(index=False))
+    if statuses.failures:
+        log(f"warning: {'nothing to recommend: every cell failed' if not statuses.counts['ok'] else 'some cells failed'}"
+            f": {statuses.headline()}")
     log("\n" + recommendation_markdown(best, selection).strip())
     for caveat in found:
         log(f"warning: {caveat.line()}")

@@ -138,7 +138,10 @@ def tables_from(names: list[str], summary: pd.DataFrame, configs: pd.DataFrame, 
 
 
 def for_display(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table with learning rates written as 1e-3 (a float format would round them away)."""
+    """The table as Markdown and HTML show it: without the columns empty in every row (CSV and Parquet
+    keep them), learning rates written as 1e-3 (a float format would round them away)."""
+    if len(frame):
+        frame = frame.loc[:, frame.notna().any()]
     if "lr" not in frame:
         return frame
     return frame.assign(lr=frame["lr"].map(lambda lr: format_value("lr", lr)))

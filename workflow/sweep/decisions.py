@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from workflow.core import paths
-from workflow.data.datasets import DatasetConfigError, downloads, source_inputs
+from workflow.data.datasets import DatasetConfigError, check_sources, downloads
 from workflow.export.weights_check import WeightsFileError, check_study_weights
 from workflow.study.config import ConfigError, check_config, check_config_files, load_config, read_yaml
 from workflow.study.grid import Study, build_study
@@ -60,6 +60,7 @@ class SweepState:
     def __init__(self, config: dict):
         self.config = config
         self.study: Study = build_study(config, read_rounds(config))
+        check_sources(self.study.datasets)  # the user's files, prepared or not: a missing folder names its key
         self._derived: dict = {}
 
     def know_round(self, round_index: int) -> None:
@@ -90,8 +91,8 @@ class StudyError(ValueError):
 
 def load_checked_study(configfiles, config: dict | None = None) -> SweepState:
     """The study of `configfiles` checked as it must be before any job is planned: each file read strictly
-    (a repeated key), the config against the schema (defaults filled in), its cells built, its `weights:`
-    files against their models, its downloads and the files each dataset is prepared from. `config`: what
+    (a repeated key), the config against the schema (defaults filled in), its cells built and its datasets'
+    own files checked (`SweepState`), its `weights:` files against their models, its downloads. `config`: what
     Snakemake merged from the files (default: the one file's content). The Snakefile, `cells`, `status` and
     the tests call this alone; a refused study raises StudyError."""
     files = ", ".join(map(str, configfiles)) or "config.yaml"
@@ -106,8 +107,6 @@ def load_checked_study(configfiles, config: dict | None = None) -> SweepState:
         sweep = SweepState(config)
         check_study_weights(sweep.study.cells.values())
         downloads(sweep.study.datasets, config["raw_dir"])
-        for name, spec in sweep.study.datasets.items():
-            source_inputs(name, spec, config["raw_dir"])
     except (ConfigError, DatasetConfigError, WeightsFileError) as error:
         raise StudyError(f"Invalid study config {files}: {error}") from None
     except OSError as error:  # a study file that is not there

@@ -3,7 +3,8 @@ run: params = the cell's axes and training settings, one metric per history colu
 (step = epoch), the test metrics and best.pt as an artifact once done. The run is found by its cell
 id (tag `tlsweep.cell`), so a resumed or retried cell continues its own run, and epochs it already
 logged are not logged again. The default store is a SQLite database under the results folder
-(`workflow.study.study_file.job_tracking`); a failure warns once and turns the run off, never failing a cell."""
+(`workflow.study.study_file.job_tracking`), made before any job starts (`workflow.track.study_run`); a
+failure warns once and turns the run off, never failing a cell."""
 
 from __future__ import annotations
 
@@ -26,13 +27,18 @@ def artifact_location(uri: str) -> str | None:
 
 @contextlib.contextmanager
 def store_lock(uri: str):
-    """With a SQLite store, one job at a time looks up or creates the experiment and runs."""
+    """With a SQLite store, one job at a time opens it (its first opening creates or migrates its tables)
+    and looks up or creates the experiment and runs; yields an MlflowClient of the store."""
+    from mlflow.tracking import MlflowClient
+
     if not uri.startswith("sqlite:///"):
-        yield
+        yield MlflowClient(uri)
         return
-    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as lock:
+    store = Path(uri.removeprefix("sqlite:///"))
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{store}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+        yield MlflowClient(uri)  # the client opens the store as it is made
 
 
 def find_or_create_run(client, experiment_id: str, tag: str, value: str, tags: dict) -> str:
@@ -67,10 +73,9 @@ class CellRun:
     def start(self, epochs_done: int) -> None:
         """Find or create the study's experiment and run and the cell's run; log the params."""
         from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
 
-        self.client = client = MlflowClient(self.uri)
-        with store_lock(self.uri):
+        with store_lock(self.uri) as client:
+            self.client = client
             experiment_id, parent = study_run(client, self.experiment, self.uri)
             self.run_id = find_or_create_run(client, experiment_id, CELL_TAG, self.cell.id,
                                              {"mlflow.runName": self.cell.id, "mlflow.parentRunId": parent})

@@ -15,12 +15,13 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
-from workflow.data.download import ChecksumError, download, file_digest
+from workflow.data.download import ChecksumError, DownloadError, download, file_digest
 from workflow.core.backbones import get_backbone
 from workflow.core.catalogue import timm_hub_repo, timm_name
 
 HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's convention
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repositories hold, preferred first
+WITHOUT_WEIGHTS = "start the cells without them: `weights: none` (from scratch) or a pretrain cell (`weights: pretrain:<name>`)"
 
 
 def hub_dir() -> Path:
@@ -88,9 +89,16 @@ def fetch_timm_weights(model: str) -> Path:
 
     repo = timm_hub_repo(model)
     try:
-        return Path(hf_hub_download(repo, WEIGHTS_FILES[0], cache_dir=hf_hub_cache()))
-    except EntryNotFoundError:
-        return Path(hf_hub_download(repo, WEIGHTS_FILES[1], cache_dir=hf_hub_cache()))
+        try:
+            return Path(hf_hub_download(repo, WEIGHTS_FILES[0], cache_dir=hf_hub_cache()))
+        except EntryNotFoundError:
+            return Path(hf_hub_download(repo, WEIGHTS_FILES[1], cache_dir=hf_hub_cache()))
+    except OSError as error:  # requests' and the hub's errors are OSErrors
+        raise DownloadError(
+            f"cannot download the weights of {model} from the Hugging Face hub ({repo}: {' '.join(str(error).split())}); "
+            f"training reads them from {hf_hub_cache()} ($HF_HOME/hub). Run `python -m workflow fetch-weights --timm "
+            f"{model}` on a machine with a connection and copy that cache's models--{repo.replace('/', '--')} folder "
+            f"there, or {WITHOUT_WEIGHTS}") from None
 
 
 def fetch_any_weights(url: str | None, dest: str | None, timm: str | None) -> Path:
@@ -120,7 +128,15 @@ def fetch_weights(url: str, dest: str | os.PathLike) -> Path:
         raise ValueError(f"{url}: the file name {name!r} carries no SHA-256 prefix to check")
     if dest.exists() and file_digest(dest).startswith(match[1]):
         return dest
-    staged = download(url, dest.with_name(dest.name + ".unverified"))
+    try:
+        staged = download(url, dest.with_name(dest.name + ".unverified"))
+    except DownloadError as error:
+        cause = str(error).removeprefix(f"{url}: ")
+        raise DownloadError(
+            f"cannot download the weights file {name} from {url} ({cause}); training reads it from {dest.parent} "
+            f"($TORCH_HOME/hub/checkpoints). Copy {name} there, or run `python -m workflow fetch-weights --url "
+            f"{url} --out {name}` on a machine with a connection and copy the file there, or {WITHOUT_WEIGHTS}"
+        ) from None
     found = file_digest(staged)
     if not found.startswith(match[1]):
         kept = dest.with_name(dest.name + ".bad")
@@ -128,6 +144,17 @@ def fetch_weights(url: str, dest: str | os.PathLike) -> Path:
         raise ChecksumError(dest, "sha256", f"{match[1]}...", found, note=f"; downloaded bytes kept in {kept}")
     os.replace(staged, dest)
     return dest
+
+
+def uncached_note(fetch: dict) -> str | None:
+    """The line a run (a dry run too) prints about the weights files of weight_downloads() `fetch` that are
+    not cached yet and will be downloaded before training; None when all are."""
+    files = [name for name in fetch["torchvision"] if not (Path(fetch["torchvision_dir"]) / name).exists()]
+    models = [model for repo, model in fetch["timm"].items()
+              if not (Path(fetch["hub_cache"]) / f"models--{repo}" / "refs" / "main").exists()]
+    into = ([f"into {fetch['torchvision_dir']}: {', '.join(files)}"] if files else []) + (
+        [f"into {fetch['hub_cache']}: {', '.join(models)}"] if models else [])
+    return f"ImageNet weights not cached yet, downloaded before training {'; '.join(into)}" if into else None
 
 
 def weight_downloads(imagenet: dict[str, tuple[str, str]]) -> dict:

@@ -4,8 +4,9 @@ A source owns the keys it takes besides the common ones (`DEFAULTS`), its rules
 for an entry (`check`), the files it downloads (`remote_files`), the files an
 entry is prepared from (`inputs`), the plan's record of what it was made from
 (`source_records`), the Catalogue of its images (`open_catalogue`), the digest of
-its files a changed source is noticed by (`fingerprint`) and how a shard reads
-the plan's images (`plan_reader`). Errors in an
+its files a changed source is noticed by (`fingerprint`), the cheap check of the
+user's files whenever a study loads (`check_files`) and how a shard reads the
+plan's images (`plan_reader`). Errors in an
 entry are DatasetConfigErrors that name the key, as `datasets.<name>.<key>: ...`.
 """
 
@@ -86,6 +87,10 @@ class Source(ABC):
             if abs(total - 1.0) > 1e-6:
                 raise DatasetConfigError(f"datasets.{name}.split: fractions add up to {total:g}, not 1")
 
+    def check_files(self, name: str, spec: dict) -> None:
+        """The user's files the entry reads, checked cheaply whenever a study loads, prepared or not
+        (nothing here: a downloaded file is checked when it is downloaded)."""
+
     def inputs(self, name: str, spec: dict, raw_root: str | Path) -> list[str]:
         """The files an entry is prepared from (none here)."""
         return []
@@ -131,6 +136,11 @@ class DownloadedSource(Source):
             if unknown:
                 raise DatasetConfigError(f"datasets.{name}.checksums: {spec['source']} has no file {unknown[0]!r} "
                                          f"(its files: {', '.join(names)})")
+
+    def check_files(self, name: str, spec: dict) -> None:
+        """A local copy (`path`) holds every file of the source."""
+        if spec.get("path"):
+            self.inputs(name, spec, "")
 
     def inputs(self, name: str, spec: dict, raw_root: str | Path) -> list[str]:
         """The downloaded files, or those of the local copy; one it lacks is an error naming `path`."""

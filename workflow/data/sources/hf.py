@@ -122,6 +122,12 @@ class HuggingFace(Source):
             sources=[self.record("?", spec)],
         )
 
+    def check_files(self, name: str, spec: dict) -> None:
+        """`path` is a folder or a file."""
+        path = Path(spec["path"])
+        if not path.exists():
+            raise DatasetConfigError(f"datasets.{name}.path: {path} is neither a folder nor a parquet file")
+
     def inputs(self, name: str, spec: dict, raw_root) -> list[str]:
         """None (its `fingerprint` is what counts); a missing path is an error naming the key."""
         self.record(name, spec)

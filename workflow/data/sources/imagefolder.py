@@ -1,5 +1,6 @@
 """A local folder of images: one sub-folder per class, optionally under train/ val/ test/."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -7,53 +8,57 @@ import numpy as np
 from .base import DatasetConfigError, Source
 from .catalogue import Catalogue
 from .images import FileReader, PathReader, ignore_reason
-from .listing import file_stats, folder_record, listing_record
+from .listing import Listing, folder_record, list_folder
 
 SPLIT_FOLDERS = ("train", "val", "test")
 
 
-def _subfolders(folder: Path, root: Path, ignored: list) -> list[Path]:
-    """Visible sub-folders; loose files and hidden folders go to `ignored`."""
-    found = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            ignored.append({"file": entry.relative_to(root).as_posix(), "reason": "hidden file"})
-        elif entry.is_dir():
-            found.append(entry)
-        else:
-            ignored.append({"file": entry.relative_to(root).as_posix(), "reason": "not in a class folder"})
-    return found
+def class_folders(root: Path, listing: Listing) -> dict[str, list[str]]:
+    """{split folder ("" without them): its class folders}, relative to `root`; a level without class
+    folders is an error naming it."""
+    top = [folder for folder in listing.folders if "/" not in folder]
+    if top and set(top) <= set(SPLIT_FOLDERS):
+        groups = {split: [f for f in listing.folders if f.count("/") == 1 and f.startswith(f"{split}/")]
+                  for split in top}
+    else:
+        groups = {"": top}
+    for split, folders in groups.items():
+        if not folders:
+            raise ValueError(f"{root / split} has no class sub-folders")
+    return groups
 
 
-def _list_images(class_dir: Path, root: Path, ignored: list) -> list[str]:
-    """Image files under `class_dir` (recursively), as paths relative to `root`."""
+def class_images(root: Path, listing: Listing, class_dir: str, ignored: list) -> list[str]:
+    """The image files under `class_dir` (recursively), as paths relative to `root`; the other files go
+    to `ignored`. A class folder that cannot be read or holds no image is an error naming it."""
+    inside = [entry for entry in listing.unreadable if entry == class_dir or entry.startswith(f"{class_dir}/")]
+    if inside:
+        raise ValueError(f"class folder {root / inside[0]} cannot be read ({listing.unreadable[inside[0]]}); make it "
+                         f"readable (chmod -R u+rX) or move it out of the dataset's folder")
     images = []
-    for path in sorted(class_dir.rglob("*")):
-        key = path.relative_to(root).as_posix()
-        if path.is_dir():
-            continue
-        if reason := ignore_reason(path.relative_to(class_dir).as_posix()):
+    for key in (key for key in listing.files if key.startswith(f"{class_dir}/")):
+        if reason := ignore_reason(key.removeprefix(f"{class_dir}/")):
             ignored.append({"file": key, "reason": reason})
         else:
             images.append(key)
     if not images:
-        raise ValueError(f"class folder {class_dir} holds no image files")
+        raise ValueError(f"class folder {root / class_dir} holds no image files; add images or move it out of the "
+                         "dataset's folder")
     return images
 
 
 def existing_folder(name: str, spec: dict) -> Path:
-    """The entry's `path`; one that is not a folder is an error naming the key."""
+    """The entry's `path`; one that is not a folder, or cannot be read, is an error naming the key."""
     folder = Path(spec["path"])
     if not folder.is_dir():
         raise DatasetConfigError(f"datasets.{name}.path: {folder} is not a folder")
+    try:
+        with os.scandir(folder) as entries:
+            next(entries, None)
+    except OSError as error:
+        raise DatasetConfigError(f"datasets.{name}.path: {folder} cannot be read ({error.strerror}); make it "
+                                 "readable") from None
     return folder
-
-
-def listed_record(root: Path, keys: list[str], ignored: list[dict]) -> dict:
-    """`folder_record` of the folder from its listing (the images and the visible files it ignored),
-    so that the folder is listed once."""
-    visible = keys + [entry["file"] for entry in ignored if entry["reason"] != "hidden file"]
-    return listing_record("folder", str(root), file_stats(root, sorted(visible)))
 
 
 class ImageFolder(Source):
@@ -64,27 +69,24 @@ class ImageFolder(Source):
     DECODES = True
 
     def open_catalogue(self, raw_dir: Path | None, spec: dict) -> Catalogue:
-        """List `spec["path"]`; `splits` is filled when it has train/ val/ test/ sub-folders."""
+        """List `spec["path"]`; `splits` is filled when it has train/ val/ test/ sub-folders. Only regular
+        files (and links to them) are read; special files and links to nothing are listed as ignored."""
         root = Path(spec["path"])
         if not root.is_dir():
             raise ValueError(f"image folder {root} does not exist or is not a folder")
-        ignored = []
-        top = _subfolders(root, root, ignored)
-        if top and {d.name for d in top} <= set(SPLIT_FOLDERS):
-            groups = {d.name: _subfolders(d, root, ignored) for d in top}
-        else:
-            groups = {"": top}
-        for folder, class_dirs in groups.items():
-            if not class_dirs:
-                raise ValueError(f"{root / folder} has no class sub-folders")
-
-        class_names = sorted({d.name for class_dirs in groups.values() for d in class_dirs})
+        listing = list_folder(root)
+        groups = class_folders(root, listing)
+        in_class = tuple(f"{folder}/" for folders in groups.values() for folder in folders)
+        ignored = [entry for entry in listing.others if entry["file"] not in listing.unreadable]
+        ignored += [{"file": key, "reason": "not in a class folder"} for key in listing.files
+                    if not key.startswith(in_class)]
+        class_names = sorted({folder.rsplit("/", 1)[-1] for folders in groups.values() for folder in folders})
         keys, labels, splits = [], [], []
-        for split, class_dirs in groups.items():
-            for class_dir in class_dirs:
-                images = _list_images(class_dir, root, ignored)
+        for split, folders in groups.items():
+            for class_dir in folders:
+                images = class_images(root, listing, class_dir, ignored)
                 keys += images
-                labels += [class_names.index(class_dir.name)] * len(images)
+                labels += [class_names.index(class_dir.rsplit("/", 1)[-1])] * len(images)
                 splits += [split] * len(images)
         return Catalogue(
             class_names=class_names,
@@ -93,7 +95,7 @@ class ImageFolder(Source):
             keys=keys,
             reader=FileReader(root, tuple(keys)),
             ignored=ignored,
-            sources=[listed_record(root, keys, ignored)],
+            sources=[folder_record(root, listing)],
         )
 
     def check(self, name: str, spec: dict) -> None:
@@ -101,6 +103,10 @@ class ImageFolder(Source):
         if not spec["path"]:
             raise DatasetConfigError(f"datasets.{name}.path: source 'imagefolder' needs the folder of images")
         super().check(name, spec)
+
+    def check_files(self, name: str, spec: dict) -> None:
+        """`path` is a folder that can be read."""
+        existing_folder(name, spec)
 
     def inputs(self, name: str, spec: dict, raw_root) -> list[str]:
         """None (the folder's mtime changes with hidden files too: its `fingerprint` is what counts); a

@@ -80,25 +80,31 @@ class Table(Source):
         """What the plan records: the table's SHA-256 and every file it names with size and mtime."""
         return listing_record("table", str(table), file_stats(root, keys), root=str(root), sha256=file_sha256(table))
 
-    def open_catalogue(self, raw_dir, spec: dict) -> Catalogue:
-        """Read the table; duplicate paths and unknown split names are errors naming the row."""
-        table, root = Path(spec["path"]), root_of(spec)
+    def checked_rows(self, table: Path, spec: dict):
+        """The table's rows (`read_table`); a path listed twice or an unknown split name is an error naming
+        the row."""
         rows = read_table(table, self.columns(spec))
-        keys = rows[spec["path_column"]].tolist()
         seen = {}
-        for row, key in enumerate(keys):
+        for row, key in enumerate(rows[spec["path_column"]]):
             if key in seen:
                 raise ValueError(f"{table}: rows {seen[key] + 2} and {row + 2} both name {key}")
             seen[key] = row
-        class_names = sorted_labels(rows[spec["label_column"]])
-        splits = np.full(len(keys), "")
         if spec.get("split_column"):
-            values = rows[spec["split_column"]].str.lower()
-            unknown = np.flatnonzero(~values.isin(list(SPLIT_NAMES)).to_numpy())
+            unknown = np.flatnonzero(~rows[spec["split_column"]].str.lower().isin(list(SPLIT_NAMES)).to_numpy())
             if len(unknown):
                 raise ValueError(f"{table}: row {unknown[0] + 2} has split {rows[spec['split_column']].iloc[unknown[0]]!r}"
                                  f"; use one of {', '.join(SPLIT_NAMES)}")
-            splits = values.map(SPLIT_NAMES).to_numpy(dtype=str)
+        return rows
+
+    def open_catalogue(self, raw_dir, spec: dict) -> Catalogue:
+        """Read the table (`checked_rows`)."""
+        table, root = Path(spec["path"]), root_of(spec)
+        rows = self.checked_rows(table, spec)
+        keys = rows[spec["path_column"]].tolist()
+        class_names = sorted_labels(rows[spec["label_column"]])
+        splits = np.full(len(keys), "")
+        if spec.get("split_column"):
+            splits = rows[spec["split_column"]].str.lower().map(SPLIT_NAMES).to_numpy(dtype=str)
         return Catalogue(
             class_names=class_names,
             labels=np.array([class_names.index(label) for label in rows[spec["label_column"]]], np.int64),
@@ -108,6 +114,14 @@ class Table(Source):
             groups=rows[spec["group_column"]].to_numpy(dtype=str) if spec.get("group_column") else None,
             sources=[self.record(table, root, keys)],
         )
+
+    def check_files(self, name: str, spec: dict) -> None:
+        """The table and its root are there, and its rows are sound (`checked_rows`)."""
+        table, _ = self.files(name, spec)
+        try:
+            self.checked_rows(table, spec)
+        except (ValueError, OSError) as error:
+            raise DatasetConfigError(f"datasets.{name}.path: {error}") from None
 
     def inputs(self, name: str, spec: dict, raw_root) -> list[str]:
         """None (its `fingerprint` is what counts); a missing table or root is an error naming the key."""
