@@ -18,4 +18,4 @@ rule aggregate:
     conda:
         ENV
     shell:
-        "TLSWEEP_ERROR_FD=3 python -m workflow aggregate --configfile {params.study:q} --out-dir {params.out_dir} 3>&2 > {log} 2>&1"
+        "TLSWEEP_ERROR_FD=3 python -m workflow aggregate --configfile {params.study:q} --out-dir {params.out_dir:q} 3>&2 > {log:q} 2>&1"

@@ -18,5 +18,5 @@ rule charts:
     conda:
         ENV
     shell:
-        "TLSWEEP_ERROR_FD=3 python -m workflow charts --configfile {params.study:q} --summary {input.summary}"
-        " --histories {input.histories} --out-dir {params.out_dir} 3>&2 > {log} 2>&1"
+        "TLSWEEP_ERROR_FD=3 python -m workflow charts --configfile {params.study:q} --summary {input.summary:q}"
+        " --histories {input.histories:q} --out-dir {params.out_dir:q} 3>&2 > {log:q} 2>&1"

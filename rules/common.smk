@@ -111,7 +111,7 @@ def get_train_runtime(wildcards, attempt):
 
 
 def get_init_arg(wildcards, input):
-    return f"--init {input.init}" if "init" in input.keys() else ""
+    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
 
 
 def get_cell_json(wildcards):
@@ -178,7 +178,7 @@ def get_rung_inputs(wildcards):
 
 
 def get_previous_arg(wildcards, input):
-    return f"--previous {os.path.dirname(input.state)}" if "state" in input.keys() else ""
+    return f"--previous {shlex.quote(os.path.dirname(input.state))}" if "state" in input.keys() else ""
 
 
 def get_rank_inputs(wildcards):

@@ -14,4 +14,4 @@ rule download:
     conda:
         ENV
     shell:
-        "TLSWEEP_ERROR_FD=3 python -m workflow download {params.args} --dest {output:q} 3>&2 > {log} 2>&1"
+        "TLSWEEP_ERROR_FD=3 python -m workflow download {params.args} --dest {output:q} 3>&2 > {log:q} 2>&1"

@@ -26,8 +26,8 @@ checkpoint export_index:
     conda:
         ENV
     shell:
-        "TLSWEEP_ERROR_FD=3 python -m workflow export-index --configfile {params.study:q} --out {output}"
-        " 3>&2 > {log} 2>&1"
+        "TLSWEEP_ERROR_FD=3 python -m workflow export-index --configfile {params.study:q} --out {output:q}"
+        " 3>&2 > {log:q} 2>&1"
 
 
 rule export:
@@ -49,4 +49,4 @@ rule export:
     conda:
         ENV
     shell:
-        "TLSWEEP_ERROR_FD=3 python -m workflow export --configfile {params.study:q} --id {wildcards.export_id} 3>&2 > {log} 2>&1"
+        "TLSWEEP_ERROR_FD=3 python -m workflow export --configfile {params.study:q} --id {wildcards.export_id} 3>&2 > {log:q} 2>&1"

@@ -38,9 +38,9 @@ if HALVING:
             ENV
         shell:
             "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --configfile {params.study:q} --cell {wildcards.cell}"
-            " --manifest {input.manifest} {params.init}"
+            " --manifest {input.manifest:q} {params.init}"
             " --gpu-slots {resources.gpu_slots} {params.slots} --rung {wildcards.rung} --until-epoch {params.budget}"
-            " {params.previous} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
+            " {params.previous} --out {params.out:q} --threads {threads} 3>&2 > {log:q} 2>&1"
 
     checkpoint rank_rung:
         """Rank the cells that reached a rung by their validation metric within their group (in a TPE
@@ -59,7 +59,7 @@ if HALVING:
             ENV
         shell:
             "TLSWEEP_ERROR_FD=3 python -m workflow rank-rung --configfile {params.study:q} --rung {wildcards.rung}"
-            " --metrics {input.metrics} --out {output} 3>&2 > {log} 2>&1"
+            " --metrics {input.metrics:q} --out {output:q} 3>&2 > {log:q} 2>&1"
 
     rule finish_cell:
         """A halved grid cell's results: the metrics, history and best checkpoint of the rung where it
@@ -78,4 +78,4 @@ if HALVING:
             ENV
         shell:
             "TLSWEEP_ERROR_FD=3 python -m workflow finish-cell --configfile {params.study:q} --cell {wildcards.cell}"
-            " --out {params.out} 3>&2 > {log} 2>&1"
+            " --out {params.out:q} 3>&2 > {log:q} 2>&1"

@@ -14,7 +14,7 @@ rule plan:
         ENV
     shell:
         "TLSWEEP_ERROR_FD=3 python -m workflow plan --configfile {params.study:q} --dataset {wildcards.dataset}"
-        " {params.raw_dir} --out {output.plan} 3>&2 > {log} 2>&1"
+        " {params.raw_dir} --out {output.plan:q} 3>&2 > {log:q} 2>&1"
 
 
 rule shard:
@@ -30,8 +30,8 @@ rule shard:
     conda:
         ENV
     shell:
-        "TLSWEEP_ERROR_FD=3 python -m workflow shard --plan {input.plan} --resolution {wildcards.resolution}"
-        " --part {wildcards.part} --parts {wildcards.parts} --out {output.shard} --threads {threads} 3>&2 > {log} 2>&1"
+        "TLSWEEP_ERROR_FD=3 python -m workflow shard --plan {input.plan:q} --resolution {wildcards.resolution}"
+        " --part {wildcards.part} --parts {wildcards.parts} --out {output.shard:q} --threads {threads} 3>&2 > {log:q} 2>&1"
 
 
 rule manifest:
@@ -46,5 +46,5 @@ rule manifest:
     conda:
         ENV
     shell:
-        "TLSWEEP_ERROR_FD=3 python -m workflow manifest --plan {input.plan} --resolution {wildcards.resolution}"
-        " --shards {input.shards} --out {output.manifest} 3>&2 > {log} 2>&1"
+        "TLSWEEP_ERROR_FD=3 python -m workflow manifest --plan {input.plan:q} --resolution {wildcards.resolution}"
+        " --shards {input.shards:q} --out {output.manifest:q} 3>&2 > {log:q} 2>&1"

@@ -24,4 +24,4 @@ if SLOTS.probe_dir:
         conda:
             ENV
         shell:
-            "TLSWEEP_ERROR_FD=3 python -m workflow probe --configfile {params.study:q} --probe {wildcards.combo} --out {output} 3>&2 > {log} 2>&1"
+            "TLSWEEP_ERROR_FD=3 python -m workflow probe --configfile {params.study:q} --probe {wildcards.combo} --out {output:q} 3>&2 > {log:q} 2>&1"

@@ -25,5 +25,5 @@ if TPE:
         conda:
             ENV
         shell:
-            "TLSWEEP_ERROR_FD=3 python -m workflow tpe-round --configfile {params.study:q} --round {wildcards.round} --out {output}"
-            " 3>&2 > {log} 2>&1"
+            "TLSWEEP_ERROR_FD=3 python -m workflow tpe-round --configfile {params.study:q} --round {wildcards.round} --out {output:q}"
+            " 3>&2 > {log:q} 2>&1"

@@ -30,8 +30,8 @@ rule train_upstream:
     # fd 3 is Snakemake's stderr, where the error that ends a job goes too (readable when the log's disk is full)
     shell:
         "TLSWEEP_ERROR_FD=3 exec python -m workflow train --configfile {params.study:q} --cell {wildcards.cell}"
-        " --manifest {input.manifest} {params.init}"
-        " --gpu-slots {resources.gpu_slots} {params.slots} --out {params.out} --threads {threads} 3>&2 > {log} 2>&1"
+        " --manifest {input.manifest:q} {params.init}"
+        " --gpu-slots {resources.gpu_slots} {params.slots} --out {params.out:q} --threads {threads} 3>&2 > {log:q} 2>&1"
 
 
 if not HALVING:

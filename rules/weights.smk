@@ -26,7 +26,7 @@ if FETCH["torchvision"]:
         conda:
             ENV
         shell:
-            "TLSWEEP_ERROR_FD=3 python -m workflow fetch-weights --url {params.url} --out {output} 3>&2 > {log} 2>&1"
+            "TLSWEEP_ERROR_FD=3 python -m workflow fetch-weights --url {params.url:q} --out {output:q} 3>&2 > {log:q} 2>&1"
 
 
 if FETCH["timm"]:
@@ -48,4 +48,4 @@ if FETCH["timm"]:
         conda:
             ENV
         shell:
-            "TLSWEEP_ERROR_FD=3 python -m workflow fetch-weights --timm {params.model} 3>&2 > {log} 2>&1"
+            "TLSWEEP_ERROR_FD=3 python -m workflow fetch-weights --timm {params.model} 3>&2 > {log:q} 2>&1"

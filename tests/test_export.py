@@ -4,6 +4,7 @@ the export index from the best table, the `weights:` file check (in-process), an
 import json
 import os
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -17,9 +18,9 @@ from conftest import REPO, load_study_file, make_cell, study_error, tiny_study
 from fakecells import summary_frame
 from workflow.export.checkpoint import CheckpointError, load_model
 from workflow.export.export import TOLERANCE, export_model
-from workflow.export.index import export_entries, export_id, export_ids
+from workflow.export.index import export_entries, export_id, export_ids, read_export_index
 from workflow.export.predict import class_scores
-from workflow.export.runners import OnnxRunner, load_torchscript, open_export, open_model
+from workflow.export.runners import OnnxRunner, open_export, open_model
 from workflow.export.weights_check import WeightsFileError, check_weights_file
 from workflow.results.tables import build_tables
 from workflow.train.cell import record_failure
@@ -83,7 +84,8 @@ def test_torchscript_and_onnx_logits_equal_pytorchs(tmp_path, name, head):
     with torch.no_grad():
         reference = model(batch)
     assert reference.std() > 1e-3  # logits that differ: the comparison means something
-    for runner in (load_torchscript(tmp_path / "export/torchscript.pt"), OnnxRunner(tmp_path / "export/model.onnx")):
+    for fmt in ("torchscript", "onnx"):
+        runner = open_export(tmp_path / "export", fmt=fmt)[0]
         assert (runner(batch) - reference).abs().max().item() <= TOLERANCE
         assert runner(batch[:1]).shape == (1, 3)  # the batch dimension is dynamic
     assert all(check["max_abs_logit_difference"] <= TOLERANCE for check in preprocess["checks"].values())
@@ -119,10 +121,24 @@ def test_export_in_one_format_records_what_it_was_chosen_on(tmp_path):
     saved_model(tmp_path / "best.pt", "resnet18", resolution=16)
     chosen = {"selection": {"metric": "val_accuracy"}, "test": {"metric": "test_accuracy", "low": 0.8, "high": 0.9}}
     export_model(tmp_path / "best.pt", tmp_path / "export", formats=["onnx"], chosen=chosen, log=lambda _: None)
-    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["model.onnx", "preprocess.json"]
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["SHA256SUMS", "model.onnx", "preprocess.json"]
     runner, preprocess = open_export(tmp_path / "export")
     assert isinstance(runner, OnnxRunner) and preprocess["chosen"] == chosen
     assert preprocess["files"] == {"onnx": "model.onnx"}
+    with pytest.raises(CheckpointError, match=r"export holds no torchscript model \(it has model\.onnx\)"):
+        open_export(tmp_path / "export", fmt="torchscript")
+
+
+def test_the_checksums_cover_every_file_and_sha256sum_checks_them(tmp_path):
+    saved_model(tmp_path / "best.pt", "resnet18", resolution=16)
+    export_model(tmp_path / "best.pt", tmp_path / "export", formats=["onnx"], log=lambda _: None)
+    export_model(tmp_path / "best.pt", tmp_path / "export", formats=["torchscript"], log=lambda _: None)
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [  # the other format's file is gone
+        "SHA256SUMS", "preprocess.json", "torchscript.pt"]
+    assert [line.split("  ")[1] for line in (tmp_path / "export/SHA256SUMS").read_text().splitlines()] == [
+        "preprocess.json", "torchscript.pt"]
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path / "export", capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout.count(": OK") == 2, checked.stdout + checked.stderr
 
 
 def test_weights_file_of_an_incompatible_model_is_refused(tmp_path):
@@ -192,8 +208,6 @@ def small_study(tmp_path, export=None, **grid):
 
 def run_study(tmp_path, *args, export=None, check=True, **grid):
     """Snakemake on the tiny study (one grid cell, unless `grid` says otherwise)."""
-    import subprocess
-
     small_study(tmp_path, export, **grid)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, "-m", "snakemake", *args, "--snakefile", str(REPO / "Snakefile"),
@@ -224,3 +238,15 @@ def test_a_weights_file_of_another_model_refuses_the_study(tmp_path):
     output = study_error(small_study(tmp_path, weights=weights, model=["resnet18", "mobilenet_v2"]))
     assert "resnet.pt (tlsweep checkpoint) does not fit model 'mobilenet_v2': it holds a 'resnet18' model" in output
     assert len(load_study_file(small_study(tmp_path, weights=weights)).grid_cells) == 1
+
+
+@pytest.mark.parametrize("content,says", [
+    ('{"cells": "best", "exports": [{"id": "a", "cell"', " is not valid JSON"),
+    ('{"cells": "best"}', ": exports is missing or not a list"),
+    ('{"cells": "best", "exports": [{"id": "a", "cell": "a"}, {"cell": "b"}]}', r": exports\[1\] has no id or no cell"),
+])
+def test_a_damaged_export_index_is_refused_in_one_line_naming_it(tmp_path, content, says):
+    index = tmp_path / "index.json"
+    index.write_text(content)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(index))}{says}.*--forcerun export_index\)$"):
+        read_export_index(index)

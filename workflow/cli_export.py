@@ -32,7 +32,10 @@ def cmd_export(args) -> None:
 
     sweep = sweep_of(args)
     index = paths.export_index_file(sweep.study.out)
-    entry = read_export_index(index).get(args.id)
+    try:
+        entry = read_export_index(index).get(args.id)
+    except ValueError as error:  # a damaged index
+        sys.exit(f"error: {error}")
     if entry is None:
         sys.exit(f"error: {index} has no entry {args.id!r}")
     model = paths.cell_outputs(sweep.study.cell_dir(entry["cell"]))["checkpoint"]

@@ -1,10 +1,11 @@
 """What tlsweep knows about each model, from the generated catalogue, without importing torch.
 
-The Snakefile reads this (through workflow.study.grid) to check model names and
-resolutions when the config loads, and (through workflow.train.weights) to know
-the ImageNet weights files to fetch; workflow.train.models builds the models
-from it. torchvision models go by their torchvision name, timm models by
-`timm:<name>` (facts about those are read from timm when the model is built).
+The Snakefile reads this (through workflow.study.grid) to check model names,
+resolutions and depths (`last:N`, `keras:N`) when the config loads, and
+(through workflow.train.weights) to know the ImageNet weights files to fetch;
+workflow.train.models builds the models from it. torchvision models go by their
+torchvision name, timm models by `timm:<name>` (facts about those are read from
+timm when the model is built).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Backbone:
     aux_resolution: int | None  # smallest input its auxiliary classifier accepts (InceptionV3)
     fixed_resolution: bool  # takes only min_resolution (ViT, MaxViT: position embeddings of one size)
     features: int  # width of the features the `gap` and `mlp` heads read
+    layers: dict  # {head: the layers `last:N` counts with it}, the auxiliary classifier's left out
+    aux_layers: int  # the layers of the auxiliary classifier (InceptionV3's, above aux_resolution), else 0
+    keras_layers: int | None  # the layers `keras:N` counts (its keras.applications counterpart's), or None
 
 
 @functools.cache
@@ -79,6 +83,27 @@ def model_error(name: str, resolution: int, weights: str = "none") -> str | None
         except ValueError as error:
             return str(error)
     return problem
+
+
+def train_error(name: str, train: str, head: str, resolution: int) -> str | None:
+    """Why training `train` (what trains: `last:N`, `keras:N`, ...) of model `name` with `head` at `resolution`
+    can only fail, or None (a timm model's layers are known only once it is built)."""
+    kind, _, depth = train.partition(":")
+    if kind not in ("last", "keras") or model_name_error(name) or timm_name(name) is not None:
+        return None
+    spec = get_backbone(name)
+    if kind == "keras":
+        if spec.keras_layers is None:
+            known = ", ".join(sorted(n for n, b in torchvision_backbones().items() if b.keras_layers))
+            return f"{name} has no Keras layer count (known for {known}); use last:N or from:<module>"
+        if int(depth) > spec.keras_layers:
+            return f"{name} has only {spec.keras_layers} layers as Keras counts them"
+        return None
+    with_aux = spec.aux_resolution is not None and resolution >= spec.aux_resolution
+    layers = spec.layers[head] + (spec.aux_layers if with_aux else 0)
+    if int(depth) > layers:
+        return f"{name} with the {head!r} head has only {layers} layers at resolution {resolution}"
+    return None
 
 
 def resolution_error(name: str, resolution: int) -> str | None:

@@ -19,6 +19,7 @@ BEST_SO_FAR_PT = "best-so-far.pt"  # training's best weights so far while a cell
 PREDICTIONS_NPZ = "predictions.npz"  # the best weights' class scores on validation and test
 EXPORT_FILES = {"torchscript": "torchscript.pt", "onnx": "model.onnx"}  # an export's file per format
 PREPROCESS_JSON = "preprocess.json"  # an export's input size, resize, normalisation and class names
+EXPORT_CHECKSUMS = "SHA256SUMS"  # the SHA-256 of an export's other files, written last
 PROGRESS_JSON = "progress.json"  # how far a training job got, rewritten as it goes (`python -m workflow status`)
 ATTEMPTS_LOG = "train.log"  # a training job's log, appended by every attempt
 TENSORBOARD = "tensorboard"  # a cell's TensorBoard event files (tracking.tensorboard)
@@ -179,9 +180,10 @@ def export_folder(out, export_id: str) -> str:
 
 
 def export_files(out, export_id: str, formats) -> list[str]:
-    """An export folder's files: preprocess.json and one model file per format."""
+    """An export folder's files: preprocess.json, one model file per format and their SHA256SUMS."""
     folder = export_folder(out, export_id)
-    return [f"{folder}/{PREPROCESS_JSON}"] + [f"{folder}/{EXPORT_FILES[fmt]}" for fmt in formats]
+    return ([f"{folder}/{PREPROCESS_JSON}"] + [f"{folder}/{EXPORT_FILES[fmt]}" for fmt in formats]
+            + [f"{folder}/{EXPORT_CHECKSUMS}"])
 
 
 def search_folder(out) -> str:

@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 from workflow.data.resize import RESIZE_METHOD
+from workflow.integrity import DamagedFileError, check_cell_file
 from workflow.train.models import build_classifier
 
 
 class CheckpointError(ValueError):
-    """A file that is no usable checkpoint of a trained cell, or not of the model asked for."""
+    """A file that is no usable checkpoint of a trained cell or export folder, or not of the model asked for."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,12 @@ def rebuild(card: ModelCard, state: dict):
 def load_model(path: str | Path, model: str | None = None, device: str | torch.device = "cpu"):
     """Rebuild a cell's trained model from its checkpoint in one call: (Classifier in eval mode on
     `device`, ModelCard). With `model`, a checkpoint of another model is refused (CheckpointError
-    naming the file and both models), as are failed cells' markers and files that are no checkpoint."""
+    naming the file and both models), as are failed cells' markers, files that are no checkpoint and a
+    cell's best.pt that is not the file its metrics.json recorded (its SHA-256)."""
+    try:
+        check_cell_file(path, always=True, move_aside=False)
+    except DamagedFileError as error:
+        raise CheckpointError(str(error)) from None
     checkpoint = read_checkpoint(path)
     if model is not None and checkpoint["model_name"] != model:
         raise CheckpointError(f"{path} holds a {checkpoint['model_name']!r} model, not the {model!r} asked for")

@@ -8,7 +8,8 @@ made with and refuses them unless their logits equal PyTorch's within TOLERANCE 
 logit where that is above 1). preprocess.json
 says how to prepare an image (decode to RGB, resize method and size, normalisation), the class
 names, the checks' results and, for a recommended configuration, what it was chosen on with its
-test interval (`chosen`, from the `best` table).
+test interval (`chosen`, from the `best` table). SHA256SUMS, the SHA-256 of every file, is removed
+first and written last (workflow.export.checksums), so that an interrupted export is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from workflow.atomic import write_json
 from workflow.export.checkpoint import ModelCard, load_model
+from workflow.export.checksums import CHECKSUMS, write_checksums
 from workflow.export.runners import FILES, INPUT_NAME, OUTPUT_NAME, PREPROCESS, OnnxRunner, TorchRunner, \
     load_torchscript, preprocess_description
 
@@ -78,12 +80,15 @@ def verify_exports(model, card: ModelCard, paths: dict[str, Path]) -> dict:
 def export_model(checkpoint: str | Path, out_dir: str | Path, formats=("torchscript", "onnx"),
                  chosen: dict | None = None, log=print) -> dict:
     """Export a cell's checkpoint into `out_dir` in `formats` (FILES) with preprocess.json; every
-    exported model is checked against PyTorch's (`verify_exports`). Returns preprocess.json's content."""
+    exported model is checked against PyTorch's (`verify_exports`), then SHA256SUMS written. Returns
+    preprocess.json's content."""
     unknown = sorted(set(formats) - set(FILES))
     if unknown:
         raise ValueError(f"unknown export formats {unknown}; choose from {list(FILES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (CHECKSUMS, *FILES.values()):  # the sums first: until they are written again, the folder is refused
+        (out_dir / name).unlink(missing_ok=True)
     model, card = load_model(checkpoint)
     files = {fmt: FILES[fmt] for fmt in FILES if fmt in formats}
     example = example_batch(card, 2)
@@ -98,4 +103,6 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, formats=("torchscr
         log(f"{fmt}: logits within {check['max_abs_logit_difference']:.2g} of PyTorch's")
     preprocess = preprocess_description(card, chosen, files, checks)
     write_json(out_dir / PREPROCESS, preprocess)
+    write_checksums(out_dir, [PREPROCESS, *files.values()])
+    log(f"wrote {out_dir / CHECKSUMS}")
     return preprocess

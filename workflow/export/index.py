@@ -33,12 +33,24 @@ def export_settings(config: dict) -> dict:
 
 @lru_cache(maxsize=8)
 def _read_index(path: str, mtime_ns: int) -> dict:
-    with open(path) as f:
-        return {entry["id"]: entry for entry in json.load(f)["exports"]}
+    again = "write it again (snakemake --configfile <study> --forcerun export_index)"
+    try:
+        with open(path, encoding="utf-8") as f:
+            index = json.load(f)
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); {again}") from None
+    exports = index.get("exports") if isinstance(index, dict) else None
+    if not isinstance(exports, list):
+        raise ValueError(f"{path}: exports is missing or not a list; {again}")
+    for number, entry in enumerate(exports):
+        if not (isinstance(entry, dict) and isinstance(entry.get("id"), str) and isinstance(entry.get("cell"), str)):
+            raise ValueError(f"{path}: exports[{number}] has no id or no cell; {again}")
+    return {entry["id"]: entry for entry in exports}
 
 
 def read_export_index(path: str | Path) -> dict[str, dict]:
-    """The export index's entries by folder id, read once per version of the file."""
+    """The export index's entries by folder id, read once per version of the file; a damaged index is a
+    ValueError naming it and the key."""
     return _read_index(str(path), os.stat(path).st_mtime_ns)
 
 

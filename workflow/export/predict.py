@@ -7,17 +7,21 @@ CSV's folder). Images are decoded and resized by the function that prepared the 
 (workflow.data.prepare.prepare_files) and normalised by the one training used
 (workflow.data.normalize.Normalizer), in batches, on the GPU when there is one. The output CSV has
 one row per image: its path, the top-k classes with their probabilities, and `error`, which says
-why a file that could not be decoded was skipped (its other columns are then empty).
+why a file that could not be decoded was skipped (its other columns are then empty). The CSV is
+UTF-8, written under a temporary name and renamed when whole; a file name's bytes that are not
+UTF-8 are written as `\\xNN` (`readable`).
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from workflow.atomic import atomic_path
 from workflow.data.normalize import Normalizer
 from workflow.data.prepare import prepare_files
 from workflow.data.resize import resize_mode_of
@@ -30,7 +34,7 @@ def read_path_list(path: str | Path) -> list[str]:
     """The image paths a CSV file lists: its `path` column, or without a `path` header its first
     column, one path a line; relative paths are taken from the CSV file's folder."""
     path = Path(path)
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:  # names as the file system has them
         rows = [row for row in csv.reader(f) if row and row[0].strip()]
     header = [name.strip() for name in rows[0]] if rows else []
     column, body = (header.index("path"), rows[1:]) if "path" in header else (0, rows)
@@ -90,14 +94,27 @@ def classify_files(runner, preprocess: dict, paths: list[str], k: int, batch_siz
     return rows
 
 
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable(text: str) -> str:
+    """`text` as valid UTF-8: a file name's byte that is not UTF-8 (which Python holds as a surrogate
+    escape, U+DC80-U+DCFF) as `\\xNN`, any other lone surrogate as `\\uNNNN`."""
+    def escape(match):
+        code = ord(match.group())
+        return f"\\x{code - 0xDC00:02x}" if code >= 0xDC80 else f"\\u{code:04x}"
+
+    return SURROGATE.sub(escape, text)
+
+
 def write_prediction_table(rows: list[dict], out: str | Path, k: int) -> None:
-    """The predictions CSV: prediction_table_columns(k), empty cells where a skipped file has none."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
+    """The predictions CSV (UTF-8, `readable` text): prediction_table_columns(k), empty cells where a
+    skipped file has none; written atomically, a failed write is a StorageError naming `out`."""
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=prediction_table_columns(k), restval="")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: readable(value) if isinstance(value, str) else value for key, value in row.items()}
+                         for row in rows)
 
 
 def predict_images(model: str | Path, source: str | Path, out: str | Path, top_k: int = 5, batch_size: int = 64,
@@ -108,12 +125,12 @@ def predict_images(model: str | Path, source: str | Path, out: str | Path, top_k
     runner, preprocess = open_model(model, device)
     paths = list_images(source)
     k = max(1, min(top_k, len(preprocess["class_names"])))
-    log(f"{len(paths)} images from {source}; model {preprocess['model']} ({preprocess.get('cell')}) on {device}, "
-        f"{preprocess['input']['size']} x {preprocess['input']['size']} input")
+    log(readable(f"{len(paths)} images from {source}; model {preprocess['model']} ({preprocess.get('cell')}) on "
+                 f"{device}, {preprocess['input']['size']} x {preprocess['input']['size']} input"))
     rows = classify_files(runner, preprocess, paths, k, batch_size)
     write_prediction_table(rows, out, k)
     skipped = [{"path": row["path"], "error": row["error"]} for row in rows if row["error"]]
     for entry in skipped:
-        log(f"skipped {entry['path']}: {entry['error']}")
-    log(f"wrote {out}: {len(rows) - len(skipped)} images classified, {len(skipped)} skipped")
+        log(readable(f"skipped {entry['path']}: {entry['error']}"))
+    log(readable(f"wrote {out}: {len(rows) - len(skipped)} images classified, {len(skipped)} skipped"))
     return {"predicted": len(rows) - len(skipped), "skipped": skipped}

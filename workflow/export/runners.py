@@ -2,10 +2,11 @@
 
 `TorchRunner` wraps a torch module (a rebuilt Classifier or a loaded TorchScript module);
 `OnnxRunner` an onnxruntime session (CUDA when onnxruntime offers it and the device is a GPU).
-`preprocess_description` says how to prepare an image for a model and read its output (preprocess.json).
-`open_model` opens what `predict` is given: an export folder (its TorchScript, else its ONNX
-model, with its preprocess.json) or a cell's best.pt (rebuilt, its description made into the
-same preprocess dict).
+`preprocess_description` says how to prepare an image for a model and read its output (preprocess.json);
+`read_preprocess` reads it back, refusing a damaged one in one line naming the file and the key.
+`open_export` opens an export folder once its files match its SHA256SUMS (workflow.export.checksums);
+`open_model` opens what `predict` is given: an export folder or a cell's best.pt (rebuilt, its
+description made into the same preprocess dict).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workflow.data.resize import resize_mode_of
+from workflow.data.resize import RESIZE_METHODS, resize_mode_of
 from workflow.export.checkpoint import CheckpointError, ModelCard, load_model
+from workflow.export.checksums import REEXPORT, verify_checksums
 from workflow.export.index import FILES
 from workflow.core import paths
 
@@ -47,6 +49,43 @@ def preprocess_description(card: ModelCard, chosen: dict | None = None, files: d
         "class_names": list(card.class_names), "chosen": chosen, "files": files or {}, "checks": checks or {},
         "checkpoint": {"file": card.path, "epoch": card.epoch}, "versions": card.versions,
     }
+
+
+def three_numbers(value) -> bool:
+    return isinstance(value, list) and len(value) == 3 and all(type(x) in (int, float) for x in value)
+
+
+# What predict reads of preprocess.json: (key, whether a value is good, what a good value is)
+PREPROCESS_KEYS = (
+    ("model", lambda v: isinstance(v, str) and v != "", "a model name"),
+    ("input.size", lambda v: type(v) is int and v > 0, "a positive whole number"),
+    ("resize.method", lambda v: v in RESIZE_METHODS.values(), "a resize method this version prepares images with"),
+    ("normalization.mean", three_numbers, "three numbers"),
+    ("normalization.std", lambda v: three_numbers(v) and min(v) > 0, "three positive numbers"),
+    ("class_names", lambda v: isinstance(v, list) and v != [] and all(isinstance(n, str) for n in v),
+     "a list of class names"),
+    ("files", lambda v: isinstance(v, dict) and v != {} and all(FILES.get(f) == n for f, n in v.items()),
+     f"formats and their files, of {FILES}"),
+)
+
+
+def read_preprocess(path: str | Path) -> dict:
+    """An export's preprocess.json; CheckpointError naming the file (and the key) when it is not JSON, or a
+    key predict reads is missing or not of its kind."""
+    path = Path(path)
+    try:
+        preprocess = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); {REEXPORT}") from None
+    for key, good, kind in PREPROCESS_KEYS:
+        value = preprocess
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise CheckpointError(f"{path}: {key} is missing; {REEXPORT}")
+            value = value[part]
+        if not good(value):
+            raise CheckpointError(f"{path}: {key} is {json.dumps(value)[:60]}, not {kind}; {REEXPORT}")
+    return preprocess
 
 
 class TorchRunner:
@@ -85,18 +124,22 @@ def load_torchscript(path: str | Path, device: torch.device | str = "cpu") -> To
     return TorchRunner(module, torch.device(device))
 
 
-def open_export(folder: str | Path, device: torch.device | str = "cpu"):
-    """An export folder's model and its preprocess.json: (runner, preprocess dict). Its TorchScript
-    model is preferred; the ONNX model runs when it is the only one."""
+def open_export(folder: str | Path, device: torch.device | str = "cpu", fmt: str | None = None):
+    """An export folder's model in `fmt` and its preprocess.json: (runner, preprocess dict), once
+    preprocess.json is whole (`read_preprocess`) and every file matches the folder's SHA256SUMS. Without
+    `fmt` its TorchScript model runs, or its ONNX model when it is the only one."""
     folder = Path(folder)
     if not (folder / PREPROCESS).is_file():
         raise CheckpointError(f"{folder} is not an export folder: it has no {PREPROCESS}")
-    preprocess = json.loads((folder / PREPROCESS).read_text())
-    if (folder / FILES["torchscript"]).is_file():
-        return load_torchscript(folder / FILES["torchscript"], device), preprocess
-    if (folder / FILES["onnx"]).is_file():
-        return OnnxRunner(folder / FILES["onnx"], device), preprocess
-    raise CheckpointError(f"export folder {folder} holds neither {FILES['torchscript']} nor {FILES['onnx']}")
+    preprocess = read_preprocess(folder / PREPROCESS)
+    files = preprocess["files"]
+    verify_checksums(folder, [PREPROCESS, *files.values()])
+    fmt = fmt or ("torchscript" if "torchscript" in files else "onnx")
+    if fmt not in files:
+        raise CheckpointError(f"export folder {folder} holds no {fmt} model (it has {', '.join(files.values())})")
+    if fmt == "torchscript":
+        return load_torchscript(folder / files[fmt], device), preprocess
+    return OnnxRunner(folder / files[fmt], device), preprocess
 
 
 def open_model(source: str | Path, device: torch.device | str = "cpu"):

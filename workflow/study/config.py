@@ -7,6 +7,7 @@ through `check_config`, so a bad study reads the same wherever it is loaded.
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 
 import yaml
@@ -155,25 +156,51 @@ def _old_spelling(config: dict) -> str | None:
     return None
 
 
+def _non_finite(value, path=()) -> str | None:
+    """Where a parsed YAML value holds a number that is not finite (YAML's .nan, .inf, -.inf), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{key_path(path)}: {value} is not a finite number; write a number"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next(filter(None, (_non_finite(item, (*path, key)) for key, item in items)), None)
+
+
 def _schema_problem(config: dict, schema: dict) -> str | None:
     """The most relevant schema violation in one line, naming the key and what is allowed."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    error = jsonschema.exceptions.best_match(errors)
     if error is None:
         return None
+    if error.validator == "required":
+        unknown = _unknown_keys(errors, error.absolute_path)
+        if unknown:
+            return f"{key_path(error.absolute_path)}: {unknown} ({error.message})"
     allowed = ""
     if error.validator == "enum":
         allowed = f" (allowed: {', '.join(map(str, error.validator_value))})"
     elif error.validator == "additionalProperties":
         known = sorted(error.schema.get("properties", {}))
         allowed = _closest_keys(error.instance, known) + f" (allowed: {', '.join(known)})"
+    elif error.validator == "pattern" and "x-pattern-help" in error.schema:
+        allowed = f" ({error.schema['x-pattern-help']})"
     elif error.validator == "type" and isinstance(error.instance, str) and _is_number(error.instance):
         allowed = (f" (YAML reads {error.instance!r} as a string: write it with a decimal point and a signed "
                    f"exponent, e.g. 1.0e-3, or as 0.001)")
     message = error.message if len(error.message) < 300 else error.message[:300] + "..."
     return f"{key_path(error.absolute_path)}: {message}{allowed}"
+
+
+def _unknown_keys(errors: list, path) -> str | None:
+    """`'batchsize' is not a key; did you mean 'batch_size'?`: the keys the schema does not know in the
+    mapping at `path` (a misspelt required key is both missing and unknown), or None."""
+    for error in errors:
+        if error.validator == "additionalProperties" and error.absolute_path == path:
+            known = sorted(error.schema.get("properties", {}))
+            unknown = [key for key in error.instance if key not in known]
+            verb = "is not a key" if len(unknown) == 1 else "are not keys"
+            return f"{', '.join(map(repr, unknown))} {verb}{_closest_keys(error.instance, known)}"
+    return None
 
 
 def _closest_keys(mapping, known: list[str]) -> str:
@@ -230,7 +257,7 @@ def check_config(config: dict) -> None:
     """Check a study config in place: the old spelling and the schema, each in one line; then fill
     in the schema's defaults and check the keys that depend on each other. Raises ConfigError."""
     schema = yaml.safe_load(SCHEMA.read_text())
-    problem = _old_spelling(config) or _schema_problem(config, schema)
+    problem = _old_spelling(config) or _non_finite(config) or _schema_problem(config, schema)
     if problem is not None:
         raise ConfigError(problem)
     fill_defaults(config, schema)

@@ -9,6 +9,7 @@ its folder's name (workflow.core.paths), readable and stable:
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -19,12 +20,13 @@ from workflow.study.config import ConfigError
 from workflow.study.sampling import SEARCH_GROUP, SEARCH_INDEX, RandomSearch, apply_draws, sampled_grid
 from workflow.study.halving import Halving, bracket_sequence, build_search
 from workflow.study.tpe_space import sampled_search
-from workflow.core.backbones import model_error
+from workflow.core.backbones import model_error, train_error
 from workflow.core.cell import DEFAULT_TRAINING, PRETRAIN_PREFIX, Cell, TrainingSettings, merge
 from workflow.study.settings import cell_training, check_swept_keys, check_training
 
 # The order in which the grid expands; `overrides` may only condition on earlier axes.
 AXES = ("dataset", "model", "resolution", "optimizer", "batch_size", "lr", "train", "weights", "seed")
+MAX_CELLS = 10_000  # the study key max_cells' default: the most cells a grid's axes may make
 # A cell id as a regular expression: dataset/model/r<resolution>/<run>.
 CELL_ID = r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/r\d+/[A-Za-z0-9_.-]+"
 
@@ -140,10 +142,16 @@ def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: 
 
 
 def _check_cell(cell: Cell, where: str) -> None:
-    """Rules across a cell's axes, with the cell's id in the message."""
+    """Rules across a cell's axes and what each of its stages trains, with the cell's id in the message."""
     problem = model_error(cell.model, cell.resolution, cell.weights)
     if problem:
         raise ConfigError(f"{where}: {problem} (cell {cell.id})")
+    for i, stage in enumerate(cell.training.stages):
+        train = cell.train if stage["train"] == "cell" else stage["train"]
+        problem = train_error(cell.model, train, cell.training.head, cell.resolution)
+        if problem:
+            key = f"{where}.train" if stage["train"] == "cell" else f"training.stages[{i}].train"
+            raise ConfigError(f"{key}: {train!r}: {problem} (cell {cell.id})")
 
 
 def _matches(values: dict, pattern: dict) -> bool:
@@ -207,6 +215,20 @@ def expand_grid(grid: dict) -> list[dict]:
     ]
 
 
+def check_grid_size(grid: dict, sampling: RandomSearch | None, limit: int) -> None:
+    """Refuse a grid whose axes make more than `limit` cells, before any is built: the product of the axes'
+    lengths (`grid` as sampled_grid gives it) and of a search's draws per combination."""
+    sizes = {axis: len(grid[axis]) for axis in AXES}
+    sizes.update((f"training.{key}", len(values)) for key, values in sorted(grid.get("training", {}).items()))
+    if sampling is not None:
+        sizes["search.n"] = sampling.n
+    count = math.prod(sizes.values())
+    if count > limit:
+        axes = " x ".join(f"{axis} {size}" for axis, size in sizes.items() if size > 1)
+        raise ConfigError(f"grid: {count:,} cells, more than max_cells ({limit:,}): {axes}; make the grid "
+                          f"smaller, or set max_cells to its size if you mean it")
+
+
 def build_study(config: dict, rounds: dict[int, dict] | None = None) -> Study:
     """Expand a schema-validated config into its cells, checking cross references. A TPE search's cells
     are its first round's and those of the later `rounds` chosen so far ({round: its round file's content},
@@ -223,6 +245,7 @@ def build_study(config: dict, rounds: dict[int, dict] | None = None) -> Study:
     grid_cells = []
     search_groups, search_rounds, draw_index = {}, {}, {}
     sampling = sampled_search(config, DEFAULT_TRAINING, rounds or {})
+    check_grid_size(sampled_grid(grid, sampling), sampling, config.get("max_cells", MAX_CELLS))
     for values in apply_draws(expand_grid(sampled_grid(grid, sampling)), sampling):
         group, index = values.pop(SEARCH_GROUP, None), values.pop(SEARCH_INDEX, None)
         _check_dataset(values["dataset"], datasets, "grid.dataset")

@@ -13,6 +13,7 @@ tests/test_catalogue.py keeps the file in step with the installed libraries.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
@@ -26,7 +27,8 @@ from torchvision import models as tv
 
 from workflow.core.backbones import Backbone
 from workflow.core.catalogue import CATALOGUE_FILE, IMAGENET_CLASSES
-from workflow.train.models import strip_classifier
+from workflow.train.keras_depth import keras_counterpart, keras_layers
+from workflow.train.models import HEADS, Classifier, new_head, own_head, parameterised_layers, strip_classifier
 
 CLASSIFIER_END = (nn.Dropout, nn.Linear, nn.Conv2d)  # a classifier's layers from here on are replaced
 
@@ -78,6 +80,24 @@ def aux_resolution(model: nn.Module, low: int, high: int) -> int | None:
     return low
 
 
+def layer_counts(model: nn.Module, spec: Backbone) -> tuple[dict, int]:
+    """The layers `train: last:N` counts in the classifier with each head (as models.split_head builds it),
+    InceptionV3's auxiliary classifier left out, and the auxiliary classifier's own."""
+    aux = getattr(model, "AuxLogits", None)
+    aux_layers = 0 if aux is None else len(parameterised_layers(aux))
+    counts = {}
+    for head in HEADS:
+        backbone = copy.deepcopy(model)
+        if head == "own":
+            top, _ = own_head(getattr(backbone, spec.classifier), IMAGENET_CLASSES)
+            setattr(backbone, spec.classifier, nn.Identity())
+        else:
+            strip_classifier(backbone, spec)
+            top = new_head(head, 1, IMAGENET_CLASSES, None)
+        counts[head] = len(parameterised_layers(Classifier(backbone, top, head, ()))) - aux_layers
+    return counts, aux_layers
+
+
 def structure_facts(name: str, facts: dict) -> dict:
     """Where `name`'s classifier sits and what the gap/mlp heads read, from the model itself."""
     with warnings.catch_warnings():
@@ -101,7 +121,10 @@ def structure_facts(name: str, facts: dict) -> dict:
     low, size = facts["min_resolution"], facts["resolution"]
     entry["aux_resolution"] = aux_resolution(model, low, size)
     entry["fixed_resolution"] = runs_at(model, low + 32) is None
-    strip_classifier(model, Backbone(name=name, **facts, **entry, features=0))
+    entry["keras_layers"] = len(keras_layers(model)) if keras_counterpart(model) else None
+    spec = Backbone(name=name, **facts, **entry, features=0, layers={}, aux_layers=0)
+    entry["layers"], entry["aux_layers"] = layer_counts(model, spec)
+    strip_classifier(model, spec)
     entry["features"] = runs_at(model, max(low, 32) if not entry["fixed_resolution"] else low)[-1]
     return entry
 
