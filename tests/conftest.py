@@ -47,13 +47,13 @@ def load_study_file(path: Path):
 
 
 def study_error(path: Path) -> str:
-    """The one-line error that `load_study_file` refuses the study file at `path` with."""
+    """What is wrong with the study file at `path`, as the one line that refuses it says after naming the file."""
     from workflow.sweep.decisions import StudyError
 
     try:
         load_study_file(path)
     except StudyError as error:
-        message = str(error)
+        message = error.problem
         assert "\n" not in message, f"not one line: {message}"
         return message
     raise AssertionError(f"{path} should have been refused")

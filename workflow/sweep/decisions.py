@@ -86,7 +86,11 @@ def load_sweep(study_file) -> SweepState:
 
 
 class StudyError(ValueError):
-    """A study that no job may start from: one line naming its files, the key and what is wrong."""
+    """A study that no job may start from: one line naming its files, then `problem` (the key, what is wrong)."""
+
+    def __init__(self, files: str, problem: str):
+        super().__init__(f"Invalid study config {files}: {problem}")
+        self.problem = problem
 
 
 def load_checked_study(configfiles, config: dict | None = None) -> SweepState:
@@ -108,7 +112,7 @@ def load_checked_study(configfiles, config: dict | None = None) -> SweepState:
         check_study_weights(sweep.study.cells.values())
         downloads(sweep.study.datasets, config["raw_dir"])
     except (ConfigError, DatasetConfigError, WeightsFileError) as error:
-        raise StudyError(f"Invalid study config {files}: {error}") from None
+        raise StudyError(files, str(error)) from None
     except OSError as error:  # a study file that is not there
-        raise StudyError(f"Invalid study config {files}: {error.strerror}: {error.filename}") from None
+        raise StudyError(files, f"{error.strerror}: {error.filename}") from None
     return sweep
