@@ -19,7 +19,7 @@ include: "rules/common.smk"
 
 
 wildcard_constraints:
-    dataset=r"[A-Za-z0-9_.-]+",
+    data_key=paths.DATA_KEY,
     resolution=r"\d+",
     cell=CELL_ID,
     rung=r"\d+",

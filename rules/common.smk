@@ -12,7 +12,7 @@ from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
 sys.path.insert(0, workflow.basedir)
 
-from workflow.data.datasets import DatasetConfigError, downloads, source_fingerprint, source_inputs, source_raw_dir
+from workflow.data.datasets import DatasetConfigError, downloads, source_fingerprint, source_inputs
 from workflow.gpu.slots import PROBE_NAME, cell_slots, probe_table, slot_settings
 from workflow.integrity import DamagedFileError, check_cell_file, storage_message
 from workflow.lock import lock_results
@@ -123,10 +123,6 @@ def get_probe_json(wildcards):
     return json.dumps(probes()[1][wildcards.combo], sort_keys=True)
 
 
-def get_dataset_json(wildcards):
-    return json.dumps(STUDY.dataset(wildcards.dataset), sort_keys=True)
-
-
 def get_download_args(wildcards, output):
     """--url and --md5 of a file to download, as the study's datasets give them."""
     dest = os.path.normpath(output[0])
@@ -136,29 +132,37 @@ def get_download_args(wildcards, output):
     return f"--url {shlex.quote(remote.url)}" + (f" --md5 {remote.md5}" if remote.md5 else "")
 
 
+def prepared_as(wildcards):
+    """The first dataset of the study whose prepared data is the job's key (its files are the same for all)."""
+    try:
+        return STUDY.prepared_as(wildcards.data_key)
+    except ValueError as error:
+        raise WorkflowError(str(error))
+
+
 def get_source_inputs(wildcards):
     """The files a dataset is prepared from: downloads in the raw folder, or its local copy."""
+    name = prepared_as(wildcards)
     try:
-        return source_inputs(wildcards.dataset, STUDY.dataset(wildcards.dataset), RAW)
+        return [os.path.normpath(path) for path in source_inputs(name, STUDY.dataset(name), RAW)]
     except DatasetConfigError as error:
         raise WorkflowError(str(error))
 
 
-def get_source_args(wildcards):
-    """The plan's --raw-dir, or --fingerprint: the digest of the user's files (names, sizes, mtimes) a dataset
-    is read from, a parameter of the plan job, so that a change re-plans it."""
-    spec = STUDY.dataset(wildcards.dataset)
-    folder = source_raw_dir(spec, RAW)
+def get_fingerprint_arg(wildcards):
+    """The plan's --fingerprint: the digest of the user's files (names, sizes, mtimes) a dataset is read from, as
+    its definition names them, a parameter of the plan job so that a change re-plans it."""
+    name = prepared_as(wildcards)
     try:
-        fingerprint = source_fingerprint(wildcards.dataset, spec)
+        fingerprint = source_fingerprint(name, STUDY.definition_here(name)["spec"])
     except DatasetConfigError as error:
         raise WorkflowError(str(error))
-    return " ".join(([f"--raw-dir {shlex.quote(str(folder))}"] if folder else [])
-                    + ([f"--fingerprint {fingerprint}"] if fingerprint else []))
+    return f"--fingerprint {fingerprint}" if fingerprint else ""
 
 
 def get_shards(wildcards):
-    return paths.dataset_shards(DATA, wildcards.dataset, wildcards.resolution, STUDY.dataset(wildcards.dataset)["shards"])
+    name = prepared_as(wildcards)
+    return paths.dataset_shards(DATA, wildcards.data_key, wildcards.resolution, STUDY.dataset(name)["shards"])
 
 
 # Successive halving (rules/halving.smk); a ranking is read once its checkpoint job is done. A halved

@@ -1,31 +1,33 @@
+# Prepared data is found by its key, <source>-<digest of its definition> (workflow.study.grid.data_definition),
+# never by a dataset's name: a changed entry is another key, and one definition is prepared once.
 rule plan:
     """Check a dataset's source files, list them and assign every kept image to a split."""
     input:
         get_source_inputs,
     output:
-        plan=paths.plan_file(DATA, "{dataset}"),
+        plan=paths.plan_file(DATA, "{data_key}"),
+        definition=paths.definition_file(DATA, "{data_key}"),
     params:
         study=get_study_file,
-        spec=get_dataset_json,  # not on the command line: a changed dataset entry re-plans (params trigger)
-        raw_dir=get_source_args,
+        fingerprint=get_fingerprint_arg,
     log:
-        paths.log_file(DATA, "plan", "{dataset}"),
+        paths.log_file(DATA, "plan", "{data_key}"),
     conda:
         ENV
     shell:
-        "TLSWEEP_ERROR_FD=3 python -m workflow plan --configfile {params.study:q} --dataset {wildcards.dataset}"
-        " {params.raw_dir} --out {output.plan:q} 3>&2 > {log:q} 2>&1"
+        "TLSWEEP_ERROR_FD=3 python -m workflow plan --configfile {params.study:q} --data-key {wildcards.data_key}"
+        " {params.fingerprint} --out {output.plan:q} --definition {output.definition:q} 3>&2 > {log:q} 2>&1"
 
 
 rule shard:
     """Decode, resize and write one shard (part PART of PARTS of every split) of a planned dataset."""
     input:
         get_source_inputs,
-        plan=paths.plan_file(DATA, "{dataset}"),
+        plan=paths.plan_file(DATA, "{data_key}"),
     output:
-        shard=paths.shard_file(DATA, "{dataset}", "{resolution}", "{part}", "{parts}"),
+        shard=paths.shard_file(DATA, "{data_key}", "{resolution}", "{part}", "{parts}"),
     log:
-        paths.log_file(DATA, "shard", paths.shard_key("{dataset}", "{resolution}", "{part}", "{parts}")),
+        paths.log_file(DATA, "shard", paths.shard_key("{data_key}", "{resolution}", "{part}", "{parts}")),
     threads: 1
     conda:
         ENV
@@ -37,12 +39,12 @@ rule shard:
 rule manifest:
     """Check a dataset's shards at one resolution and write the manifest that joins them (what training reads)."""
     input:
-        plan=paths.plan_file(DATA, "{dataset}"),
+        plan=paths.plan_file(DATA, "{data_key}"),
         shards=get_shards,
     output:
-        manifest=paths.manifest_file(DATA, "{dataset}", "{resolution}"),
+        manifest=paths.manifest_file(DATA, "{data_key}", "{resolution}"),
     log:
-        paths.log_file(DATA, "manifest", paths.manifest_key("{dataset}", "{resolution}")),
+        paths.log_file(DATA, "manifest", paths.manifest_key("{data_key}", "{resolution}")),
     conda:
         ENV
     shell:

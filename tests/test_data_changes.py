@@ -8,10 +8,15 @@ from PIL import Image
 
 from conftest import snakemake, tiny_study, write_config
 from test_workflow import job_counts
+from workflow.study.config import load_config
+from workflow.study.grid import build_study
 
 pytestmark = pytest.mark.pipeline  # every test runs Snakemake
 
-MANIFEST = "results/data/pets/r8.json"
+
+def manifest(configfile) -> str:
+    """The manifest at 8 px of the study's `pets`: its folder is its definition's key (its files unchecked)."""
+    return str(build_study(load_config(configfile)).manifest_path("pets", 8))
 
 
 def folder_study(path) -> dict:
@@ -34,12 +39,12 @@ def prepared(tmp_path_factory):
         for i in range(8):
             Image.new("RGB", (6, 5), (label * 200, i * 20, 0)).save(images / name / f"{i}.png")
     configfile = write_config(root / "study.yaml", folder_study(images))
-    snakemake(root / "work", MANIFEST, "--cores", "1", "--configfile", str(configfile))
+    snakemake(root / "work", manifest(configfile), "--cores", "1", "--configfile", str(configfile))
     return root / "work", configfile, images
 
 
 def dry_run(workdir, configfile, check=True):
-    return snakemake(workdir, MANIFEST, "-n", "--configfile", str(configfile), check=check)
+    return snakemake(workdir, manifest(configfile), "-n", "--configfile", str(configfile), check=check)
 
 
 def test_an_unchanged_folder_is_not_prepared_again(prepared):
@@ -104,7 +109,7 @@ def test_a_table_re_plans_when_it_changes_and_a_missing_one_names_the_key(tmp_pa
     config["datasets"]["pets"] = {"source": "csv", "path": str(table), "split": {"train": 0.5, "val": 0.25,
                                                                                    "test": 0.25}}
     configfile = write_config(tmp_path / "study.yaml", config)
-    snakemake(tmp_path / "work", MANIFEST, "--cores", "1", "--configfile", str(configfile))
+    snakemake(tmp_path / "work", manifest(configfile), "--cores", "1", "--configfile", str(configfile))
     assert "Nothing to be done" in (lambda r: r.stdout + r.stderr)(dry_run(tmp_path / "work", configfile))
 
     table.write_text(table.read_text().replace("7.png,b", "7.png,a"))  # one label corrected

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, snakemake, study_error, tiny_study, write_config
+from conftest import REPO, load_study_file, snakemake, study_error, tiny_study, write_config
 from workflow.data.datasets import resolve_dataset, source_fingerprint
 from workflow.data.plan import make_plan, plan_notes, skipped_note
 from workflow.data.sources import Skipped, get_source
@@ -256,16 +256,14 @@ def test_a_console_note_goes_to_the_error_fd(tmp_path):
 
 # the pipeline: prepared, then the path changed; skipped images on Snakemake's console
 
-MANIFEST = "results/data/pets/r8.json"
-
-
 @pytest.mark.pipeline
 def test_a_prepared_folder_whose_path_changes_stops_the_dry_run_and_skips_are_on_the_console(tmp_path):
     images = tmp_path / "data" / "my-images"
     colour_folder(images, {"cat": 8, "dog": 8})
     (images / "dog" / "bad.png").write_bytes(b"not a png")
     configfile = write_config(tmp_path / "study.yaml", folder_study(images))
-    prepared = snakemake(tmp_path / "work", MANIFEST, "--cores", "1", "--configfile", str(configfile))
+    manifest = str(load_study_file(configfile).manifest_path("pets", 8))
+    prepared = snakemake(tmp_path / "work", manifest, "--cores", "1", "--configfile", str(configfile))
     assert "pets: 1 image skipped (unreadable 1); list: " in prepared.stderr
 
     moved = write_config(tmp_path / "moved.yaml", folder_study(tmp_path / "data" / "my-imgs"))
@@ -275,7 +273,7 @@ def test_a_prepared_folder_whose_path_changes_stops_the_dry_run_and_skips_are_on
 
     (images / "owl").mkdir()
     (images / "owl" / "notes.txt").write_text("to do")  # a class folder without images: the plan job fails
-    result = snakemake(tmp_path / "work", MANIFEST, "--cores", "1", "--configfile", str(configfile), check=False)
+    result = snakemake(tmp_path / "work", manifest, "--cores", "1", "--configfile", str(configfile), check=False)
     assert result.returncode != 0
     assert (f"error: ValueError: class folder {images / 'owl'} holds no image files; add images or move it out of the "
             "dataset's folder") in result.stderr

@@ -79,7 +79,7 @@ def test_every_rule_sends_the_error_that_ends_its_job_to_snakemakes_stderr():
             "fetch_timm_weights"} <= set(shells), sorted(shells)
     for rule, shell in shells.items():
         assert shell.startswith("TLSWEEP_ERROR_FD=3 "), (rule, shell)
-        assert shell.endswith(" 3>&2 > {log} 2>&1"), (rule, shell)
+        assert shell.endswith(" 3>&2 > {log:q} 2>&1"), (rule, shell)
 
 
 def job(*args: str) -> tuple[subprocess.CompletedProcess, str]:
@@ -130,8 +130,8 @@ def test_a_read_only_folder_is_one_line_naming_it(tmp_path, mount):
 
 def test_a_bad_study_file_and_a_bug_are_one_line_on_snakemakes_stderr_and_a_bug_keeps_its_traceback(tmp_path):
     configfile = write_config(tmp_path / "study.yaml", {**digits_study(), "no_such_key": 1})
-    result, reported = job("plan", "--configfile", str(configfile), "--dataset", "digits-012",
-                           "--out", str(tmp_path / "plan.json"))
+    result, reported = job("plan", "--configfile", str(configfile), "--data-key", "digits-0123456789ab",
+                           "--out", str(tmp_path / "plan.json"), "--definition", str(tmp_path / "definition.json"))
     assert result.returncode == 1 and reported.count("\n") == 1 and "no_such_key" in reported
     assert "Traceback" not in result.stderr
     (tmp_path / "plan.json").write_text("{not json")

@@ -31,7 +31,7 @@ def test_grid_and_upstream_cells_have_folders_of_their_own(tmp_path):
     assert study.cell_dir(grid.id) == tmp_path / "results/tiny/cells" / grid.id
     assert study.cell_dir(upstream.id) == tmp_path / "results/tiny/upstream" / upstream.id
     inputs = study.train_inputs(grid, imagenet={})
-    assert inputs == {"manifest": "results/data/digits-5to9/r16.json",
+    assert inputs == {"manifest": f"results/data/{study.data_key('digits-5to9')}/r16.json",
                       "init": str(tmp_path / "results/tiny/upstream" / upstream.id / "best.pt")}
     assert not study.is_pretrain(grid.id) and study.is_pretrain(upstream.id)
 
@@ -45,9 +45,10 @@ def test_patterns_with_wildcards_are_the_paths_with_values(tmp_path):
          {key: str(study.rung_dir(cell, 2) / name) for key, name in
           {**paths.CELL_FILES, "state": paths.STATE_PT}.items()}),
         (paths.ranking_file(paths.rankings_folder("{out}"), "{rung}"), str(study.ranking_path(2))),
-        (paths.manifest_file("{data}", "{dataset}", "{resolution}"), str(study.manifest_path("d1", 16))),
+        (paths.manifest_file("{data}", "{data_key}", "{resolution}"), str(study.manifest_path("d1", 16))),
     ]
-    values = {"out": study.out, "cell": cell, "rung": 2, "data": study.data_dir, "dataset": "d1", "resolution": 16}
+    values = {"out": study.out, "cell": cell, "rung": 2, "data": study.data_dir, "data_key": study.data_key("d1"),
+              "resolution": 16}
     for pattern, expected in cases:
         formatted = {k: v.format(**values) for k, v in pattern.items()} if isinstance(pattern, dict) \
             else pattern.format(**values)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from archives import file_server, jpeg_bytes, make_cifar10, make_petimages  # noqa: F401  (fixture)
-from conftest import REPO, snakemake, tiny_study, write_config
+from conftest import REPO, load_study_file, snakemake, tiny_study, write_config
 from workflow.data.shards import read_split, shard_files
 from test_workflow import job_counts
 
@@ -22,7 +22,12 @@ pytestmark = pytest.mark.pipeline  # every test runs Snakemake
 
 CIFAR = "cifar-10-python.tar.gz"
 CATS = "kagglecatsanddogs_5340.zip"
-TARGETS = ("results/data/c10/r16.json", "results/data/cats/r16.json")
+
+
+def targets(configfile) -> list[str]:
+    """The manifests at 16 px of the study's c10 and cats (their keys digest the test server's address too)."""
+    study = load_study_file(configfile)
+    return [str(study.manifest_path(name, 16)) for name in ("c10", "cats")]
 
 
 @pytest.fixture
@@ -56,6 +61,7 @@ def test_download_resumes_then_prepares_shards_and_manifests(served, tmp_path):
     md5 = hashlib.md5(served.files[f"/c10/{CIFAR}"]).hexdigest()
     configfile = write_config(tmp_path / "study.yaml", study(served, md5))
     raw = work / "results/raw/cifar10" / CIFAR
+    manifests = targets(configfile)
 
     served.cut_after = 5000  # the connection drops after 5,000 bytes
     failed = snakemake(work, f"results/raw/cifar10/{CIFAR}", "--cores", "1", "--configfile", str(configfile),
@@ -64,37 +70,37 @@ def test_download_resumes_then_prepares_shards_and_manifests(served, tmp_path):
     assert raw.with_name(CIFAR + ".partial").stat().st_size == 5000
     assert "connection closed after 5000 of" in (work / f"results/raw/logs/cifar10/{CIFAR}.log").read_text()
 
-    plan = snakemake(work, *TARGETS, "-n", "--configfile", str(configfile))
+    plan = snakemake(work, *manifests, "-n", "--configfile", str(configfile))
     assert job_counts(plan.stdout) == {"download": 2, "plan": 2, "shard": 4, "manifest": 2}
-    snakemake(work, *TARGETS, "--cores", "2", "--configfile", str(configfile))
+    snakemake(work, *manifests, "--cores", "2", "--configfile", str(configfile))
     cifar_requests = [r["range"] for r in served.requests if r["path"] == f"/c10/{CIFAR}"]
     assert cifar_requests == [None, "bytes=5000-"], "resumed where it stopped"
     assert raw.read_bytes() == served.files[f"/c10/{CIFAR}"]
 
-    manifest = json.loads((work / "results/data/c10/r16.json").read_text())
+    manifest = json.loads((work / manifests[0]).read_text())
     assert manifest["totals"] == {"train": 90, "val": 10, "test": 20}
     assert manifest["counts"]["val"] == {f"class{i}": 1 for i in range(10)}
     assert manifest["sources"][0]["md5"] == md5 and manifest["sources"][0]["verified"]
     assert [s["file"] for s in manifest["shards"]] == ["r16/shard-0-of-2.h5", "r16/shard-1-of-2.h5"]
     assert "bilinear" in manifest["resize_method"] and manifest["skipped_count"] == 0
 
-    cats = json.loads((work / "results/data/cats/r16.json").read_text())
+    cats = json.loads((work / manifests[1]).read_text())
     assert cats["skipped_count"] == 2 and sum(cats["totals"].values()) == 13
     assert sorted(s["file"] for s in cats["skipped"]) == ["PetImages/Cat/666.jpg", "PetImages/Dog/1.jpg"]
     assert cats["ignored_count"] == 3
 
     # a fresh h5py reader sees what the manifest says, across both shards
-    files = shard_files(work / "results/data/c10/r16.json")
+    files = shard_files(work / manifests[0])
     with h5py.File(files[1], "r") as f:
         assert f["train"]["images"].chunks == (8, 16, 16, 3) and f.attrs["part"] == 1
         assert f["train"]["labels"].attrs["sha256"] == manifest["shards"][1]["sha256"]["train"]["labels"]
-    images, labels = read_split(work / "results/data/c10/r16.json", "train")
+    images, labels = read_split(work / manifests[0], "train")
     assert images.shape == (90, 16, 16, 3) and np.bincount(labels).tolist() == [9] * 10
     if shutil.which("h5ls"):
         listing = subprocess.run(["h5ls", "-r", str(files[0])], capture_output=True, text=True, check=True).stdout
         assert re.search(r"/train/images\s+Dataset \{45/Inf, 16, 16, 3\}", listing), listing
 
-    rerun = snakemake(work, *TARGETS, "-n", "--configfile", str(configfile))
+    rerun = snakemake(work, *manifests, "-n", "--configfile", str(configfile))
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
 
 
@@ -102,7 +108,7 @@ def test_checksum_mismatch_stops_naming_file_expected_and_found(served, tmp_path
     work = tmp_path / "work"
     found = hashlib.md5(served.files[f"/c10/{CIFAR}"]).hexdigest()
     configfile = write_config(tmp_path / "study.yaml", study(served, "0" * 32))
-    result = snakemake(work, TARGETS[0], "--cores", "1", "--configfile", str(configfile), check=False)
+    result = snakemake(work, targets(configfile)[0], "--cores", "1", "--configfile", str(configfile), check=False)
     assert result.returncode != 0
     log = (work / f"results/raw/logs/cifar10/{CIFAR}.log").read_text()
     assert f"results/raw/cifar10/{CIFAR}: md5 is {found}, expected {'0' * 32}" in log

@@ -55,9 +55,10 @@ def test_a_training_job_longer_than_its_time_limit_completes_through_retries(slu
     cluster = slurm_cluster
     config = study()
     configfile = write_config(tmp_path / "study.yaml", config)
-    cell = build_study(load_config(configfile)).cells[CELL]
+    built = build_study(load_config(configfile))
+    cell = built.cells[CELL]
     folder = tmp_path / "results/preempt/cells" / CELL
-    index = tmp_path / "results/data/digits/r32.json"
+    index = tmp_path / built.manifest_path("digits", 32)
     env = dict(cluster.env)
     shim, rest = cluster.env["PATH"].split(":", 1)  # the cluster's srun wrapper comes first
     env["PATH"] = f"{shim}:{Path(sys.executable).parent}:{rest}"  # then this environment, as if activated

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from conftest import REPO, make_cell, train_command, write_config
+from conftest import REPO, load_study_file, make_cell, train_command, write_config
 from histories import TIMING_COLUMNS
 from workflow.cli import main
 from workflow.data.device_split import DeviceSplit
@@ -304,7 +304,8 @@ def test_snakemake_retries_a_signalled_training_job_which_resumes_mid_run(tmp_pa
     assert "resuming from" in (tmp_path / "work/results/signalled/logs/train" / f"{cell}.log").read_text()
 
     # the same cell, never stopped
-    train_cell(Cell.from_json(metrics["config"]), tmp_path / "work/results/data/digits-012/r16.json", tmp_path / "reference", log=quiet)
+    manifest = tmp_path / "work" / load_study_file(configfile).manifest_path("digits-012", 16)
+    train_cell(Cell.from_json(metrics["config"]), manifest, tmp_path / "reference", log=quiet)
     expected = pd.read_csv(tmp_path / "reference" / "history.csv")
     pd.testing.assert_frame_equal(history.drop(columns=list(TIMING_COLUMNS)),
                                   expected.drop(columns=list(TIMING_COLUMNS)), check_exact=True)

@@ -215,7 +215,8 @@ def test_a_snakemake_run_shows_no_json_and_the_job_files_change_nothing_on_a_rer
                 if "python -m workflow " in line]
     ran = {line.split()[3] for line in commands}
     assert {"plan", "train", "aggregate"} <= ran, console[-4000:]  # one cell: no charts to draw
-    assert "python -m workflow plan --configfile results/quiet/study.yaml --dataset digits-012 " in console
+    key = build_study(load_config(configfile)).data_key("digits-012")
+    assert f"python -m workflow plan --configfile results/quiet/study.yaml --data-key {key} " in console
     assert not [line for line in console.splitlines() if "{" in line], console[-4000:]  # no JSON at all
     assert load_config(work / "results/quiet/study.yaml") == load_config(configfile)  # what the jobs read
     folder = work / "results/quiet/cells" / cell
@@ -223,9 +224,11 @@ def test_a_snakemake_run_shows_no_json_and_the_job_files_change_nothing_on_a_rer
         build_study(load_config(configfile)).cell(cell).to_json())
     assert "===== attempt 1" in (folder / "train.log").read_text()
     assert "Nothing to be done" in snakemake(work, "-n", "--configfile", str(configfile)).stdout
-    config["datasets"]["digits-012"]["seed"] = 1  # a changed dataset entry re-plans it
-    dry_run = snakemake(work, "-n", "--configfile", str(study_file(config))).stdout
-    assert "rule plan:" in dry_run and "params" in dry_run.split("Reasons:")[-1], dry_run[-3000:]
+    config["datasets"]["digits-012"]["seed"] = 1  # a changed dataset entry is planned anew, in a folder of its own
+    changed = study_file(config)
+    dry_run = snakemake(work, "-n", "--configfile", str(changed)).stdout
+    new_key = build_study(load_config(changed)).data_key("digits-012")
+    assert new_key != key and f"rule plan:\n    output: results/data/{new_key}/plan.json" in dry_run, dry_run[-3000:]
 
 
 def test_a_tracking_or_progress_failure_warns_once_and_the_cell_trains_on(shard, tmp_path):

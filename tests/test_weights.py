@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from archives import file_server  # noqa: F401 (fixture)
-from conftest import REPO, snakemake, tiny_study
+from conftest import REPO, load_study_file, snakemake, tiny_study
 from workflow.data.download import ChecksumError, DownloadError
 from workflow.train.weights import fetch_weights
 
@@ -54,9 +54,11 @@ def test_training_jobs_wait_for_the_cached_weights(tmp_path, study_file, monkeyp
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
     config = tiny_study()
     config["grid"].update(model=["resnet18", "mobilenet_v2"], weights=["imagenet"], batch_size=[32])
-    result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
+    configfile = study_file(config)
+    result = snakemake(tmp_path, "-n", "--configfile", str(configfile))
     cached = torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    assert f"output: {cached}" in result.stdout and f"input: results/data/digits-5to9/r16.json, {cached}" in result.stdout
+    manifest = load_study_file(configfile).manifest_path("digits-5to9", 16)
+    assert f"output: {cached}" in result.stdout and f"input: {manifest}, {cached}" in result.stdout
     assert re.search(r"^fetch_weights\s+2$", result.stdout, re.M) and re.search(r"^train\s+4$", result.stdout, re.M)
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"cached")
@@ -70,9 +72,11 @@ def test_timm_weights_are_fetched_into_the_hub_cache_before_training(tmp_path, s
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     config = tiny_study()
     config["grid"].update(model=["timm:resnet10t", "resnet18"], weights=["imagenet"], batch_size=[32])
-    result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
+    configfile = study_file(config)
+    result = snakemake(tmp_path, "-n", "--configfile", str(configfile))
     ref = tmp_path / "hf" / "hub" / "models--timm--resnet10t.c3_in1k" / "refs" / "main"
-    assert f"output: {ref}" in result.stdout and f"input: results/data/digits-5to9/r16.json, {ref}" in result.stdout
+    manifest = load_study_file(configfile).manifest_path("digits-5to9", 16)
+    assert f"output: {ref}" in result.stdout and f"input: {manifest}, {ref}" in result.stdout
     assert "digits-5to9/timm-resnet10t/r16/" in result.stdout
     assert re.search(r"^fetch_timm_weights\s+1$", result.stdout, re.M)
     assert re.search(r"^fetch_weights\s+1$", result.stdout, re.M)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, copy_of_finished_tiny_study, snakemake, tiny_study, write_config
+from conftest import REPO, copy_of_finished_tiny_study, load_study_file, snakemake, tiny_study, write_config
 from workflow.results.aggregate import METRICS
 from workflow.study.outputs import CHART_FORMATS, TABLE_FORMATS
 from workflow.study.config import load_config
@@ -183,7 +183,7 @@ def test_finished_study_has_nothing_left_to_do(finished_tiny_study):
 @pytest.mark.pipeline
 def test_a_manifest_rebuilt_with_the_same_content_retrains_nothing(own_tiny_study):
     workdir, configfile, _ = own_tiny_study
-    manifest = "results/data/digits-5to9/r16.json"
+    manifest = str(load_study_file(configfile).manifest_path("digits-5to9", 16))
     before = (workdir / manifest).read_bytes()
     snakemake(workdir, manifest, "--cores", "1", "--forcerun", "manifest", "--configfile", str(configfile))
     assert (workdir / manifest).read_bytes() == before
@@ -273,7 +273,7 @@ def test_every_ready_study_dry_runs(tmp_path, study):
 
 
 # The job kinds that need the study's settings, each given the study file and the key of what it works on.
-STUDY_JOBS = {"plan": "--dataset", "train": "--cell", "train-rung": "--cell", "probe": "--probe",
+STUDY_JOBS = {"plan": "--data-key", "train": "--cell", "train-rung": "--cell", "probe": "--probe",
               "rank-rung": "--rung", "finish-cell": "--cell", "tpe-round": "--round", "aggregate": "",
               "charts": "", "export-index": "", "export": "--id"}
 
@@ -291,5 +291,7 @@ def test_every_job_gets_its_settings_one_way_the_study_file_and_a_key():
         assert "--configfile {params.study:q}" in commands[name], commands[name]  # results/<study>/study.yaml
         assert key in commands[name], commands[name]
     for name, command in commands.items():  # no settings as JSON or through a second file on any command line
-        assert not re.search(r"\{params\.(?!study:q)\w+:q\}", command) and "--config " not in command, command
+        # a quoted params value is a path or a URL, never settings
+        assert not re.search(r"\{params\.(?!(?:study|out|out_dir|url):q)\w+:q\}", command), command
+        assert "--config " not in command, command
         assert "-file" not in command.replace("--configfile {params.study:q}", ""), command

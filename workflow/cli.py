@@ -1,7 +1,7 @@
 """Command line entry points the rules call: ``python -m workflow <command> ...``.
 
 Every job is given the study file (`--configfile`: results/<study>/study.yaml, or a study YAML by hand) and
-the key of what it works on (`--cell`, `--dataset`, `--probe`, `--rung`, `--round`, `--id`), and resolves
+the key of what it works on (`--cell`, `--data-key`, `--probe`, `--rung`, `--round`, `--id`), and resolves
 its settings from them (`sweep_of`): one way in for every job kind. Each command imports what it needs
 when it runs, so that a training job never loads the results code (pandas, scipy).
 """
@@ -29,9 +29,12 @@ def cmd_plan(args) -> None:
     from workflow.data.prepare import make_plan
     from workflow.integrity import console_note
 
-    spec = study_entry(sweep_of(args).study.dataset, args.dataset)
-    plan = make_plan(args.dataset, spec, args.raw_dir, fingerprint=args.fingerprint)
-    write_json(args.out, plan)
+    study = sweep_of(args).study
+    name = study_entry(study.prepared_as, args.data_key)  # the first of the study's datasets defined so
+    here = study.definition_here(name)
+    plan = make_plan(name, here["spec"], here["raw_dir"], fingerprint=args.fingerprint)
+    write_json(args.out, {**plan, **study.definitions[name]})  # files and folders as the data folder sees them
+    write_json(args.definition, study.definitions[name])
     print(json.dumps({split: len(entry["indices"]) for split, entry in plan["splits"].items()}))
     for note in plan_notes(plan, args.out):
         console_note(note)
@@ -43,10 +46,12 @@ def cmd_shard(args) -> None:
     from workflow.data.plan import skipped_note
     from workflow.data.prepare import write_shard
     from workflow.integrity import console_note
+    from workflow.study.grid import definition_here
 
     torch.set_num_threads(args.threads)
     plan = json.loads(Path(args.plan).read_text())
-    skipped = write_shard(plan, args.resolution, args.part, args.parts, args.out, log=log)
+    here = definition_here(plan, Path(args.plan).parents[1])  # the plan lies in <data_dir>/<key>/
+    skipped = write_shard(plan, args.resolution, args.part, args.parts, args.out, log=log, here=here)
     if note := skipped_note(plan["dataset"], skipped, f"shard {args.part} of {args.parts} at r{args.resolution}, "
                                                       "listed in its manifest"):
         console_note(note)
@@ -193,8 +198,10 @@ def cmd_cells(args) -> None:
 
         counts, assumed = trainable_column(study)
         table.insert(table.columns.get_loc("done") + 1, "trainable parameters", table["cell"].map(counts))
-    print(table.to_string(index=False))
-    print(f"\n{study_summary(study, table)}")
+    print(table.to_string(index=False) + "\n")
+    for name in sorted(study.datasets):  # the folder its definition is prepared in (docs/own-data.md)
+        print(f"data of {name}: {study.plan_path(name).parent}")
+    print(study_summary(study, table))
     if study.sampling is not None:
         print(study.sampling.describe())
     if args.trainable and assumed:
@@ -228,10 +235,11 @@ def add_data_commands(sub) -> None:
 
     p = sub.add_parser("plan", help="check and list a dataset's source and assign its splits")
     study_arg(p)
-    p.add_argument("--dataset", required=True, help="the dataset's name in the study")
-    p.add_argument("--raw-dir", help="the folder holding the source's files")
+    p.add_argument("--data-key", required=True, help="the prepared data's key: <source>-<digest of its definition> "
+                                                     "(its folder under the data folder)")
     p.add_argument("--fingerprint", help="the digest of the user's files the dry run saw (checked)")
     p.add_argument("--out", required=True, help="the plan (JSON)")
+    p.add_argument("--definition", required=True, help="the definition the key digests (JSON), beside the plan")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("shard", help="decode, resize and write shard PART of PARTS of a planned dataset")

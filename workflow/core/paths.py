@@ -7,6 +7,10 @@ function returns a string joined with ``/``.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+
 GRID = "cells"  # grid cells: <results_dir>/<study>/cells/<cell id>/
 UPSTREAM = "upstream"  # pretrain cells: <results_dir>/<study>/upstream/<cell id>/ (the folder keeps its name)
 
@@ -125,34 +129,68 @@ def chart_file(out, name: str, ext: str) -> str:
     return f"{charts_folder(out)}/{name}.{ext}"
 
 
-def plan_file(data_dir, dataset: str) -> str:
-    """A dataset's plan: its checked source files and every kept image's split."""
-    return f"{data_dir}/{dataset}/plan.json"
+DATA_KEY = r"[a-z0-9_]+-[0-9a-f]{12}"  # a data key as a regular expression (`data_key`)
 
 
-def shard_key(dataset: str, resolution, part, parts) -> str:
+def data_key(source: str, definition: dict) -> str:
+    """The name of a dataset's prepared data under the data folder: its source and the first 12 hex digits of
+    the SHA-256 of its definition's canonical JSON (workflow.study.grid.data_definition). No dataset name is in
+    it, so the same definition under two names, or in two studies, is prepared once."""
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"))
+    return f"{source}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
+
+
+def seen_from_data(location, data_dir) -> str:
+    """A user's file or folder as a definition records it: absolute as given, else relative to the data folder
+    (so that a project moved with its data keeps its keys, and `imgs` of two working folders differ)."""
+    if os.path.isabs(location):
+        return os.path.normpath(location)
+    return os.path.relpath(os.path.abspath(location), os.path.abspath(data_dir))
+
+
+def from_data(location, data_dir) -> str:
+    """A location recorded by `seen_from_data`, usable from the working folder again."""
+    return os.path.normpath(os.path.join(data_dir, location))
+
+
+def data_folder(data_dir, key: str) -> str:
+    """Everything prepared from one definition: <data_dir>/<key>."""
+    return f"{data_dir}/{key}"
+
+
+def plan_file(data_dir, key: str) -> str:
+    """The plan of a definition: its checked source files and every kept image's split."""
+    return f"{data_folder(data_dir, key)}/plan.json"
+
+
+def definition_file(data_dir, key: str) -> str:
+    """The definition the key digests, written beside the plan for people to read."""
+    return f"{data_folder(data_dir, key)}/definition.json"
+
+
+def shard_key(key: str, resolution, part, parts) -> str:
     """A shard's name under the data folder (and under the shard rule's logs)."""
-    return f"{dataset}/r{resolution}/shard-{part}-of-{parts}"
+    return f"{key}/r{resolution}/shard-{part}-of-{parts}"
 
 
-def shard_file(data_dir, dataset: str, resolution, part, parts) -> str:
-    """Shard `part` of `parts` of a dataset at a resolution (HDF5)."""
-    return f"{data_dir}/{shard_key(dataset, resolution, part, parts)}.h5"
+def shard_file(data_dir, key: str, resolution, part, parts) -> str:
+    """Shard `part` of `parts` of prepared data at a resolution (HDF5)."""
+    return f"{data_dir}/{shard_key(key, resolution, part, parts)}.h5"
 
 
-def dataset_shards(data_dir, dataset: str, resolution, parts: int) -> list[str]:
-    """Every shard of a dataset at a resolution, in order."""
-    return [shard_file(data_dir, dataset, resolution, part, parts) for part in range(parts)]
+def dataset_shards(data_dir, key: str, resolution, parts: int) -> list[str]:
+    """Every shard of prepared data at a resolution, in order."""
+    return [shard_file(data_dir, key, resolution, part, parts) for part in range(parts)]
 
 
-def manifest_key(dataset: str, resolution) -> str:
+def manifest_key(key: str, resolution) -> str:
     """A manifest's name under the data folder (and under the manifest rule's logs)."""
-    return f"{dataset}/r{resolution}"
+    return f"{key}/r{resolution}"
 
 
-def manifest_file(data_dir, dataset: str, resolution) -> str:
-    """The manifest of a dataset at a resolution: its shards, counts and checksums; what training reads."""
-    return f"{data_dir}/{manifest_key(dataset, resolution)}.json"
+def manifest_file(data_dir, key: str, resolution) -> str:
+    """The manifest of prepared data at a resolution: its shards, counts and checksums; what training reads."""
+    return f"{data_dir}/{manifest_key(key, resolution)}.json"
 
 
 def probes_folder(results_dir, key: str) -> str:

@@ -59,13 +59,16 @@ def prepare_files(paths: list, resolution: int, mode: str = "stretch") -> tuple[
     return resize_block([decode(path, str(path)) for path in paths], resolution, mode)
 
 
-def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | os.PathLike, log=print) -> list[dict]:
+def write_shard(plan: dict, resolution: int, part: int, parts: int, out: str | os.PathLike, log=print,
+                here: dict | None = None) -> list[dict]:
     """Decode, resize and write the `part`-th of `parts` slices of every split into one shard file; returns
-    the files it skipped (they do not decode, or vanished since the plan)."""
+    the files it skipped (they do not decode, or vanished since the plan). `here`: the plan's `spec` and
+    `raw_dir` usable from the working folder, where the plan records them as its data folder sees them
+    (workflow.study.grid.definition_here)."""
     if not 0 <= part < parts:
         raise ValueError(f"shard {part} of {parts} does not exist")
     spec = plan["spec"]
-    read = get_source(spec["source"]).plan_reader(plan)  # the plan's images by key: no fresh listing
+    read = get_source(spec["source"]).plan_reader({**plan, **(here or {})})  # the plan's images by key
     # a plan from before keys were recorded (a downloaded source's, never re-planned) holds catalogue positions
     slices = {split: (np.array_split(np.asarray(entry.get("keys", entry["indices"]), object), parts)[part],
                       np.array_split(np.asarray(entry["labels"], np.int64), parts)[part])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-from workflow.data.datasets import DatasetConfigError, resolve_datasets
+from workflow.data.datasets import DatasetConfigError, resolve_datasets, source_raw_dir
 from workflow.core import paths
 from workflow.study.config import ConfigError
 from workflow.study.sampling import SEARCH_GROUP, SEARCH_INDEX, RandomSearch, apply_draws, sampled_grid
@@ -29,6 +29,25 @@ AXES = ("dataset", "model", "resolution", "optimizer", "batch_size", "lr", "trai
 MAX_CELLS = 10_000  # the study key max_cells' default: the most cells a grid's axes may make
 # A cell id as a regular expression: dataset/model/r<resolution>/<run>.
 CELL_ID = r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/r\d+/[A-Za-z0-9_.-]+"
+LOCATIONS = ("path", "root")  # dataset keys that name a file or folder of the user's
+
+
+def data_definition(spec: dict, raw_root, data_dir) -> dict:
+    """What a dataset's prepared files are made from, and so what finds them (`paths.data_key`): its resolved
+    entry and the folder its source files are read from, files and folders as the data folder sees them
+    (`paths.seen_from_data`); never its name."""
+    folder = source_raw_dir(spec, raw_root)
+    return {"spec": {key: paths.seen_from_data(value, data_dir) if key in LOCATIONS and value else value
+                     for key, value in spec.items()},
+            "raw_dir": paths.seen_from_data(folder, data_dir) if folder else None}
+
+
+def definition_here(definition: dict, data_dir) -> dict:
+    """A definition (as a plan records it too) with its files and folders usable from the working folder."""
+    spec = definition["spec"]
+    return {"spec": {key: paths.from_data(value, data_dir) if key in LOCATIONS and value else value
+                     for key, value in spec.items()},
+            "raw_dir": paths.from_data(definition["raw_dir"], data_dir) if definition["raw_dir"] else None}
 
 
 @dataclass
@@ -39,6 +58,7 @@ class Study:
     results_dir: Path
     data_dir: Path
     datasets: dict
+    definitions: dict  # dataset -> what its prepared files are made from (`data_definition`)
     grid_cells: list[Cell]
     cells: dict[str, Cell]  # every cell by id: grid cells and their upstream cells
     halving: Halving | None = None  # `search: halving`; None for a plain grid search
@@ -73,6 +93,31 @@ class Study:
             raise ValueError(f"{name!r} is not a dataset of study {self.name!r}")
         return self.datasets[name]
 
+    @cached_property
+    def data_keys(self) -> dict[str, str]:
+        """Each dataset's data key: the folder name of its prepared data, its source and a digest of its definition."""
+        return {name: paths.data_key(spec["source"], self.definitions[name]) for name, spec in self.datasets.items()}
+
+    def data_key(self, name: str) -> str:
+        self.dataset(name)  # an error naming it
+        return self.data_keys[name]
+
+    def prepared_as(self, key: str) -> str:
+        """The first dataset (by name) whose prepared data is `key`, or an error naming the key."""
+        names = sorted(name for name, own in self.data_keys.items() if own == key)
+        if not names:
+            raise ValueError(f"no dataset of study {self.name!r} is prepared as {key!r} (its datasets: "
+                             + ", ".join(f"{name} as {own}" for name, own in sorted(self.data_keys.items())) + ")")
+        return names[0]
+
+    def definition_here(self, name: str) -> dict:
+        """A dataset's definition with its files and folders usable from the working folder (what its plan reads)."""
+        return definition_here(self.definitions[name], self.data_dir)
+
+    def plan_path(self, dataset: str) -> Path:
+        """A dataset's plan."""
+        return Path(paths.plan_file(self.data_dir, self.data_key(dataset)))
+
     def cell_dir(self, cell_id: str) -> Path:
         return Path(paths.cell_folder(self.out, paths.UPSTREAM if self.is_pretrain(cell_id) else paths.GRID, cell_id))
 
@@ -97,7 +142,7 @@ class Study:
 
     def manifest_path(self, dataset: str, resolution: int) -> Path:
         """The manifest of a dataset at a resolution: what training reads."""
-        return Path(paths.manifest_file(self.data_dir, dataset, resolution))
+        return Path(paths.manifest_file(self.data_dir, self.data_key(dataset), resolution))
 
     def train_inputs(self, cell: Cell, imagenet: dict) -> dict[str, str]:
         """What a cell's training reads: its manifest, and its starting weights: the cached ImageNet
@@ -277,11 +322,14 @@ def build_study(config: dict, rounds: dict[int, dict] | None = None) -> Study:
     if halving is not None and halving.brackets > 1:
         grid_cells = in_brackets(grid_cells, draw_index, halving)
         cells.update((cell.id, cell) for cell in grid_cells)
+    data_dir = Path(config.get("data_dir", "results/data"))
     return Study(
         name=config["study"],
         results_dir=Path(config.get("results_dir", "results")),
-        data_dir=Path(config.get("data_dir", "results/data")),
+        data_dir=data_dir,
         datasets=datasets,
+        definitions={name: data_definition(spec, config.get("raw_dir", "results/raw"), data_dir)
+                     for name, spec in datasets.items()},
         grid_cells=grid_cells,
         cells=cells,
         halving=halving,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from workflow.core import paths
 from workflow.core.cell import Cell
 from workflow.train.models import build_classifier, set_trainable
 
@@ -29,7 +27,7 @@ SOURCE_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "pcam": 2, "cats
 def dataset_classes(study, name: str) -> int | None:
     """How many classes a dataset has: from its plan once planned, else from its config; None when only
     its files can tell (an image folder not yet planned)."""
-    plan = Path(paths.plan_file(study.data_dir, name))
+    plan = study.plan_path(name)
     if plan.exists():
         return len(json.loads(plan.read_text())["class_names"])
     spec = study.dataset(name)
