@@ -114,12 +114,15 @@ def test_the_upgrade_commands_mark_finished_outputs_up_to_date(tiny_copy):
 def test_a_damaged_shard_written_again_by_the_docs_commands_retrains_nothing(tiny_copy):
     from workflow.data.shard_check import damaged
 
+    from workflow.sweep.decisions import load_sweep
+
     workdir, configfile = tiny_copy
-    manifest = workdir / "results/data/digits-5to9/r16.json"
-    shard = workdir / "results/data/digits-5to9/r16/shard-0-of-1.h5"
+    key = load_sweep(configfile).study.data_key("digits-5to9")
+    manifest = workdir / "results/data" / key / "r16.json"
+    shard = workdir / "results/data" / key / "r16/shard-0-of-1.h5"
     before = manifest.read_bytes()
     damaged(shard, manifest, ValueError("a test"))  # what a training job does with a shard that fails its check
     outputs = run_docs_commands(docs_commands("training.md", "- **Shards**"), workdir, configfile, study="tiny",
-                                data_dir="results/data", dataset="digits-5to9", resolution="16")
+                                data_dir="results/data", **{"data key": key}, resolution="16")
     assert shard.exists() and manifest.read_bytes() == before
     assert "Nothing to be done" in outputs[-1], outputs[-1][-3000:]
