@@ -49,6 +49,7 @@ include: "rules/export.smk"
 rule all:
     default_target: True
     input:
+        grid_cell_files,  # a deleted output of a cell redoes it (docs/training.md, damaged files)
         table_files(STUDY),
         chart_files(STUDY),
         export_targets if EXPORT["enabled"] else [],

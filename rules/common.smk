@@ -14,35 +14,29 @@ from snakemake.logging import logger
 sys.path.insert(0, workflow.basedir)
 
 from workflow.data.datasets import DatasetConfigError, downloads, source_fingerprint, source_inputs
-from workflow.export.weights_check import WeightsFileError, check_study_weights
 from workflow.gpu.slots import PROBE_NAME, cell_slots, probe_table, slot_settings
 from workflow.integrity import DamagedFileError, check_cell_file, storage_message
 from workflow.lock import lock_results
 from workflow.core import paths
-from workflow.study.config import ConfigError, check_config, check_config_files
 from workflow.study.grid import CELL_ID
 from workflow.study.jobenv import export_package_root
 from workflow.track.console import quiet_console
 from workflow.study.study_file import write_study_file
 from workflow.study.outputs import chart_files, table_files
 from workflow.study.tpe_space import TpeSearch, round_inputs
-from workflow.sweep.decisions import SweepState
+from workflow.sweep.decisions import StudyError, load_checked_study
 from workflow.sweep.halving import finish_inputs, previous_rung_inputs, rank_inputs
 from workflow.track.study_run import mark_study_run
 from workflow.train.weights import imagenet_files, uncached_note, weight_downloads
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
 
-try:
-    check_config_files(workflow.config_settings.configfiles)  # a repeated key, naming both lines
-    check_config(config)
-    SWEEP = SweepState(config)  # the study as far as its search has decided (TPE rounds: read_round below)
-    STUDY = SWEEP.study  # its round-0 view: what the plan before the run needs (names, folders, tables)
-    check_study_weights(STUDY.cells.values())
-    DOWNLOADS = downloads(STUDY.datasets, config["raw_dir"])
-except (ConfigError, DatasetConfigError, WeightsFileError) as error:
-    files = ", ".join(map(str, workflow.config_settings.configfiles)) or "config.yaml"
-    raise WorkflowError(f"Invalid study config {files}: {error}")
+try:  # checked as `python -m workflow cells` and `status` check it (config filled in with the defaults)
+    SWEEP = load_checked_study(workflow.config_settings.configfiles, config)  # as far as its search has decided
+except StudyError as error:
+    raise WorkflowError(str(error))
+STUDY = SWEEP.study  # its round-0 view: what the plan before the run needs (names, folders, tables)
+DOWNLOADS = downloads(STUDY.datasets, config["raw_dir"])
 
 RAW, OUT, DATA = config["raw_dir"], str(STUDY.out), str(STUDY.data_dir)
 STUDY_FILE = paths.study_file(OUT)  # what every job reads its settings from (get_study_file)
@@ -221,13 +215,24 @@ def read_all_rounds():
         read_round(round_index)
 
 
-def grid_metrics(wildcards=None):
-    """metrics.json of every grid cell (upstream cells are pulled in by the DAG); a TPE search's once its
+def grid_outputs():
+    """Every grid cell's outputs by name (upstream cells are pulled in by the DAG); a TPE search's once its
     rounds are chosen (rules/tpe.smk)."""
     if TPE:
         read_all_rounds()
     study = SWEEP.study
-    return [paths.cell_outputs(study.cell_dir(cell.id))["metrics"] for cell in study.grid_cells]
+    return [paths.cell_outputs(study.cell_dir(cell.id)) for cell in study.grid_cells]
+
+
+def grid_metrics(wildcards=None):
+    """metrics.json of every grid cell: what the tables are made from."""
+    return [outputs["metrics"] for outputs in grid_outputs()]
+
+
+def grid_cell_files(wildcards=None):
+    """Every file of every grid cell, inputs of rule all: Snakemake re-runs a job whose output is missing
+    only when a job that runs needs it, so that a deleted metrics.json or history.csv redoes its cell."""
+    return [path for outputs in grid_outputs() for path in outputs.values()]
 
 
 def for_report(files, ext, folder):

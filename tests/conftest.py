@@ -39,32 +39,21 @@ def write_config(path: Path, config: dict) -> Path:
 
 
 def load_study_file(path: Path):
-    """A study file checked in-process the way rules/common.smk checks it before Snakemake plans a job:
-    read strictly and checked against the schema (`load_config`), built (`SweepState`, which builds the
-    study), its weights files checked and its downloads listed. Returns the Study; a bad file raises the
-    one-line ConfigError, DatasetConfigError or WeightsFileError that the Snakefile reports."""
-    from workflow.data.datasets import downloads
-    from workflow.export.weights_check import check_study_weights
-    from workflow.study.config import load_config
-    from workflow.sweep.decisions import SweepState
+    """A study file checked in-process by `load_checked_study`, as the Snakefile, `cells` and `status` check
+    it. Returns the Study; a bad file raises the one-line StudyError they report."""
+    from workflow.sweep.decisions import load_checked_study
 
-    config = load_config(path)
-    study = SweepState(config).study
-    check_study_weights(study.cells.values())
-    downloads(study.datasets, config["raw_dir"])
-    return study
+    return load_checked_study([path]).study
 
 
 def study_error(path: Path) -> str:
-    """The one-line error that `load_study_file` refuses the study file at `path` with."""
-    from workflow.data.datasets import DatasetConfigError
-    from workflow.export.weights_check import WeightsFileError
-    from workflow.study.config import ConfigError
+    """What is wrong with the study file at `path`, as the one line that refuses it says after naming the file."""
+    from workflow.sweep.decisions import StudyError
 
     try:
         load_study_file(path)
-    except (ConfigError, DatasetConfigError, WeightsFileError) as error:
-        message = str(error)
+    except StudyError as error:
+        message = error.problem
         assert "\n" not in message, f"not one line: {message}"
         return message
     raise AssertionError(f"{path} should have been refused")

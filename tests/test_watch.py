@@ -170,6 +170,17 @@ def test_status_names_every_state_from_the_files_alone(tmp_path):
     assert "hand: 2/5 cells finished (1 running, 1 waiting, 1 stopped, 1 failed); ETA" in result.stdout
 
 
+def test_status_names_a_damaged_metrics_json_and_what_to_do(tmp_path):
+    study = build_study(study_config(tmp_path, lr=[0.1]))
+    (cell,) = study.grid_cells
+    write_cell(study, cell, epochs=2)
+    metrics = study.cell_dir(cell.id) / "metrics.json"
+    metrics.write_text('{"status": "ok"')  # cut short
+    row = status_table(study).set_index("cell").loc[cell.id]
+    assert row["state"] == "damaged" and row["note"].startswith(f"{metrics} is damaged (JSONDecodeError")
+    assert row["note"].endswith("delete it and run again to redo the cell")
+
+
 def test_status_of_a_halving_study_shows_pruned_cells_and_the_rung_a_cell_is_in(tmp_path):
     config = {**study_config(tmp_path, lr=[0.1, 0.01]), "search": {"method": "halving", "rungs": [1, 3], "keep": 0.5}}
     study = build_study(config)

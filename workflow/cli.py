@@ -177,10 +177,21 @@ def cmd_charts(args) -> None:
     log_study_artifacts(study, sweep.config.get("tracking"), {"charts": charts, "tables": tables})
 
 
+def checked_study(args):
+    """The study of --configfile, checked as the Snakefile checks it (`load_checked_study`); a refused one
+    exits with its one line."""
+    from workflow.sweep.decisions import load_checked_study
+
+    try:
+        return load_checked_study([args.configfile]).study
+    except ValueError as error:  # StudyError, or a TPE round file that cannot be read
+        sys.exit(f"error: {error}")
+
+
 def cmd_cells(args) -> None:
     from workflow.sweep.progress import cell_table, study_summary
 
-    study = sweep_of(args).study
+    study = checked_study(args)
     table = cell_table(study)
     if args.trainable:
         from workflow.train.trainable import trainable_column
@@ -202,7 +213,7 @@ def cmd_status(args) -> None:
 
     from workflow.track.status import FINISHED, format_status, status_table
 
-    study = sweep_of(args).study
+    study = checked_study(args)
     while True:
         table = status_table(study)
         print(("\033[H\033[J" if args.watch else "") + format_status(study, table), flush=True)

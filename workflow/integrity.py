@@ -50,6 +50,21 @@ def file_stamp(path) -> dict:
     return {"size": os.path.getsize(path), "sha256": sha256_of(path)}
 
 
+def read_metrics(folder) -> tuple[dict | None, str | None]:
+    """A cell's metrics.json and, when it cannot be read, what is wrong and what to do, naming the file
+    (the verdict `damaged` of the summary and of `status`); (None, None) when there is none."""
+    path = Path(folder) / "metrics.json"
+    if not path.exists():
+        return None, None
+    try:
+        metrics = json.loads(path.read_text())
+    except (ValueError, OSError) as error:
+        return None, f"{path} is damaged ({type(error).__name__}: {error}); delete it and run again to redo the cell"
+    if not isinstance(metrics, dict) or "status" not in metrics:
+        return None, f"{path} is damaged (no `status`); delete it and run again to redo the cell"
+    return metrics, None
+
+
 def quarantine(path) -> Path:
     """Move a damaged file aside (<name>.damaged, kept for a look) and return where it went."""
     path = Path(path)

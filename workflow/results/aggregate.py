@@ -15,6 +15,7 @@ from workflow.results.predictions import (Outcome, counts_columns, outcome, posi
 from workflow.train.predictions import read_predictions
 from workflow.core import paths
 from workflow.core.cell import Cell, format_lr
+from workflow.integrity import read_metrics
 from workflow.study.grid import AXES, Study
 
 # The summary's columns after the cell id and its axes, in order, with their
@@ -120,20 +121,6 @@ def prediction_summary(folder: Path, metrics: dict,
     if predictions.binary and positive is not None:
         columns.update(positive_columns(predictions, positive_index(predictions, positive[1], positive[0])))
     return {**columns, "predictions": "yes"}, outcome(predictions)
-
-
-def read_metrics(folder: Path) -> tuple[dict | None, str | None]:
-    """A cell's metrics.json and, when it is missing or cannot be read, what is wrong, naming the file."""
-    path = folder / paths.METRICS_JSON
-    if not path.exists():
-        return None, None
-    try:
-        metrics = json.loads(path.read_text())
-    except (ValueError, OSError) as error:
-        return None, f"{path} is damaged ({type(error).__name__}: {error}); delete it and run again to redo the cell"
-    if not isinstance(metrics, dict) or "status" not in metrics:
-        return None, f"{path} is damaged (no `status`); delete it and run again to redo the cell"
-    return metrics, None
 
 
 def last_stage_trainable(metrics: dict) -> int | None:

@@ -14,8 +14,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from workflow.core import paths
-from workflow.data.datasets import check_sources
-from workflow.study.config import load_config
+from workflow.data.datasets import DatasetConfigError, check_sources, downloads
+from workflow.export.weights_check import WeightsFileError, check_study_weights
+from workflow.study.config import ConfigError, check_config, check_config_files, load_config, read_yaml
 from workflow.study.grid import Study, build_study
 
 
@@ -82,3 +83,36 @@ class SweepState:
 def load_sweep(study_file) -> SweepState:
     """The study a job is given (`--configfile`): its file checked and filled in, and the rounds chosen so far."""
     return SweepState(load_config(study_file))
+
+
+class StudyError(ValueError):
+    """A study that no job may start from: one line naming its files, then `problem` (the key, what is wrong)."""
+
+    def __init__(self, files: str, problem: str):
+        super().__init__(f"Invalid study config {files}: {problem}")
+        self.problem = problem
+
+
+def load_checked_study(configfiles, config: dict | None = None) -> SweepState:
+    """The study of `configfiles` checked as it must be before any job is planned: each file read strictly
+    (a repeated key), the config against the schema (defaults filled in), its cells built and its datasets'
+    own files checked (`SweepState`), its `weights:` files against their models, its downloads. `config`: what
+    Snakemake merged from the files (default: the one file's content). The Snakefile, `cells`, `status` and
+    the tests call this alone; a refused study raises StudyError."""
+    files = ", ".join(map(str, configfiles)) or "config.yaml"
+    try:
+        check_config_files(configfiles)
+        if config is None:
+            (path,) = configfiles
+            config = read_yaml(path)
+            if not isinstance(config, dict):
+                raise ConfigError("a study config must be a YAML mapping")
+        check_config(config)
+        sweep = SweepState(config)
+        check_study_weights(sweep.study.cells.values())
+        downloads(sweep.study.datasets, config["raw_dir"])
+    except (ConfigError, DatasetConfigError, WeightsFileError) as error:
+        raise StudyError(files, str(error)) from None
+    except OSError as error:  # a study file that is not there
+        raise StudyError(files, f"{error.strerror}: {error.filename}") from None
+    return sweep

@@ -2,13 +2,13 @@
 while Snakemake runs, on a login node while SLURM runs the jobs, and afterwards.
 
 A cell is *waiting* (nothing yet), *running* (its job's progress.json says so and the job is alive),
-*stopped* (by a signal, or killed: last.pt waits for a retry), *done* (metrics.json), *failed* or,
-in a halving study, *pruned* (ranked out at a rung). ETAs come from the epoch times measured so far.
+*stopped* (by a signal, or killed: last.pt waits for a retry), *done* (metrics.json), *failed*, *damaged*
+(a metrics.json that cannot be read: the note names it and what to do) or, in a halving study, *pruned*
+(ranked out at a rung). ETAs come from the epoch times measured so far.
 Imports no torch."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -17,13 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from workflow.core import paths
+from workflow.integrity import read_metrics
 from workflow.sweep.halving import first_rung
 from workflow.sweep.progress import progress as halving_progress
 from workflow.track.attempts import read_progress
 from workflow.track.watch import planned_epochs
 
 STALE_S = 3600  # a job whose progress.json was not rewritten for this long counts as killed
-FINISHED = ("done", "failed", "pruned")
+FINISHED = ("done", "failed", "damaged", "pruned")  # nothing changes them until a run or the user does
 
 
 def job_alive(record: dict, now: float) -> bool:
@@ -41,17 +42,12 @@ def job_alive(record: dict, now: float) -> bool:
     return True
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def job_state(folder: Path, now: float) -> tuple[str, str, dict | None, dict | None]:
     """(state, note, metrics, progress) of the job that trains into `folder` (a cell's or a rung's)."""
-    metrics = _read_json(folder / paths.METRICS_JSON)
+    metrics, damage = read_metrics(folder)
     record = read_progress(folder)
+    if damage:
+        return "damaged", damage, None, record
     if metrics is not None:
         failed = metrics.get("status") == "failed"
         note = metrics.get("error", "") if failed else ("" if metrics.get("status") == "ok" else metrics["status"])
@@ -135,7 +131,7 @@ def study_line(study, table: pd.DataFrame) -> str:
     shared by the jobs running now (at least one)."""
     counts = table["state"].value_counts()
     finished = int(counts.reindex(list(FINISHED)).fillna(0).sum())
-    by_state = ", ".join(f"{int(counts[s])} {s}" for s in ("running", "waiting", "stopped", "failed", "pruned")
+    by_state = ", ".join(f"{int(counts[s])} {s}" for s in ("running", "waiting", "stopped", "failed", "damaged", "pruned")
                          if s in counts)
     line = f"{study.name}: {finished}/{len(table)} cells finished ({by_state or 'all done'})"
     if finished < len(table):
