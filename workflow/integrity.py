@@ -170,11 +170,12 @@ def fatal_message(error: BaseException, where: str | None = None, expected: tupl
 
 
 def report_fatal(message: str) -> None:
-    """Print the error that ends a job, as one line, where `console_note` prints."""
-    console_note(f"error: {' '.join(message.split())}")
+    """Print the error that ends a job, as one line, where `console_note` prints, and never cut: what it
+    names (the file, the URL, the ways out) is what the user acts on."""
+    console_note(f"error: {' '.join(message.split())}", cut=False)
 
 
-def console_note(line: str) -> None:
+def console_note(line: str, cut: bool = True) -> None:
     """Print a line for the person running Snakemake: on stderr (the job's log) and on the file descriptor
     that $TLSWEEP_ERROR_FD names: every rule points it at Snakemake's own stderr, which stays readable when
     the log's disk is full."""
@@ -183,18 +184,18 @@ def console_note(line: str) -> None:
         sys.stderr.flush()
     except OSError:
         pass  # the log's disk is full
-    to_console(line)
+    to_console(line, cut)
 
 
 CONSOLE_LINE = 300  # characters at most in a line on the run's console
 
 
-def to_console(line: str) -> None:
-    """Write one line (cut to CONSOLE_LINE characters) on the file descriptor that $TLSWEEP_ERROR_FD names
-    (Snakemake's own stderr: the console); nothing where it names none."""
+def to_console(line: str, cut: bool = True) -> None:
+    """Write one line (cut to CONSOLE_LINE characters unless `cut` is false) on the file descriptor that
+    $TLSWEEP_ERROR_FD names (Snakemake's own stderr: the console); nothing where it names none."""
     fd = os.environ.get(ERROR_FD)
     if fd and fd.isdigit():
-        line = line if len(line) <= CONSOLE_LINE else line[:CONSOLE_LINE - 3] + "..."
+        line = line if len(line) <= CONSOLE_LINE or not cut else line[:CONSOLE_LINE - 3] + "..."
         try:
             os.write(int(fd), f"{line}\n".encode())
         except OSError:
