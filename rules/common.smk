@@ -230,8 +230,8 @@ def grid_metrics(wildcards=None):
 
 
 def grid_cell_files(wildcards=None):
-    """Every file of every grid cell, inputs of rule all: Snakemake re-runs a job whose output is missing
-    only when a job that runs needs it, so that a deleted metrics.json or history.csv redoes its cell."""
+    """Every file of every grid cell, inputs of the `all` target (Snakemake re-runs a job whose output is missing
+    only when a job that runs needs it), so that a deleted metrics.json or history.csv redoes its cell."""
     return [path for outputs in grid_outputs() for path in outputs.values()]
 
 
