@@ -33,6 +33,13 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200
     return result
 
 
+def snakemake_log(workdir: Path) -> str:
+    """Snakemake's own log file of its latest run in `workdir`: the rule blocks and shell commands the
+    console leaves out (docs/monitoring.md)."""
+    logs = sorted((Path(workdir) / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda path: path.stat().st_mtime)
+    return logs[-1].read_text()
+
+
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

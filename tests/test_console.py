@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import copy_of_finished_tiny_study, snakemake, tiny_study, write_config
+from conftest import copy_of_finished_tiny_study, snakemake, snakemake_log, tiny_study, write_config
 from fakecells import find, make_study, mixed_study, write_cell
 from workflow.core import paths
 from workflow.track.console import LONGEST, quiet_console
@@ -128,6 +128,6 @@ def test_no_console_line_is_longer_than_300_characters_and_the_log_keeps_everyth
     longest = max(text.splitlines(), key=len)
     assert len(longest) <= LONGEST, longest
     assert "tiny: 4 grid cells: 4 ok" in text
-    log = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))[-1].read_text()
+    log = snakemake_log(workdir)
     assert "rule train:" in log and "Params have changed since last execution" in log
     assert "tiny: 4 grid cells: 4 ok" in log  # the summary too

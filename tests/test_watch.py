@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, make_cell, snakemake, write_cell_study, write_config
+from conftest import REPO, make_cell, snakemake, snakemake_log, write_cell_study, write_config
 from fakecells import study_config, write_cell
 from histories import TIMING_COLUMNS
 from test_halving import write_rung
@@ -209,7 +209,7 @@ def test_a_snakemake_run_shows_no_json_and_the_job_files_change_nothing_on_a_rer
     work = tmp_path / "work"
     result = snakemake(work, "--cores", "2", "--configfile", str(configfile), "-p")
     console = result.stdout + result.stderr
-    log = next((work / ".snakemake" / "log").glob("*.snakemake.log")).read_text()  # the commands: not on the console
+    log = snakemake_log(work)  # the commands: not on the console
     cell = "digits-012/resnet18/r16/bs64-lr1e-2-adam-all-s0-wnone"
     assert f"python -m workflow train --configfile results/quiet/study.yaml --cell {cell} " in log
     commands = [line[line.index("python -m workflow "):] for line in log.splitlines()
