@@ -44,7 +44,7 @@ def run_epoch(job: Job, state: RunState, stage: Stage, position: EpochPosition |
     if stop_early:
         stopping = stage.early_stopping
         job.log(f"early stopping in stage {stage.name} after epoch {epoch}: {stopping.progress.monitor} has not "
-                f"improved by more than {stopping.progress.min_delta:g} for {stopping.patience} epochs")
+                f"improved by more than {stopping.progress.min_delta:g} in {stopping.patience} epoch(s)")
     if stop_early or state.stage_epoch >= stage.settings["epochs"]:
         state.stage_index, state.stage_epoch = state.stage_index + 1, 0
     save_last(job, state, stage)
