@@ -236,6 +236,11 @@ def test_pcam_with_val_fraction_carves_val_out_of_its_train_split(tmp_path):
     for label in (0, 1):
         assert (val_labels == label).sum() == round((labels == label).sum() * 0.2)  # 20 % of each class
     assert plan["spec"]["val_fraction"] == 0.2
+    write_shard(plan, 8, 0, 1, tmp_path / "shard.h5", log=lambda m: None)
+    write_manifest(plan, 8, [tmp_path / "shard.h5"], tmp_path / "r8.json")
+    images, _ = read_split(tmp_path / "r8.json", "val")  # in the plan's order, from PCam's train file
+    rows = [int(key.split("[")[1][:-1]) for key in plan["splits"]["val"]["keys"]]
+    np.testing.assert_array_equal(images, written["train"][0][rows])
     assert "val_fraction" not in resolve_dataset("pcam", {"source": "pcam"})  # unset stays out: same data keys
     own = make_plan("pcam", own_split, tmp_path)
     assert {split: len(e["indices"]) for split, e in own["splits"].items()} == {"train": 40, "val": 6, "test": 5}

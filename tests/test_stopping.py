@@ -45,7 +45,8 @@ def test_early_stopping_on_val_loss_with_a_threshold_as_keras():
 def test_early_stopping_on_val_accuracy_with_seed_004s_threshold():
     # Keras EarlyStopping(monitor="val_accuracy", min_delta=1e-5, patience=2): gains of 4e-6 are no progress
     accuracies = [0.5, 0.500004, 0.500008, 0.6]
-    assert stopping_flags(EarlyStopping(2, "val_accuracy", 1e-5), "val_accuracy", accuracies) == [False, False, True, False]
+    flags = stopping_flags(EarlyStopping(2, "val_accuracy", 1e-5), "val_accuracy", accuracies)
+    assert flags == [False, False, True, False]
     assert not any(stopping_flags(EarlyStopping(2, "val_accuracy", 0.0), "val_accuracy", accuracies))
 
 

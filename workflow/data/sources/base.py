@@ -26,7 +26,8 @@ class DatasetConfigError(ValueError):
 
 # Why a source does not take a key that other sources take (a source may give a reason of its own).
 NOT_FOR = {
-    "split": "the source comes with its own split (cifar: train/test, carve val with val_fraction; pcam: all three)",
+    "split": "the source comes with its own split (cifar: train/test, carve val with val_fraction; pcam: all three, "
+             "or val carved out of its train split with val_fraction)",
     "val_fraction": "only sources with a train/test split and no validation split use it (cifar10, cifar100, "
                     "imagefolder with train/ and test/ folders), and pcam to carve val out of its train split",
     "label_type": "only cifar100 has label types (fine, coarse)",

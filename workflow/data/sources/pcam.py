@@ -80,7 +80,8 @@ class PCam(DownloadedSource):
 
     def open_catalogue(self, raw_dir: Path, spec: dict) -> Catalogue:
         """List the train/valid/test files (train/test with `val_fraction`); labels come from the `_y` files."""
-        parts = {part: split for part, split in PART_SPLITS.items() if not (spec.get("val_fraction") and split == "val")}
+        carve_val = bool(spec.get("val_fraction"))
+        parts = {part: split for part, split in PART_SPLITS.items() if not (carve_val and split == "val")}
         paths, starts, labels, splits, keys = [], [], [], [], []
         for part, split in parts.items():
             x_path = ensure_unpacked(Path(raw_dir) / _h5_name(part, "x"))
