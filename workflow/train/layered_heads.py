@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from workflow.core.backbones import Backbone, get_backbone
 from workflow.core.catalogue import timm_name
-from workflow.train.errors import TrainValueError
+from workflow.train.errors import HeadError
 
 
 def strip_classifier(model: nn.Module, spec: Backbone) -> None:
@@ -82,7 +82,7 @@ def pool_backbone(model: nn.Module, name: str, pooling: str) -> list[nn.Module]:
     if type(model) in FEATURE_MAPS:
         model.__class__ = FEATURE_MAPS[type(model)]
         return [POOL_MODULES[pooling](1), nn.Flatten()] if pooling in POOL_MODULES else [nn.Flatten()]
-    raise TrainValueError(f"training.head.layers[0]: {pooling!r} needs {name}'s feature map, which tlsweep "
+    raise HeadError(f"training.head.layers[0]: {pooling!r} needs {name}'s feature map, which tlsweep "
                           f"reaches only in models with a global pool module, DenseNets and MobileNetV2; use gap")
 
 
@@ -90,7 +90,7 @@ def feature_width(backbone: nn.Module, first: list[nn.Module], resolution: int |
     """The width of what the head's first layers make of `backbone`'s output, from one image of `resolution`
     (zeros; on the meta device where the model is)."""
     if resolution is None:
-        raise ValueError(f"training.head: the width of {name}'s flattened feature map needs the resolution")
+        raise HeadError(f"training.head: the width of {name}'s flattened feature map needs the resolution")
     device = next(backbone.parameters()).device
     was_training = backbone.training
     backbone.eval()
@@ -107,7 +107,7 @@ def layered_head(model: nn.Module, name: str, head: dict, num_classes: int, reso
     Keras's epsilon (1e-3) and momentum (0.99, torch's 0.01)."""
     pooling, *layers = head["layers"]
     if head["output"] == "sigmoid" and num_classes != 2:
-        raise ValueError(f"training.head.output: a sigmoid output is one unit and scores two classes, not {num_classes}")
+        raise HeadError(f"training.head.output: a sigmoid output is one unit and scores two classes, not {num_classes}")
     first = pool_backbone(model, name, pooling)
     if pooling == "flatten":
         width = feature_width(model, first, resolution, name)
