@@ -241,6 +241,25 @@ def test_a_checkpoint_rebuilds_its_head_of_layers(tmp_path):
     assert torch.equal(rebuilt.eval()(x), model.eval()(x))
 
 
+def test_a_head_of_layers_exports_to_torchscript_and_onnx(tmp_path):
+    """MobileNetV2 ended at its feature map (gmp), a sigmoid output: both exports give PyTorch's logits."""
+    from workflow.export.export import example_batch, export_onnx, export_torchscript, verify_exports
+
+    torch.manual_seed(0)
+    head = {"layers": ["gmp", "batch_norm", {"dense": 4, "activation": "gelu"}], "output": "sigmoid"}
+    cell = Cell(dataset="d", model="mobilenet_v2", resolution=32, batch_size=8, lr=0.01, optimizer="adam",
+                train="all", seed=0, weights="none", training=TrainingSettings(head=head))
+    model, normalization = build_classifier("mobilenet_v2", 2, "none", head=cell.training.head, resolution=32)
+    save_checkpoint(tmp_path / "best.pt", model, cell, normalization, epoch=1, class_names=["a", "b"])
+    card = model_card(read_checkpoint(tmp_path / "best.pt"), tmp_path / "best.pt")
+    rebuilt = rebuild(card, model.state_dict()).eval()
+    paths = {"torchscript": tmp_path / "model.pt", "onnx": tmp_path / "model.onnx"}
+    example = example_batch(card, 2)
+    export_torchscript(rebuilt, example, paths["torchscript"], {"format": 1})
+    export_onnx(rebuilt, example, paths["onnx"])
+    assert set(verify_exports(rebuilt, card, paths)) == {"torchscript", "onnx"}
+
+
 def inception_study_cell(resolution: int):
     return Cell(dataset="d", model="inception_v3", resolution=resolution, batch_size=10, lr=1e-3, optimizer="sgd",
                 train="all", seed=0, weights="imagenet", training=TrainingSettings(
@@ -348,3 +367,19 @@ def test_cells_says_which_cell_cannot_take_its_head():
     assert by_model["squeezenet1_0"].startswith("cannot train: training.head.layers[0]: 'flatten' needs squeezenet1_0")
     flat = 512 * 2 * 2
     assert by_model["resnet18"].startswith(f"head {dense(flat, 4) + dense(4, 5):,} / finetune ")
+
+
+def test_a_memory_probe_names_and_measures_a_head_of_layers():
+    import re
+
+    from workflow.gpu.probe import measure
+    from workflow.gpu.slots import PROBE_NAME, probe_name, probe_spec
+
+    head = {"layers": ["gap", {"dense": 8}], "output": "sigmoid"}
+    cell = Cell(dataset="d", model="mobilenet_v2", resolution=32, batch_size=4, lr=0.01, optimizer="adam",
+                train="all", seed=0, weights="none", training=TrainingSettings(head=head, eval_batch_size=8))
+    spec = probe_spec(cell)
+    other = probe_spec(Cell(**{**cell.__dict__, "training": TrainingSettings(head={**head, "output": "softmax"},
+                                                                              eval_batch_size=8)}))
+    assert re.fullmatch(PROBE_NAME, probe_name(spec)) and probe_name(spec) != probe_name(other)
+    assert measure(spec, torch.device("cpu"), steps=1)["steps"] == 1
