@@ -383,3 +383,13 @@ def test_a_memory_probe_names_and_measures_a_head_of_layers():
                                                                               eval_batch_size=8)}))
     assert re.fullmatch(PROBE_NAME, probe_name(spec)) and probe_name(spec) != probe_name(other)
     assert measure(spec, torch.device("cpu"), steps=1)["steps"] == 1
+
+
+def test_an_include_replaces_the_studys_head_of_layers():
+    config = study_with_head({"layers": ["gap", {"dropout": 0.3}], "output": "sigmoid"})
+    config["datasets"]["digits-5to9"]["classes"] = [5, 6]
+    config["grid"]["include"] = [{"training": {"head": {"layers": ["gmp"]}}}]
+    validate(config, SCHEMA)
+    heads = sorted(str(cell.training.head) for cell in build_study(config).grid_cells)
+    assert heads == [str({"layers": ["gap", {"dropout": 0.3}], "output": "sigmoid"}),
+                     str({"layers": ["gmp"], "output": "softmax"})]
