@@ -158,6 +158,8 @@ def split_head(model: nn.Module, name: str, head: str | dict, num_classes: int, 
     if problem:
         raise ValueError(problem)
     if isinstance(head, dict):
+        if dropout is not None:
+            raise ValueError("training.dropout: a head of layers lists its own dropout layers; leave it unset")
         return layered_head(model, name, canonical_head(head), num_classes, resolution), ("head",)
     if timm_name(name) is not None:
         own, features = split_timm_head(model, head, num_classes)
@@ -242,7 +244,7 @@ def build_classifier(name: str, num_classes: int, weights: str, dropout: float |
             normalization = tuple(map(tuple, checkpoint.get("normalization", normalization)))
     new_aux = fit_aux_classifier(model, name, num_classes, resolution) if timm_name(name) is None else ()
     new_head, new_head_layers = split_head(model, name, head, num_classes, dropout, resolution)
-    classifier = Classifier(model, new_head, head, new_head_layers + new_aux)
+    classifier = Classifier(model, new_head, canonical_head(head), new_head_layers + new_aux)
     if checkpoint is not None and "model" in checkpoint:
         load_checkpoint(classifier, checkpoint, init, name)
     return classifier, normalization
