@@ -28,7 +28,9 @@ from torchvision import models as tv
 from workflow.core.backbones import Backbone
 from workflow.core.catalogue import CATALOGUE_FILE, IMAGENET_CLASSES
 from workflow.train.keras_depth import keras_counterpart, keras_layers
-from workflow.train.models import HEADS, Classifier, new_head, own_head, parameterised_layers, strip_classifier
+from workflow.train.layered_heads import strip_classifier
+from workflow.core.heads import HEADS
+from workflow.train.models import Classifier, new_head, own_head, parameterised_layers
 
 CLASSIFIER_END = (nn.Dropout, nn.Linear, nn.Conv2d)  # a classifier's layers from here on are replaced
 

@@ -8,7 +8,10 @@ the head maps its features to the classes. Heads (``training.head``):
 - ``mlp``: global average pool -> linear 256 -> batch norm -> ReLU -> linear 128
   -> batch norm -> ReLU -> dropout (0.2) -> linear;
 - ``own``: the model's own classifier (VGG's and AlexNet's fully connected
-  stack, MobileNetV2's dropout + linear, ResNet's fc...) with a new last layer.
+  stack, MobileNetV2's dropout + linear, ResNet's fc...) with a new last layer;
+- a head of layers (workflow.core.heads): a pooling, dense layers, batch norms,
+  dropouts and activations as a paper lists them, then the output layer
+  (``layered_head``).
 
 Where the classifier sits and how wide the features are come from the
 generated catalogue (workflow.core.catalogue), never from a hand-written table.
@@ -29,10 +32,12 @@ from torch import nn
 from torchvision.models.inception import InceptionOutputs
 
 from workflow.integrity import load_torch
-from workflow.core.backbones import Backbone, check_model, get_backbone, resolution_error
+from workflow.core.backbones import check_model, get_backbone, resolution_error
 from workflow.core.catalogue import timm_name
+from workflow.core.heads import canonical_head, head_error, head_name
 from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
 from workflow.train.keras_depth import KERAS_PREFIX, keras_trainable
+from workflow.train.layered_heads import TwoClassLogits, layered_head, strip_classifier
 from workflow.train.timm_models import build_timm, split_timm_head
 from workflow.train.weights import cached_weights_path, fetch_command
 
@@ -40,7 +45,6 @@ PLAIN_MEAN = (0.5, 0.5, 0.5)
 PLAIN_STD = (0.5, 0.5, 0.5)
 
 HEAD_DROPOUT = {"gap": 0.5, "mlp": 0.2}
-HEADS = ("gap", "mlp", "own")
 TRAIN_VALUES = "'head', 'all', 'last:N', 'keras:N' or 'from:<module>'"
 
 
@@ -51,7 +55,7 @@ class Classifier(nn.Module):
     classifier's logits: forward then returns (logits, aux_logits).
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, head_kind: str, new_layers: tuple[str, ...]):
+    def __init__(self, backbone: nn.Module, head: nn.Module, head_kind: str | dict, new_layers: tuple[str, ...]):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -66,7 +70,10 @@ class Classifier(nn.Module):
 
 
 def num_classes_of(model: Classifier) -> int:
-    """How many classes a Classifier's head scores: its last linear (or convolutional) layer's width."""
+    """How many classes a Classifier's head scores: its last linear (or convolutional) layer's width, or
+    two for a sigmoid output."""
+    if any(isinstance(module, TwoClassLogits) for module in model.head.modules()):
+        return 2
     last = [module for module in model.head.modules() if isinstance(module, (nn.Linear, nn.Conv2d))][-1]
     return getattr(last, "out_features", getattr(last, "out_channels", None))
 
@@ -126,23 +133,6 @@ def load_state(module: nn.Module, state: dict, path, source_model: str, model_na
             f"checkpoint {path} (model {source_model!r}) does not fit model {model_name!r}: {error}") from None
 
 
-def strip_classifier(model: nn.Module, spec: Backbone) -> None:
-    """Make `model` output the features the gap and mlp heads read: its classifier replaced (its leading
-    norms and pools kept; a convolutional one by a global pool), a grid pool made global, a dropout
-    before the classifier removed."""
-    own = getattr(model, spec.classifier)
-    if spec.conv_classifier:
-        setattr(model, spec.classifier, nn.AdaptiveAvgPool2d(1))
-    elif spec.keep:
-        setattr(model, spec.classifier, own[:spec.keep])
-    else:
-        setattr(model, spec.classifier, nn.Identity())
-    if spec.grid_pool:
-        model.avgpool = nn.AdaptiveAvgPool2d(1)
-    if spec.pre_dropout:
-        setattr(model, spec.pre_dropout, nn.Identity())
-
-
 def own_head(own: nn.Module, num_classes: int) -> tuple[nn.Module, tuple[str, ...]]:
     """The model's own classifier with a new last layer scoring `num_classes`, and that layer's name.
 
@@ -159,12 +149,18 @@ def own_head(own: nn.Module, num_classes: int) -> tuple[nn.Module, tuple[str, ..
     return nn.Sequential(nn.Unflatten(1, (layer.in_channels, -1, 1)), *own, nn.Flatten()), (f"head.{int(last) + 1}",)
 
 
-def split_head(model: nn.Module, name: str, head: str, num_classes: int, dropout: float | None):
+def split_head(model: nn.Module, name: str, head: str | dict, num_classes: int, dropout: float | None,
+               resolution: int | None = None):
     """Detach the classifier from `model` and return (new head, names of its fresh layers)."""
     if head == "own" and dropout is not None:
         raise ValueError("training.dropout: the 'own' head keeps the model's own dropout; leave it unset")
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {list(HEADS)}")
+    problem = head_error(head)
+    if problem:
+        raise ValueError(problem)
+    if isinstance(head, dict):
+        if dropout is not None:
+            raise ValueError("training.dropout: a head of layers lists its own dropout layers; leave it unset")
+        return layered_head(model, name, canonical_head(head), num_classes, resolution), ("head",)
     if timm_name(name) is not None:
         own, features = split_timm_head(model, head, num_classes)
         return own or new_head(head, features, num_classes, dropout), ("head",)
@@ -220,7 +216,7 @@ def load_checkpoint(model: Classifier, checkpoint: dict, path, name: str) -> Non
 
 
 def build_classifier(name: str, num_classes: int, weights: str, dropout: float | None = None,
-                     init: str | Path | None = None, head: str = "gap", resolution: int | None = None):
+                     init: str | Path | None = None, head: str | dict = "gap", resolution: int | None = None):
     """A Classifier with the given head and starting weights, and its input normalisation.
 
     `weights` is "imagenet", "none", or anything else meaning "load `init`":
@@ -247,8 +243,8 @@ def build_classifier(name: str, num_classes: int, weights: str, dropout: float |
         else:
             normalization = tuple(map(tuple, checkpoint.get("normalization", normalization)))
     new_aux = fit_aux_classifier(model, name, num_classes, resolution) if timm_name(name) is None else ()
-    new_head, new_head_layers = split_head(model, name, head, num_classes, dropout)
-    classifier = Classifier(model, new_head, head, new_head_layers + new_aux)
+    new_head, new_head_layers = split_head(model, name, head, num_classes, dropout, resolution)
+    classifier = Classifier(model, new_head, canonical_head(head), new_head_layers + new_aux)
     if checkpoint is not None and "model" in checkpoint:
         load_checkpoint(classifier, checkpoint, init, name)
     return classifier, normalization
@@ -272,7 +268,7 @@ def set_trainable(model: Classifier, train: str) -> None:
         n = int(train[5:])
         if n > len(layers):
             raise TrainValueError(
-                f"train {train!r}: this model with the {model.head_kind!r} head has only {len(layers)} "
+                f"train {train!r}: this model with the {head_name(model.head_kind)!r} head has only {len(layers)} "
                 f"parameterised layers"
             )
         model.requires_grad_(False)
