@@ -199,7 +199,10 @@ def cmd_cells(args) -> None:
 
         counts, assumed = trainable_column(study)
         table.insert(table.columns.get_loc("done") + 1, "trainable parameters", table["cell"].map(counts))
-    print(table.to_string(index=False) + "\n")
+    from workflow.train.head_input import features_summary, input_notes
+
+    table["stage inputs"] = table["cell"].map(lambda cell_id: features_summary(study.cell(cell_id)))
+    print(table.to_string(index=False) + "\n" + "\n".join(input_notes(study.cells.values())) + "\n")
     for name in sorted(study.datasets):  # the folder its definition is prepared in (docs/own-data.md)
         print(f"data of {name}: {study.plan_path(name).parent}")
     print(study_summary(study, table))

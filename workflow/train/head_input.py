@@ -53,3 +53,12 @@ def needs_features(cell: Cell) -> bool:
 def features_summary(cell: Cell) -> str:
     """One short line for `cells`: each stage's input, `head: features, finetune: images`."""
     return ", ".join(f"{name}: {path}" for name, (path, _) in stage_paths(cell).items())
+
+
+def input_notes(cells) -> list[str]:
+    """Why each stage trains on what it does, once per distinct reason among `cells`: lines for `cells`."""
+    notes = {}
+    for cell in cells:
+        for name, (path, reason) in stage_paths(cell).items():
+            notes.setdefault(f"stage {name} on the {path}: {reason}", None)
+    return list(notes)
