@@ -90,8 +90,13 @@ def weights_for(kind, tmp_path, monkeypatch, pretrained):
 @pytest.mark.parametrize("kind", ["torchvision", "timm", "pretrain"])
 def test_a_cell_trains_the_same_with_and_without_the_cached_features(kind, digits_32, pretrained, tmp_path,
                                                                      monkeypatch):
+    """In fp32 on the CPU the head reads the very values the backbone gives it, except that oneDNN computes a
+    batch of a few images with other kernels than a batch of 256 (the features job's): a short last batch (2 of
+    322 images at batch size 32) then differs in the last bits (3.6e-15 on mobilenet_v2's features of 1e-9),
+    which the fine-tuning stage can grow to 1e-3 relative. At batch size 46, which divides the 322 training
+    images, every batch is whole and the histories agree to the bit; the tolerance stays 1e-6."""
     model, weights, init = weights_for(kind, tmp_path, monkeypatch, pretrained)
-    cell = make_cell(model=model, weights=weights, resolution=32, training=STAGES)
+    cell = make_cell(model=model, weights=weights, resolution=32, batch_size=46, training=STAGES)
     cached = tmp_path / "features.h5"
     record = compute_features(cell, digits_32, cached, init=init, log=quiet)
     assert record["stored_as"] == "float32" and record["precision"] == "fp32"  # fp32 training: fp32 features
@@ -100,7 +105,6 @@ def test_a_cell_trains_the_same_with_and_without_the_cached_features(kind, digit
     assert [stage["input"] for stage in images["stages"]] == [IMAGES, IMAGES]
     assert "given no features file" in images["stages"][0]["input_reason"]
     assert [stage["input"] for stage in features["stages"]] == [FEATURES, IMAGES]
-    # Measured on the CPU in fp32: identical to the last bit (the head reads the very values the backbone gives).
     assert_same_history(history(tmp_path / "images"), history(tmp_path / "features"), rtol=1e-6)
     assert_same_predictions(tmp_path / "images", tmp_path / "features", atol=1e-6)
     assert features["test_accuracy"] == images["test_accuracy"]
