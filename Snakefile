@@ -20,6 +20,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/features_common.smk"
 
 
 wildcard_constraints:
