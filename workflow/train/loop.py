@@ -185,7 +185,8 @@ def train_batch(job: Job, stage: Stage, position: EpochPosition, images: torch.T
 
 
 @torch.inference_mode()
-def predict(model, split: DeviceSplit, normalize: Normalizer | None, batch_size: int, precision: Precision | None = None):
+def predict(model, split: DeviceSplit, normalize: Normalizer | None, batch_size: int,
+            precision: Precision | None = None):
     """Softmax scores for a whole split, and its mean cross-entropy loss (`normalize` None: the split holds
     the backbone's features and `model` is the head)."""
     model.eval()
