@@ -5,13 +5,15 @@ trained with and without the cache give the same history and the same test predi
 import csv
 import dataclasses
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from conftest import digits_shard, load_study_file, make_cell, snakemake, tiny_study, write_config
+from conftest import REPO, digits_shard, load_study_file, make_cell, snakemake, tiny_study, write_config
 from test_models import place_cached_weights
 from test_timm_models import place_hub_weights
 from workflow.core import paths
@@ -237,3 +239,15 @@ def test_the_two_stage_study_trains_its_head_stage_from_features_computed_once(f
         assert [stage["input"] for stage in metrics["stages"]] == [FEATURES, IMAGES], cell.id
     again = snakemake(workdir, "-n", "--configfile", str(configfile))
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_cells_shows_each_stage_input_and_why():
+    run = subprocess.run([sys.executable, "-m", "workflow", "cells", "--configfile", "studies/digits-demo.yaml",
+                          "--no-trainable"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    grid = [line for line in lines if "-wdigits-0to4 " in line]
+    assert len(grid) == 12 and all(line.endswith("head: features, finetune: images") for line in grid)
+    assert sum(line.endswith("scratch: images") for line in lines) == 2  # the pretrain cells train every layer
+    assert "stage head on the features: frozen backbone in eval mode, no augmentation or mixup: the same " \
+           "features every epoch" in lines
