@@ -11,6 +11,7 @@ model's whole features job (`compute_features`: model built, three splits read, 
 plus every cell's head stage on the features. Both paths must give the same history (checked here).
 
     PYTHONPATH=. python benchmarks/features.py                     # the demo's grid, 12 cells
+    PYTHONPATH=. python benchmarks/features.py --resolution 64     # the same grid on 64x64 images
     PYTHONPATH=. python benchmarks/features.py --models resnet18 --batch-sizes 64 --optimizers adam --epochs 1
 """
 
@@ -34,6 +35,7 @@ from workflow.core.cell import TrainingSettings  # noqa: E402
 from workflow.data.prepare import prepare_dataset  # noqa: E402
 from workflow.study.config import load_config  # noqa: E402
 from workflow.study.grid import build_study  # noqa: E402
+from workflow.train import epoch as epoch_module  # noqa: E402
 from workflow.train.cell import run_stages  # noqa: E402
 from workflow.train.features import compute_features  # noqa: E402
 from workflow.train.job import open_job  # noqa: E402
@@ -54,17 +56,40 @@ def head_cells(args) -> list:
         if cell.model in args.models and cell.batch_size in args.batch_sizes and cell.optimizer in args.optimizers:
             head = {**cell.training.stages[0], "epochs": args.epochs or cell.training.stages[0]["epochs"]}
             training = TrainingSettings.from_mapping({**cell.training.as_mapping(), "stages": [head]})
-            cells.append(dataclasses.replace(cell, training=training))
+            cells.append(dataclasses.replace(cell, training=training, resolution=args.resolution))
     return cells
 
 
-def head_stage(cell, manifest, init, out, threads: int, features=None) -> tuple[float, list, str]:
-    """CPU seconds of a cell's head stage, its history and what it trained on."""
+WRITES = ("save_last", "save_checkpoint", "write_history")  # what an epoch writes: last.pt, best-so-far.pt, history
+
+
+class WriteClock:
+    """CPU seconds spent in an epoch's writes (the whole model's last.pt and best-so-far.pt, history.csv),
+    the same on both paths: counted apart so that what the features save shows too."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        for name in WRITES:
+            setattr(epoch_module, name, self.timed(getattr(epoch_module, name)))
+
+    def timed(self, write):
+        def run(*args, **kwargs):
+            started = time.process_time()
+            try:
+                return write(*args, **kwargs)
+            finally:
+                self.seconds += time.process_time() - started
+        return run
+
+
+def head_stage(cell, manifest, init, out, threads: int, clock: WriteClock, features=None) -> dict:
+    """A cell's head stage: its CPU seconds (`cpu_s`, of which `writes_s` writing), history and input."""
     job = open_job(cell, manifest, out, init, threads, log=quiet, features=features)
     state, _, _ = resume_run(job)
-    started = time.process_time()
+    writes, started = clock.seconds, time.process_time()
     run_stages(job, state)
-    return time.process_time() - started, state.history, job.stage_inputs[cell.training.stages[0]["name"]]["input"]
+    return {"cpu_s": time.process_time() - started, "writes_s": clock.seconds - writes, "history": state.history,
+            "input": job.stage_inputs[cell.training.stages[0]["name"]]["input"]}
 
 
 def max_difference(today: list, once: list) -> float:
@@ -79,6 +104,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 64])
     p.add_argument("--optimizers", nargs="+", default=["sgd", "adam", "rmsprop"])
     p.add_argument("--epochs", type=int, help="the head stage's epochs (default: the demo's, 5)")
+    p.add_argument("--resolution", type=int, default=32, help="the images' size (the demo's: 32)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the demo's train_threads: 1)")
     p.add_argument("--tmp", help="scratch folder (default: a temporary one, removed afterwards)")
     p.add_argument("--json", help="write the results here")
@@ -88,11 +114,11 @@ def main(argv=None) -> dict:
     scratch = Path(tempfile.mkdtemp(dir=args.tmp))
     try:
         study = build_study(load_config(DEMO))
-        manifest = scratch / "r32.json"
-        prepare_dataset("digits-5to9", study.datasets["digits-5to9"], 32, scratch / "r32.h5", manifest)
+        manifest = scratch / f"r{args.resolution}.json"
+        prepare_dataset("digits-5to9", study.datasets["digits-5to9"], args.resolution, scratch / "images.h5", manifest)
         inits, features, rows = {}, {}, []
         for model in sorted({cell.model for cell in cells}):  # a stand-in for the pretrain cell's best.pt
-            net, normalization = build_classifier(model, 5, "none", resolution=32)
+            net, normalization = build_classifier(model, 5, "none", resolution=args.resolution)
             inits[model] = scratch / f"{model}.pt"
             save_checkpoint(inits[model], net, study.cells[cells[0].upstream], normalization, 0)
             first = next(cell for cell in cells if cell.model == model)
@@ -100,25 +126,34 @@ def main(argv=None) -> dict:
             record = compute_features(first, manifest, scratch / f"{model}.h5", init=inits[model], threads=args.threads,
                                       log=quiet)
             features[model] = {"cpu_s": round(time.process_time() - started, 2), "images": sum(record["counts"].values())}
+        clock = WriteClock()
         for index, cell in enumerate(cells):
             init = inits[cell.model]
-            today_s, today, today_input = head_stage(cell, manifest, init, scratch / f"today-{index}", args.threads)
-            once_s, once, once_input = head_stage(cell, manifest, init, scratch / f"once-{index}", args.threads,
-                                                  features=scratch / f"{cell.model}.h5")
-            assert (today_input, once_input) == ("images", "features"), (today_input, once_input)
-            rows.append({"cell": cell.id, "today_cpu_s": round(today_s, 3), "features_cpu_s": round(once_s, 3),
-                         "max_relative_difference": max_difference(today, once)})
+            today = head_stage(cell, manifest, init, scratch / f"today-{index}", args.threads, clock)
+            once = head_stage(cell, manifest, init, scratch / f"once-{index}", args.threads, clock,
+                              features=scratch / f"{cell.model}.h5")
+            assert (today["input"], once["input"]) == ("images", "features"), (today["input"], once["input"])
+            rows.append({"cell": cell.id, "today_cpu_s": round(today["cpu_s"], 3),
+                         "features_cpu_s": round(once["cpu_s"], 3), "today_writes_s": round(today["writes_s"], 3),
+                         "features_writes_s": round(once["writes_s"], 3),
+                         "max_relative_difference": max_difference(today["history"], once["history"])})
     finally:
         shutil.rmtree(scratch)
     today_total = sum(row["today_cpu_s"] for row in rows)
-    once_total = sum(row["features_cpu_s"] for row in rows) + sum(entry["cpu_s"] for entry in features.values())
+    jobs = sum(entry["cpu_s"] for entry in features.values())
+    once_total = sum(row["features_cpu_s"] for row in rows) + jobs
+    writes = {path: sum(row[f"{path}_writes_s"] for row in rows) for path in ("today", "features")}
     result = {"cells": rows, "features_jobs": features, "today_cpu_s": round(today_total, 2),
               "features_once_cpu_s": round(once_total, 2), "ratio": round(today_total / once_total, 1),
-              "threads": args.threads, "torch": torch.__version__}
-    print(f"| path | CPU s ({len(rows)} cells' head stage) |\n| --- | ---: |\n| today: the backbone every epoch | "
-          f"{result['today_cpu_s']} |\n| features once: {len(features)} features jobs + the heads | "
-          f"{result['features_once_cpu_s']} |\nratio {result['ratio']}x; largest relative difference between "
-          f"the two paths' histories: {max(row['max_relative_difference'] for row in rows):.1e}")
+              "today_writes_s": round(writes["today"], 2), "features_writes_s": round(writes["features"], 2),
+              "ratio_without_writes": round((today_total - writes["today"]) / (once_total - writes["features"]), 1),
+              "resolution": args.resolution, "threads": args.threads, "torch": torch.__version__}
+    print(f"| path | CPU s ({len(rows)} cells' head stage) | of which writing checkpoints and history |\n"
+          f"| --- | ---: | ---: |\n| today: the backbone every epoch | {result['today_cpu_s']} | "
+          f"{result['today_writes_s']} |\n| features once: {len(features)} features jobs + the heads | "
+          f"{result['features_once_cpu_s']} | {result['features_writes_s']} |\n"
+          f"ratio {result['ratio']}x ({result['ratio_without_writes']}x without the writes); largest relative "
+          f"difference between the two paths' histories: {max(row['max_relative_difference'] for row in rows):.1e}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return result
