@@ -21,6 +21,7 @@ rule features:
     threads: RES["train_threads"]
     resources:
         gpu=RES["train_gpus"],
+        gpu_slots=SLOTS.per_gpu,  # a whole GPU, as a memory probe
         mem_mb=RES["train_mem_mb"],
         runtime=get_train_runtime,
     conda:

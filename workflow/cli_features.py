@@ -27,12 +27,13 @@ def cmd_features(args) -> None:
 def cmd_pretrain_tag(args) -> None:
     """`pretrain-tag`: the features' weights tag of a pretrain cell's best.pt (by its SHA-256)."""
     from workflow.atomic import write_json
+    from workflow.core.cell import PRETRAIN_PREFIX
     from workflow.core.paths import features_weights_tag
     from workflow.integrity import sha256_of
 
     digest = sha256_of(args.checkpoint)
     write_json(args.out, {"checkpoint": args.checkpoint, "sha256": digest,
-                          "weights_tag": features_weights_tag("", "pretrain:", digest)})
+                          "weights_tag": features_weights_tag("", PRETRAIN_PREFIX, digest)})
 
 
 def add_features_commands(sub) -> None:

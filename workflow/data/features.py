@@ -70,8 +70,3 @@ def read_features(path: str | os.PathLike, splits=SPLITS) -> dict[str, tuple[np.
             out[split] = (f[split]["features"][...].astype(np.float32), f[split]["labels"][...].astype(np.int64))
     return out
 
-
-def features_attrs(path: str | os.PathLike) -> dict:
-    """The file's attributes: model, resolution, weights, precision and dim."""
-    with h5py.File(path, "r") as f:
-        return {key: (value.item() if hasattr(value, "item") else value) for key, value in f.attrs.items()}

@@ -143,7 +143,7 @@ def stage_inputs(cell: Cell, path: str | Path | None, images: dict[str, DeviceSp
     them): a stage `head_stage_path` sends to the features trains on the images when the job was given no
     features file or one that is not what the images would give (`mismatch`)."""
     planned = stage_paths(cell)
-    wanted = any(path_ == FEATURES for path_, _ in planned.values())
+    wanted = any(source == FEATURES for source, _ in planned.values())
     cached, refused = None, None
     if wanted and path is None:
         refused = "this job was given no features file (python -m workflow train --features)"
@@ -152,8 +152,8 @@ def stage_inputs(cell: Cell, path: str | Path | None, images: dict[str, DeviceSp
         refused = mismatch(cached, cell, images, precision)
         cached = None if refused else cached
     inputs = {}
-    for name, (path_, reason) in planned.items():
-        if path_ == FEATURES and refused:
-            path_, reason = IMAGES, refused
-        inputs[name] = {"input": path_, "reason": reason}
+    for name, (source, reason) in planned.items():
+        if source == FEATURES and refused:
+            source, reason = IMAGES, refused
+        inputs[name] = {"input": source, "reason": reason}
     return inputs, cached
