@@ -1,7 +1,7 @@
 # The input functions of the cached features (rules/features.smk): which features a training job reads, and
 # what a features job is given.
 from workflow.core.backbones import model_folder
-from workflow.train.head_input import FEATURES, needs_features
+from workflow.train.head_input import FEATURES, needs_features, reads_pooled_features
 
 
 def pretrain_weights_tag(upstream):
@@ -58,16 +58,17 @@ def get_features_arg(wildcards, input):
 
 
 def features_cell(wildcards):
-    """The first cell (by id) that trains on the features a features job writes: it says the model, starting
-    weights, head and precision."""
+    """The cell that says the model, starting weights, head and precision of the features a features job writes:
+    the first (by id) that trains on them, else the first whose head reads them (features other rules ask for)."""
     study = SWEEP.study
-    for cell in sorted(study.cells.values(), key=lambda cell: cell.id):
-        if (needs_features(cell) and study.data_key(cell.dataset) == wildcards.data_key
-                and model_folder(cell.model) == wildcards.model and str(cell.resolution) == wildcards.resolution
+    cells = sorted(study.cells.values(), key=lambda cell: (not needs_features(cell), cell.id))
+    for cell in cells:
+        if (reads_pooled_features(cell) and (cell.weights == "imagenet" or cell.upstream)
+                and study.data_key(cell.dataset) == wildcards.data_key and model_folder(cell.model) == wildcards.model and str(cell.resolution) == wildcards.resolution
                 and wildcards.weights.startswith("pretrain-") == bool(cell.upstream)
                 and features_tag(cell.model, cell.weights, cell.upstream) == wildcards.weights):
             return cell
-    raise WorkflowError(f"no cell of study {study.name!r} trains on the features {wildcards.weights} of "
+    raise WorkflowError(f"no cell of study {study.name!r} reads the features {wildcards.weights} of "
                         f"{wildcards.model} at r{wildcards.resolution} of {wildcards.data_key}")
 
 

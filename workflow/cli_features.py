@@ -11,11 +11,11 @@ from workflow.cli_common import log, study_arg, study_entry, sweep_of
 def cmd_features(args) -> None:
     """`features`: a backbone's pooled features of a prepared dataset's splits, for every cell sharing them."""
     from workflow.gpu.devices import claim_gpu
-    from workflow.train.head_input import needs_features
+    from workflow.train.head_input import reads_pooled_features
 
     cell = study_entry(sweep_of(args).study.cell, args.cell)
-    if not needs_features(cell):
-        sys.exit(f"error: no stage of cell {cell.id} trains on cached features")
+    if not reads_pooled_features(cell) or cell.weights == "none":
+        sys.exit(f"error: cell {cell.id} reads no cached features (its 'own' head, or weights: none drawn by seed)")
     claim_gpu(log=log)  # before torch initialises CUDA
     from workflow.train.features import compute_features
 

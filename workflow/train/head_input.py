@@ -26,7 +26,7 @@ def head_stage_path(cell: Cell, index: int) -> tuple[str, str]:
     changed = [earlier["name"] for earlier in stages[:index] if earlier["train"] != "head"]
     if changed:
         return IMAGES, f"stage {changed[0]!r} before it trains the backbone"
-    if training.head == "own" and timm_name(cell.model) is None:
+    if not reads_pooled_features(cell):
         return IMAGES, "the 'own' head reads the model's own classifier input, not the pooled features"
     augments = [key for key in AUGMENTS if training.augment.get(key)]
     if augments:
@@ -38,6 +38,12 @@ def head_stage_path(cell: Cell, index: int) -> tuple[str, str]:
     if cell.weights != "imagenet" and not cell.weights.startswith(PRETRAIN_PREFIX):
         return IMAGES, "starting weights from a file: no cached features for them"
     return FEATURES, "frozen backbone in eval mode, no augmentation or mixup: the same features every epoch"
+
+
+def reads_pooled_features(cell: Cell) -> bool:
+    """Whether the cell's head reads the backbone's pooled features (what a features file holds): `gap`, `mlp`
+    or a timm model's own linear head."""
+    return cell.training.head != "own" or timm_name(cell.model) is not None
 
 
 def stage_paths(cell: Cell) -> dict[str, tuple[str, str]]:
