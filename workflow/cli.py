@@ -201,7 +201,8 @@ def cmd_cells(args) -> None:
         table.insert(table.columns.get_loc("done") + 1, "trainable parameters", table["cell"].map(counts))
     from workflow.train.head_input import features_summary, input_notes
 
-    table["stage inputs"] = table["cell"].map(lambda cell_id: features_summary(study.cell(cell_id)))
+    inputs = table["cell"].map(lambda cell_id: features_summary(study.cell(cell_id)))
+    table.insert(table.columns.get_loc("done") + 1, "stage inputs", inputs)
     print(table.to_string(index=False) + "\n" + "\n".join(input_notes(study.cells.values())) + "\n")
     for name in sorted(study.datasets):  # the folder its definition is prepared in (docs/own-data.md)
         print(f"data of {name}: {study.plan_path(name).parent}")
