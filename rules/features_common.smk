@@ -1,7 +1,7 @@
 # The input functions of the cached features (rules/features.smk): which features a training job reads, and
 # what a features job is given.
 from workflow.core.backbones import model_folder
-from workflow.train.head_input import FEATURES, needs_features, reads_pooled_features
+from workflow.train.head_input import needs_features, reads_pooled_features
 
 
 def pretrain_weights_tag(upstream):
@@ -26,9 +26,9 @@ def features_files(study, dataset, model, resolution, weights, upstream=None):
     return h5, paths.features_record(h5)
 
 
-def trained_from_images(cell):
-    """Whether a finished cell trained every stage from the images (its metrics.json records no features: a cell
-    finished before features were cached), so that its inputs stay as they were and it is not trained again."""
+def trained_before_features(cell):
+    """Whether a cell finished before features were cached (its metrics.json's stages say nothing of their input),
+    so that its inputs stay as they were and it is not trained again for them."""
     metrics = os.path.join(SWEEP.study.cell_dir(cell.id), paths.METRICS_JSON)
     if not os.path.exists(metrics):
         return False
@@ -37,13 +37,13 @@ def trained_from_images(cell):
             stages = json.load(f).get("stages") or []
     except ValueError:
         return False
-    return not any(stage.get("input") == FEATURES for stage in stages)
+    return bool(stages) and not any(isinstance(stage, dict) and "input" in stage for stage in stages)
 
 
 def get_features_inputs(cell):
     """A training job's features inputs when a stage of `cell` trains on them ({} otherwise): ancient, since
     their path says what they hold; until a pretrain cell's tag is known, that tag."""
-    if not needs_features(cell) or trained_from_images(cell):
+    if not needs_features(cell) or trained_before_features(cell):
         return {}
     try:
         h5, record = features_files(SWEEP.study, cell.dataset, cell.model, cell.resolution, cell.weights,
