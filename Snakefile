@@ -20,6 +20,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/features_common.smk"
 
 
 wildcard_constraints:
@@ -38,6 +39,7 @@ include: "rules/download.smk"
 include: "rules/prepare.smk"
 include: "rules/weights.smk"
 include: "rules/probe.smk"
+include: "rules/features.smk"
 include: "rules/train.smk"
 include: "rules/halving.smk"
 include: "rules/tpe.smk"

@@ -19,6 +19,7 @@ if HALVING:
             study=get_study_file,
             cell=get_cell_json,  # not on the command line: a changed cell config re-runs the job (params trigger)
             init=get_init_arg,
+            features=get_features_arg,
             slots=SLOT_ARGS,
             budget=lambda wildcards: HALVING.budget(int(wildcards.rung)),
             previous=get_previous_arg,
@@ -38,7 +39,7 @@ if HALVING:
             ENV
         shell:
             "TLSWEEP_ERROR_FD=3 exec python -m workflow train-rung --configfile {params.study:q} --cell {wildcards.cell}"
-            " --manifest {input.manifest:q} {params.init}"
+            " --manifest {input.manifest:q} {params.init} {params.features}"
             " --gpu-slots {resources.gpu_slots} {params.slots} --rung {wildcards.rung} --until-epoch {params.budget}"
             " {params.previous} --out {params.out:q} --threads {threads} 3>&2 > {log:q} 2>&1"
 

@@ -78,3 +78,20 @@ def test_job_start_benchmark_times_a_training_jobs_imports_against_torch():
     assert {"workflow.cli", "workflow.train.cell", "workflow.track.watch"} <= set(result["modules"])
     for clock in ("wall", "cpu"):
         assert result[clock]["torch_s"] > 0 and result[clock]["train_s"] > 0
+
+
+def test_features_benchmark_times_the_head_stage_on_both_paths(tmp_path, capsys):
+    bench = load_benchmark("features")
+    result = bench.main(["--models", "resnet18", "--batch-sizes", "64", "--optimizers", "sgd", "adam", "--epochs", "1",
+                         "--tmp", str(tmp_path), "--json", str(tmp_path / "results.json")])
+    assert [row["cell"].split("/")[-1] for row in result["cells"]] == [
+        "bs64-lr1e-2-sgd-all-s0-wdigits-0to4", "bs64-lr1e-2-adam-all-s0-wdigits-0to4"]
+    assert set(result["features_jobs"]) == {"resnet18"} and result["features_jobs"]["resnet18"]["images"] > 0
+    assert all(row["today_cpu_s"] > 0 and row["features_cpu_s"] > 0 for row in result["cells"])
+    assert all(row["max_relative_difference"] <= 1e-6 for row in result["cells"])  # the same histories
+    total = sum(row["features_cpu_s"] for row in result["cells"]) + result["features_jobs"]["resnet18"]["cpu_s"]
+    assert result["features_once_cpu_s"] == pytest.approx(total, abs=0.02)
+    assert result["ratio"] == pytest.approx(result["today_cpu_s"] / result["features_once_cpu_s"], abs=0.06)
+    assert json.loads((tmp_path / "results.json").read_text()) == result
+    assert "| today: the backbone every epoch |" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"], "its scratch folder is removed"

@@ -38,7 +38,8 @@ def test_dry_run_plans_one_train_job_per_cell(tmp_path, study_file):
     result = snakemake(tmp_path, "-n", "--configfile", str(study_file(config)))
     # 2 models x 2 batch sizes x 2 optimizers, plus one pretrain cell per model
     assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 8,
-                                         "train_upstream": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
+                                         "train_upstream": 2, "pretrain_tag": 2, "aggregate": 1, "charts": 1,
+                                         "export_index": 1, "all": 1}
 
 
 @pytest.mark.pipeline
@@ -59,7 +60,8 @@ def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file
 def test_demo_study_plan(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies/digits-demo.yaml"))
     assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 12,
-                                         "train_upstream": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
+                                         "train_upstream": 2, "pretrain_tag": 2, "aggregate": 1, "charts": 1,
+                                         "export_index": 1, "all": 1}
 
 
 # finished_tiny_study (conftest.py): the tiny study run end to end once per session, read by the tests
