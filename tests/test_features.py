@@ -196,6 +196,8 @@ def test_which_stages_train_on_features_and_why():
         "mixup": ({"mixup": 0.2}, {}, "mixup blends the images of every batch"),
         "none": ({}, {"weights": "none"}, "weights: none draws the backbone's weights from the seed"),
         "own": ({"head": "own"}, {}, "the 'own' head reads the model's own classifier input, not the pooled features"),
+        "layers": ({"head": {"layers": ["flatten", {"dense": 8}]}}, {},
+                   "a head of layers does its own pooling of the feature map: no cached features for it"),
     }
     for training, axes, reason in refused.values():
         assert head_stage_path(make_cell(training={**STAGES, **training}, **{"weights": "imagenet", **axes}), 0) == (
@@ -207,7 +209,7 @@ def test_which_stages_train_on_features_and_why():
 
 
 def test_the_augmentations_named_are_those_that_change_the_images():
-    assert set(AUGMENTS) == {f.name for f in dataclasses.fields(Augment)} - {"fill"}
+    assert set(AUGMENTS) == {f.name for f in dataclasses.fields(Augment)} - {"fill", "zoom_axes"}  # zoom_axes only shapes a zoom
     on = {"hflip": True, "vflip": True, "rot90": True, "crop": 2, "shift": 0.1, "zoom": 0.1, "rotation": 5.0,
           "shear": 5.0}
     for key in AUGMENTS:

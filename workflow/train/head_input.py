@@ -3,7 +3,8 @@ features a cell's job needs), `python -m workflow cells` and training all ask `h
 
 A stage that trains the head alone trains on the cached features (workflow.train.features) exactly when
 that is what the images would give it: the backbone is frozen and in eval mode (`train: head`, no earlier
-stage changed it), the head reads the pooled features (`gap`, `mlp`, or a timm model's own linear head), and
+stage changed it), the head reads the pooled features (`gap`, `mlp`, or a timm model's own linear head; a head
+of layers pools the feature map itself), and
 nothing changes the input per epoch (no augmentation, no mixup); the backbone's starting weights are the
 same for every seed (ImageNet's, a timm tag's or a pretrain cell's, never `none`'s random ones).
 """
@@ -26,6 +27,8 @@ def head_stage_path(cell: Cell, index: int) -> tuple[str, str]:
     changed = [earlier["name"] for earlier in stages[:index] if earlier["train"] != "head"]
     if changed:
         return IMAGES, f"stage {changed[0]!r} before it trains the backbone"
+    if isinstance(training.head, dict):
+        return IMAGES, "a head of layers does its own pooling of the feature map: no cached features for it"
     if not reads_pooled_features(cell):
         return IMAGES, "the 'own' head reads the model's own classifier input, not the pooled features"
     augments = [key for key in AUGMENTS if training.augment.get(key)]
@@ -43,7 +46,8 @@ def head_stage_path(cell: Cell, index: int) -> tuple[str, str]:
 def reads_pooled_features(cell: Cell) -> bool:
     """Whether the cell's head reads the backbone's pooled features (what a features file holds): `gap`, `mlp`
     or a timm model's own linear head."""
-    return cell.training.head != "own" or timm_name(cell.model) is not None
+    head = cell.training.head
+    return isinstance(head, str) and (head != "own" or timm_name(cell.model) is not None)
 
 
 def stage_paths(cell: Cell) -> dict[str, tuple[str, str]]:
