@@ -16,6 +16,7 @@ import yaml
 from conftest import copy_of_finished_tiny_study, snakemake, snakemake_log, tiny_study, write_config
 from fakecells import find, make_study, mixed_study, write_cell
 from workflow.core import paths
+from workflow.results.aggregate import collect
 from workflow.track.console import LONGEST, quiet_console
 from workflow.track.run_summary import run_summary
 from workflow.train.cell import end_line
@@ -46,6 +47,25 @@ def test_the_summary_names_ten_failed_cells_and_no_ok_one_is_an_error(tmp_path):
     listed = [line for line in lines if line.endswith(": SplitTooSmallError: too few")]
     assert len(listed) == 10 and "  and 2 more (python -m workflow status)" in lines
     assert summary.no_answer and lines[-1] == "error: no grid cell ended ok (hand has no result)"
+
+
+def test_a_run_whose_grid_cells_all_ended_unstable_has_no_answer(tmp_path):
+    study = make_study(tmp_path, lr=[0.1, 0.01, 0.001])
+    for cell in study.grid_cells:  # finished, but the best weights' test loss exploded
+        write_cell(study, cell, test_loss=1e4)
+    Path(paths.tables_folder(study.out)).mkdir(parents=True)
+    summary_table = collect(study)[0]  # the aggregate job's verdict
+    assert set(summary_table["status"]) == {"unstable"}
+    summary_table.to_csv(paths.table_file(study.out, "summary", "csv"), index=False)
+    summary = run_summary(study)
+    lines = summary.text.splitlines()
+    assert lines[0] == "hand: 3 grid cells: 0 ok, 0 failed, 3 unstable"
+    assert summary.no_answer
+    assert lines[-1] == "error: no grid cell ended ok (3 unstable: their losses exploded; hand has no result)"
+
+    write_cell(study, study.grid_cells[0])  # one cell trained well: the others' instability is only a warning
+    collect(study)[0].to_csv(paths.table_file(study.out, "summary", "csv"), index=False)
+    assert not run_summary(study).no_answer
 
 
 def test_a_finished_job_says_how_it_ended_in_one_line():
