@@ -124,6 +124,30 @@ def test_a_run_in_which_every_grid_cell_failed_exits_non_zero_and_names_them(tmp
     assert len(re.findall(r"^cell \S+: failed \(SplitTooSmallError", text, re.M)) == 2, text[-3000:]
 
 
+def exploding_study() -> dict:
+    """One grid cell that trains to the end with its loss exploded (`unstable`): Adam at 1e-2 for one epoch from
+    scratch at 16 px (its test loss is in the thousands, the limit 11)."""
+    config = tiny_study("exploded")
+    del config["pretrain"]
+    config["datasets"] = {"digits-012": {"source": "digits", "classes": [0, 1, 2]}}
+    config["grid"].update(dataset=["digits-012"], batch_size=[64], optimizer=["adam"], weights=["none"])
+    config["training"] = {"stages": [{"name": "all", "train": "all", "epochs": 1}], "deterministic": True}
+    config["export"] = {"enabled": False}
+    return config
+
+
+@pytest.mark.pipeline
+def test_a_run_in_which_every_grid_cell_ended_unstable_exits_non_zero(tmp_path):
+    configfile = write_config(tmp_path / "exploded.yaml", exploding_study())
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", str(configfile), check=False)
+    text = console(result)
+    summary = pd.read_csv(tmp_path / "results/exploded/tables/summary.csv")
+    assert summary["status"].tolist() == ["unstable"], summary.to_dict("records")
+    assert result.returncode != 0, text[-3000:]
+    assert "exploded: 1 grid cells: 0 ok, 0 failed, 1 unstable" in text, text[-3000:]
+    assert "error: no grid cell ended ok (1 unstable: their losses exploded; exploded has no result)" in text
+
+
 @pytest.mark.pipeline
 def test_a_finished_run_tells_its_story_in_short_lines(finished_tiny_study):
     workdir, configfile, result = finished_tiny_study
