@@ -16,6 +16,7 @@ import yaml
 from conftest import copy_of_finished_tiny_study, snakemake, snakemake_log, tiny_study, write_config
 from fakecells import find, make_study, mixed_study, write_cell
 from workflow.core import paths
+from workflow.results.aggregate import collect
 from workflow.track.console import LONGEST, quiet_console
 from workflow.track.run_summary import run_summary
 from workflow.train.cell import end_line
@@ -46,6 +47,25 @@ def test_the_summary_names_ten_failed_cells_and_no_ok_one_is_an_error(tmp_path):
     listed = [line for line in lines if line.endswith(": SplitTooSmallError: too few")]
     assert len(listed) == 10 and "  and 2 more (python -m workflow status)" in lines
     assert summary.no_answer and lines[-1] == "error: no grid cell ended ok (hand has no result)"
+
+
+def test_a_run_whose_grid_cells_all_ended_unstable_has_no_answer(tmp_path):
+    study = make_study(tmp_path, lr=[0.1, 0.01, 0.001])
+    for cell in study.grid_cells:  # finished, but the best weights' test loss exploded
+        write_cell(study, cell, test_loss=1e4)
+    Path(paths.tables_folder(study.out)).mkdir(parents=True)
+    summary_table = collect(study)[0]  # the aggregate job's verdict
+    assert set(summary_table["status"]) == {"unstable"}
+    summary_table.to_csv(paths.table_file(study.out, "summary", "csv"), index=False)
+    summary = run_summary(study)
+    lines = summary.text.splitlines()
+    assert lines[0] == "hand: 3 grid cells: 0 ok, 0 failed, 3 unstable"
+    assert summary.no_answer
+    assert lines[-1] == "error: no grid cell ended ok (3 unstable: their losses exploded; hand has no result)"
+
+    write_cell(study, study.grid_cells[0])  # one cell trained well: the others' instability is only a warning
+    collect(study)[0].to_csv(paths.table_file(study.out, "summary", "csv"), index=False)
+    assert not run_summary(study).no_answer
 
 
 def test_a_finished_job_says_how_it_ended_in_one_line():
@@ -102,6 +122,30 @@ def test_a_run_in_which_every_grid_cell_failed_exits_non_zero_and_names_them(tmp
     assert "no grid cell ended ok" in text
     # each training job said how it ended, in one line
     assert len(re.findall(r"^cell \S+: failed \(SplitTooSmallError", text, re.M)) == 2, text[-3000:]
+
+
+def exploding_study() -> dict:
+    """One grid cell that trains to the end with its loss exploded (`unstable`): Adam at 1e-2 for one epoch from
+    scratch at 16 px (its test loss is in the thousands, the limit 11)."""
+    config = tiny_study("exploded")
+    del config["pretrain"]
+    config["datasets"] = {"digits-012": {"source": "digits", "classes": [0, 1, 2]}}
+    config["grid"].update(dataset=["digits-012"], batch_size=[64], optimizer=["adam"], weights=["none"])
+    config["training"] = {"stages": [{"name": "all", "train": "all", "epochs": 1}], "deterministic": True}
+    config["export"] = {"enabled": False}
+    return config
+
+
+@pytest.mark.pipeline
+def test_a_run_in_which_every_grid_cell_ended_unstable_exits_non_zero(tmp_path):
+    configfile = write_config(tmp_path / "exploded.yaml", exploding_study())
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", str(configfile), check=False)
+    text = console(result)
+    summary = pd.read_csv(tmp_path / "results/exploded/tables/summary.csv")
+    assert summary["status"].tolist() == ["unstable"], summary.to_dict("records")
+    assert result.returncode != 0, text[-3000:]
+    assert "exploded: 1 grid cells: 0 ok, 0 failed, 1 unstable" in text, text[-3000:]
+    assert "error: no grid cell ended ok (1 unstable: their losses exploded; exploded has no result)" in text
 
 
 @pytest.mark.pipeline

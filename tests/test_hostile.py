@@ -163,7 +163,7 @@ def seeded_study():
         "pretrain": {"base": {"dataset": "digits-012", "batch_size": 64, "lr": 0.001, "optimizer": "adam",
                               "weights": "none", "training": stages}},
         "grid": {"dataset": ["digits-012"], "model": ["resnet18"], "resolution": [16], "batch_size": [64],
-                 "lr": [0.01], "optimizer": ["adam"], "weights": ["pretrain:base"]},
+                 "lr": [0.001], "optimizer": ["adam"], "weights": ["pretrain:base"]},  # 1e-2 ends unstable
         "training": stages, "resources": {"train_threads": 1},
     }
 

@@ -17,7 +17,7 @@ def test_two_jobs_at_once_each_log_their_cell_run_and_the_study_run_finishes(tmp
 
     config = tiny_study("tracked") | {"tracking": {"mlflow": True}, "results_dir": str(tmp_path / "results")}
     del config["pretrain"]  # the grid's first two jobs are the first to open the store, at once
-    config["grid"] |= {"weights": ["none"], "optimizer": ["adam"]}
+    config["grid"] |= {"weights": ["none"], "optimizer": ["adam"], "lr": [0.001]}  # one epoch from scratch: stable
     config["training"] = {"stages": [{"name": "scratch", "train": "all", "epochs": 1}]}
     configfile = write_config(tmp_path / "tracked.yaml", config)
     result = snakemake(tmp_path, "--cores", "2", "--configfile", str(configfile))

@@ -200,7 +200,7 @@ def test_a_snakemake_run_shows_no_json_and_the_job_files_change_nothing_on_a_rer
         "datasets": {"digits-012": {"source": "digits", "classes": [0, 1, 2], "seed": 0,
                                     "split": {"train": 0.6, "val": 0.2, "test": 0.2}}},
         "grid": {"dataset": ["digits-012"], "model": ["resnet18"], "resolution": [16], "batch_size": [64],
-                 "lr": [0.01], "optimizer": ["adam"], "weights": ["none"]},
+                 "lr": [0.001], "optimizer": ["adam"], "weights": ["none"]},  # at 1e-2 unstable: the run fails
         "training": {"stages": [{"name": "all", "train": "all", "epochs": 1}]},
         "export": {"enabled": False},
         "resources": {"train_threads": 1},
@@ -210,7 +210,7 @@ def test_a_snakemake_run_shows_no_json_and_the_job_files_change_nothing_on_a_rer
     result = snakemake(work, "--cores", "2", "--configfile", str(configfile), "-p")
     console = result.stdout + result.stderr
     log = snakemake_log(work)  # the commands: not on the console
-    cell = "digits-012/resnet18/r16/bs64-lr1e-2-adam-all-s0-wnone"
+    cell = "digits-012/resnet18/r16/bs64-lr1e-3-adam-all-s0-wnone"
     assert f"python -m workflow train --configfile results/quiet/study.yaml --cell {cell} " in log
     commands = [line[line.index("python -m workflow "):] for line in log.splitlines()
                 if "python -m workflow " in line]

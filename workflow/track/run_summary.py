@@ -21,7 +21,7 @@ ORDER = ("ok", "failed", "diverged", "oom", "unstable", "pruned", "stopped", "ru
 @dataclass
 class RunSummary:
     text: str
-    no_answer: bool  # grid cells ended, none of them trained to the end (a run --until manifest trained none)
+    no_answer: bool  # grid cells ended, none of them ok (a run --until manifest trained none: no verdict)
 
 
 def cell_outcome(row: pd.Series, unstable: set[str]) -> str:
@@ -73,9 +73,11 @@ def run_summary(study) -> RunSummary:
         if len(failed) > FAILED_LISTED:
             lines.append(f"  and {len(failed) - FAILED_LISTED} more (python -m workflow status)")
     ended = grid[~grid["outcome"].isin(("waiting", "running", "stopped"))]
-    no_answer = len(ended) > 0 and not ended["outcome"].isin(("ok", "unstable")).any()  # best.md warns of unstable
+    no_answer = len(ended) > 0 and not (ended["outcome"] == "ok").any()  # an unstable cell's scores are no answer
     lines += recommendation(study.out)
     lines.append(f"Tables: {paths.tables_folder(study.out)}/  Charts: {paths.charts_folder(study.out)}/")
     if no_answer:
-        lines.append(f"error: no grid cell ended ok ({study.name} has no result)")
+        unstable_count = int((ended["outcome"] == "unstable").sum())
+        why = f"{unstable_count} unstable: their losses exploded; " if unstable_count else ""
+        lines.append(f"error: no grid cell ended ok ({why}{study.name} has no result)")
     return RunSummary("\n".join(lines), no_answer)
