@@ -76,6 +76,13 @@ def get_study_file(wildcards, output):
     return STUDY_FILE
 
 
+def until_run():
+    """Whether this run has `--until` (known once the DAG is built, not while the Snakefile is read): Snakemake
+    (9.27) runs none of the jobs it plans again after a checkpoint then (snakemake/snakemake#2824), so a training
+    job waits on no features tag and trains on the images (rules/features_common.smk)."""
+    return bool(workflow.dag_settings and workflow.dag_settings.until)
+
+
 def get_train_inputs(wildcards, pretrain):
     """A cell's manifest and starting weights and, with K > 1, its memory probe until measured: a checkpoint,
     so that turning slots on, or a new probe (another GPU or torch version), never re-runs a finished cell."""

@@ -49,7 +49,7 @@ def get_features_inputs(cell):
         h5, record = features_files(SWEEP.study, cell.dataset, cell.model, cell.resolution, cell.weights,
                                     cell.upstream)
     except IncompleteCheckpointException as pending:  # the pretrain cell's tag: the job is planned again after it
-        return {"pretrain_tag": pending.targetfile}
+        return {} if until_run() else {"pretrain_tag": pending.targetfile}
     return {"features": ancient(h5), "features_record": ancient(record)}
 
 

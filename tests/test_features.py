@@ -253,3 +253,15 @@ def test_cells_shows_each_stage_input_and_why():
     assert sum(line.endswith("scratch: images") for line in lines) == 2  # the pretrain cells train every layer
     assert "stage head on the features: frozen backbone in eval mode, no augmentation or mixup: the same " \
            "features every epoch" in lines
+
+
+@pytest.mark.pipeline
+def test_a_run_until_train_trains_every_cell_on_the_images_before_the_features_tag_is_known(tmp_path):
+    """`--until train`: Snakemake runs none of the jobs a checkpoint plans again (snakemake/snakemake#2824), so
+    no training job waits on the pretrain cell's features tag; the head stages train on the images instead."""
+    configfile = write_config(tmp_path / "tiny.yaml", tiny_study())
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(configfile), "--until", "train")
+    study = load_study_file(configfile)
+    for cell in study.grid_cells:
+        metrics = json.loads((tmp_path / study.cell_dir(cell.id) / "metrics.json").read_text())
+        assert metrics["status"] == "ok" and [stage["input"] for stage in metrics["stages"]] == [IMAGES, IMAGES]
