@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, fields
 
+from workflow.core.heads import head_name, head_parameterised_layers
 from workflow.core.catalogue import load_catalogue, model_name_error, timm_hub_repo, timm_name
 
 
@@ -85,7 +86,7 @@ def model_error(name: str, resolution: int, weights: str = "none") -> str | None
     return problem
 
 
-def train_error(name: str, train: str, head: str, resolution: int) -> str | None:
+def train_error(name: str, train: str, head: str | dict, resolution: int) -> str | None:
     """Why training `train` (what trains: `last:N`, `keras:N`, ...) of model `name` with `head` at `resolution`
     can only fail, or None (a timm model's layers are known only once it is built)."""
     kind, _, depth = train.partition(":")
@@ -100,9 +101,10 @@ def train_error(name: str, train: str, head: str, resolution: int) -> str | None
             return f"{name} has only {spec.keras_layers} layers as Keras counts them"
         return None
     with_aux = spec.aux_resolution is not None and resolution >= spec.aux_resolution
-    layers = spec.layers[head] + (spec.aux_layers if with_aux else 0)
+    head_layers = spec.layers[head] if isinstance(head, str) else spec.layers["gap"] - 1 + head_parameterised_layers(head)
+    layers = head_layers + (spec.aux_layers if with_aux else 0)
     if int(depth) > layers:
-        return f"{name} with the {head!r} head has only {layers} layers at resolution {resolution}"
+        return f"{name} with the {head_name(head)!r} head has only {layers} layers at resolution {resolution}"
     return None
 
 

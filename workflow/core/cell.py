@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from workflow.core.backbones import model_folder
+from workflow.core.heads import canonical_head
 
 PRETRAIN_PREFIX = "pretrain:"  # weights: pretrain:<name> starts a cell from a pretrain cell's best.pt
 
@@ -36,7 +37,7 @@ class TrainingSettings:
     groups (stages, plateau, augment, loader, ...) are mappings as the study file writes them."""
 
     stages: list = field(default_factory=_default_stages)
-    head: str = "gap"
+    head: str | dict = "gap"  # gap | mlp | own, or a head of layers (workflow.core.heads)
     dropout: float | None = None  # the head's own default: gap 0.5, mlp 0.2
     momentum: float = 0.9
     rho: float = 0.99  # RMSprop's smoothing constant (torch's `alpha`; Keras calls it rho, default 0.9)
@@ -61,6 +62,9 @@ class TrainingSettings:
     precision: str = "auto"
     compile: bool = False
     deterministic: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "head", canonical_head(self.head))  # a head of layers written out in full
 
     @classmethod
     def from_mapping(cls, data: dict) -> TrainingSettings:

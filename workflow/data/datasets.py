@@ -10,7 +10,7 @@ from pathlib import Path
 from workflow.data.sources import SOURCES, RemoteFile, get_source
 from workflow.data.sources.base import DatasetConfigError, raw_dir
 
-__all__ = ["COMMON", "DatasetConfigError", "check_sources", "downloads", "resolve_dataset", "resolve_datasets", "source_fingerprint",
+__all__ = ["COMMON", "DatasetConfigError", "check_sources", "configured_classes", "downloads", "resolve_dataset", "resolve_datasets", "source_fingerprint",
            "source_inputs", "source_raw_dir"]
 
 # Keys every source takes, with their defaults.
@@ -34,6 +34,20 @@ def resolve_dataset(name: str, spec: dict) -> dict:
                 **copy.deepcopy(spec)}
     source.check(name, resolved)
     return resolved
+
+
+# Classes of each source before `classes` selects some (cifar100: fine labels; coarse has 20).
+SOURCE_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "pcam": 2, "cats_vs_dogs": 2}
+
+
+def configured_classes(spec: dict) -> int | None:
+    """How many classes a dataset entry has as its config says (its `classes`, else its source's); None
+    when only its files can tell (an image folder, a table)."""
+    if spec.get("classes"):
+        return len(spec["classes"])
+    if spec["source"] == "cifar100" and spec.get("label_type") == "coarse":
+        return 20
+    return SOURCE_CLASSES.get(spec["source"])
 
 
 def resolve_datasets(datasets: dict) -> dict:

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-from workflow.data.datasets import DatasetConfigError, resolve_datasets, source_raw_dir
+from workflow.data.datasets import DatasetConfigError, configured_classes, resolve_datasets, source_raw_dir
 from workflow.core import paths
 from workflow.study.config import ConfigError
 from workflow.study.sampling import SEARCH_GROUP, SEARCH_INDEX, RandomSearch, apply_draws, sampled_grid
 from workflow.study.halving import Halving, bracket_sequence, build_search
 from workflow.study.tpe_space import sampled_search
 from workflow.core.backbones import model_error, train_error
+from workflow.core.heads import output_classes_error
 from workflow.core.cell import DEFAULT_TRAINING, PRETRAIN_PREFIX, Cell, TrainingSettings, merge
 from workflow.study.settings import cell_training, check_swept_keys, check_training
 
@@ -182,15 +183,18 @@ def _upstream_cell(config: dict, name: str, model: str, resolution: int, where: 
         train=spec["train"], seed=spec["seed"], weights=spec["weights"],
         training=TrainingSettings.from_mapping(training),
     )
-    _check_cell(cell, f"pretrain.{name}")
+    _check_cell(cell, f"pretrain.{name}", config["datasets"])
     return cell
 
 
-def _check_cell(cell: Cell, where: str) -> None:
+def _check_cell(cell: Cell, where: str, datasets: dict) -> None:
     """Rules across a cell's axes and what each of its stages trains, with the cell's id in the message."""
     problem = model_error(cell.model, cell.resolution, cell.weights)
     if problem:
         raise ConfigError(f"{where}: {problem} (cell {cell.id})")
+    problem = output_classes_error(cell.training.head, configured_classes(datasets[cell.dataset]))
+    if problem:
+        raise ConfigError(f"training.head.output: dataset {cell.dataset!r}: {problem} (cell {cell.id})")
     for i, stage in enumerate(cell.training.stages):
         train = cell.train if stage["train"] == "cell" else stage["train"]
         problem = train_error(cell.model, train, cell.training.head, cell.resolution)
@@ -299,7 +303,7 @@ def build_study(config: dict, rounds: dict[int, dict] | None = None) -> Study:
                     params=params)
         if params:
             check_training(resolved, f"cell {cell.id}: training")
-        _check_cell(cell, "grid")
+        _check_cell(cell, "grid", datasets)
         if values["weights"].startswith(PRETRAIN_PREFIX):
             up = _upstream_cell(config, values["weights"][len(PRETRAIN_PREFIX):], values["model"],
                                 values["resolution"], "grid.weights")

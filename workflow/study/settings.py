@@ -4,6 +4,7 @@ rules across training keys that the schema cannot express (the keys and defaults
 from __future__ import annotations
 
 from workflow.core.cell import DEFAULT_TRAINING, TrainingSettings, merge
+from workflow.core.heads import head_error
 from workflow.study.config import ConfigError
 
 
@@ -13,8 +14,13 @@ def check_training(training: dict, where: str) -> None:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ConfigError(f"{where}.stages: stage names must differ; {repeated} repeat")
+    problem = head_error(training["head"], f"{where}.head")
+    if problem:
+        raise ConfigError(problem)
     if training["head"] == "own" and training["dropout"] is not None:
         raise ConfigError(f"{where}.dropout: the 'own' head keeps the model's own dropout; leave dropout unset")
+    if isinstance(training["head"], dict) and training["dropout"] is not None:
+        raise ConfigError(f"{where}.dropout: a head of layers lists its own dropout layers; leave dropout unset")
     typed = TrainingSettings.from_mapping(training)
     for stage in typed.stages:
         settings = typed.stage(stage, "sgd", "all")
@@ -36,3 +42,7 @@ def check_swept_keys(swept: dict) -> None:
     unknown = sorted(set(swept) - set(DEFAULT_TRAINING))
     if unknown:
         raise ConfigError(f"grid.training: unknown training keys {unknown}; known: {sorted(DEFAULT_TRAINING)}")
+    for i, head in enumerate(swept.get("head", [])):
+        problem = head_error(head, f"grid.training.head[{i}]")
+        if problem:
+            raise ConfigError(problem)

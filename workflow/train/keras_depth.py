@@ -97,7 +97,7 @@ KERAS_LAYERS = {"resnet50": _resnet50, "vgg16": _vgg16, "densenet121": _densenet
 
 def keras_counterpart(backbone: nn.Module) -> str | None:
     """Which Keras application a torchvision backbone is (by its architecture), or None."""
-    kind = type(backbone).__name__
+    kind = next(c.__name__ for c in type(backbone).__mro__ if c.__module__.startswith(("torchvision.", "torch.")))
     if kind == "ResNet" and type(backbone.layer1[0]).__name__ == "Bottleneck":
         return "resnet50" if [len(getattr(backbone, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3] else None
     if kind == "VGG":

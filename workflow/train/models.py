@@ -8,7 +8,10 @@ the head maps its features to the classes. Heads (``training.head``):
 - ``mlp``: global average pool -> linear 256 -> batch norm -> ReLU -> linear 128
   -> batch norm -> ReLU -> dropout (0.2) -> linear;
 - ``own``: the model's own classifier (VGG's and AlexNet's fully connected
-  stack, MobileNetV2's dropout + linear, ResNet's fc...) with a new last layer.
+  stack, MobileNetV2's dropout + linear, ResNet's fc...) with a new last layer;
+- a head of layers (workflow.core.heads): a pooling, dense layers, batch norms,
+  dropouts and activations as a paper lists them, then the output layer
+  (``layered_head``).
 
 Where the classifier sits and how wide the features are come from the
 generated catalogue (workflow.core.catalogue), never from a hand-written table.
@@ -26,11 +29,13 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models.inception import InceptionOutputs
 
 from workflow.integrity import load_torch
 from workflow.core.backbones import Backbone, check_model, get_backbone, resolution_error
 from workflow.core.catalogue import timm_name
+from workflow.core.heads import canonical_head, head_error, head_name
 from workflow.train.errors import ResolutionError, StartingWeightsError, TrainValueError
 from workflow.train.keras_depth import KERAS_PREFIX, keras_trainable
 from workflow.train.timm_models import build_timm, split_timm_head
@@ -40,7 +45,6 @@ PLAIN_MEAN = (0.5, 0.5, 0.5)
 PLAIN_STD = (0.5, 0.5, 0.5)
 
 HEAD_DROPOUT = {"gap": 0.5, "mlp": 0.2}
-HEADS = ("gap", "mlp", "own")
 TRAIN_VALUES = "'head', 'all', 'last:N', 'keras:N' or 'from:<module>'"
 
 
@@ -51,7 +55,7 @@ class Classifier(nn.Module):
     classifier's logits: forward then returns (logits, aux_logits).
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, head_kind: str, new_layers: tuple[str, ...]):
+    def __init__(self, backbone: nn.Module, head: nn.Module, head_kind: str | dict, new_layers: tuple[str, ...]):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -66,7 +70,10 @@ class Classifier(nn.Module):
 
 
 def num_classes_of(model: Classifier) -> int:
-    """How many classes a Classifier's head scores: its last linear (or convolutional) layer's width."""
+    """How many classes a Classifier's head scores: its last linear (or convolutional) layer's width, or
+    two for a sigmoid output."""
+    if any(isinstance(module, TwoClassLogits) for module in model.head.modules()):
+        return 2
     last = [module for module in model.head.modules() if isinstance(module, (nn.Linear, nn.Conv2d))][-1]
     return getattr(last, "out_features", getattr(last, "out_channels", None))
 
@@ -159,12 +166,16 @@ def own_head(own: nn.Module, num_classes: int) -> tuple[nn.Module, tuple[str, ..
     return nn.Sequential(nn.Unflatten(1, (layer.in_channels, -1, 1)), *own, nn.Flatten()), (f"head.{int(last) + 1}",)
 
 
-def split_head(model: nn.Module, name: str, head: str, num_classes: int, dropout: float | None):
+def split_head(model: nn.Module, name: str, head: str | dict, num_classes: int, dropout: float | None,
+               resolution: int | None = None):
     """Detach the classifier from `model` and return (new head, names of its fresh layers)."""
     if head == "own" and dropout is not None:
         raise ValueError("training.dropout: the 'own' head keeps the model's own dropout; leave it unset")
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {list(HEADS)}")
+    problem = head_error(head)
+    if problem:
+        raise ValueError(problem)
+    if isinstance(head, dict):
+        return layered_head(model, name, canonical_head(head), num_classes, resolution), ("head",)
     if timm_name(name) is not None:
         own, features = split_timm_head(model, head, num_classes)
         return own or new_head(head, features, num_classes, dropout), ("head",)
@@ -187,6 +198,103 @@ def new_head(head: str, features: int, num_classes: int, dropout: float | None) 
         nn.Linear(256, 128), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
         nn.Dropout(p), nn.Linear(128, num_classes),
     )
+
+
+class TwoClassLogits(nn.Module):
+    """A sigmoid output's one logit z as the two-class logits (0, z): their softmax is (1 - sigmoid(z),
+    sigmoid(z)) and their cross-entropy is the binary cross-entropy of z, so the loss, the scores and the
+    metrics of two classes need nothing of their own."""
+
+    def forward(self, logit: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(logit), logit], dim=1)
+
+
+class DenseNetMap(torchvision.models.DenseNet):
+    """A DenseNet up to its feature map, ReLU'd (where Keras's DenseNet without its top ends)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.features(x))
+
+
+class MobileNetV2Map(torchvision.models.MobileNetV2):
+    """A MobileNetV2 up to its feature map (its pooling is a function call, not a module)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+FEATURE_MAPS = {torchvision.models.DenseNet: DenseNetMap, torchvision.models.MobileNetV2: MobileNetV2Map}
+ACTIVATION_MODULES = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "selu": nn.SELU, "silu": nn.SiLU,
+                      "swish": nn.SiLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "softplus": nn.Softplus}
+POOL_MODULES = {"gap": nn.AdaptiveAvgPool2d, "gmp": nn.AdaptiveMaxPool2d}
+
+
+def pool_backbone(model: nn.Module, name: str, pooling: str) -> list[nn.Module]:
+    """Make `model` hand on what a head of layers pools, and return the head's first layers: `gap` keeps the
+    model's own global average pool (`strip_classifier`); `gmp` and `flatten` take its feature map, by
+    replacing its global pool module (`avgpool`) or, for DenseNet and MobileNetV2, whose pooling is a
+    function call, by ending the model at its feature map. Other models (ViT, SqueezeNet, ...) take `gap`."""
+    if timm_name(name) is not None:
+        model.reset_classifier(0, global_pool={"gap": "avg", "gmp": "max", "flatten": ""}[pooling])
+        return [nn.Flatten()]
+    spec = get_backbone(name)
+    strip_classifier(model, spec)
+    if pooling == "gap":
+        return []
+    if isinstance(getattr(model, "avgpool", None), nn.AdaptiveAvgPool2d):
+        model.avgpool = nn.AdaptiveMaxPool2d(1) if pooling == "gmp" else nn.Identity()
+        return [nn.Flatten()]  # the model flattens what its pool hands on
+    if type(model) in FEATURE_MAPS:
+        model.__class__ = FEATURE_MAPS[type(model)]
+        return [POOL_MODULES[pooling](1), nn.Flatten()] if pooling in POOL_MODULES else [nn.Flatten()]
+    raise TrainValueError(f"training.head.layers[0]: {pooling!r} needs {name}'s feature map, which tlsweep "
+                          f"reaches only in models with a global pool module, DenseNets and MobileNetV2; use gap")
+
+
+def feature_width(backbone: nn.Module, first: list[nn.Module], resolution: int | None, name: str) -> int:
+    """The width of what the head's first layers make of `backbone`'s output, from one image of `resolution`
+    (zeros; on the meta device where the model is)."""
+    if resolution is None:
+        raise ValueError(f"training.head: the width of {name}'s flattened feature map needs the resolution")
+    device = next(backbone.parameters()).device
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        output = backbone(torch.zeros(1, 3, resolution, resolution, device=device))
+    backbone.train(was_training)
+    return int(nn.Sequential(*first)(output).shape[1])
+
+
+def layered_head(model: nn.Module, name: str, head: dict, num_classes: int, resolution: int | None) -> nn.Module:
+    """A head of layers (workflow.core.heads, canonical) on `model`: its pooling, its layers in order, then the
+    output layer: one unit per class (softmax), or one unit (sigmoid) whose logit `TwoClassLogits` turns
+    into two classes' logits. Dense layers start as Keras's do (Glorot uniform, zero bias); batch norms take
+    Keras's epsilon (1e-3) and momentum (0.99, torch's 0.01)."""
+    pooling, *layers = head["layers"]
+    if head["output"] == "sigmoid" and num_classes != 2:
+        raise ValueError(f"training.head.output: a sigmoid output is one unit and scores two classes, not {num_classes}")
+    first = pool_backbone(model, name, pooling)
+    if pooling == "flatten":
+        width = feature_width(model, first, resolution, name)
+    else:
+        width = model.num_features if timm_name(name) is not None else get_backbone(name).features
+    modules = list(first)
+    for layer in layers + [{"dense": 1 if head["output"] == "sigmoid" else num_classes}]:
+        if layer == "batch_norm":
+            modules.append(nn.BatchNorm1d(width, eps=1e-3, momentum=0.01))
+        elif "dense" in layer:
+            dense = nn.Linear(width, layer["dense"])
+            nn.init.xavier_uniform_(dense.weight)
+            nn.init.zeros_(dense.bias)
+            modules.append(dense)
+            width = layer["dense"]
+        elif "dropout" in layer:
+            modules.append(nn.Dropout(layer["dropout"]))
+        if isinstance(layer, dict) and layer.get("activation", "linear") != "linear":
+            modules.append(ACTIVATION_MODULES[layer["activation"]]())
+    if head["output"] == "sigmoid":
+        modules.append(TwoClassLogits())
+    return nn.Sequential(*modules)
 
 
 def fit_aux_classifier(model: nn.Module, name: str, num_classes: int, resolution: int | None) -> tuple[str, ...]:
@@ -220,7 +328,7 @@ def load_checkpoint(model: Classifier, checkpoint: dict, path, name: str) -> Non
 
 
 def build_classifier(name: str, num_classes: int, weights: str, dropout: float | None = None,
-                     init: str | Path | None = None, head: str = "gap", resolution: int | None = None):
+                     init: str | Path | None = None, head: str | dict = "gap", resolution: int | None = None):
     """A Classifier with the given head and starting weights, and its input normalisation.
 
     `weights` is "imagenet", "none", or anything else meaning "load `init`":
@@ -247,7 +355,7 @@ def build_classifier(name: str, num_classes: int, weights: str, dropout: float |
         else:
             normalization = tuple(map(tuple, checkpoint.get("normalization", normalization)))
     new_aux = fit_aux_classifier(model, name, num_classes, resolution) if timm_name(name) is None else ()
-    new_head, new_head_layers = split_head(model, name, head, num_classes, dropout)
+    new_head, new_head_layers = split_head(model, name, head, num_classes, dropout, resolution)
     classifier = Classifier(model, new_head, head, new_head_layers + new_aux)
     if checkpoint is not None and "model" in checkpoint:
         load_checkpoint(classifier, checkpoint, init, name)
@@ -272,7 +380,7 @@ def set_trainable(model: Classifier, train: str) -> None:
         n = int(train[5:])
         if n > len(layers):
             raise TrainValueError(
-                f"train {train!r}: this model with the {model.head_kind!r} head has only {len(layers)} "
+                f"train {train!r}: this model with the {head_name(model.head_kind)!r} head has only {len(layers)} "
                 f"parameterised layers"
             )
         model.requires_grad_(False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from workflow.core.cell import Cell
+from workflow.data.datasets import configured_classes
 from workflow.train.models import build_classifier, set_trainable
 
 
@@ -20,22 +21,13 @@ def stage_trainable_parameters(cell: Cell, num_classes: int) -> dict[str, int]:
     return counts
 
 
-# Classes of each source before `classes` selects some (cifar100: fine labels; coarse has 20).
-SOURCE_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "pcam": 2, "cats_vs_dogs": 2}
-
-
 def dataset_classes(study, name: str) -> int | None:
     """How many classes a dataset has: from its plan once planned, else from its config; None when only
     its files can tell (an image folder not yet planned)."""
     plan = study.plan_path(name)
     if plan.exists():
         return len(json.loads(plan.read_text())["class_names"])
-    spec = study.dataset(name)
-    if spec.get("classes"):
-        return len(spec["classes"])
-    if spec["source"] == "cifar100" and spec.get("label_type") == "coarse":
-        return 20
-    return SOURCE_CLASSES.get(spec["source"])
+    return configured_classes(study.dataset(name))
 
 
 def trainable_column(study) -> tuple[dict[str, str], bool]:
