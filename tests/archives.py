@@ -183,11 +183,12 @@ def make_petimages(path: Path) -> dict:
 PCAM_SIZES = {"train": 7, "valid": 3, "test": 4}
 
 
-def make_pcam(folder: Path, seed=3) -> dict:
-    """Write the six PCam .h5.gz files with tiny 8x8 patches; return {split: (x, y)}."""
+def make_pcam(folder: Path, seed=3, sizes=None) -> dict:
+    """Write the six PCam .h5.gz files with tiny 8x8 patches (`sizes`: patches per file part, default
+    PCAM_SIZES); return {split: (x, y)}."""
     rng = np.random.default_rng(seed)
     written = {}
-    for split, n in PCAM_SIZES.items():
+    for split, n in (sizes or PCAM_SIZES).items():
         x = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
         y = rng.integers(0, 2, (n, 1, 1, 1), dtype=np.uint8)
         for suffix, key, data in (("x", "x", x), ("y", "y", y)):

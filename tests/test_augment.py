@@ -130,3 +130,44 @@ def test_shear_matches_scipys_affine_transform():
     offset = centre - torch.tensor(rows_cols, dtype=torch.float64).numpy() @ centre
     expected = ndimage.affine_transform(x[0, 0].numpy(), rows_cols, offset=offset, order=1, mode="nearest")
     torch.testing.assert_close(sheared[0, 0], torch.from_numpy(expected).float(), atol=1e-4, rtol=0)
+
+
+def box_extent(image: torch.Tensor) -> tuple[float, float]:
+    """Width and height (pixels) of the bright box in a (1, H, W) image: its mass along each axis."""
+    mask = image[0]
+    return float(mask.sum(1).max()), float(mask.sum(0).max())  # along a row, along a column
+
+
+def test_zoom_axes_independent_draws_x_and_y_apart_as_keras_zoom_range():
+    same = Augment(zoom=0.2).draw(2000, torch.Generator().manual_seed(0)).theta.double()
+    independent = Augment(zoom=0.2, zoom_axes="independent").draw(2000, torch.Generator().manual_seed(0)).theta.double()
+    assert torch.equal(same[:, 0, 0], same[:, 1, 1])  # one factor for both axes
+    zx, zy = independent[:, 0, 0], independent[:, 1, 1]
+    assert (independent[:, 0, 1] == 0).all() and (independent[:, 1, 0] == 0).all()  # no rotation, no shear
+    for factor in (zx, zy):  # Keras: each uniform in [1 - zoom, 1 + zoom]
+        assert 0.8 - 1e-6 <= factor.min() and factor.max() <= 1.2 + 1e-6
+        assert abs(factor.mean().item() - 1.0) < 0.01 and abs(factor.std().item() - 0.4 / math.sqrt(12)) < 0.01
+    assert abs(torch.corrcoef(torch.stack([zx, zy]))[0, 1].item()) < 0.1
+    assert (zx - zy).abs().max() > 0.3
+
+    # on an image: a 32x32 box in a 64x64 frame is drawn 32 / zx wide and 32 / zy high
+    image = torch.zeros(1, 1, 64, 64)
+    image[..., 16:48, 16:48] = 1.0
+    augment = Augment(zoom=0.2, zoom_axes="independent", fill="zeros")
+    params = augment.draw(6, torch.Generator().manual_seed(1))
+    warped = augment.geometric(image.expand(6, 1, 64, 64).contiguous(), params)
+    for i in range(6):
+        width, height = box_extent(warped[i])
+        zx, zy = params.theta[i, 0, 0].item(), params.theta[i, 1, 1].item()
+        assert width == pytest.approx(32 / zx, abs=1.0) and height == pytest.approx(32 / zy, abs=1.0)
+    same = Augment(zoom=0.2, fill="zeros")
+    warped = same.geometric(image.expand(6, 1, 64, 64).contiguous(), same.draw(6, torch.Generator().manual_seed(1)))
+    for i in range(6):
+        width, height = box_extent(warped[i])
+        assert width == pytest.approx(height, abs=1e-4)
+
+
+def test_zoom_axes_same_is_the_default_and_other_values_are_refused():
+    assert Augment.from_config({"zoom": 0.2}) == Augment.from_config({"zoom": 0.2, "zoom_axes": "same"})
+    with pytest.raises(ValueError, match=r"training.augment.zoom_axes: 'xy' is not one of \['same', 'independent'\]"):
+        Augment.from_config({"zoom": 0.2, "zoom_axes": "xy"})

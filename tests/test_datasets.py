@@ -35,7 +35,8 @@ def test_schema_defaults_agree_with_the_code():
 
 @pytest.mark.parametrize("spec, message", [
     ({"source": "cifar10", "split": {"train": 0.8, "val": 0.1, "test": 0.1}}, "datasets.x.split: not used by source 'cifar10'"),
-    ({"source": "pcam", "val_fraction": 0.2}, "datasets.x.val_fraction: not used by source 'pcam'"),
+    ({"source": "pcam", "split": {"train": 0.7, "val": 0.2, "test": 0.1}}, "datasets.x.split: not used by source 'pcam'"),
+    ({"source": "cats_vs_dogs", "val_fraction": 0.2}, "datasets.x.val_fraction: not used by source 'cats_vs_dogs'"),
     ({"source": "cifar10", "label_type": "coarse"}, "datasets.x.label_type: not used by source 'cifar10': only cifar100"),
     ({"source": "digits", "path": "/tmp"}, "datasets.x.path: not used by source 'digits'"),
     ({"source": "imagefolder", "path": "/d", "mirror": "http://m/"}, "datasets.x.mirror: not used by source 'imagefolder'"),

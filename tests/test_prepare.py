@@ -217,6 +217,35 @@ def test_pcam_keeps_its_split_and_checks_all_six_files(tmp_path):
     assert labels.tolist() == written["valid"][1][np.asarray(order) - 7].tolist()
 
 
+def test_pcam_with_val_fraction_carves_val_out_of_its_train_split(tmp_path):
+    """The batch-size paper's 80/20 split of the training data: val is 20 % of each class of PCam's train
+    split, PCam's valid split is left out, test stays PCam's test."""
+    from workflow.data.datasets import resolve_dataset
+
+    written = make_pcam(tmp_path, sizes={"train": 40, "valid": 6, "test": 5})
+    checksums = {f.name: file_digest(f, "md5") for f in tmp_path.glob("*.h5.gz")}
+    own_split = {"source": "pcam", "path": str(tmp_path), "checksums": checksums}
+    spec = {**own_split, "val_fraction": 0.2}
+    plan = make_plan("pcam", spec, tmp_path)
+    train, val, test = (set(plan["splits"][split]["keys"]) for split in ("train", "val", "test"))
+    part = "camelyonpatch_level_2_split_{}_x.h5[{}]"
+    assert train | val == {part.format("train", i) for i in range(40)} and not train & val  # PCam's train only
+    assert test == {part.format("test", i) for i in range(5)}
+    labels = written["train"][1]
+    val_labels = labels[[int(key.split("[")[1][:-1]) for key in val]]
+    for label in (0, 1):
+        assert (val_labels == label).sum() == round((labels == label).sum() * 0.2)  # 20 % of each class
+    assert plan["spec"]["val_fraction"] == 0.2
+    write_shard(plan, 8, 0, 1, tmp_path / "shard.h5", log=lambda m: None)
+    write_manifest(plan, 8, [tmp_path / "shard.h5"], tmp_path / "r8.json")
+    images, _ = read_split(tmp_path / "r8.json", "val")  # in the plan's order, from PCam's train file
+    rows = [int(key.split("[")[1][:-1]) for key in plan["splits"]["val"]["keys"]]
+    np.testing.assert_array_equal(images, written["train"][0][rows])
+    assert "val_fraction" not in resolve_dataset("pcam", {"source": "pcam"})  # unset stays out: same data keys
+    own = make_plan("pcam", own_split, tmp_path)
+    assert {split: len(e["indices"]) for split, e in own["splits"].items()} == {"train": 40, "val": 6, "test": 5}
+
+
 def test_imagefolder_with_train_and_test_folders_gets_val_carved(tmp_path):
     for split, n in (("train", 10), ("test", 2)):
         for name in ("cat", "dog"):

@@ -395,13 +395,13 @@ def test_micro_batches_accumulate_the_whole_batch_gradient_with_mixup_and_incept
 
 
 def test_schedules_warm_up_then_plateau_cosine_or_step():
-    settings = merge(DEFAULT_TRAINING, {"epochs": 6, "warmup_epochs": 2})
+    settings = TrainingSettings(warmup_epochs=2).stage({"name": "s", "train": "all", "epochs": 6}, "sgd", "all")
 
     def lrs(schedule_settings, accuracies):
         schedule, seen = Schedule(schedule_settings, 1.0), []
         for accuracy in accuracies:
             seen.append(schedule.lr())
-            schedule.step(accuracy)
+            schedule.step({"val_accuracy": accuracy, "val_loss": 1.0})
         return seen
 
     cosine = lrs({**settings, "schedule": "cosine", "cosine": {"min_lr_factor": 0.1}}, [0.5] * 6)
@@ -409,11 +409,11 @@ def test_schedules_warm_up_then_plateau_cosine_or_step():
     assert cosine[3] == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi / 3)) / 2)
     step = lrs({**settings, "warmup_epochs": 0, "schedule": "step", "step": {"every": 2, "factor": 0.5}}, [0] * 6)
     assert step == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
-    plateau = {**settings, "warmup_epochs": 0, "plateau": {"patience": 1, "factor": 0.1}}
+    plateau = {**settings, "warmup_epochs": 0, "plateau": {**settings["plateau"], "patience": 1, "factor": 0.1}}
     assert lrs(plateau, [0.5, 0.4, 0.4, 0.6, 0.6, 0.6]) == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1])
     schedule = Schedule(plateau, 1.0)
     for accuracy in [0.5, 0.4, 0.4]:
-        schedule.step(accuracy)
+        schedule.step({"val_accuracy": accuracy, "val_loss": 1.0})
     again = Schedule(plateau, 1.0)
     again.load_state_dict(schedule.state_dict())
     assert again.lr() == pytest.approx(0.1)
@@ -493,11 +493,11 @@ def test_a_bug_fails_the_job_loudly_and_records_no_result(shard, tmp_path):
 
 
 def test_early_stopping_counts_epochs_without_a_better_accuracy_and_resumes():
-    stopping = EarlyStopping(patience=2)
-    assert [stopping.step(accuracy) for accuracy in [0.5, 0.4, 0.6, 0.6]] == [False, False, False, False]
-    again = EarlyStopping(patience=2)
+    stopping = EarlyStopping(2, "val_accuracy", 0.0)
+    assert [stopping.step({"val_accuracy": accuracy}) for accuracy in [0.5, 0.4, 0.6, 0.6]] == [False] * 4
+    again = EarlyStopping(2, "val_accuracy", 0.0)
     again.load_state_dict(stopping.state_dict())
-    assert again.step(0.55) and (again.best, again.since_best) == (0.6, 2)
+    assert again.step({"val_accuracy": 0.55}) and (again.progress.best, again.since_best) == (0.6, 2)
 
 
 def test_faults_are_injected_only_when_asked_for_and_removed_afterwards():

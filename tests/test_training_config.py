@@ -24,7 +24,9 @@ def test_default_is_the_batch_size_papers_two_stages():
     assert (finetune["train"], finetune["epochs"], finetune["lr_factor"]) == ("all", 100, 0.01)
     for stage in (head, finetune):
         assert stage["optimizer"] == "rmsprop" and stage["schedule"] == "plateau"
-        assert stage["plateau"] == {"patience": 3, "factor": 0.1} and stage["early_stopping"] == {"patience": 10}
+        todays_rule = {"monitor": "val_accuracy", "min_delta": 0.0}  # what unset monitor and min_delta mean
+        assert stage["plateau"] == {"patience": 3, "factor": 0.1, **todays_rule}
+        assert stage["early_stopping"] == {"patience": 10, **todays_rule}
     assert DEFAULT_TRAINING["label_smoothing"] == 0 and DEFAULT_TRAINING["mixup"] == 0
 
 
@@ -35,8 +37,9 @@ def test_a_stage_overrides_only_what_it_sets():
     settings = TrainingSettings.from_mapping(training).stage(stage, "adam", "all")
     assert settings["optimizer"] == "sgd" and settings["nesterov"] and settings["train"] == "last:15"
     assert settings["schedule"] == "step" and settings["step"] == {"every": 2, "factor": 0.1}
-    assert settings["weight_decay"] == 1e-4 and settings["plateau"] == {"patience": 5, "factor": 0.1}
-    assert settings["early_stopping"] == {"patience": 2} and settings["lr_factor"] == 1.0
+    unset = {"monitor": "val_accuracy", "min_delta": 0.0}
+    assert settings["weight_decay"] == 1e-4 and settings["plateau"] == {"patience": 5, "factor": 0.1, **unset}
+    assert settings["early_stopping"] == {"patience": 2, **unset} and settings["lr_factor"] == 1.0
     cell_stage = TrainingSettings.from_mapping(training).stage({"name": "t", "train": "cell", "epochs": 1}, "adam", "none")
     assert cell_stage["optimizer"] == "adam" and cell_stage["train"] == "none" and cell_stage["schedule"] == "cosine"
 

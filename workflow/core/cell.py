@@ -81,9 +81,12 @@ class TrainingSettings:
 
     def stage(self, stage: dict, optimizer: str, train: str) -> dict:
         """A stage's effective settings: these settings overridden by the stage's own (STAGE_OVERRIDES),
-        the cell's optimizer unless the stage names one, and `train: cell` resolved to the cell's `train`."""
+        the cell's optimizer unless the stage names one, `train: cell` resolved to the cell's `train`, and
+        the unfilled keys of plateau and early stopping (UNFILLED_STAGE_KEYS) at their values where unset."""
         base = {key: getattr(self, key) for key in STAGE_OVERRIDES if key != "optimizer"}
         settings = merge({**base, "optimizer": optimizer, "lr_factor": 1.0}, stage)
+        for group, unfilled in UNFILLED_STAGE_KEYS.items():
+            settings[group] = {**unfilled, **settings[group]}
         if settings["train"] == "cell":
             settings["train"] = train
         return settings
@@ -95,6 +98,11 @@ class TrainingSettings:
 
 
 DEFAULT_TRAINING = TrainingSettings().as_mapping()  # the defaults as a mapping, for merging study files
+
+# Keys of a stage's `plateau` and `early_stopping` that are not filled in when absent, with the value they then
+# take (TrainingSettings.stage fills them in), so that the JSON of cells that leave them out stays as it was.
+UNFILLED_STAGE_KEYS = {"plateau": {"monitor": "val_accuracy", "min_delta": 0.0},
+                       "early_stopping": {"monitor": "val_accuracy", "min_delta": 0.0}}
 
 # Training keys a stage may set for itself (besides name, train, epochs and lr_factor).
 STAGE_OVERRIDES = (

@@ -4,7 +4,8 @@ Random horizontal and vertical flips, random turns by multiples of 90 degrees
 (``rot90``, square images), random crops of a padded image back to its size
 (``crop`` pixels of padding, by index arithmetic), and random affine
 transforms (``shift`` as a fraction of the size, ``zoom`` as a relative scale
-change, ``rotation`` and ``shear`` in degrees) by ``affine_grid``/``grid_sample``. Pixels
+change, one for both axes or, with ``zoom_axes: independent``, one per axis as
+Keras's ``zoom_range``, ``rotation`` and ``shear`` in degrees) by ``affine_grid``/``grid_sample``. Pixels
 from outside the image are filled by ``fill``: ``reflect`` (mirror, the edge
 not repeated), ``edge`` (nearest edge pixel) or ``zeros`` (0 after
 normalisation: the weights' mean colour). Random numbers are drawn on the CPU
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 GRID_PADDING = {"reflect": "reflection", "edge": "border", "zeros": "zeros"}
+ZOOM_AXES = ("same", "independent")
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,13 @@ class Augment:
     vflip: bool = False
     rot90: bool = False
     fill: str = "reflect"
+    zoom_axes: str = "same"  # not filled into the cell when unset (so that cells without it keep their JSON)
 
     def __post_init__(self):
         if self.fill not in GRID_PADDING:
             raise ValueError(f"training.augment.fill: {self.fill!r} is not one of {sorted(GRID_PADDING)}")
+        if self.zoom_axes not in ZOOM_AXES:
+            raise ValueError(f"training.augment.zoom_axes: {self.zoom_axes!r} is not one of {list(ZOOM_AXES)}")
 
     @classmethod
     def from_config(cls, config: dict | None) -> "Augment":
@@ -78,19 +83,28 @@ class Augment:
         (each drawn only when it is on, so a setting that is off leaves the other draws as they were)."""
         flips = int((torch.rand(n, generator=generator) < 0.5).sum()) if self.hflip else 0
         crop = torch.randint(0, 2 * self.crop + 1, (n, 2), generator=generator) if self.crop else None
-        theta = None
-        if self.affine:
-            u = torch.rand(n, 4, generator=generator, dtype=torch.float64) * 2 - 1  # uniform in [-1, 1]
-            angle = u[:, 0] * math.radians(self.rotation)
-            scale = 1 + u[:, 1] * self.zoom
-            cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-            shift = u[:, 2:] * 2 * self.shift  # normalised coordinates span 2
-            theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-            if self.shear > 0:
-                theta = sheared(theta, (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * self.shear)
+        theta = self.draw_affine(n, generator) if self.affine else None
         vflips = torch.rand(n, generator=generator) < 0.5 if self.vflip else None
         turns = torch.randint(0, 4, (n,), generator=generator) if self.rot90 else None
         return Params(flips, crop, theta.float() if theta is not None else None, vflips, turns)
+
+    def draw_affine(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Affine matrices (N, 2, 3), float64. Zoom `same` scales each image by one factor in [1 - zoom,
+        1 + zoom]; `independent` draws as Keras's `zoom_range`: factors zx and zy, each uniform in
+        [1 - zoom, 1 + zoom], and output pixel (x, y) comes from input (zx x, zy y), after the shear."""
+        independent = self.zoom_axes == "independent"
+        u = torch.rand(n, 5 if independent else 4, generator=generator, dtype=torch.float64) * 2 - 1  # in [-1, 1]
+        angle = u[:, 0] * math.radians(self.rotation)
+        scale = 1.0 if independent else 1 + u[:, 1] * self.zoom
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        shift = u[:, 2:4] * 2 * self.shift  # normalised coordinates span 2
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        if self.shear > 0:
+            theta = sheared(theta, (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * self.shear)
+        if independent:
+            factors = 1 + torch.stack([u[:, 1], u[:, 4]], 1) * self.zoom  # (N, 2): zx, zy
+            theta = torch.cat([theta[:, :, :2] * factors[:, None, :], theta[:, :, 2:]], 2)
+        return theta
 
     def geometric(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         """Apply the vertical flips, turns, crop and affine parts of `params` to a float batch (N, C, H, W)."""

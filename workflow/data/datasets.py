@@ -25,7 +25,7 @@ def resolve_dataset(name: str, spec: dict) -> dict:
         raise DatasetConfigError(f"datasets.{name}.source: unknown source {spec['source']!r}; "
                                  f"known: {', '.join(SOURCES)}")
     source = SOURCES[spec["source"]]
-    allowed = {"source", *COMMON, *UNFILLED, *source.DEFAULTS}
+    allowed = {"source", *COMMON, *UNFILLED, *source.DEFAULTS, *source.OPTIONAL}
     for key in spec:
         if key not in allowed:
             raise DatasetConfigError(f"datasets.{name}.{key}: not used by source {spec['source']!r}: "

@@ -1,7 +1,8 @@
-"""One epoch of a cell: the training pass, validation, the history row, the best weights so far,
-the schedule and early stopping, and last.pt. A non-finite training loss or an out-of-memory error
-ends the cell as `diverged` or `oom` (`RunState.status`; the job still writes its outputs and
-succeeds); a stop signal writes last.pt and raises `Stopped`."""
+"""One epoch of a cell: the training pass, validation, the history row, the best weights so far
+(always by validation accuracy), the schedule and early stopping (each on its own `monitor`), and
+last.pt. A non-finite training loss or an out-of-memory error ends the cell as `diverged` or `oom`
+(`RunState.status`; the job still writes its outputs and succeeds); a stop signal writes last.pt and
+raises `Stopped`."""
 
 from __future__ import annotations
 
@@ -36,11 +37,14 @@ def run_epoch(job: Job, state: RunState, stage: Stage, position: EpochPosition |
     val_accuracy = float(np.mean(scores.argmax(1) == job.val.labels.cpu().numpy()))
     record_epoch(job, state, stage, lr, result, val_loss, val_accuracy)
     improved = keep_best(job, state, val_accuracy)
-    stage.schedule.step(val_accuracy)
-    stop_early = stage.early_stopping.step(val_accuracy)
+    metrics = {"val_accuracy": val_accuracy, "val_loss": val_loss}
+    stage.schedule.step(metrics)
+    stop_early = stage.early_stopping.step(metrics)
     count_time(state, stage, time.perf_counter() - started, improved)
     if stop_early:
-        job.log(f"early stopping in stage {stage.name} after epoch {epoch}")
+        stopping = stage.early_stopping
+        job.log(f"early stopping in stage {stage.name} after epoch {epoch}: {stopping.progress.monitor} has not "
+                f"improved by more than {stopping.progress.min_delta:g} in {stopping.patience} epoch(s)")
     if stop_early or state.stage_epoch >= stage.settings["epochs"]:
         state.stage_index, state.stage_epoch = state.stage_index + 1, 0
     save_last(job, state, stage)

@@ -38,6 +38,30 @@ def make_optimizer(settings: dict, groups: list[dict], lr: float) -> torch.optim
     raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
 
 
+MONITORS = ("val_accuracy", "val_loss")  # what plateau and early stopping watch: higher, lower is better
+
+
+class Progress:
+    """Keras's test of progress on a monitored validation quantity (`val_accuracy`: higher is better,
+    `val_loss`: lower): an epoch improves when it beats the best so far by more than `min_delta`, and only
+    such an epoch becomes the best (a smaller gain leaves the best where it was)."""
+
+    def __init__(self, monitor: str, min_delta: float):
+        if monitor not in MONITORS:
+            raise ValueError(f"unknown monitor {monitor!r}; choose one of {list(MONITORS)}")
+        self.monitor, self.min_delta = monitor, min_delta
+        self.higher = monitor == "val_accuracy"
+        self.best = -math.inf if self.higher else math.inf  # the monitored value of the last improvement
+
+    def improved(self, metrics: dict) -> bool:
+        """Whether the epoch with these validation `metrics` improves; if so it becomes the best."""
+        value = metrics[self.monitor]
+        better = value - self.min_delta > self.best if self.higher else value + self.min_delta < self.best
+        if better:
+            self.best = value
+        return better
+
+
 class Schedule:
     """A stage's learning rate per epoch: optional linear warm-up, then plateau, cosine or step."""
 
@@ -48,7 +72,7 @@ class Schedule:
         self.base_lr = base_lr
         self.epoch = 0  # epochs finished in this stage
         self.scale = 1.0  # plateau: the product of its cuts so far
-        self.best = -math.inf
+        self.progress = Progress(settings["plateau"]["monitor"], settings["plateau"]["min_delta"])
         self.bad_epochs = 0
 
     def lr(self) -> float:
@@ -65,13 +89,14 @@ class Schedule:
             return low + (self.base_lr - low) * (1 + math.cos(math.pi * min(t / span, 1.0))) / 2
         return self.base_lr * self.scale
 
-    def step(self, val_accuracy: float) -> None:
-        """End an epoch; the plateau schedule cuts after more than `patience` epochs without progress."""
+    def step(self, metrics: dict) -> None:
+        """End an epoch with these validation `metrics` ({"val_accuracy", "val_loss"}); the plateau
+        schedule cuts after more than `patience` epochs without progress on its monitor (Progress)."""
         self.epoch += 1
         if self.settings["schedule"] != "plateau" or self.epoch <= self.settings["warmup_epochs"]:
             return
-        if val_accuracy > self.best:
-            self.best, self.bad_epochs = val_accuracy, 0
+        if self.progress.improved(metrics):
+            self.bad_epochs = 0
         else:
             self.bad_epochs += 1
             if self.bad_epochs > self.settings["plateau"]["patience"]:
@@ -79,33 +104,40 @@ class Schedule:
                 self.bad_epochs = 0
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "scale": self.scale, "best": self.best, "bad_epochs": self.bad_epochs}
+        return {"epoch": self.epoch, "scale": self.scale, "best": self.progress.best, "bad_epochs": self.bad_epochs}
 
     def load_state_dict(self, state: dict) -> None:
-        vars(self).update(state)
+        self.epoch, self.scale, self.bad_epochs = state["epoch"], state["scale"], state["bad_epochs"]
+        self.progress.best = state["best"]
 
 
 class EarlyStopping:
-    """A stage ends once `patience` epochs in a row brought no better validation accuracy than its best."""
+    """A stage ends once `patience` epochs in a row brought no progress on the monitored quantity (Progress:
+    by more than `min_delta`), as Keras's EarlyStopping(monitor, min_delta, patience)."""
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int, monitor: str, min_delta: float):
         self.patience = patience
-        self.best = -math.inf  # the stage's best validation accuracy
-        self.since_best = 0  # epochs since it
+        self.progress = Progress(monitor, min_delta)
+        self.since_best = 0  # epochs since the last improvement
 
-    def step(self, val_accuracy: float) -> bool:
-        """End an epoch; whether the stage stops here."""
-        if val_accuracy > self.best:
-            self.best, self.since_best = val_accuracy, 0
+    @classmethod
+    def of(cls, settings: dict) -> "EarlyStopping":
+        """From a stage's `early_stopping` settings."""
+        return cls(settings["patience"], settings["monitor"], settings["min_delta"])
+
+    def step(self, metrics: dict) -> bool:
+        """End an epoch with these validation `metrics`; whether the stage stops here."""
+        if self.progress.improved(metrics):
+            self.since_best = 0
         else:
             self.since_best += 1
         return self.since_best >= self.patience
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "since_best": self.since_best}
+        return {"best": self.progress.best, "since_best": self.since_best}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best, self.since_best = state["best"], state["since_best"]
+        self.progress.best, self.since_best = state["best"], state["since_best"]
 
 
 @dataclass
@@ -122,7 +154,7 @@ class Stage:
         """A stage's first epoch, for the parameters of `model` that are trainable now."""
         groups = parameter_groups(model, settings["weight_decay"], settings["decay_norm_and_bias"])
         return cls(settings, make_optimizer(settings, groups, base_lr), Schedule(settings, base_lr),
-                   EarlyStopping(settings["early_stopping"]["patience"]))
+                   EarlyStopping.of(settings["early_stopping"]))
 
     @property
     def name(self) -> str:

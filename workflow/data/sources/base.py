@@ -26,9 +26,10 @@ class DatasetConfigError(ValueError):
 
 # Why a source does not take a key that other sources take (a source may give a reason of its own).
 NOT_FOR = {
-    "split": "the source comes with its own split (cifar: train/test, carve val with val_fraction; pcam: all three)",
+    "split": "the source comes with its own split (cifar: train/test, carve val with val_fraction; pcam: all three, "
+             "or val carved out of its train split with val_fraction)",
     "val_fraction": "only sources with a train/test split and no validation split use it (cifar10, cifar100, "
-                    "imagefolder with train/ and test/ folders)",
+                    "imagefolder with train/ and test/ folders), and pcam to carve val out of its train split",
     "label_type": "only cifar100 has label types (fine, coarse)",
     "mirror": "nothing is downloaded for this source",
     "checksums": "nothing is downloaded for this source",
@@ -58,6 +59,7 @@ class Source(ABC):
     """A dataset source; the methods take a resolved entry (`spec`) and `name`, its key in `datasets`."""
 
     DEFAULTS: dict = {}  # keys this source takes besides the common ones, with its defaults (None: no default)
+    OPTIONAL: tuple[str, ...] = ()  # keys it also takes that stay out of a resolved entry when unset
     READS_RAW_FILES = False  # whether the plan reads source files from the raw folder (or the entry's local copy)
     FILES: tuple[RemoteFile, ...] = ()  # the files it downloads, as published
     REFUSED: dict = {}  # reasons of its own for keys it does not take

@@ -71,15 +71,19 @@ def ensure_unpacked(h5_path: Path) -> Path:
 
 
 class PCam(DownloadedSource):
-    """The six .h5.gz files, downloaded or in a local copy (unpacked or not); its own three splits."""
+    """The six .h5.gz files, downloaded or in a local copy (unpacked or not); its own three splits, or with
+    `val_fraction` its train and test splits, val then carved out of train (PCam's valid split left out)."""
 
     DEFAULTS = {"path": None, "mirror": None, "checksums": {}, "shards": 8}
+    OPTIONAL = ("val_fraction",)  # unset: PCam's own split (and the entries planned before it keep their keys)
     FILES = tuple(RemoteFile(URL.format(name), name, md5) for name, md5 in MD5.items())
 
     def open_catalogue(self, raw_dir: Path, spec: dict) -> Catalogue:
-        """List the train/valid/test files; labels come from the `_y` files."""
+        """List the train/valid/test files (train/test with `val_fraction`); labels come from the `_y` files."""
+        carve_val = bool(spec.get("val_fraction"))
+        parts = {part: split for part, split in PART_SPLITS.items() if not (carve_val and split == "val")}
         paths, starts, labels, splits, keys = [], [], [], [], []
-        for part, split in PART_SPLITS.items():
+        for part, split in parts.items():
             x_path = ensure_unpacked(Path(raw_dir) / _h5_name(part, "x"))
             y_path = ensure_unpacked(Path(raw_dir) / _h5_name(part, "y"))
             with h5py.File(x_path, "r") as h5:
