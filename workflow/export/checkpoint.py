@@ -31,7 +31,7 @@ class ModelCard:
 
     path: str
     model: str
-    head: str
+    head: str | dict  # gap | mlp | own, or a head of layers (workflow.core.heads)
     num_classes: int
     class_names: tuple[str, ...]
     resolution: int
@@ -65,7 +65,7 @@ def read_checkpoint(path: str | Path) -> dict:
     return loaded
 
 
-def head_width(state: dict, head: str) -> int:
+def head_width(state: dict, head: str | dict) -> int:
     """The number of classes of an older checkpoint: rows of its head's last linear weight."""
     weights = [key for key in state if key.startswith("head.") and key.endswith(".weight") and state[key].ndim == 2]
     if not weights:
@@ -100,8 +100,7 @@ def model_card(checkpoint: dict, path: str | Path) -> ModelCard:
 def rebuild(card: ModelCard, state: dict):
     """The Classifier `card` describes, holding the weights `state` (strictly: every key, every shape)."""
     with torch.device("meta"):  # no initialisation: the stored tensors replace the parameters
-        model, _ = build_classifier(card.model, card.num_classes, "none", head=card.head,
-                                    resolution=card.resolution if not card.aux_classifier else None)
+        model, _ = build_classifier(card.model, card.num_classes, "none", head=card.head, resolution=card.resolution)
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as error:

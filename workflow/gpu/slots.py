@@ -39,6 +39,7 @@ from workflow.core import paths
 from workflow.gpu.devices import local_gpus
 from workflow.core.backbones import model_folder
 from workflow.core.cell import Cell
+from workflow.core.heads import head_name
 
 SPLITS = ("train", "val", "test")  # the order in which training loads them
 
@@ -88,7 +89,7 @@ PROBE_NAME = r"[^/]+-r\d+-bs\d+-[^/-]+-opt\d+-[^/-]+-eval\d+"  # what probe_name
 
 def probe_name(spec: dict) -> str:
     """The probe's file name without .json, e.g. mobilenet_v2-r160-bs32-gap-opt2-auto-eval256."""
-    return (f"{model_folder(spec['model'])}-r{spec['resolution']}-bs{spec['batch_size']}-{spec['head']}"
+    return (f"{model_folder(spec['model'])}-r{spec['resolution']}-bs{spec['batch_size']}-{head_name(spec['head'])}"
             f"-opt{spec['optimizer_states']}-{spec['precision']}-eval{spec['eval_batch_size']}")
 
 
