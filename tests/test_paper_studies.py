@@ -48,9 +48,13 @@ def per_cell(study, value) -> str:
     return ", ".join(sorted({value(cell) for cell in study.grid_cells}))
 
 
+ORDER = ("patience", "factor", "monitor", "min_delta")  # a schedule's or early stopping's keys, in this order
+
+
 def settings(mapping: dict) -> str:
-    """`key value, key value` of a mapping, in its order."""
-    return ", ".join(f"{key} {number(value)}" for key, value in mapping.items())
+    """`key value, key value` of a mapping, in its order (ORDER's keys first)."""
+    keys = [key for key in ORDER if key in mapping] + [key for key in mapping if key not in ORDER]
+    return ", ".join(f"{key} {number(mapping[key])}" for key in keys)
 
 
 def only_stage(cell) -> dict:
@@ -86,12 +90,26 @@ def augmentation(cell) -> str:
                      + [f"{key} {value}" for key, value in how.items()])
 
 
+def layer(layer) -> str:
+    if isinstance(layer, str):
+        return layer
+    if "dense" in layer:
+        return f"dense {layer['dense']} {layer['activation']}"
+    return settings(layer)
+
+
 def head(cell) -> str:
-    """The new classifier and its dropout (the head's default where the study sets none)."""
+    """The new classifier: a named head and its dropout (the head's default where the study sets none), or
+    a head of layers in order, its output last."""
+    from workflow.core.heads import canonical_head
     from workflow.train.models import HEAD_DROPOUT
 
-    dropout = HEAD_DROPOUT[cell.training.head] if cell.training.dropout is None else cell.training.dropout
-    return f"{cell.training.head}, dropout {number(dropout)}"
+    own = cell.training.head
+    if isinstance(own, dict):
+        written = canonical_head(own)
+        return " → ".join([*(layer(each) for each in written["layers"]), written["output"]])
+    dropout = HEAD_DROPOUT[own] if cell.training.dropout is None else cell.training.dropout
+    return f"{own}, dropout {number(dropout)}"
 
 
 def optimizer_settings(cell) -> str:
@@ -197,7 +215,7 @@ ROWS = {
     },
     "pcam-batch-lr": {
         "data": datasets,
-        "split": lambda s: settings(s.dataset("pcam")["split"]) if "split" in s.dataset("pcam") else "PCam's own",
+        "split": lambda s: f"val_fraction {dataset_key('val_fraction')(s)}",
         "resolution": lambda s: per_cell(s, lambda c: number(c.resolution)),
         "augmentation": lambda s: per_cell(s, augmentation),
         "model, weights": lambda s: per_cell(s, lambda c: f"{c.model}, {c.weights}"),
@@ -235,8 +253,8 @@ ROWS = {
         "resolution": lambda s: per_cell(s, lambda c: number(c.resolution)),
         "augmentation": lambda s: per_cell(s, augmentation),
         "model": lambda s: per_cell(s, lambda c: c.model),
-        "plain": trainable(lambda c: c.weights == "none" and c.training.head == "gap"),
-        "optimized": trainable(lambda c: c.weights == "none" and c.training.head != "gap"),
+        "plain": trainable(lambda c: c.weights == "none" and "dense" not in str(c.training.head)),
+        "optimized": trainable(lambda c: c.weights == "none" and "dense" in str(c.training.head)),
         "transfer": trainable(lambda c: c.weights == "imagenet"),
         "optimizer": lambda s: per_cell(s, lambda c: f"{c.optimizer}, {optimizer_settings(c)}"),
         "learning rate": lambda s: per_cell(s, lambda c: format_lr(c.lr)),
