@@ -109,7 +109,7 @@ def study_tables(study: Study) -> list[str]:
         tables.append("batch_lr")
     if len({regime(cell.weights, cell.train) for cell in study.grid_cells}) > 1:
         tables.append("regimes")
-    if swept_axes(cell_records(study)):
+    if study.sampling is None and swept_axes(cell_records(study)):  # a search's draws are no sub-grids
         tables.append("sweeps")
     if study.halving is not None:
         tables.append("halving")
