@@ -22,7 +22,7 @@ from workflow.core.heads import ACTIVATIONS, head_parameterised_layers
 from workflow.export.checkpoint import model_card, read_checkpoint, rebuild
 from workflow.study.config import ConfigError
 from workflow.study.grid import build_study
-from workflow.train.errors import TrainValueError
+from workflow.train.errors import HeadError
 from workflow.train.keras_depth import keras_layers
 from workflow.train.metrics import classification_report
 from workflow.train.models import build_classifier, num_classes_of, parameterised_layers, set_trainable
@@ -192,7 +192,7 @@ def test_global_max_pool_takes_the_maximum():
 
 @pytest.mark.parametrize("name,resolution", [("vit_b_16", 224), ("squeezenet1_0", 64), ("shufflenet_v2_x0_5", 64)])
 def test_pooling_a_model_without_a_reachable_feature_map_is_refused(name, resolution):
-    with pytest.raises(TrainValueError, match=r"training\.head\.layers\[0\]: 'flatten' needs .*; use gap"):
+    with pytest.raises(HeadError, match=r"training\.head\.layers\[0\]: 'flatten' needs .*; use gap"):
         meta_classifier(name, 3, small_head("flatten"), resolution)
 
 
@@ -214,7 +214,7 @@ def test_a_sigmoid_output_is_one_unit_trained_with_binary_cross_entropy():
     assert torch.allclose(scores[:, 1], torch.sigmoid(logits[:, 1])) and torch.allclose(scores.sum(1), torch.ones(6))
     report = classification_report(scores.detach().numpy(), labels.numpy(), ["no", "yes"])
     assert set(report) >= {"roc_auc", "false_negative_rate", "accuracy"}
-    with pytest.raises(ValueError, match=r"training\.head\.output: a sigmoid output .* two classes, not 3"):
+    with pytest.raises(HeadError, match=r"training\.head\.output: a sigmoid output .* two classes, not 3"):
         build_classifier("resnet18", 3, "none", head=head, resolution=32)
 
 
@@ -239,6 +239,25 @@ def test_a_checkpoint_rebuilds_its_head_of_layers(tmp_path):
     rebuilt = rebuild(card, model.state_dict())
     x = torch.rand(3, 3, 64, 64)
     assert torch.equal(rebuilt.eval()(x), model.eval()(x))
+
+
+def test_a_head_of_layers_exports_to_torchscript_and_onnx(tmp_path):
+    """MobileNetV2 ended at its feature map (gmp), a sigmoid output: both exports give PyTorch's logits."""
+    from workflow.export.export import example_batch, export_onnx, export_torchscript, verify_exports
+
+    torch.manual_seed(0)
+    head = {"layers": ["gmp", "batch_norm", {"dense": 4, "activation": "gelu"}], "output": "sigmoid"}
+    cell = Cell(dataset="d", model="mobilenet_v2", resolution=32, batch_size=8, lr=0.01, optimizer="adam",
+                train="all", seed=0, weights="none", training=TrainingSettings(head=head))
+    model, normalization = build_classifier("mobilenet_v2", 2, "none", head=cell.training.head, resolution=32)
+    save_checkpoint(tmp_path / "best.pt", model, cell, normalization, epoch=1, class_names=["a", "b"])
+    card = model_card(read_checkpoint(tmp_path / "best.pt"), tmp_path / "best.pt")
+    rebuilt = rebuild(card, model.state_dict()).eval()
+    paths = {"torchscript": tmp_path / "model.pt", "onnx": tmp_path / "model.onnx"}
+    example = example_batch(card, 2)
+    export_torchscript(rebuilt, example, paths["torchscript"], {"format": 1})
+    export_onnx(rebuilt, example, paths["onnx"])
+    assert set(verify_exports(rebuilt, card, paths)) == {"torchscript", "onnx"}
 
 
 def inception_study_cell(resolution: int):
@@ -314,3 +333,63 @@ def test_the_schema_knows_the_head_language():
         study_with_head(head)
     with pytest.raises(Exception, match="head"):
         study_with_head({"layers": ["gap"], "output": "tanh"})
+
+
+def test_a_cell_with_a_sigmoid_output_trains_and_scores_two_classes(tmp_path):
+    """End to end on real digits 0 and 1: the one-unit output trains, predictions hold (1 - p, p), and the
+    test metrics include ROC AUC."""
+    from workflow.data.prepare import prepare_dataset
+    from workflow.train.cell import train_cell
+    from workflow.train.predictions import read_predictions
+
+    spec = {"source": "digits", "classes": [0, 1], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0}
+    prepare_dataset("digits-01", spec, 16, tmp_path / "r16.h5", tmp_path / "r16.json")
+    head = {"layers": ["gap", {"dense": 16, "activation": "relu"}, "batch_norm", {"dropout": 0.3}], "output": "sigmoid"}
+    cell = Cell(dataset="digits-01", model="resnet18", resolution=16, batch_size=32, lr=0.01, optimizer="adam",
+                train="all", seed=0, weights="none", training=TrainingSettings(
+                    head=head, stages=[{"name": "all", "train": "all", "epochs": 2}]))
+    metrics = train_cell(cell, tmp_path / "r16.h5", tmp_path / "cell", threads=1, log=lambda _: None)
+    assert metrics["status"] == "ok" and metrics["run"]["head"] == cell.training.head
+    assert metrics["stages"][0]["trainable_parameters"] == stage_counts(cell, 2)["all"].total
+    predictions = read_predictions(tmp_path / "cell")
+    assert predictions.test_scores.shape[1] == 2
+    assert abs(predictions.test_scores.sum(axis=1) - 1).max() < 1e-5
+    assert metrics["test_auc"] is not None and metrics["test_accuracy"] > 0.5
+
+
+def test_cells_says_which_cell_cannot_take_its_head():
+    from workflow.train.trainable import trainable_column
+
+    config = study_with_head({"layers": ["flatten", {"dense": 4}]})
+    config["grid"].update(model=["resnet18", "squeezenet1_0"], resolution=[64])
+    column, _ = trainable_column(build_study(config))
+    by_model = {cell_id.split("/")[1]: text for cell_id, text in column.items()}
+    assert by_model["squeezenet1_0"].startswith("cannot train: training.head.layers[0]: 'flatten' needs squeezenet1_0")
+    flat = 512 * 2 * 2
+    assert by_model["resnet18"].startswith(f"head {dense(flat, 4) + dense(4, 5):,} / finetune ")
+
+
+def test_a_memory_probe_names_and_measures_a_head_of_layers():
+    import re
+
+    from workflow.gpu.probe import measure
+    from workflow.gpu.slots import PROBE_NAME, probe_name, probe_spec
+
+    head = {"layers": ["gap", {"dense": 8}], "output": "sigmoid"}
+    cell = Cell(dataset="d", model="mobilenet_v2", resolution=32, batch_size=4, lr=0.01, optimizer="adam",
+                train="all", seed=0, weights="none", training=TrainingSettings(head=head, eval_batch_size=8))
+    spec = probe_spec(cell)
+    other = probe_spec(Cell(**{**cell.__dict__, "training": TrainingSettings(head={**head, "output": "softmax"},
+                                                                              eval_batch_size=8)}))
+    assert re.fullmatch(PROBE_NAME, probe_name(spec)) and probe_name(spec) != probe_name(other)
+    assert measure(spec, torch.device("cpu"), steps=1)["steps"] == 1
+
+
+def test_an_include_replaces_the_studys_head_of_layers():
+    config = study_with_head({"layers": ["gap", {"dropout": 0.3}], "output": "sigmoid"})
+    config["datasets"]["digits-5to9"]["classes"] = [5, 6]
+    config["grid"]["include"] = [{"training": {"head": {"layers": ["gmp"]}}}]
+    validate(config, SCHEMA)
+    heads = sorted(str(cell.training.head) for cell in build_study(config).grid_cells)
+    assert heads == [str({"layers": ["gap", {"dropout": 0.3}], "output": "sigmoid"}),
+                     str({"layers": ["gmp"], "output": "softmax"})]

@@ -127,7 +127,8 @@ def test_the_catalogues_layer_counts_are_the_built_models(name, resolution):
     """What the study checks at load (the catalogue's counts) is what training counts in the built model."""
     from workflow.core.backbones import get_backbone, train_error
     from workflow.train.keras_depth import keras_layers
-    from workflow.train.models import HEADS, build_classifier, parameterised_layers
+    from workflow.core.heads import HEADS
+    from workflow.train.models import build_classifier, parameterised_layers
 
     spec = get_backbone(name)
     for head in HEADS:

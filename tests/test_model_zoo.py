@@ -15,7 +15,8 @@ from conftest import make_cell
 from test_training import quiet
 from workflow.core.backbones import get_backbone, torchvision_backbones
 from workflow.train.cell import train_cell
-from workflow.train.models import HEADS, build_classifier, imagenet_normalization, parameterised_layers, set_trainable
+from workflow.core.heads import HEADS
+from workflow.train.models import build_classifier, imagenet_normalization, parameterised_layers, set_trainable
 from workflow.train.models import set_train_mode
 
 # Small members of each family: a convolutional classifier, an auxiliary one, a grid pool, a LayerNorm one.

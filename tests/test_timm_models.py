@@ -12,7 +12,8 @@ from conftest import digits_shard, make_cell
 from test_training import quiet
 from workflow.core.catalogue import timm_hub_repo
 from workflow.train.cell import train_cell
-from workflow.train.models import HEADS, build_classifier, set_train_mode, set_trainable
+from workflow.core.heads import HEADS
+from workflow.train.models import build_classifier, set_train_mode, set_trainable
 from workflow.train.timm_models import import_timm
 from workflow.train.weights import cached_timm_weights, cached_weights_path, imagenet_files, weight_downloads
 

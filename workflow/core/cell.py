@@ -112,10 +112,11 @@ STAGE_OVERRIDES = (
 
 
 def merge(base: dict, override: dict) -> dict:
-    """Deep-merge two mappings of settings; lists and scalars in `override` replace."""
+    """Deep-merge two mappings of settings; lists and scalars in `override` replace, and so does a head
+    (a head of layers is one value, never merged into another)."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "head":
             merged[key] = merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)

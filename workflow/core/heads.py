@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-NAMED_HEADS = ("gap", "mlp", "own")
+HEADS = ("gap", "mlp", "own")
 POOLINGS = ("gap", "gmp", "flatten")
 ACTIVATIONS = ("linear", "relu", "elu", "gelu", "selu", "silu", "swish", "tanh", "sigmoid", "softplus")
 OUTPUTS = ("softmax", "sigmoid")
@@ -31,9 +31,9 @@ OUTPUTS = ("softmax", "sigmoid")
 def head_error(head, where: str = "training.head") -> str | None:
     """Why `head` is no head (naming the key under `where`), or None."""
     if isinstance(head, str):
-        return None if head in NAMED_HEADS else f"{where}: unknown head {head!r}; choose {list(NAMED_HEADS)} or a mapping of layers"
+        return None if head in HEADS else f"{where}: unknown head {head!r}; choose {list(HEADS)} or a mapping of layers"
     if not isinstance(head, dict):
-        return f"{where}: a head is {list(NAMED_HEADS)} or a mapping with `layers` (and `output`)"
+        return f"{where}: a head is {list(HEADS)} or a mapping with `layers` (and `output`)"
     unknown = sorted(set(head) - {"layers", "output"})
     if unknown:
         return f"{where}: unknown keys {unknown}; a head takes `layers` and `output`"

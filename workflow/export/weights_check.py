@@ -9,6 +9,7 @@ calling the check does.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -41,7 +42,7 @@ def torchvision_problems(state: dict, model: str) -> list[str]:
     return shape_problems(expected, found) + ([f"{len(extra)} unexpected, e.g. {extra[:3]}"] if extra else [])
 
 
-def checkpoint_problems(checkpoint: dict, model: str, head: str, resolution: int | None) -> list[str]:
+def checkpoint_problems(checkpoint: dict, model: str, head: str | dict, resolution: int | None) -> list[str]:
     """How a tlsweep checkpoint fails to start `model` with `head`: every layer but the fresh ones
     (the head, unless both heads are `own`, and always its last layer) must be there, shaped alike."""
     import torch  # torch and the models only when a file is checked: the Snakefile imports this module
@@ -61,7 +62,7 @@ def checkpoint_problems(checkpoint: dict, model: str, head: str, resolution: int
     return shape_problems(expected, shapes_of(checkpoint["model"]))
 
 
-def check_weights_file(path: str | Path, model: str, head: str = "gap", resolution: int | None = None) -> None:
+def check_weights_file(path: str | Path, model: str, head: str | dict = "gap", resolution: int | None = None) -> None:
     """Refuse a `weights:` file that cannot start `model` (with `head`, at `resolution`): a missing
     file, a failed cell's marker, a file that is neither a tlsweep checkpoint nor a torchvision state
     dict, or one of another model. Raises WeightsFileError naming the file and the model."""
@@ -89,7 +90,7 @@ def check_weights_file(path: str | Path, model: str, head: str = "gap", resoluti
 def check_study_weights(cells) -> None:
     """`check_weights_file` for every cell (workflow.study.grid.Cell) whose `weights` names a file
     (a pretrain cell's checkpoint does not exist yet), once per file, model, head and resolution."""
-    checks = {(cell.weights, cell.model, cell.training.head, cell.resolution) for cell in cells
-              if cell.weights not in ("imagenet", "none") and cell.upstream is None}
-    for path, model, head, resolution in sorted(checks):
-        check_weights_file(path, model, head=head, resolution=resolution)
+    checks = {(cell.weights, cell.model, json.dumps(cell.training.head, sort_keys=True), cell.resolution)
+              for cell in cells if cell.weights not in ("imagenet", "none") and cell.upstream is None}
+    for path, model, head, resolution in sorted(checks):  # a head of layers is a mapping: compared as JSON
+        check_weights_file(path, model, head=json.loads(head), resolution=resolution)

@@ -36,7 +36,8 @@ def measure(spec: dict, device: torch.device, steps: int = 3) -> dict:
     started = time.perf_counter()
     configure_backends(device, deterministic=False)
     torch.manual_seed(0)
-    model, _ = build_classifier(spec["model"], CLASSES, "none", head=spec["head"], resolution=spec["resolution"])
+    classes = 2 if isinstance(spec["head"], dict) and spec["head"]["output"] == "sigmoid" else CLASSES  # one unit
+    model, _ = build_classifier(spec["model"], classes, "none", head=spec["head"], resolution=spec["resolution"])
     model = model.to(device, memory_format=torch.channels_last)
     set_trainable(model, "all")
     optimizer_name, momentum = OPTIMIZER_FOR_STATES[spec["optimizer_states"]]
@@ -53,7 +54,7 @@ def measure(spec: dict, device: torch.device, steps: int = 3) -> dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    labels = torch.randint(0, CLASSES, (spec["batch_size"],), device=device)
+    labels = torch.randint(0, classes, (spec["batch_size"],), device=device)
     set_train_mode(model, "all")
     for _ in range(steps):
         train_step(model, normalize(batch(spec["batch_size"])), labels, objective, optimizer, precision)

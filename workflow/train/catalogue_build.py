@@ -28,8 +28,9 @@ from torchvision import models as tv
 from workflow.core.backbones import Backbone
 from workflow.core.catalogue import CATALOGUE_FILE, IMAGENET_CLASSES
 from workflow.train.keras_depth import keras_counterpart, keras_layers
-from workflow.core.heads import NAMED_HEADS
-from workflow.train.models import Classifier, new_head, own_head, parameterised_layers, strip_classifier
+from workflow.train.layered_heads import strip_classifier
+from workflow.core.heads import HEADS
+from workflow.train.models import Classifier, new_head, own_head, parameterised_layers
 
 CLASSIFIER_END = (nn.Dropout, nn.Linear, nn.Conv2d)  # a classifier's layers from here on are replaced
 
@@ -87,7 +88,7 @@ def layer_counts(model: nn.Module, spec: Backbone) -> tuple[dict, int]:
     aux = getattr(model, "AuxLogits", None)
     aux_layers = 0 if aux is None else len(parameterised_layers(aux))
     counts = {}
-    for head in NAMED_HEADS:
+    for head in HEADS:
         backbone = copy.deepcopy(model)
         if head == "own":
             top, _ = own_head(getattr(backbone, spec.classifier), IMAGENET_CLASSES)

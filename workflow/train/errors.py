@@ -16,6 +16,10 @@ class TrainValueError(CellError):
     """The cell's `train` value names layers its model does not have."""
 
 
+class HeadError(CellError):
+    """The cell's head of layers cannot be built on its model or for its classes."""
+
+
 class StartingWeightsError(CellError):
     """The checkpoint given as starting weights holds none, or none that fit the model."""
 

@@ -1,4 +1,8 @@
-"""The training loss: cross-entropy with label smoothing, InceptionV3's auxiliary loss, and mixup."""
+"""The training loss: cross-entropy with label smoothing, InceptionV3's auxiliary loss, and mixup.
+
+A sigmoid output (a head of layers with `output: sigmoid`) hands on its logit z as the two classes'
+logits (0, z) (workflow.train.layered_heads.TwoClassLogits), whose cross-entropy is the binary
+cross-entropy of z: Keras's loss for that output, with no loss of its own here."""
 
 from __future__ import annotations
 

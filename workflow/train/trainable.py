@@ -9,6 +9,7 @@ from torch import nn
 
 from workflow.core.cell import Cell
 from workflow.data.datasets import configured_classes
+from workflow.train.errors import CellError
 from workflow.train.keras_depth import keras_counterpart
 from workflow.train.models import build_classifier, set_trainable
 
@@ -69,7 +70,7 @@ def trainable_column(study) -> tuple[dict[str, str], bool]:
     """Per cell id its trainable parameters per stage (`head 12,810 / finetune 11,181,642`; InceptionV3's
     as `StageCount` writes them: auxiliary classifier apart, Keras's count beside), and whether
     some counts assume 2 classes (a dataset whose classes are not known before it is planned)."""
-    counted: dict[tuple, dict[str, StageCount]] = {}
+    counted: dict[tuple, dict[str, StageCount] | CellError] = {}
     column, assumed = {}, False
     for cell in study.cells.values():
         classes = dataset_classes(study, cell.dataset)
@@ -77,6 +78,11 @@ def trainable_column(study) -> tuple[dict[str, str], bool]:
         key = (cell.model, cell.resolution, cell.train, cell.optimizer, classes or 2,
                json.dumps(cell.training.as_mapping(), sort_keys=True, default=str))
         if key not in counted:
-            counted[key] = stage_counts(cell, classes or 2)
-        column[cell.id] = " / ".join(f"{stage} {count}" for stage, count in counted[key].items())
+            try:
+                counted[key] = stage_counts(cell, classes or 2)
+            except CellError as error:  # a cell its job would record as failed: a head its model cannot take
+                counted[key] = error
+        found = counted[key]
+        column[cell.id] = (f"cannot train: {found}" if isinstance(found, CellError)
+                           else " / ".join(f"{stage} {count}" for stage, count in found.items()))
     return column, assumed
