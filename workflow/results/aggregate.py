@@ -28,7 +28,7 @@ METRICS = {
     "status": "object", "error": "object",
     "test_accuracy": "float", "test_accuracy_low": "float", "test_accuracy_high": "float",
     "test_top5_accuracy": "float", "test_auc": "float", "test_auc_low": "float", "test_auc_high": "float",
-    "test_loss": "float", "test_macro_f1": "float",
+    "test_loss": "float", "test_macro_f1": "float", "test_macro_f1_low": "float", "test_macro_f1_high": "float",
     # two classes: the positive class (`positive_class`, else the second) and its recall and false-negative rate
     "positive_class": "object", "test_recall": "float", "test_recall_low": "float", "test_recall_high": "float",
     "test_fnr": "float",

@@ -16,7 +16,8 @@ WIDTH, HEIGHT = 260, 180
 COLUMNS = 3  # panels per row of a grid
 LEGEND = alt.Legend(labelLimit=400)  # labels name several axes' values
 WORDS = {
-    "test_accuracy": "test accuracy", "test_auc": "test ROC AUC", "best_val_accuracy": "validation accuracy",
+    "test_accuracy": "test accuracy", "test_auc": "test ROC AUC", "test_macro_f1": "test macro F1",
+    "best_val_accuracy": "validation accuracy",
     "val_accuracy": "validation accuracy", "val_loss": "validation loss", "train_accuracy": "training accuracy",
     "train_loss": "training loss", "batch_size": "batch size", "lr": "learning rate", "train_time_s": "training time (s)",
     "optimizer": "optimizer", "model": "model", "dataset": "dataset", "train": "what trains", "weights": "weights",

@@ -93,11 +93,12 @@ def lr_batch_heatmap(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Char
 
 
 def trainable_layers_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> alt.Chart:
-    """Test accuracy against the number of trainable layers: N for `last:N` (the head's layers
-    included, as workflow.train.models counts them), 0 for `head` (the new head alone).
+    """Test accuracy and macro F1 against the number of trainable layers, side by side: N for `last:N`
+    (the head's layers included, as workflow.train.models counts them) or `keras:N`, 0 for `head` (the
+    new head alone).
 
-    One dot per ok run with its 95 % Wilson interval, the line through each configuration's mean over
-    seeds; other varying axes get a colour each.
+    One dot per ok run with its 95 % interval (accuracy: Wilson; macro F1: bootstrap), the line through
+    each configuration's mean over seeds; other varying axes get a colour each.
     """
     ok = summary[summary["status"] == "ok"]
     data = ok.assign(layers=ok["train"].map(trainable_layers)).dropna(subset=["layers", "test_accuracy"])
@@ -109,21 +110,25 @@ def trainable_layers_chart(summary: pd.DataFrame, histories: pd.DataFrame) -> al
     encoding = {"color": alt.Color("runs:N", title=None, sort=runs, legend=LEGEND, scale=colours(len(runs)))} if runs else {}
     layers = alt.X("layers:Q", title="trainable layers (last:N with the head, or keras:N; 0 = head only)",
                    axis=alt.Axis(values=sorted(set(data["layers"]))))
-    base = alt.Chart(data).encode(x=layers, **encoding)
-    if halved(data):  # a pruned run: an open dot
-        dots = base.mark_point(shape="circle", size=40, opacity=0.8, filled=False).encode(
-            **open_if_pruned(data, encoding.get("color", alt.Color("model:N", legend=None))))
-    else:
-        dots = base.mark_circle(size=40, opacity=0.6)
-    y = alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False))
-    dots = dots.encode(y=y, tooltip=["cell:N", "train:N", "test_accuracy:Q", "test_accuracy_low:Q",
-                                     "test_accuracy_high:Q", *halving_tooltip(data)])
-    errors = base.mark_rule(opacity=0.5).encode(y="test_accuracy_low:Q", y2="test_accuracy_high:Q")
-    means = base.mark_line(point=True).encode(y="mean(test_accuracy):Q")
+    panels = []
+    for metric in ("test_accuracy", "test_macro_f1"):
+        base = alt.Chart(data).encode(x=layers, **encoding)
+        if halved(data):  # a pruned run: an open dot
+            dots = base.mark_point(shape="circle", size=40, opacity=0.8, filled=False).encode(
+                **open_if_pruned(data, encoding.get("color", alt.Color("model:N", legend=None))))
+        else:
+            dots = base.mark_circle(size=40, opacity=0.6)
+        y = alt.Y(f"{metric}:Q", title=words(metric), scale=alt.Scale(zero=False))
+        dots = dots.encode(y=y, tooltip=["cell:N", "train:N", f"{metric}:Q", f"{metric}_low:Q", f"{metric}_high:Q",
+                                         *halving_tooltip(data)])
+        errors = base.mark_rule(opacity=0.5).encode(y=f"{metric}_low:Q", y2=f"{metric}_high:Q")
+        means = base.mark_line(point=True).encode(y=f"mean({metric}):Q")
+        panels.append((errors + dots + means).properties(width=WIDTH * 1.5, height=HEIGHT * 1.5))
     seeds = int(data.groupby([*other, "layers"])["cell"].count().max()) if len(data) else 1
-    return (errors + dots + means).properties(width=WIDTH * 1.5, height=HEIGHT * 1.5, title=title(
-        "Test accuracy by the number of trainable layers",
-        f"dots: one per run with its 95 % Wilson interval; line: {averaged([], seeds)} per configuration"))
+    return alt.hconcat(*panels).properties(title=title(
+        "Test accuracy and macro F1 by the number of trainable layers",
+        "dots: one per run with its 95 % interval (accuracy: Wilson; macro F1: bootstrap); "
+        f"line: {averaged([], seeds)} per configuration"))
 
 
 def pareto_front(times: np.ndarray, scores: np.ndarray) -> np.ndarray:

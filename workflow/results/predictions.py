@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workflow.results.inference import delong_auc, delong_interval, wilson_interval
+from workflow.results.inference import delong_auc, delong_interval, macro_f1_interval, wilson_interval
 from workflow.train.predictions import Predictions
 
 
@@ -20,7 +20,8 @@ def split_sizes(labels: np.ndarray, classes: int) -> tuple[int, int, float]:
 
 def prediction_columns(predictions: Predictions) -> dict:
     """The summary columns a cell's predictions give: split sizes, the majority-class rate, validation
-    AUC (two classes), and 95 % intervals of test accuracy (Wilson) and test AUC (DeLong)."""
+    AUC (two classes), and 95 % intervals of test accuracy (Wilson), test AUC (DeLong) and test macro F1
+    (bootstrap)."""
     classes = len(predictions.class_names)
     n_val, val_smallest, _ = split_sizes(predictions.val_labels, classes)
     n_test, test_smallest, majority = split_sizes(predictions.test_labels, classes)
@@ -28,6 +29,8 @@ def prediction_columns(predictions: Predictions) -> dict:
     columns = {"n_classes": classes, "n_val": n_val, "val_smallest_class": val_smallest, "n_test": n_test,
                "test_smallest_class": test_smallest, "test_majority_rate": majority,
                "test_accuracy_low": low, "test_accuracy_high": high}
+    columns["test_macro_f1_low"], columns["test_macro_f1_high"] = macro_f1_interval(
+        predictions.test_labels, predictions.test_scores.argmax(axis=1), classes)
     if predictions.binary:
         columns["val_auc"] = delong_auc(predictions.val_scores[:, 1], predictions.val_labels == 1)
         _, columns["test_auc_low"], columns["test_auc_high"] = delong_interval(

@@ -8,13 +8,14 @@ no run of that combination finished (see `summary` for why).
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from workflow.results.aggregate import axis_columns, format_value, labels, varying_axes
 from workflow.atomic import atomic_path
-from workflow.study.outputs import HISTORY_FORMATS, TABLE_FORMATS, regime
+from workflow.study.outputs import HISTORY_FORMATS, SWEEP_AXES, TABLE_FORMATS, regime, sweep_groups, trainable_layers
 from workflow.results.stats import best_table, configurations, primary_metric
 
 TIME_COLUMNS = ["train_time_s", "wall_time_s", "epochs_run", "images_per_s", "peak_memory_mb"]
@@ -72,6 +73,46 @@ def regimes_table(summary: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+SWEEP_METRICS = ["best_val_accuracy", "test_accuracy", "test_accuracy_low", "test_accuracy_high", "test_macro_f1",
+                 "test_macro_f1_low", "test_macro_f1_high"]
+# two classes: the positive class's recall and false-negative rate (1 - recall, so its interval is 1 - recall's)
+SWEEP_BINARY = ["positive_class", "test_recall", "test_recall_low", "test_recall_high", "test_fnr", "test_fnr_low",
+                "test_fnr_high"]
+
+
+def _sweep_order(axis: str, value):
+    """Sorts a sweep's values: numbers by size, `train` by its layers (head first, then keras:15 before
+    keras:100), the rest by name."""
+    if axis == "train":
+        layers = trainable_layers(value)
+        return (math.inf if layers is None else layers, str(value))
+    return (value, "") if isinstance(value, (int, float)) else (math.inf, str(value))
+
+
+def sweeps_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """A study of sub-grids, one sweep at a time: per axis swept with everything else fixed (`fixed`: the
+    sweep's values on the other varying axes), one row per cell with its validation accuracy, test
+    accuracy and macro F1 with their 95 % intervals, and for two classes the positive class's recall and
+    false-negative rate with theirs. Runs are not averaged: each row is one cell."""
+    axes = axis_columns(summary)
+    records = summary[axes].to_dict("records")
+    frame = summary.assign(test_fnr_low=1 - summary["test_recall_high"], test_fnr_high=1 - summary["test_recall_low"])
+    binary = SWEEP_BINARY if frame["test_recall"].notna().any() else []
+    rows = []
+    for axis in [axis for axis in SWEEP_AXES if axis in axes]:
+        for members in sweep_groups(records, axis):
+            group = frame.iloc[members]
+            fixed = varying_axes(summary, axes, exclude=(axis, "seed"))
+            label = labels(group.iloc[:1], fixed).iloc[0]
+            ordered = sorted(members, key=lambda i: (_sweep_order(axis, records[i][axis]), records[i].get("seed", 0)))
+            for i in ordered:
+                row = frame.iloc[i]
+                rows.append({"sweep": axis, "fixed": label, "value": format_value(axis, row[axis]), "seed": row["seed"],
+                             "cell": row["cell"], "status": row["status"],
+                             **{column: row[column] for column in [*SWEEP_METRICS, *binary]}})
+    return pd.DataFrame(rows, columns=["sweep", "fixed", "value", "seed", "cell", "status", *SWEEP_METRICS, *binary])
+
+
 def halving_table(summary: pd.DataFrame, histories: pd.DataFrame, rungs: tuple[int, ...]) -> pd.DataFrame:
     """Successive halving's ladder: per rung (and Hyperband bracket, where the study has several) its
     budget, the cells that reached it, went on and stopped there, and the epochs trained in it (counted
@@ -100,6 +141,7 @@ TABLES = {  # name: table from the summary, its configurations, the histories an
     "batch_size": lambda summary, configs, histories, rungs: batch_size_table(summary),
     "batch_lr": lambda summary, configs, histories, rungs: batch_lr_table(summary),
     "regimes": lambda summary, configs, histories, rungs: regimes_table(summary),
+    "sweeps": lambda summary, configs, histories, rungs: sweeps_table(summary),
     "halving": lambda summary, configs, histories, rungs: halving_table(summary, histories, rungs),
 }
 

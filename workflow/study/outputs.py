@@ -8,12 +8,19 @@ when the grid varies the axes it compares, so none comes out empty.
 
 from __future__ import annotations
 
+import json
+import math
+
 from workflow.core import paths
-from workflow.study.grid import Study
+from workflow.study.grid import AXES, Study
 
 TABLE_FORMATS = ("csv", "md", "parquet", "html")
 HISTORY_FORMATS = ("csv", "parquet")
 CHART_FORMATS = ("html", "png", "svg")
+
+# The axes a sweep varies (a study of sub-grids, e.g. a learning-rate sweep and a batch-size sweep):
+# datasets and seeds are what a sweep is repeated over, not what it compares.
+SWEEP_AXES = ("model", "resolution", "optimizer", "batch_size", "lr", "train", "weights")
 
 LAST_PREFIX = "last:"
 FROM_PREFIX = "from:"
@@ -58,6 +65,39 @@ def _varies(study: Study, *axes: str) -> bool:
     return all(len(grid_values(study, axis)) > 1 for axis in axes)
 
 
+def sweep_groups(records: list[dict], axis: str) -> list[list[int]]:
+    """The sweeps along `axis`: groups of records (by index, in order) equal on every other key but the
+    seed, each with more than one value of `axis`. A record is a cell's values on its axes (a summary row's)."""
+    groups: dict[tuple, list[int]] = {}
+    for index, record in enumerate(records):
+        key = tuple(sorted((name, repr(value)) for name, value in record.items() if name not in (axis, "seed")))
+        groups.setdefault(key, []).append(index)
+    return [members for members in groups.values() if len({repr(records[i][axis]) for i in members}) > 1]
+
+
+def swept_axes(records: list[dict]) -> list[str]:
+    """The axes a study of sub-grids sweeps, one at a time (its `sweeps` table): none when the records are
+    every combination of the values that vary (a product: the pivot tables and heatmaps show it), or
+    when they sweep fewer than two axes."""
+    varying = [name for name in records[0] if len({repr(record[name]) for record in records}) > 1]
+    combinations = {tuple(repr(record[name]) for name in varying) for record in records}
+    if len(combinations) == math.prod(len({repr(record[name]) for record in records}) for name in varying):
+        return []
+    axes = [axis for axis in SWEEP_AXES if axis in records[0] and sweep_groups(records, axis)]
+    return axes if len(axes) > 1 else []
+
+
+def cell_records(study: Study) -> list[dict]:
+    """Each grid cell's values on its axes, swept `training` keys included (the summary's axis columns)."""
+    extras = sorted({key for cell in study.grid_cells for key in cell.params})
+
+    def value(cell, key):
+        own = getattr(cell.training, key)
+        return own if isinstance(own, (str, int, float, bool)) else json.dumps(own, sort_keys=True)
+    return [{**{axis: getattr(cell, axis) for axis in AXES}, **{key: value(cell, key) for key in extras}}
+            for cell in study.grid_cells]
+
+
 def study_tables(study: Study) -> list[str]:
     """The study's tables besides `histories`, by name."""
     tables = ["summary", "best"]
@@ -69,6 +109,8 @@ def study_tables(study: Study) -> list[str]:
         tables.append("batch_lr")
     if len({regime(cell.weights, cell.train) for cell in study.grid_cells}) > 1:
         tables.append("regimes")
+    if study.sampling is None and swept_axes(cell_records(study)):  # a search's draws are no sub-grids
+        tables.append("sweeps")
     if study.halving is not None:
         tables.append("halving")
     if study.sampling is not None:  # workflow.results.search_charts
