@@ -1,0 +1,128 @@
+"""LogME, the linear probe and the rank agreement (workflow/results/ranking.py), on small problems whose
+answer is known another way: the evidence maximised directly, and features whose class separation we set."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from workflow.results.inference import wilson_interval
+from workflow.results.ranking import (linear_probe, log_evidence_at, logme, maximise_evidence, one_hot,
+                                      rank_agreement, spectrum)
+
+
+def direct_log_evidence(features, target, log_alpha, log_beta):
+    """log p(y | F, alpha, beta) / N straight from its definition: y ~ N(0, F F'/alpha + I/beta)."""
+    n = len(target)
+    covariance = features @ features.T / math.exp(log_alpha) + np.eye(n) / math.exp(log_beta)
+    return stats.multivariate_normal(np.zeros(n), covariance).logpdf(target) / n
+
+
+def direct_maximum(features, target):
+    """The same log evidence maximised over log alpha, log beta by scipy (Nelder-Mead from several starts)."""
+    best = None
+    for start in ((0.0, 0.0), (3.0, -2.0), (-3.0, 3.0)):
+        found = optimize.minimize(lambda x: -direct_log_evidence(features, target, *x), start,
+                                  method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000})
+        best = found if best is None or found.fun < best.fun else best
+    return -best.fun, best.x
+
+
+def separated(rng, separation, n=300, d=16, classes=4):
+    """Features whose class means lie `separation` apart (in units of the noise) in a random direction."""
+    labels = np.arange(n) % classes
+    means = rng.standard_normal((classes, d))
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    return separation * means[labels] + rng.standard_normal((n, d)), labels
+
+
+@pytest.mark.parametrize("n, d", [(40, 5), (30, 60), (25, 25)])
+def test_the_fixed_point_reaches_the_direct_maximum_of_the_same_evidence(n, d):
+    rng = np.random.default_rng(n * d)
+    features = rng.standard_normal((n, d))
+    target = features @ rng.standard_normal(d) * 0.5 + rng.standard_normal(n)  # the model's own kind of data
+    found = maximise_evidence(spectrum(features), target)
+    maximum, (log_alpha, log_beta) = direct_maximum(features, target)
+    assert found.value == pytest.approx(maximum, abs=1e-7)
+    assert (math.log(found.alpha), math.log(found.beta)) == (pytest.approx(log_alpha, abs=1e-3),
+                                                             pytest.approx(log_beta, abs=1e-3))
+
+
+@pytest.mark.parametrize("n, d", [(40, 5), (30, 60)])
+def test_on_one_hot_targets_too_the_fixed_point_reaches_the_direct_maximum(n, d):
+    rng = np.random.default_rng(n + d)
+    features = rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) * 0.3
+    target = np.where(features[:, 0] > 0, 1.0, one_hot(rng.integers(0, 3, n), 3)[:, 1])
+    assert maximise_evidence(spectrum(features), target).value == pytest.approx(direct_maximum(features, target)[0],
+                                                                                 abs=1e-7)
+
+
+def test_the_svd_evidence_is_the_marginal_density_anywhere():
+    rng = np.random.default_rng(1)
+    features, target = rng.standard_normal((20, 30)), rng.standard_normal(20)
+    projected = spectrum(features).left.T @ target
+    residual = target @ target - projected @ projected
+    for log_alpha, log_beta in [(-2.0, 1.0), (0.5, -0.5), (3.0, 2.0)]:
+        assert log_evidence_at(spectrum(features), projected, residual, math.exp(log_alpha), math.exp(log_beta)) \
+            == pytest.approx(direct_log_evidence(features, target, log_alpha, log_beta), abs=1e-10)
+
+
+def test_logme_is_the_mean_over_classes_of_each_one_hot_targets_evidence():
+    rng = np.random.default_rng(2)
+    features, labels = separated(rng, 2.0, n=60, d=8, classes=3)
+    each = [direct_maximum(features, (labels == k).astype(float))[0] for k in range(3)]
+    assert logme(features, labels) == pytest.approx(np.mean(each), abs=1e-6)
+
+
+def test_better_separated_features_score_higher_by_logme_and_by_the_probe():
+    rng = np.random.default_rng(3)
+    separations = [0.0, 0.5, 1.5, 4.0]
+    scores, probes = [], []
+    for separation in separations:
+        features, labels = separated(rng, separation)
+        scores.append(logme(features, labels))
+        split = (features[:150], labels[:150]), (features[150:225], labels[150:225]), (features[225:], labels[225:])
+        probes.append(linear_probe(*split).test_accuracy)
+    assert scores == sorted(scores) and len(set(scores)) == len(scores)
+    assert rank_agreement(scores, separations).tau == pytest.approx(1.0)
+    assert probes[0] < 0.5 < 0.9 < probes[-1]  # chance is 0.25 with four classes
+
+
+def test_logme_does_not_reward_more_dimensions_of_noise():
+    rng = np.random.default_rng(4)
+    features, labels = separated(rng, 3.0)
+    padded = np.hstack([features, rng.standard_normal((len(labels), 200))])
+    assert logme(padded, labels) < logme(features, labels)
+
+
+def test_the_probe_chooses_c_on_validation_and_reports_test_with_a_wilson_interval():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(5)
+    features, labels = separated(rng, 1.0, n=400)
+    train, val, test = [(features[a:b], labels[a:b]) for a, b in [(0, 200), (200, 300), (300, 400)]]
+    cs = (1e-3, 1e-1, 10.0)
+    result = linear_probe(train, val, test, cs)
+    val_scores = {c: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(*train).score(*val)
+                  for c in cs}
+    assert result.val_accuracy == max(val_scores.values())
+    assert result.c == min(c for c, score in val_scores.items() if score == result.val_accuracy)
+    chosen = make_pipeline(StandardScaler(), LogisticRegression(C=result.c, max_iter=2000)).fit(*train)
+    correct = int((chosen.predict(test[0]) == test[1]).sum())
+    assert result.test_accuracy == correct / 100 and result.test_n == 100
+    assert (result.test_low, result.test_high) == wilson_interval(correct, 100)
+
+
+def test_rank_agreement_is_scipys_kendall_tau_and_nan_below_two_models():
+    found = rank_agreement([3.0, 1.0, 2.0, np.nan], [0.9, 0.7, 0.6, 0.8])
+    expected = stats.kendalltau([3.0, 1.0, 2.0], [0.9, 0.7, 0.6])
+    assert (found.tau, found.p, found.models) == (pytest.approx(expected.statistic), pytest.approx(expected.pvalue), 3)
+    assert math.isnan(rank_agreement([1.0], [0.5]).tau)
+
+
+def test_logme_refuses_no_features():
+    with pytest.raises(ValueError, match="N x D"):
+        logme(np.zeros((0, 4)), np.zeros(0, int))
