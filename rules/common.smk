@@ -61,7 +61,8 @@ SLOT_ARGS = f"--slots-per-gpu {SLOTS.per_gpu} --gpu-headroom {SLOTS.headroom}"
 # SLURM's warning before the time limit: SIGURG, which Snakemake's job step ignores (profiles/README.md).
 TRAIN_SLURM_EXTRA = f"--signal=URG@{RES['train_warning_s']}" if RES["train_warning_s"] else ""
 # {model: (cached file, URL)} of the ImageNet weights the cells start from (torch is imported only if any).
-IMAGENET = imagenet_files(cell.model for cell in STUDY.cells.values() if cell.weights == "imagenet")
+IMAGENET = imagenet_files(cell.model for cell in [*STUDY.cells.values(), *STUDY.candidate_cells]
+                          if cell.weights == "imagenet")  # rank-then-tune: every candidate's features too
 ENV = "../envs/tlsweep.yaml"
 
 
@@ -220,6 +221,8 @@ def grid_outputs():
     rounds are chosen (rules/tpe.smk)."""
     if TPE:
         read_all_rounds()
+    if RANKING and RANKING.keep:  # rank-then-tune: the chosen models' cells (rules/rank.smk)
+        read_model_choice()
     study = SWEEP.study
     return [paths.cell_outputs(study.cell_dir(cell.id)) for cell in study.grid_cells]
 

@@ -2,6 +2,7 @@
 answer is known another way: the evidence maximised directly, and features whose class separation we set."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,116 @@ def test_rank_agreement_is_scipys_kendall_tau_and_nan_below_two_models():
 def test_logme_refuses_no_features():
     with pytest.raises(ValueError, match="N x D"):
         logme(np.zeros((0, 4)), np.zeros(0, int))
+
+
+# Rank-then-tune's study side: the candidates, the choice and the grid it leaves (no Snakemake).
+
+def rank_config(tmp_path, keep=None, by="logme", models=("resnet18", "mobilenet_v2", "shufflenet_v2_x0_5")):
+    from conftest import tiny_study
+
+    config = tiny_study("rank")
+    config["results_dir"] = str(tmp_path / "results")
+    config["grid"]["model"] = list(models)
+    config["rank"] = {"by": by, **({"keep": keep} if keep else {})}
+    return config
+
+
+def choose_with(config, scores: dict):
+    """The study after its choice was made from {model: (logme, probe val accuracy)}, and the choice."""
+    import json as json_module
+
+    from workflow.core import paths
+    from workflow.study.config import check_config
+    from workflow.sweep.decisions import SweepState
+    from workflow.sweep.model_choice import choose
+
+    check_config(config)
+    sweep = SweepState(config)
+    study = sweep.study
+    files = {c.id: {"logme": scores[c.model][0], "probe": {"val_accuracy": scores[c.model][1]}}
+             for c in study.ranking.candidates}
+    choice = choose(study.ranking, files)
+    path = paths.model_choice_file(study.out, study.ranking.choice_name())
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json_module.dumps(choice))
+    sweep.know_choice()
+    return sweep.study, choice
+
+
+SCORES = {"resnet18": (-0.5, 0.80), "mobilenet_v2": (-0.7, 0.95), "shufflenet_v2_x0_5": (-0.6, 0.90)}
+
+
+def test_before_the_choice_every_candidate_is_in_the_grid_and_after_it_the_best_keep(tmp_path):
+    from workflow.study.config import check_config
+    from workflow.sweep.decisions import SweepState
+
+    config = rank_config(tmp_path, keep=2)
+    check_config(config)
+    before = SweepState(config).study
+    assert {cell.model for cell in before.grid_cells} == set(SCORES) and not before.models_chosen
+    after, choice = choose_with(config, SCORES)
+    assert after.models_chosen and choice["groups"][0]["chosen"] == ["resnet18", "shufflenet_v2_x0_5"]
+    assert {cell.model for cell in after.grid_cells} == {"resnet18", "shufflenet_v2_x0_5"}
+    assert [c.id for c in after.candidate_cells] == [c.id for c in before.grid_cells]
+    assert not any("mobilenet_v2" in cell_id for cell_id in after.grid_ids)
+    upstream = {cell_id for cell_id in after.cells if after.is_pretrain(cell_id)}
+    assert {cell_id.split("/")[1] for cell_id in upstream} == set(SCORES)  # every candidate's features need it
+    with pytest.raises(ValueError, match="is not a grid cell"):
+        after.cell(next(c.id for c in before.grid_cells if c.model == "mobilenet_v2"), pretrain=False)
+
+
+def test_by_probe_chooses_on_the_probes_validation_accuracy(tmp_path):
+    study, choice = choose_with(rank_config(tmp_path, keep=1, by="probe"), SCORES)
+    assert choice["groups"][0]["chosen"] == ["mobilenet_v2"]
+    assert [entry["model"] for entry in choice["groups"][0]["ranked"]] == ["mobilenet_v2", "shufflenet_v2_x0_5", "resnet18"]
+
+
+def test_raising_keep_keeps_the_earlier_cells_and_reads_a_choice_of_its_own(tmp_path):
+    from workflow.study.config import check_config
+    from workflow.sweep.decisions import SweepState
+
+    one, _ = choose_with(rank_config(tmp_path, keep=1), SCORES)
+    config = rank_config(tmp_path, keep=2)
+    check_config(config)
+    assert not SweepState(config).study.models_chosen  # keep 1's file is not keep 2's
+    two, _ = choose_with(config, SCORES)
+    assert one.grid_ids < two.grid_ids
+    assert one.ranking.choice_name() != two.ranking.choice_name()
+
+
+def test_ties_and_missing_scores_are_ordered_by_name_and_last():
+    from workflow.study.model_ranking import Candidate, Ranking
+    from workflow.sweep.model_choice import choose
+
+    candidates = tuple(Candidate("d", model, 32, "none") for model in ("c", "b", "a"))
+    scores = {candidates[0].id: {"logme": float("nan")}, candidates[1].id: {"logme": 1.0},
+              candidates[2].id: {"logme": 1.0}}
+    group = choose(Ranking("logme", 2, candidates), scores)["groups"][0]
+    assert [entry["model"] for entry in group["ranked"]] == ["a", "b", "c"] and group["chosen"] == ["a", "b"]
+    assert group["ranked"][-1]["score"] is None
+
+
+def test_rank_keep_is_for_a_plain_grid(tmp_path):
+    from workflow.study.config import ConfigError, check_config
+    from workflow.sweep.decisions import SweepState
+
+    config = rank_config(tmp_path, keep=1)
+    config["search"] = "halving"
+    check_config(config)
+    with pytest.raises(ConfigError, match=r"^rank\.keep: rank-then-tune chooses the models of a plain grid"):
+        SweepState(config)
+
+
+def test_a_damaged_choice_file_is_one_line_naming_it(tmp_path):
+    from workflow.core import paths
+    from workflow.study.config import check_config
+    from workflow.sweep.decisions import SweepState
+
+    config = rank_config(tmp_path, keep=1)
+    check_config(config)
+    study = SweepState(config).study
+    path = Path(paths.model_choice_file(study.out, study.ranking.choice_name()))
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=f"^{path} is not a choice of models"):
+        SweepState(config)

@@ -171,3 +171,19 @@ def rank_agreement(scores, fine_tuned) -> RankAgreement:
         return RankAgreement(math.nan, math.nan, int(both.sum()))
     result = stats.kendalltau(scores[both], fine_tuned[both])
     return RankAgreement(float(result.statistic), float(result.pvalue), int(both.sum()))
+
+
+def score_splits(splits: dict) -> dict:
+    """A candidate's scores from its features ({split: (features, labels)}): LogME of the train split, the
+    linear probe (chosen on val, confirmed on test), and the seconds each took."""
+    import time
+
+    started = time.perf_counter()
+    score = logme(*splits["train"])
+    logme_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    probe = linear_probe(splits["train"], splits["val"], splits["test"])
+    return {"logme": score, "logme_seconds": logme_seconds, "probe": probe.to_dict(),
+            "probe_seconds": time.perf_counter() - started,
+            "counts": {split: int(len(labels)) for split, (_, labels) in splits.items()},
+            "dim": int(splits["train"][0].shape[1])}

@@ -1,0 +1,79 @@
+# Ranking the candidate models from their cached features (`rank`, docs/ranking.md, workflow/results/ranking.py):
+# each candidate (dataset, model, resolution, starting weights) is scored by LogME and a linear probe from its
+# features (rules/features.smk) into the `models` table. With `rank.keep`, a checkpoint chooses the best models
+# and only theirs enter the grid (rank-then-tune, workflow/sweep/model_choice.py).
+from workflow.study.model_ranking import candidate_of, choice_path
+
+RANKING = STUDY.ranking  # None without `rank`
+if RANKING:
+    print(RANKING.describe(STUDY.models_chosen), file=sys.stderr)
+
+
+def candidate_cell(wildcards):
+    """The first grid cell (chosen or not) of the candidate a job scores, or an error naming it."""
+    for cell in SWEEP.study.candidate_cells:
+        if candidate_of(cell).id == wildcards.candidate:
+            return cell
+    raise WorkflowError(f"{wildcards.candidate!r} is not a candidate model of study {STUDY.name!r}")
+
+
+def get_rank_model_inputs(wildcards):
+    """The candidate's features file and its record (rules/features.smk)."""
+    cell = candidate_cell(wildcards)
+    h5, record = features_files(SWEEP.study, cell.dataset, cell.model, cell.resolution, cell.weights, cell.upstream)
+    return {"features": h5, "record": record}
+
+
+def score_files(wildcards=None):
+    """Every candidate's scores: inputs of the choice and of the models table."""
+    return [paths.score_file(OUT, candidate.id) for candidate in RANKING.candidates] if RANKING else []
+
+
+def read_model_choice():
+    """Rank-then-tune: the study's grid once the choice checkpoint is done (a dry run stops at it)."""
+    checkpoints.choose_models.get()
+    SWEEP.know_choice()
+
+
+if RANKING:
+
+    rule rank_model:
+        """Score one candidate model from its features: LogME of the train split, and a linear probe whose
+        regularisation is chosen on validation and whose test accuracy is reported with a Wilson interval."""
+        input:
+            unpack(get_rank_model_inputs),
+        output:
+            paths.score_file(OUT, "{candidate}"),
+        wildcard_constraints:
+            candidate=CELL_ID,
+        log:
+            paths.log_file(OUT, "rank_model", "{candidate}"),
+        threads: 1
+        conda:
+            ENV
+        shell:
+            "TLSWEEP_ERROR_FD=3 python -m workflow rank-model --features {input.features:q} --out {output:q}"
+            " 3>&2 > {log:q} 2>&1"
+
+
+if RANKING and RANKING.keep:
+
+    localrules:
+        choose_models,
+
+    checkpoint choose_models:
+        """Choose the best rank.keep models of each dataset, resolution and weights by rank.by: theirs are
+        the grid's cells."""
+        input:
+            score_files,
+        output:
+            choice_path(OUT, RANKING),
+        params:
+            study=get_study_file,
+        log:
+            paths.log_file(OUT, "choose_models"),
+        conda:
+            ENV
+        shell:
+            "TLSWEEP_ERROR_FD=3 python -m workflow choose-models --configfile {params.study:q} --out {output:q}"
+            " 3>&2 > {log:q} 2>&1"
