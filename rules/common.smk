@@ -82,7 +82,7 @@ def get_train_inputs(wildcards, pretrain):
     so that turning slots on, or a new probe (another GPU or torch version), never re-runs a finished cell."""
     study = SWEEP.study
     cell = study.cell(wildcards.cell, pretrain)
-    inputs = study.train_inputs(cell, IMAGENET)
+    inputs = {**study.train_inputs(cell, IMAGENET), **get_features_inputs(cell)}  # rules/features.smk
     if cell.upstream:  # a damaged upstream best.pt stops the run (moved aside, not in a dry run: it trains again)
         try:
             check_cell_file(inputs["init"], move_aside=not workflow.dryrun)

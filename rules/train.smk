@@ -10,6 +10,7 @@ rule train_upstream:
         study=get_study_file,
         cell=get_cell_json,  # not on the command line: a changed cell config re-runs the job (params trigger)
         init=get_init_arg,
+        features=get_features_arg,
         slots=SLOT_ARGS,
         out=lambda wildcards, output: os.path.dirname(output.metrics),
     log:
@@ -30,7 +31,7 @@ rule train_upstream:
     # fd 3 is Snakemake's stderr, where the error that ends a job goes too (readable when the log's disk is full)
     shell:
         "TLSWEEP_ERROR_FD=3 exec python -m workflow train --configfile {params.study:q} --cell {wildcards.cell}"
-        " --manifest {input.manifest:q} {params.init}"
+        " --manifest {input.manifest:q} {params.init} {params.features}"
         " --gpu-slots {resources.gpu_slots} {params.slots} --out {params.out:q} --threads {threads} 3>&2 > {log:q} 2>&1"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from workflow.cli_common import log, study_arg, study_entry, sweep_of
 from workflow.cli_export import add_export_commands
+from workflow.cli_features import add_features_commands
 from workflow.cli_rank import add_rank_commands
 
 
@@ -94,7 +95,7 @@ def cmd_train(args) -> None:
     with injected_faults(), attempt_log(args.out):  # the job folder's train.log: every attempt's lines
         watch = Watch(args.out, cell, tracking, log=log, until_epoch=until_epoch)  # progress.json, lines, tracking
         status = run_job(cell, args.manifest, args.out, init=args.init, threads=args.threads, log=log,
-                         until_epoch=until_epoch, watch=watch, stop=stop)
+                         until_epoch=until_epoch, watch=watch, stop=stop, features=args.features)
     stop.uninstall()  # for a caller in the same process (tests)
     if status:  # stopped by a signal: a retry resumes it
         sys.exit(status)
@@ -268,6 +269,7 @@ def train_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--manifest", required=True, help="the prepared dataset's manifest (or one shard file)")
     p.add_argument("--out", required=True, help=out)
     p.add_argument("--init", help="checkpoint whose backbone starts the cell")
+    p.add_argument("--features", help="the backbone's cached features its head stages train on (rule features)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--gpu-slots", type=int, default=1, help="slots of a GPU the job holds (its gpu_slots resource)")
     p.add_argument("--slots-per-gpu", type=int, default=1, help="slots per GPU: resources.slots_per_gpu (K)")
@@ -373,6 +375,7 @@ def parser() -> argparse.ArgumentParser:
     add_search_commands(sub)
     add_results_commands(sub)
     add_export_commands(sub)  # workflow/cli_export.py
+    add_features_commands(sub)  # workflow/cli_features.py
     add_rank_commands(sub)  # workflow/cli_rank.py
     return top
 

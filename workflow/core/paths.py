@@ -208,6 +208,40 @@ def manifest_file(data_dir, key: str, resolution) -> str:
     return f"{data_dir}/{manifest_key(key, resolution)}.json"
 
 
+def features_file(data_dir, key: str, model: str, resolution, weights_tag: str) -> str:
+    """A backbone's pooled features (the new head's input) of prepared data at a resolution, from the starting
+    weights `weights_tag` names (`features_weights_tag`): HDF5, shared by every cell and study that needs them."""
+    return f"{data_folder(data_dir, key)}/features/{model.replace(':', '-', 1)}/r{resolution}/{weights_tag}.h5"
+
+
+def features_record(features_h5) -> str:
+    """The record beside a features file (its SHA-256, counts, dim, how long it took), written last: the
+    features are complete when it exists."""
+    return str(features_h5).removesuffix(".h5") + ".json"
+
+
+def features_weights_tag(model: str, weights: str, init_sha256: str | None = None) -> str:
+    """A file-name-safe tag of a backbone's starting weights: `imagenet` (torchvision's), `timm-<tag>` (a timm
+    model's pretrained tag, `default` when its name gives none), `none`, or `pretrain-`/`file-` and the first
+    12 hex digits of the SHA-256 of the checkpoint it starts from (`init_sha256`)."""
+    if weights == "none":
+        return "none"
+    if weights == "imagenet":
+        if not model.startswith("timm:"):
+            return "imagenet"
+        name = model[len("timm:"):]
+        return f"timm-{name.split('.', 1)[1] if '.' in name else 'default'}"
+    if not init_sha256:
+        raise ValueError(f"weights {weights!r}: the features' tag needs the SHA-256 of the checkpoint")
+    kind = "pretrain" if weights.startswith("pretrain:") else "file"
+    return f"{kind}-{init_sha256[:12]}"
+
+
+def pretrain_tag_file(out, cell_id: str) -> str:
+    """The features' weights tag of a pretrain cell's best.pt (its SHA-256), in the study folder `out`."""
+    return f"{out}/features/{cell_id}.json"
+
+
 def probes_folder(results_dir, key: str) -> str:
     """The memory probes of one torch version and GPU model, shared by every study of `results_dir`."""
     return f"{results_dir}/probes/{key}"

@@ -97,16 +97,19 @@ def evaluate_best(job: Job, state: RunState) -> tuple[dict, float | None, dict |
     return report, loss, scores
 
 
-def stage_summaries(cell: Cell, state: RunState) -> list[dict]:
-    """Each stage's resolved settings, epochs run, trainable parameters and wall time."""
+def stage_summaries(cell: Cell, state: RunState, inputs: dict | None = None) -> list[dict]:
+    """Each stage's resolved settings, epochs run, trainable parameters, wall time and, from `inputs`, what it
+    trained on (`input`: features or images) and why (`input_reason`)."""
     rows = []
     for stage in cell.stages():
         name = stage["name"]
+        given = (inputs or {}).get(name, {})
         rows.append({
             **stage, "lr": cell.lr * stage["lr_factor"],
             "epochs_run": sum(1 for row in state.history if row["stage"] == name),
             "trainable_parameters": state.stage_trainable.get(name),
             "wall_time_s": round(state.stage_seconds[name], 3) if name in state.stage_seconds else None,
+            "input": given.get("input"), "input_reason": given.get("reason"),
         })
     return rows
 
@@ -136,7 +139,7 @@ def cell_metrics(job: Job, state: RunState, report: dict, test_loss: float | Non
         if device.type == "cuda" else None,
         "micro_batch_size": job.micro.size,  # training.oom_micro_batches; None: never split
         "device": str(device),
-        "stages": stage_summaries(cell, state),
+        "stages": stage_summaries(cell, state, job.stage_inputs),
         "per_class": report.get("per_class"),
         "confusion_matrix": report.get("confusion_matrix"),
         "versions": versions(),
@@ -182,19 +185,21 @@ def link_or_copy(source: Path, dest: Path) -> None:
 
 def train_cell(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
                threads: int = 1, log=print, stop: StopFlag | None = None, until_epoch: int | None = None,
-               watch: Watcher | None = None) -> dict:
+               watch: Watcher | None = None, features: str | Path | None = None) -> dict:
     """Train one cell (resuming last.pt if it fits); writes metrics.json,
     history.csv and best.pt, and returns the metrics. A set `stop` flag ends it early with `Stopped`,
     last.pt and no outputs. With `until_epoch` (a budget, all stages together) it stops after that many
     epochs and keeps last.pt and best-so-far.pt for a later call with a larger budget. `watch` is told
-    how it goes (default: nobody)."""
+    how it goes (default: nobody). `features`: the backbone's cached features its head stages may train on."""
     started = time.perf_counter()
-    job = open_job(cell, manifest, out_dir, init, threads, log, stop)
+    job = open_job(cell, manifest, out_dir, init, threads, log, stop, features)
     state, saved_stage, position = resume_run(job)
     job.watch = watch or Unwatched()
     job.watch.start(job, state)
     log(f"cell {cell.id} on {job.device}: {len(job.train)} train / {len(job.val)} val / "
         f"{len(job.test)} test images")
+    for name, given in job.stage_inputs.items():
+        log(f"stage {name} trains on the {given['input']}: {given['reason']}")
     run_stages(job, state, saved_stage, position, until_epoch)
     report, test_loss, scores = evaluate_best(job, state)
     metrics = cell_metrics(job, state, report, test_loss, time.perf_counter() - started)
@@ -231,7 +236,7 @@ def end_line(metrics: dict) -> str:
 
 def run_job(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
             threads: int = 1, log=print, until_epoch: int | None = None, watch: Watcher | None = None,
-            stop: StopFlag | None = None) -> int:
+            stop: StopFlag | None = None, features: str | Path | None = None) -> int:
     """Train one cell as a job and return its exit status. Stop signals set a flag (`stop`, installed
     here if not given): a stopped run returns EXIT_STOPPED, and a retry resumes it. A CellError is recorded
     as a failed cell (status 0: the sweep goes on); any other exception (a bug, a missing file, the
@@ -243,7 +248,7 @@ def run_job(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | P
     watch = watch or Unwatched()
     try:
         metrics = train_cell(cell, manifest, out_dir, init=init, threads=threads, log=log, stop=stop,
-                             until_epoch=until_epoch, watch=watch)
+                             until_epoch=until_epoch, watch=watch, features=features)
     except Stopped as stopped:  # not a result: the retry resumes from last.pt
         log(str(stopped))
         watch.end("stopped", signal=stopped.signal, epoch=stopped.epochs,

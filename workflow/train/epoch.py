@@ -29,7 +29,8 @@ def run_epoch(job: Job, state: RunState, stage: Stage, position: EpochPosition |
     result = train_pass(job, state, stage, position)
     if result is None or diverged(job, state, stage, result):
         return
-    predicted = predict_or_oom(job, state, job.val, "val", epoch)
+    features = job.on_features(stage.name)
+    predicted = predict_or_oom(job, state, job.features.val if features else job.val, "val", epoch, features)
     if predicted is None:
         return
     scores, val_loss = predicted
@@ -77,11 +78,15 @@ def diverged(job: Job, state: RunState, stage: Stage, result: EpochResult) -> bo
     return True
 
 
-def predict_or_oom(job: Job, state: RunState, split: DeviceSplit, phase: str, epoch: int | None = None):
+def predict_or_oom(job: Job, state: RunState, split: DeviceSplit, phase: str, epoch: int | None = None,
+                   features: bool = False):
     """predict() on a validation (`phase` val) or test split: (scores, mean loss), or None after an
-    out-of-memory error, which ends the cell as `oom`."""
+    out-of-memory error, which ends the cell as `oom`. With `features`, the split holds the backbone's
+    cached features and the head alone scores them."""
     batch_size = job.cell.training.eval_batch_size
     try:
+        if features:
+            return predict(job.model.head, split, None, batch_size, job.amp)
         return predict(job.model, split, job.normalize, batch_size, job.amp)
     except torch.OutOfMemoryError:
         state.status, state.oom = "oom", {"phase": phase, "epoch": epoch, "batch_size": batch_size}

@@ -3,7 +3,7 @@ device and backends, seeds, the prepared dataset's splits, the model and its sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +15,7 @@ from workflow.data.device_split import DeviceSplit
 from workflow.data.normalize import Normalizer
 from workflow.data.resize import RESIZE_METHOD
 from workflow.data.shards import read_class_names, read_resize_method
+from workflow.train.features import CachedFeatures, stage_inputs
 from workflow.train.loop import MicroBatching
 from workflow.train.models import Classifier, build_classifier
 from workflow.train.objective import Objective
@@ -47,12 +48,19 @@ class Job:
     micro: MicroBatching
     watch: object = None  # the Watcher told how training goes (workflow.train.watcher)
     resize_method: str = RESIZE_METHOD  # the manifest's: how its images were resized
+    features: CachedFeatures | None = None  # the backbone's cached features, when a stage trains on them
+    stage_inputs: dict = field(default_factory=dict)  # {stage: {"input": features | images, "reason": ...}}
+
+    def on_features(self, stage: str) -> bool:
+        """Whether stage `stage` trains the head on the cached features instead of the images."""
+        return self.stage_inputs.get(stage, {}).get("input") == "features"
 
 
 def open_job(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,
-             threads: int = 1, log=print, stop: StopFlag | None = None) -> Job:
-    """Set up one cell's training from the cell, its dataset's `manifest` (a single shard file works too)
-    and the checkpoint `init` that its weights may start from."""
+             threads: int = 1, log=print, stop: StopFlag | None = None, features: str | Path | None = None) -> Job:
+    """Set up one cell's training from the cell, its dataset's `manifest` (a single shard file works too),
+    the checkpoint `init` that its weights may start from and the cached `features` its head stages may
+    train on (workflow.train.head_input says which stages do)."""
     training = cell.training
     torch.set_num_threads(threads)
     device = pick_device()
@@ -65,14 +73,16 @@ def open_job(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | 
     model = model.to(device, memory_format=torch.channels_last)
     if training.compile:
         model.compile()
+    amp = Precision(training.precision, device)
+    inputs, cached = stage_inputs(cell, features, {"train": train, "val": val, "test": test}, amp.name, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return Job(
         cell=cell, model=model, normalization=normalization, class_names=class_names,
         train=train, val=val, test=test, normalize=Normalizer(*normalization, device, training.augment),
-        device=device, amp=Precision(training.precision, device),
+        device=device, amp=amp,
         threads=threads, out_dir=Path(out_dir), fingerprint=run_fingerprint(cell, manifest, init),
         generator=torch.Generator().manual_seed(cell.seed), objective=Objective(training, cell.seed),
         log=log, stop=stop or StopFlag(), micro=MicroBatching(allowed=training.oom_micro_batches),
-        resize_method=read_resize_method(manifest),
+        resize_method=read_resize_method(manifest), features=cached, stage_inputs=inputs,
     )

@@ -148,14 +148,16 @@ def train_one_epoch(job: Job, stage: Stage, position: EpochPosition) -> EpochRes
     says how far it got. A diverged run shows as a non-finite loss. A stop signal ends the pass at
     the next batch boundary with `Stopped`."""
     set_train_mode(job.model, stage.settings["train"])
-    batches = epoch_batches(job.train, job.cell.batch_size, job.generator, position)
+    features = job.on_features(stage.name)  # the head alone, on the backbone's cached features
+    batches = epoch_batches(job.features.train if features else job.train, job.cell.batch_size, job.generator,
+                            position)
     start = time.perf_counter()
     for images, labels in batches:
         if job.stop.signal:
             position.seconds += time.perf_counter() - start
             raise Stopped(job.stop.signal, position.epoch - 1, position)
         if len(labels) > 1:  # batch norm cannot train on a single image
-            train_batch(job, stage, position, images, labels)
+            train_batch(job, stage, position, images, labels, features)
         position.batches += 1
         if job.watch is not None:
             job.watch.batch(position, stage.name)
@@ -166,11 +168,14 @@ def train_one_epoch(job: Job, stage: Stage, position: EpochPosition) -> EpochRes
     return EpochResult(loss, accuracy, position.seen, position.seconds)
 
 
-def train_batch(job: Job, stage: Stage, position: EpochPosition, images: torch.Tensor, labels: torch.Tensor):
-    """Augment and normalise one batch, take the optimisation step, add it to `position`."""
-    x = job.normalize(images, job.generator)  # augmented as training.augment says
+def train_batch(job: Job, stage: Stage, position: EpochPosition, images: torch.Tensor, labels: torch.Tensor,
+                features: bool = False):
+    """Augment and normalise one batch, take the optimisation step, add it to `position`. With `features`,
+    `images` are the backbone's cached features and the step trains the head on them."""
+    x = images if features else job.normalize(images, job.generator)  # augmented as training.augment says
     size = job.micro.size
-    batch_loss, hits = train_step(job.model, x, labels, job.objective, stage.optimizer, job.amp, job.micro)
+    model = job.model.head if features else job.model
+    batch_loss, hits = train_step(model, x, labels, job.objective, stage.optimizer, job.amp, job.micro)
     if job.micro.size != size:
         job.micro.changes.append({"epoch": position.epoch, "batch": position.batches + 1,
                                   "batch_size": len(labels), "micro_batch_size": job.micro.size})
@@ -180,13 +185,14 @@ def train_batch(job: Job, stage: Stage, position: EpochPosition, images: torch.T
 
 
 @torch.inference_mode()
-def predict(model, split: DeviceSplit, normalize: Normalizer, batch_size: int, precision: Precision | None = None):
-    """Softmax scores for a whole split, and its mean cross-entropy loss."""
+def predict(model, split: DeviceSplit, normalize: Normalizer | None, batch_size: int, precision: Precision | None = None):
+    """Softmax scores for a whole split, and its mean cross-entropy loss (`normalize` None: the split holds
+    the backbone's features and `model` is the head)."""
     model.eval()
     scores, total_loss = [], torch.zeros((), device=split.labels.device)
     for images, labels in split.batches(batch_size):
         with precision.autocast() if precision else contextlib.nullcontext():
-            logits = model(normalize(images)).float()
+            logits = model(images if normalize is None else normalize(images)).float()
         total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum")
         scores.append(logits.softmax(1))
     return torch.cat(scores).cpu().numpy(), total_loss.item() / len(split)

@@ -1,0 +1,55 @@
+"""What a stage trains on: cached backbone features or the images. Torch-free: the Snakefile (which
+features a cell's job needs), `python -m workflow cells` and training all ask `head_stage_path`.
+
+A stage that trains the head alone trains on the cached features (workflow.train.features) exactly when
+that is what the images would give it: the backbone is frozen and in eval mode (`train: head`, no earlier
+stage changed it), the head reads the pooled features (`gap`, `mlp`, or a timm model's own linear head), and
+nothing changes the input per epoch (no augmentation, no mixup); the backbone's starting weights are the
+same for every seed (ImageNet's, a timm tag's or a pretrain cell's, never `none`'s random ones).
+"""
+
+from __future__ import annotations
+
+from workflow.core.cell import PRETRAIN_PREFIX, Cell
+from workflow.core.catalogue import timm_name
+
+FEATURES, IMAGES = "features", "images"
+AUGMENTS = ("hflip", "vflip", "rot90", "crop", "shift", "zoom", "rotation", "shear")  # on when set (Augment.active)
+
+
+def head_stage_path(cell: Cell, index: int) -> tuple[str, str]:
+    """(FEATURES or IMAGES, why) for stage `index` of `cell`."""
+    stages = cell.stages()
+    stage, training = stages[index], cell.training
+    if stage["train"] != "head":
+        return IMAGES, f"trains {stage['train']!r}, not the head alone"
+    changed = [earlier["name"] for earlier in stages[:index] if earlier["train"] != "head"]
+    if changed:
+        return IMAGES, f"stage {changed[0]!r} before it trains the backbone"
+    if training.head == "own" and timm_name(cell.model) is None:
+        return IMAGES, "the 'own' head reads the model's own classifier input, not the pooled features"
+    augments = [key for key in AUGMENTS if training.augment.get(key)]
+    if augments:
+        return IMAGES, f"training.augment ({', '.join(augments)}) changes the images every epoch"
+    if training.mixup > 0:
+        return IMAGES, "mixup blends the images of every batch"
+    if cell.weights == "none":
+        return IMAGES, "weights: none draws the backbone's weights from the seed"
+    if cell.weights != "imagenet" and not cell.weights.startswith(PRETRAIN_PREFIX):
+        return IMAGES, "starting weights from a file: no cached features for them"
+    return FEATURES, "frozen backbone in eval mode, no augmentation or mixup: the same features every epoch"
+
+
+def stage_paths(cell: Cell) -> dict[str, tuple[str, str]]:
+    """{stage name: (path, why)} of every stage of `cell`."""
+    return {stage["name"]: head_stage_path(cell, index) for index, stage in enumerate(cell.stages())}
+
+
+def needs_features(cell: Cell) -> bool:
+    """Whether some stage of `cell` trains on cached features."""
+    return any(path == FEATURES for path, _ in stage_paths(cell).values())
+
+
+def features_summary(cell: Cell) -> str:
+    """One short line for `cells`: each stage's input, `head: features, finetune: images`."""
+    return ", ".join(f"{name}: {path}" for name, (path, _) in stage_paths(cell).items())
