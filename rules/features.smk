@@ -56,8 +56,10 @@ def features_cell(wildcards):
     """The first cell (by id) that trains on the features a features job writes: it says the model, starting
     weights, head and precision."""
     study = SWEEP.study
-    for cell in sorted(study.cells.values(), key=lambda cell: cell.id):
-        if (needs_features(cell) and study.data_key(cell.dataset) == wildcards.data_key
+    scored = {cell.id for cell in study.candidate_cells}  # `rank`: every candidate model's features (rules/rank.smk)
+    for cell in sorted({**study.cells, **{cell.id: cell for cell in study.candidate_cells}}.values(),
+                       key=lambda cell: cell.id):
+        if ((needs_features(cell) or cell.id in scored) and study.data_key(cell.dataset) == wildcards.data_key
                 and model_folder(cell.model) == wildcards.model and str(cell.resolution) == wildcards.resolution
                 and wildcards.weights.startswith("pretrain-") == bool(cell.upstream)):
             h5, _ = features_files(study, cell.dataset, cell.model, cell.resolution, cell.weights, cell.upstream)

@@ -24,6 +24,11 @@ def get_rank_model_inputs(wildcards):
     return {"features": h5, "record": record}
 
 
+def get_scored_features_arg(wildcards, input):
+    """--features of a scoring job (none in a dry run, while the pretrain cell's tag is pending)."""
+    return f"--features {shlex.quote(input.features)}" if "features" in input.keys() else ""
+
+
 def score_files(wildcards=None):
     """Every candidate's scores: inputs of the choice and of the models table."""
     return [paths.score_file(OUT, candidate.id) for candidate in RANKING.candidates] if RANKING else []
@@ -46,13 +51,15 @@ if RANKING:
             paths.score_file(OUT, "{candidate}"),
         wildcard_constraints:
             candidate=CELL_ID,
+        params:
+            features=get_scored_features_arg,
         log:
             paths.log_file(OUT, "rank_model", "{candidate}"),
         threads: 1
         conda:
             ENV
         shell:
-            "TLSWEEP_ERROR_FD=3 python -m workflow rank-model --features {input.features:q} --out {output:q}"
+            "TLSWEEP_ERROR_FD=3 python -m workflow rank-model {params.features} --out {output:q}"
             " 3>&2 > {log:q} 2>&1"
 
 

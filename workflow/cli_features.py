@@ -13,9 +13,11 @@ def cmd_features(args) -> None:
     from workflow.gpu.devices import claim_gpu
     from workflow.train.head_input import needs_features
 
-    cell = study_entry(sweep_of(args).study.cell, args.cell)
-    if not needs_features(cell):
-        sys.exit(f"error: no stage of cell {cell.id} trains on cached features")
+    study = sweep_of(args).study
+    scored = {cell.id: cell for cell in study.candidate_cells}  # `rank`: a candidate model's, chosen or not
+    cell = scored.get(args.cell) or study_entry(study.cell, args.cell)
+    if not needs_features(cell) and cell.id not in scored:
+        sys.exit(f"error: no stage of cell {cell.id} trains on cached features, and no ranking scores it")
     claim_gpu(log=log)  # before torch initialises CUDA
     from workflow.train.features import compute_features
 
