@@ -240,3 +240,51 @@ def test_a_damaged_choice_file_is_one_line_naming_it(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match=f"^{path} is not a choice of models"):
         SweepState(config)
+
+
+def write_features(path: Path, splits: dict) -> None:
+    """A features file and its record as the contract lays them out (docs/ranking.md, workflow/data/features.py)."""
+    import json as json_module
+
+    import h5py
+
+    from workflow.core.paths import features_record
+    from workflow.integrity import sha256_of
+
+    with h5py.File(path, "w") as f:
+        for name, (features, labels) in splits.items():
+            f.create_group(name).create_dataset("features", data=features.astype(np.float16))
+            f[name].create_dataset("labels", data=labels.astype(np.int64))
+        f.attrs.update(model="resnet18", resolution=16, weights="none", precision="fp16", dim=16)
+    record = {"sha256": sha256_of(path), "counts": {name: len(labels) for name, (_, labels) in splits.items()},
+              "dim": 16, "seconds": 2.5, "images_per_s": 480.0}
+    Path(features_record(path)).write_text(json_module.dumps(record))
+
+
+def test_the_rank_model_command_scores_a_features_file_and_refuses_a_damaged_one(tmp_path):
+    import json as json_module
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    rng = np.random.default_rng(6)
+    features, labels = separated(rng, 2.0, n=240)
+    splits = {"train": (features[:120], labels[:120]), "val": (features[120:180], labels[120:180]),
+              "test": (features[180:], labels[180:])}
+    path, out = tmp_path / "none.h5", tmp_path / "scores" / "none.json"
+    write_features(path, splits)
+    command = [sys.executable, "-m", "workflow", "rank-model", "--features", str(path), "--out", str(out)]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    scores = json_module.loads(out.read_text())
+    stored = {name: (f.astype(np.float16).astype(np.float32), y) for name, (f, y) in splits.items()}
+    assert scores["logme"] == pytest.approx(logme(*stored["train"]), rel=1e-12)
+    assert scores["probe"] == linear_probe(stored["train"], stored["val"], stored["test"]).to_dict()
+    assert scores["features"]["seconds"] == 2.5 and scores["counts"] == {"train": 120, "val": 60, "test": 60}
+    with open(path, "r+b") as f:  # one byte changed: the record's SHA-256 no longer matches
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    failed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert failed.returncode != 0 and f"{path} is damaged" in failed.stderr.strip().splitlines()[-1]

@@ -14,6 +14,8 @@ from workflow.core import paths
 from workflow.results.chartkit import HEIGHT, WIDTH, colours, placeholder, title
 from workflow.results.models_table import GROUP, tau_lines
 
+MODEL_CHARTS = ("models",)  # what `rank` adds to the study's charts
+
 
 def _labelled(table: pd.DataFrame) -> pd.DataFrame:
     """The table with `candidate`: the model, and its dataset, resolution and weights where they vary."""
@@ -55,4 +57,4 @@ def model_charts(study, tables_dir: str | Path | None = None) -> dict:
     if study.ranking is None:
         return {}
     path = Path(tables_dir or paths.tables_folder(study.out)) / "models.parquet"
-    return {"models": lambda summary, histories: models_chart(pd.read_parquet(path))}
+    return {name: lambda summary, histories: models_chart(pd.read_parquet(path)) for name in MODEL_CHARTS}

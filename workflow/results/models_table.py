@@ -20,6 +20,7 @@ from workflow.results.ranking import rank_agreement
 from workflow.study.grid import Study
 from workflow.study.model_ranking import candidate_of
 
+MODEL_TABLES = ("models",)  # what `rank` adds to the study's tables (the chart: model_charts.MODEL_CHARTS)
 GROUP = ["dataset", "resolution", "weights"]
 RANKED_BY = {"logme": "logme", "probe": "probe_val_accuracy"}  # the column each ranking orders by
 
