@@ -207,6 +207,8 @@ def cmd_cells(args) -> None:
     print(study_summary(study, table))
     if study.sampling is not None:
         print(study.sampling.describe())
+    if study.ranking is not None:  # `rank` (docs/ranking.md)
+        print(study.ranking.describe(study.models_chosen))
     if args.trainable and assumed:
         print("trainable parameters of datasets not yet planned (an image folder) assume 2 classes")
 
