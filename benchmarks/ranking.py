@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         score_s = {name: scoring_seconds({k: n for k, n in sizes.items() if k != "classes"}, sizes["classes"],
                                          costs["dim"], args.score_fraction) for name, sizes in CIFAR.items()}
         out["per_image"] = {"model": args.model, "resolution": args.resolution, "batch_size": args.batch_size,
-                            **{key: float(f"{value:.4g}") for key, value in costs.items()},
+                            **{key: float(f"{value:.4g}") if key != "dim" else value for key, value in costs.items()},
                             "score_fraction": args.score_fraction,
                             "score_s": {name: round(value, 1) for name, value in score_s.items()}}
         out["batch_size_study"] = [batch_size_study(costs, score_s, 20, epochs, 5) for epochs in args.finetune_epochs]

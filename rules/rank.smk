@@ -2,45 +2,8 @@
 # each candidate (dataset, model, resolution, starting weights) is scored by LogME and a linear probe from its
 # features (rules/features.smk) into the `models` table. With `rank.keep`, a checkpoint chooses the best models
 # and only theirs enter the grid (rank-then-tune, workflow/sweep/model_choice.py).
-from workflow.study.model_ranking import candidate_of, choice_path
-
-RANKING = STUDY.ranking  # None without `rank`
 if RANKING:
     print(RANKING.describe(STUDY.models_chosen), file=sys.stderr)
-
-
-def candidate_cell(wildcards):
-    """The first grid cell (chosen or not) of the candidate a job scores, or an error naming it."""
-    for cell in SWEEP.study.candidate_cells:
-        if candidate_of(cell).id == wildcards.candidate:
-            return cell
-    raise WorkflowError(f"{wildcards.candidate!r} is not a candidate model of study {STUDY.name!r}")
-
-
-def get_rank_model_inputs(wildcards):
-    """The candidate's features file and its record (rules/features.smk)."""
-    cell = candidate_cell(wildcards)
-    h5, record = features_files(SWEEP.study, cell.dataset, cell.model, cell.resolution, cell.weights, cell.upstream)
-    return {"features": h5, "record": record}
-
-
-def get_scored_features_arg(wildcards, input):
-    """--features of a scoring job (none in a dry run, while the pretrain cell's tag is pending)."""
-    return f"--features {shlex.quote(input.features)}" if "features" in input.keys() else ""
-
-
-def score_files(wildcards=None):
-    """Every candidate's scores: inputs of the choice and of the models table."""
-    return [paths.score_file(OUT, candidate.id) for candidate in RANKING.candidates] if RANKING else []
-
-
-def read_model_choice():
-    """Rank-then-tune: the study's grid once the choice checkpoint is done (a dry run stops at it)."""
-    checkpoints.choose_models.get()
-    SWEEP.know_choice()
-
-
-if RANKING:
 
     rule rank_model:
         """Score one candidate model from its features: LogME of the train split, and a linear probe whose
