@@ -92,7 +92,7 @@ def seconds_per_image(model: str, resolution: int, batch_size: int, steps: int, 
     return {"features_s_per_image": best(forward), "train_s_per_image": best(train), "dim": int(dim)}
 
 
-def scoring_seconds(images: dict, classes: int, dim: int, fraction: float, seed: int = 0) -> float:
+def scoring_seconds(images: dict, classes: int, dim: int, fraction: float, seed: int = 0) -> dict:
     """LogME and the linear probe on synthetic features of a dataset's shape (`images`: per split), timed on
     `fraction` of its images and scaled by 1 / fraction (both grow linearly with the images)."""
     from workflow.results.ranking import score_splits
@@ -100,9 +100,8 @@ def scoring_seconds(images: dict, classes: int, dim: int, fraction: float, seed:
     rng = np.random.default_rng(seed)
     splits = {split: (rng.standard_normal((max(int(n * fraction), classes), dim)).astype(np.float32),
                       rng.integers(0, classes, max(int(n * fraction), classes))) for split, n in images.items()}
-    started = time.perf_counter()
-    score_splits(splits)
-    return (time.perf_counter() - started) / fraction
+    scores = score_splits(splits)
+    return {"logme_s": scores["logme_seconds"] / fraction, "probe_s": scores["probe_seconds"] / fraction}
 
 
 def batch_size_study(costs: dict, score_s: dict, head_epochs: int, finetune_epochs: int, batch_sizes: int) -> dict:
@@ -111,7 +110,7 @@ def batch_size_study(costs: dict, score_s: dict, head_epochs: int, finetune_epoc
     dataset and batch size: the head stage, forward passes only when its features are cached, and the
     fine-tuning stage's training steps; validation every epoch; the test once)."""
     forward, train = costs["features_s_per_image"], costs["train_s_per_image"]
-    rank_s = sum(sum(n for key, n in sizes.items() if key != "classes") * forward + score_s[name]
+    rank_s = sum(sum(n for key, n in sizes.items() if key != "classes") * forward + sum(score_s[name].values())
                  for name, sizes in CIFAR.items())
     cell_s = {name: head_epochs * sizes["train"] * forward + finetune_epochs * sizes["train"] * train
               + (head_epochs + finetune_epochs) * sizes["val"] * forward + sizes["test"] * forward
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["per_image"] = {"model": args.model, "resolution": args.resolution, "batch_size": args.batch_size,
                             **{key: float(f"{value:.4g}") if key != "dim" else value for key, value in costs.items()},
                             "score_fraction": args.score_fraction,
-                            "score_s": {name: round(value, 1) for name, value in score_s.items()}}
+                            "score_s": {name: {key: round(value, 1) for key, value in parts.items()} for name, parts in score_s.items()}}
         out["batch_size_study"] = [batch_size_study(costs, score_s, 20, epochs, 5) for epochs in args.finetune_epochs]
     print(json.dumps(out, indent=2))
     if args.json:

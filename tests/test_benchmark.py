@@ -78,3 +78,23 @@ def test_job_start_benchmark_times_a_training_jobs_imports_against_torch():
     assert {"workflow.cli", "workflow.train.cell", "workflow.track.watch"} <= set(result["modules"])
     for clock in ("wall", "cpu"):
         assert result[clock]["torch_s"] > 0 and result[clock]["train_s"] > 0
+
+
+def test_ranking_benchmark_estimates_the_batch_size_study_from_its_per_image_costs(tmp_path):
+    bench = load_benchmark("ranking")
+    out = bench.main(["--model", "resnet18", "--resolution", "16", "--batch-size", "4", "--steps", "1",
+                      "--threads", "1", "--score-fraction", "0.002", "--finetune-epochs", "100", "30",
+                      "--json", str(tmp_path / "ranking.json")])
+    costs = out["per_image"]
+    assert costs["dim"] == 512 and costs["features_s_per_image"] > 0 and costs["train_s_per_image"] > 0
+    for estimate, epochs in zip(out["batch_size_study"], [100, 30]):
+        forward, train = costs["features_s_per_image"], costs["train_s_per_image"]
+        # per dataset: 60,000 images once to rank; 5 cells of 20 head epochs (forward), `epochs` of training,
+        # validation after every epoch and the test once to fine-tune
+        rank = 2 * 60_000 * forward + sum(sum(parts.values()) for parts in costs["score_s"].values())
+        tune = 2 * 5 * (20 * 45_000 * forward + epochs * 45_000 * train + (20 + epochs) * 5_000 * forward
+                        + 10_000 * forward)
+        assert estimate["rank_s"] == pytest.approx(rank, rel=1e-3, abs=0.5)
+        assert estimate["fine_tune_s"] == pytest.approx(tune, rel=1e-3, abs=0.5)
+        assert estimate["cells"] == 10 and estimate["finetune_epochs"] == epochs
+    assert json.loads((tmp_path / "ranking.json").read_text()) == out
