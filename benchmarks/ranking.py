@@ -93,13 +93,17 @@ def seconds_per_image(model: str, resolution: int, batch_size: int, steps: int, 
 
 
 def scoring_seconds(images: dict, classes: int, dim: int, fraction: float, seed: int = 0) -> dict:
-    """LogME and the linear probe on synthetic features of a dataset's shape (`images`: per split), timed on
-    `fraction` of its images and scaled by 1 / fraction (both grow linearly with the images)."""
+    """LogME and the linear probe on synthetic features of a dataset's shape (`images`: per split; each class a
+    Gaussian around its own mean), timed on `fraction` of its images and scaled by 1 / fraction (both grow
+    linearly with the images once they outnumber the features' dimensions)."""
     from workflow.results.ranking import score_splits
 
     rng = np.random.default_rng(seed)
-    splits = {split: (rng.standard_normal((max(int(n * fraction), classes), dim)).astype(np.float32),
-                      rng.integers(0, classes, max(int(n * fraction), classes))) for split, n in images.items()}
+    means = rng.standard_normal((classes, dim))  # features with class structure, as a backbone's are
+    splits = {}
+    for split, n in images.items():
+        labels = rng.integers(0, classes, max(int(n * fraction), classes))
+        splits[split] = ((means[labels] + rng.standard_normal((len(labels), dim))).astype(np.float32), labels)
     scores = score_splits(splits)
     return {"logme_s": scores["logme_seconds"] / fraction, "probe_s": scores["probe_seconds"] / fraction}
 
