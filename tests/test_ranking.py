@@ -124,6 +124,14 @@ def test_rank_agreement_is_scipys_kendall_tau_and_nan_below_two_models():
     assert math.isnan(rank_agreement([1.0], [0.5]).tau)
 
 
+def test_logme_stays_finite_where_the_features_fit_every_target_exactly():
+    rng = np.random.default_rng(0)  # fewer images than dimensions, in float32 (as a features file holds them)
+    means = rng.standard_normal((10, 512))
+    labels = rng.integers(0, 10, 90)
+    features = (means[labels] + rng.standard_normal((90, 512))).astype(np.float32)
+    assert math.isfinite(logme(features, labels))
+
+
 def test_logme_refuses_no_features():
     with pytest.raises(ValueError, match="N x D"):
         logme(np.zeros((0, 4)), np.zeros(0, int))

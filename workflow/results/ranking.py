@@ -89,6 +89,8 @@ def maximise_evidence(spec: Spectrum, target: np.ndarray) -> Evidence:
         gamma = float(np.sum(beta * spec.squares / (alpha + beta * spec.squares)))
         new_alpha = gamma / max(mean_sq, np.finfo(float).tiny)
         new_beta = (spec.n - gamma) / max(error, np.finfo(float).tiny)
+        if not (0 < new_alpha < math.inf and 0 < new_beta < math.inf):  # at a boundary (a target fitted exactly)
+            break
         moved = abs(new_alpha / new_beta - alpha / beta) / (alpha / beta)
         alpha, beta = new_alpha, new_beta
         if moved < TOLERANCE:
