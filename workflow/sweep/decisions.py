@@ -58,8 +58,8 @@ def read_model_choice(study: Study) -> tuple[str, dict] | None:
         if not isinstance(content.get("groups"), list):
             raise ValueError("no `groups` list")
     except (OSError, ValueError, AttributeError) as error:
-        raise ValueError(f"{path} is not a choice of models ({type(error).__name__}: {error}); delete it and "
-                         f"run again to choose again (the scores are kept)") from None
+        raise ConfigError(f"{path} is not a choice of models ({type(error).__name__}: {error}); delete it and "
+                          f"run again to choose again (the scores are kept)") from None
     return path, content
 
 
