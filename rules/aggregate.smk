@@ -7,6 +7,7 @@ rule aggregate:
     configuration per dataset and model, and the papers' pivot tables the grid's axes allow."""
     input:
         metrics=grid_metrics,
+        scores=score_files,  # `rank`: the candidate models' scores, the models table (rules/rank.smk)
     output:
         for_report(table_files(STUDY), "html", "tables"),
     params:

@@ -23,6 +23,7 @@ from workflow.study.jobenv import export_package_root
 from workflow.track.console import quiet_console
 from workflow.study.study_file import write_study_file
 from workflow.study.outputs import chart_files, table_files
+from workflow.study.model_ranking import candidate_of, choice_path
 from workflow.study.tpe_space import TpeSearch, round_inputs
 from workflow.sweep.decisions import StudyError, load_checked_study
 from workflow.sweep.halving import finish_inputs, previous_rung_inputs, rank_inputs
@@ -54,6 +55,7 @@ onstart:
 
 HALVING = STUDY.halving  # successive halving's settings (rules/halving.smk), None for a grid search
 TPE = STUDY.sampling if isinstance(STUDY.sampling, TpeSearch) else None  # rules/tpe.smk
+RANKING = STUDY.ranking  # `rank`: candidate models scored from their features (rules/rank.smk), None without it
 RES = config["resources"]
 # Several cells per GPU (resources.slots_per_gpu = K > 1): each cell's memory probe, shared by studies.
 SLOTS = slot_settings(RES, STUDY.results_dir)
@@ -61,7 +63,8 @@ SLOT_ARGS = f"--slots-per-gpu {SLOTS.per_gpu} --gpu-headroom {SLOTS.headroom}"
 # SLURM's warning before the time limit: SIGURG, which Snakemake's job step ignores (profiles/README.md).
 TRAIN_SLURM_EXTRA = f"--signal=URG@{RES['train_warning_s']}" if RES["train_warning_s"] else ""
 # {model: (cached file, URL)} of the ImageNet weights the cells start from (torch is imported only if any).
-IMAGENET = imagenet_files(cell.model for cell in STUDY.cells.values() if cell.weights == "imagenet")
+IMAGENET = imagenet_files(cell.model for cell in [*STUDY.cells.values(), *STUDY.candidate_cells]
+                          if cell.weights == "imagenet")  # rank-then-tune: every candidate's features too
 ENV = "../envs/tlsweep.yaml"
 
 
@@ -222,11 +225,45 @@ def read_all_rounds():
         read_round(round_index)
 
 
+# Ranking candidate models from their features (rules/rank.smk); rank-then-tune's grid once its models are chosen.
+def candidate_cell(wildcards):
+    """The first grid cell (chosen or not) of the candidate a job scores, or an error naming it."""
+    for cell in SWEEP.study.candidate_cells:
+        if candidate_of(cell).id == wildcards.candidate:
+            return cell
+    raise WorkflowError(f"{wildcards.candidate!r} is not a candidate model of study {STUDY.name!r}")
+
+
+def get_rank_model_inputs(wildcards):
+    """The candidate's features file and its record (rules/features.smk)."""
+    cell = candidate_cell(wildcards)
+    h5, record = features_files(SWEEP.study, cell.dataset, cell.model, cell.resolution, cell.weights, cell.upstream)
+    return {"features": h5, "record": record}
+
+
+def get_scored_features_arg(wildcards, input):
+    """--features of a scoring job (none in a dry run, while the pretrain cell's tag is pending)."""
+    return f"--features {shlex.quote(input.features)}" if "features" in input.keys() else ""
+
+
+def score_files(wildcards=None):
+    """Every candidate's scores: inputs of the choice and of the models table."""
+    return [paths.score_file(OUT, candidate.id) for candidate in RANKING.candidates] if RANKING else []
+
+
+def read_model_choice():
+    """Rank-then-tune: the study's grid once the choice checkpoint is done (a dry run stops at it)."""
+    checkpoints.choose_models.get()
+    SWEEP.know_choice()
+
+
 def grid_outputs():
     """Every grid cell's outputs by name (upstream cells are pulled in by the DAG); a TPE search's once its
     rounds are chosen (rules/tpe.smk)."""
     if TPE:
         read_all_rounds()
+    if RANKING and RANKING.keep:  # rank-then-tune: the chosen models' cells (rules/rank.smk)
+        read_model_choice()
     study = SWEEP.study
     return [paths.cell_outputs(study.cell_dir(cell.id)) for cell in study.grid_cells]
 

@@ -61,7 +61,8 @@ def features_cell(wildcards):
     """The cell that says the model, starting weights, head and precision of the features a features job writes:
     the first (by id) that trains on them, else the first whose head reads them (features other rules ask for)."""
     study = SWEEP.study
-    cells = sorted(study.cells.values(), key=lambda cell: (not needs_features(cell), cell.id))
+    candidates = {cell.id: cell for cell in study.candidate_cells}  # `rank`: every candidate's (rules/rank.smk)
+    cells = sorted({**study.cells, **candidates}.values(), key=lambda cell: (not needs_features(cell), cell.id))
     for cell in cells:
         if (reads_pooled_features(cell) and (cell.weights == "imagenet" or cell.upstream)
                 and study.data_key(cell.dataset) == wildcards.data_key and model_folder(cell.model) == wildcards.model and str(cell.resolution) == wildcards.resolution

@@ -95,3 +95,23 @@ def test_features_benchmark_times_the_head_stage_on_both_paths(tmp_path, capsys)
     assert json.loads((tmp_path / "results.json").read_text()) == result
     assert "| today: the backbone every epoch |" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"], "its scratch folder is removed"
+
+
+def test_ranking_benchmark_estimates_the_batch_size_study_from_its_per_image_costs(tmp_path):
+    bench = load_benchmark("ranking")
+    out = bench.main(["--model", "resnet18", "--resolution", "16", "--batch-size", "4", "--steps", "1",
+                      "--threads", "1", "--score-fraction", "0.002", "--finetune-epochs", "100", "30",
+                      "--json", str(tmp_path / "ranking.json")])
+    costs = out["per_image"]
+    assert costs["dim"] == 512 and costs["features_s_per_image"] > 0 and costs["train_s_per_image"] > 0
+    for estimate, epochs in zip(out["batch_size_study"], [100, 30]):
+        forward, train = costs["features_s_per_image"], costs["train_s_per_image"]
+        # per dataset: 60,000 images once to rank; 5 cells of 20 head epochs (forward), `epochs` of training,
+        # validation after every epoch and the test once to fine-tune
+        rank = 2 * 60_000 * forward + sum(sum(parts.values()) for parts in costs["score_s"].values())
+        tune = 2 * 5 * (20 * 45_000 * forward + epochs * 45_000 * train + (20 + epochs) * 5_000 * forward
+                        + 10_000 * forward)
+        assert estimate["rank_s"] == pytest.approx(rank, rel=1e-3, abs=0.5)
+        assert estimate["fine_tune_s"] == pytest.approx(tune, rel=1e-3, abs=0.5)
+        assert estimate["cells"] == 10 and estimate["finetune_epochs"] == epochs
+    assert json.loads((tmp_path / "ranking.json").read_text()) == out

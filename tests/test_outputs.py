@@ -72,6 +72,8 @@ def test_training_regimes(weights, train, name):
 
 def test_every_table_and_chart_has_a_report_caption(tmp_path):
     from workflow.results.charts import CHARTS
+    from workflow.results.model_charts import MODEL_CHARTS
+    from workflow.results.models_table import MODEL_TABLES
     from workflow.results.search_charts import SEARCH_CHARTS, SEARCH_TABLES
     from workflow.results.tables import TABLES
 
@@ -81,8 +83,8 @@ def test_every_table_and_chart_has_a_report_caption(tmp_path):
                                     "weights": "imagenet", "seed": 0}])  # not every combination: the sweeps table too
     study = build_study({**config, "search": "halving"})
     assert plan(study) == (list(TABLES), list(CHARTS))
-    assert sorted(p.stem for p in (REPO / "report/tables").glob("*.rst")) == sorted([*TABLES, *SEARCH_TABLES])
-    assert sorted(p.stem for p in (REPO / "report/charts").glob("*.rst")) == sorted([*CHARTS, *SEARCH_CHARTS])
+    assert sorted(p.stem for p in (REPO / "report/tables").glob("*.rst")) == sorted([*TABLES, *SEARCH_TABLES, *MODEL_TABLES])
+    assert sorted(p.stem for p in (REPO / "report/charts").glob("*.rst")) == sorted([*CHARTS, *SEARCH_CHARTS, *MODEL_CHARTS])
 
 
 def test_halving_adds_its_table_and_chart(tmp_path):

@@ -60,8 +60,9 @@ def test_dry_run_plans_the_tables_and_charts_the_axes_allow(tmp_path, study_file
 def test_demo_study_plan(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies/digits-demo.yaml"))
     assert job_counts(result.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "train": 12,
-                                         "train_upstream": 2, "pretrain_tag": 2, "aggregate": 1, "charts": 1,
-                                         "export_index": 1, "all": 1}
+                                         "train_upstream": 2, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1,
+                                         # the pretrain cells' features (rules/features.smk), scored (`rank`)
+                                         "pretrain_tag": 2, "rank_model": 2}
 
 
 # finished_tiny_study (conftest.py): the tiny study run end to end once per session, read by the tests
@@ -265,7 +266,9 @@ def test_every_ready_study_dry_runs(tmp_path, study):
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "studies" / study))
     counts = job_counts(result.stdout)
     assert counts.get("train_upstream", 0) == len(config.cells) - len(config.grid_cells), counts
-    if config.halving is None:
+    if load_config(REPO / "studies" / study).get("rank", {}).get("keep"):  # rank-then-tune: no cell before the choice
+        assert "train" not in counts and counts["choose_models"] == 1, counts
+    elif config.halving is None:
         assert counts["train"] == len(config.grid_cells), counts
     else:  # grid cells train by rungs, all of them to the first before the first ranking
         assert "train" not in counts, counts

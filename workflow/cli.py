@@ -16,6 +16,7 @@ from pathlib import Path
 from workflow.cli_common import log, study_arg, study_entry, sweep_of
 from workflow.cli_export import add_export_commands
 from workflow.cli_features import add_features_commands
+from workflow.cli_rank import add_rank_commands
 
 
 def cmd_download(args) -> None:
@@ -161,6 +162,7 @@ def cmd_charts(args) -> None:
     import pandas as pd
 
     from workflow.results.charts import draw_charts
+    from workflow.results.model_charts import model_charts
     from workflow.results.search_charts import search_charts
     from workflow.core import paths
     from workflow.study.outputs import study_charts
@@ -172,9 +174,9 @@ def cmd_charts(args) -> None:
     summary = pd.read_parquet(args.summary or paths.table_file(study.out, "summary", "parquet"))
     histories = pd.read_parquet(args.histories or paths.table_file(study.out, "histories", "parquet"))
     charts = Path(args.out_dir or paths.charts_folder(study.out))
-    draw_charts(names, summary, histories, charts, study_charts=search_charts(study))
-    print(f"drew {', '.join(names) or 'no charts'}")
     tables = Path(args.summary or paths.table_file(study.out, "summary", "parquet")).parent
+    draw_charts(names, summary, histories, charts, study_charts={**search_charts(study), **model_charts(study, tables)})
+    print(f"drew {', '.join(names) or 'no charts'}")
     log_study_artifacts(study, sweep.config.get("tracking"), {"charts": charts, "tables": tables})
 
 
@@ -209,6 +211,8 @@ def cmd_cells(args) -> None:
     print(study_summary(study, table))
     if study.sampling is not None:
         print(study.sampling.describe())
+    if study.ranking is not None:  # `rank` (docs/ranking.md)
+        print(study.ranking.describe(study.models_chosen))
     if args.trainable and assumed:
         print("trainable parameters of datasets not yet planned (an image folder) assume 2 classes")
 
@@ -378,6 +382,7 @@ def parser() -> argparse.ArgumentParser:
     add_results_commands(sub)
     add_export_commands(sub)  # workflow/cli_export.py
     add_features_commands(sub)  # workflow/cli_features.py
+    add_rank_commands(sub)  # workflow/cli_rank.py
     return top
 
 

@@ -13,7 +13,9 @@ def cmd_features(args) -> None:
     from workflow.gpu.devices import claim_gpu
     from workflow.train.head_input import reads_pooled_features
 
-    cell = study_entry(sweep_of(args).study.cell, args.cell)
+    study = sweep_of(args).study
+    scored = {cell.id: cell for cell in study.candidate_cells}  # `rank`: a candidate model's, chosen or not
+    cell = scored.get(args.cell) or study_entry(study.cell, args.cell)
     if not reads_pooled_features(cell) or cell.weights == "none":
         sys.exit(f"error: cell {cell.id} reads no cached features (its 'own' head, or weights: none drawn by seed)")
     claim_gpu(log=log)  # before torch initialises CUDA

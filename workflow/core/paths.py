@@ -88,6 +88,21 @@ def ranking_file(rankings_dir, rung) -> str:
     return f"{rankings_dir}/{rung_name(rung)}.json"
 
 
+def model_ranking_folder(out) -> str:
+    """A study's candidate models ranked from their features (study key `rank`): scores and choices."""
+    return f"{out}/rank"
+
+
+def score_file(out, candidate: str) -> str:
+    """One candidate's scores (LogME, the linear probe) from its features: <out>/rank/<candidate id>.json."""
+    return f"{model_ranking_folder(out)}/{candidate}.json"
+
+
+def model_choice_file(out, name: str) -> str:
+    """The models rank-then-tune chose (`name` says by what, how many, of which candidates)."""
+    return f"{model_ranking_folder(out)}/{name}.json"
+
+
 def log_file(root, *parts) -> str:
     """A job's log: <root>/logs/<part>/.../<last part>.log (root: a study, data or raw folder)."""
     return "/".join([str(root), "logs", *map(str, parts)]) + ".log"

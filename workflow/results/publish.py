@@ -11,6 +11,7 @@ import pandas as pd
 
 from workflow.results.aggregate import DAMAGED, collect_cells
 from workflow.results.caveats import caveats, summary_statuses
+from workflow.results.models_table import MODEL_TABLES, models_preamble, models_table
 from workflow.results.recommend import best_preamble, recommendation_markdown, summary_preamble
 from workflow.results.search_charts import search_table_names, search_tables
 from workflow.results.stats import best_table, configurations
@@ -28,15 +29,19 @@ def aggregate_study(study: Study, out_dir: str | Path | None = None, selection: 
     summary, histories, outcomes = collect_cells(study)  # every predictions.npz read once
     write_histories(histories, out_dir)
     configs = configurations(finalists(summary), selection, outcomes)
-    names = [name for name in study_tables(study) if name not in search_table_names(study)]
+    names = [name for name in study_tables(study) if name not in (*search_table_names(study), *MODEL_TABLES)]
     tables = tables_from(names, summary, configs, histories,
                          study.halving.rungs if study.halving else ())
     tables.update(search_tables(study, summary))  # a sampled search's (workflow.results.search_charts)
+    if study.ranking is not None:  # `rank`: the candidate models scored from their features
+        tables["models"] = models_table(study, summary)
     best = tables["best"] if "best" in tables else best_table(configs)
     found = caveats(tables.get("summary", summary), configs, best, selection)
     statuses = summary_statuses(summary)
     preambles = {"summary": summary_preamble(best, selection, found, statuses),
                  "best": best_preamble(best, selection, found, statuses)}
+    if "models" in tables:
+        preambles["models"] = models_preamble(tables["models"])
     for name, table in tables.items():
         write_table(table, out_dir, name, preamble=preambles.get(name))
     log(summary[["cell", "status", "test_accuracy", "error"]].to_string(index=False))

@@ -24,6 +24,7 @@ from workflow.core.backbones import model_error, train_error
 from workflow.core.heads import output_classes_error
 from workflow.core.cell import DEFAULT_TRAINING, PRETRAIN_PREFIX, Cell, TrainingSettings, merge
 from workflow.study.settings import cell_training, check_swept_keys, check_training
+from workflow.study.model_ranking import Ranking
 
 # The order in which the grid expands; `overrides` may only condition on earlier axes.
 AXES = ("dataset", "model", "resolution", "optimizer", "batch_size", "lr", "train", "weights", "seed")
@@ -67,6 +68,11 @@ class Study:
     positive_classes: dict = field(default_factory=dict)  # `positive_class`: dataset -> its positive class
     search_groups: dict = field(default_factory=dict)  # a drawn grid cell's id -> its combination's group_key
     search_rounds: dict = field(default_factory=dict)  # a TPE search's grid cell id -> the round that drew it
+    # `rank` (workflow.sweep.model_choice.ranked_study): the candidate models scored from their features, every
+    # candidate's grid cells, and whether rank-then-tune's grid_cells are the chosen models' (else every candidate's)
+    ranking: Ranking | None = None
+    candidate_cells: list[Cell] = field(default_factory=list)
+    models_chosen: bool = False
 
     @property
     def out(self) -> Path:

@@ -54,11 +54,17 @@ def regime(weights: str, train: str) -> str:
     return f"last {trainable_layers(train)} layers"
 
 
+def planned_cells(study: Study) -> list:
+    """The grid cells the outputs are planned from: rank-then-tune's every candidate model's, so that the plan
+    is the same before and after the models are chosen."""
+    return study.candidate_cells or study.grid_cells
+
+
 def grid_values(study: Study, axis: str) -> set:
     """The distinct values an axis takes over the study's grid cells (a TPE search's drawn axis: the
     values it may take, since its later rounds are chosen during the run)."""
     planned = study.sampling.planned_values(axis) if study.sampling is not None else None
-    return planned if planned is not None else {getattr(cell, axis) for cell in study.grid_cells}
+    return planned if planned is not None else {getattr(cell, axis) for cell in planned_cells(study)}
 
 
 def _varies(study: Study, *axes: str) -> bool:
@@ -107,7 +113,7 @@ def study_tables(study: Study) -> list[str]:
         tables.append("batch_size")
     if _varies(study, "batch_size", "lr"):
         tables.append("batch_lr")
-    if len({regime(cell.weights, cell.train) for cell in study.grid_cells}) > 1:
+    if len({regime(cell.weights, cell.train) for cell in planned_cells(study)}) > 1:
         tables.append("regimes")
     if study.sampling is None and swept_axes(cell_records(study)):  # a search's draws are no sub-grids
         tables.append("sweeps")
@@ -115,6 +121,8 @@ def study_tables(study: Study) -> list[str]:
         tables.append("halving")
     if study.sampling is not None:  # workflow.results.search_charts
         tables.append("importance")
+    if study.ranking is not None:  # workflow.results.models_table
+        tables.append("models")
     return tables
 
 
@@ -129,12 +137,12 @@ def study_charts(study: Study) -> list[str]:
         charts.append("train_curves")
     if _varies(study, "batch_size", "lr"):
         charts.append("lr_batch_heatmap")
-    layers = {trainable_layers(cell.train) for cell in study.grid_cells} - {None}
+    layers = {trainable_layers(cell.train) for cell in planned_cells(study)} - {None}
     if len(layers) > 1:
         charts.append("trainable_layers")
-    if len(study.grid_cells) > 1:
+    if len(planned_cells(study)) > 1:
         charts.append("accuracy_vs_time")
-    if len({regime(cell.weights, cell.train) for cell in study.grid_cells}) > 1:
+    if len({regime(cell.weights, cell.train) for cell in planned_cells(study)}) > 1:
         charts.append("regime_curves")
     if _varies(study, "seed"):
         charts.append("configs")
@@ -142,6 +150,8 @@ def study_charts(study: Study) -> list[str]:
         charts.append("halving")
     if study.sampling is not None:  # workflow.results.search_charts
         charts.append("search")
+    if study.ranking is not None:  # workflow.results.model_charts
+        charts.append("models")
     return charts
 
 

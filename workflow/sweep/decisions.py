@@ -1,7 +1,8 @@
 """What a study's search has decided so far, read from its files, and the study as far as it goes.
 
-`build_study(config, rounds)` is pure; the rounds a TPE search chose (results/<study>/search/round-<r>.json)
-and the rankings successive halving wrote (halving/rung-<k>.json) are read here and nowhere else.
+`build_study(config, rounds)` is pure; the rounds a TPE search chose (results/<study>/search/round-<r>.json),
+the rankings successive halving wrote (halving/rung-<k>.json) and the models rank-then-tune chose
+(rank/chosen-*.json) are read here and nowhere else.
 `SweepState` is the one view of the study that the Snakefile and every job use: the study built from its
 config with the rounds chosen so far, rebuilt when a checkpoint job has chosen another round.
 """
@@ -18,6 +19,8 @@ from workflow.data.datasets import DatasetConfigError, check_sources, downloads
 from workflow.export.weights_check import WeightsFileError, check_study_weights
 from workflow.study.config import ConfigError, check_config, check_config_files, load_config, read_yaml
 from workflow.study.grid import Study, build_study
+from workflow.study.model_ranking import choice_path
+from workflow.sweep.model_choice import ranked_study
 
 
 def read_rounds(config: dict) -> dict[int, dict]:
@@ -41,6 +44,33 @@ def read_rounds(config: dict) -> dict[int, dict]:
     return rounds
 
 
+def read_model_choice(study: Study) -> tuple[str, dict] | None:
+    """The models rank-then-tune chose (`rank.keep`): its file and content once written, else None (and for
+    any other study). The file's name holds its settings, so a study with another `keep` reads another file."""
+    if study.ranking is None or study.ranking.keep is None:
+        return None
+    path = choice_path(study.out, study.ranking)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            content = json.load(f)
+        if not isinstance(content.get("groups"), list):
+            raise ValueError("no `groups` list")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ConfigError(f"{path} is not a choice of models ({type(error).__name__}: {error}); delete it and "
+                          f"run again to choose again (the scores are kept)") from None
+    return path, content
+
+
+def build_decided(config: dict) -> Study:
+    """The study with every decision its files hold: the TPE rounds chosen so far, the models chosen."""
+    built = build_study(config, read_rounds(config))
+    study = ranked_study(built, config)
+    choice = read_model_choice(study)
+    return study if choice is None else ranked_study(built, config, choice)
+
+
 @lru_cache(maxsize=256)
 def _read_json(path: str, mtime_ns: int) -> dict:
     with open(path) as f:
@@ -53,20 +83,26 @@ def load_ranking(path: str | Path) -> dict:
 
 
 class SweepState:
-    """A study as far as its search has decided: built once from its validated config and the TPE rounds
-    chosen so far, and again when `know_round` learns of a later one. Values derived from the study
-    (`derived`) are kept until it is rebuilt."""
+    """A study as far as its search has decided: built once from its validated config, the TPE rounds
+    chosen so far and the models chosen, and again when `know_round` or `know_choice` learns of a later
+    decision. Values derived from the study (`derived`) are kept until it is rebuilt."""
 
     def __init__(self, config: dict):
         self.config = config
-        self.study: Study = build_study(config, read_rounds(config))
+        self.study: Study = build_decided(config)
         check_sources(self.study.datasets)  # the user's files, prepared or not: a missing folder names its key
         self._derived: dict = {}
 
     def know_round(self, round_index: int) -> None:
         """Make sure the study has the cells of TPE round `round_index` (its file is written)."""
         if round_index not in self.study.sampling.chosen_rounds:
-            self.study = build_study(self.config, read_rounds(self.config))
+            self.study = build_decided(self.config)
+            self._derived.clear()
+
+    def know_choice(self) -> None:
+        """Make sure the study's grid holds the models rank-then-tune chose (its choice file is written)."""
+        if not self.study.models_chosen:
+            self.study = build_decided(self.config)
             self._derived.clear()
 
     def derived(self, name: str, compute):
