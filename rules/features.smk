@@ -27,7 +27,7 @@ rule features:
     conda:
         ENV
     shell:
-        "TLSWEEP_ERROR_FD=3 python -m workflow features --configfile {params.study:q} --cell {params.cell:q}"
+        "TLSWEEP_ERROR_FD=3 python -m workflow features --configfile {params.study:q} --cell {params.cell}"
         " --manifest {input.manifest:q} {params.init} --out {output.h5:q} --threads {threads} 3>&2 > {log:q} 2>&1"
 
 

@@ -280,7 +280,8 @@ def test_every_ready_study_dry_runs(tmp_path, study):
 # The job kinds that need the study's settings, each given the study file and the key of what it works on.
 STUDY_JOBS = {"plan": "--data-key", "train": "--cell", "train-rung": "--cell", "probe": "--probe",
               "rank-rung": "--rung", "finish-cell": "--cell", "tpe-round": "--round", "aggregate": "",
-              "charts": "", "export-index": "", "export": "--id"}
+              "charts": "", "export-index": "", "export": "--id", "features": "--cell",
+              "choose-models": ""}
 
 
 def test_every_job_gets_its_settings_one_way_the_study_file_and_a_key():
