@@ -107,8 +107,8 @@ def keras_depth_counts(model) -> list[int]:
 
 def test_seed_004_transfer_is_no_gap_head_on_a_partly_trained_base():
     """The other reading of the transfer regime (some base layers train, the classifier on GAP) gives no
-    `keras:N` with the paper's count; its nearest, the Keras fine-tuning guide's 249 frozen layers
-    (`keras:178`) with the optimised head, is 0.6 % below it."""
+    `keras:N` with the paper's count; its nearest, `keras:178` (the last 178 of DenseNet121's 427 Keras layers)
+    with the optimised head, is 0.6 % below it."""
     model = meta_classifier("densenet121", 10, OPTIMISED_HEAD, 155)
     depths = keras_depth_counts(model)
     optimised_head = OPTIMISED - densenet121_base()
