@@ -265,3 +265,19 @@ def test_a_run_until_train_trains_every_cell_on_the_images_before_the_features_t
     for cell in study.grid_cells:
         metrics = json.loads((tmp_path / study.cell_dir(cell.id) / "metrics.json").read_text())
         assert metrics["status"] == "ok" and [stage["input"] for stage in metrics["stages"]] == [IMAGES, IMAGES]
+
+
+@pytest.mark.pipeline
+def test_a_frozen_regime_trains_every_stage_on_the_features(tmp_path):
+    """A frozen regime (`train: head` on the grid's axis): the new head is all that ever trains, so both stages
+    train on the one features file, and the cell's test metrics come from its best weights on the images."""
+    config = tiny_study()
+    config["grid"].update(batch_size=[32], optimizer=["adam"], lr=[0.001], train=["head"])
+    configfile = write_config(tmp_path / "frozen.yaml", config)
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(configfile))
+    study = load_study_file(configfile)
+    (cell,) = study.grid_cells
+    metrics = json.loads((tmp_path / study.cell_dir(cell.id) / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and [stage["input"] for stage in metrics["stages"]] == [FEATURES, FEATURES]
+    assert len(list(tmp_path.glob("**/features/resnet18/r16/pretrain-*.h5"))) == 1
+    assert 0 < metrics["test_accuracy"] <= 1
