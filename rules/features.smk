@@ -1,9 +1,10 @@
 # Cached backbone features (docs/training.md, "Head stages from cached features"): a backbone's pooled
-# features of a prepared dataset's splits, computed once per data key, model, resolution and starting weights,
-# for the head stages of every cell (and study) that trains on them (workflow.train.head_input); the input
-# functions are in rules/features_common.smk.
+# features (or what a head of layers pools) of a prepared dataset's splits, computed once per data key, model,
+# resolution, starting weights and pooling, for the head stages of every cell (and study) that trains on them
+# (workflow.train.head_input); the input functions are in rules/features_common.smk.
 rule features:
-    """A backbone's pooled features of a dataset's splits at one resolution, from its starting weights."""
+    """A backbone's pooled features (or the output a head of layers pools) of a dataset's splits at one
+    resolution, from its starting weights."""
     input:
         unpack(get_features_job_inputs),
     output:
@@ -11,7 +12,7 @@ rule features:
         record=paths.features_record(paths.features_file(DATA, "{data_key}", "{model}", "{resolution}", "{weights}")),
     wildcard_constraints:
         model=r"[A-Za-z0-9_.-]+",
-        weights=r"imagenet|none|(timm|pretrain|file)-[A-Za-z0-9_.]+",
+        weights=r"(imagenet|none|(timm|pretrain|file)-[A-Za-z0-9_.]+)(-(gap|gmp|flatten))?",  # paths.features_name
     params:
         study=get_study_file,
         cell=get_features_job_cell,

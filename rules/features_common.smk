@@ -1,7 +1,7 @@
 # The input functions of the cached features (rules/features.smk): which features a training job reads, and
 # what a features job is given.
 from workflow.core.backbones import model_folder
-from workflow.train.head_input import needs_features, reads_pooled_features
+from workflow.train.head_input import features_pooling, needs_features
 
 
 def pretrain_weights_tag(upstream):
@@ -18,11 +18,12 @@ def features_tag(model, weights, upstream=None):
     return pretrain_weights_tag(upstream) if upstream else paths.features_weights_tag(model, weights)
 
 
-def features_files(study, dataset, model, resolution, weights, upstream=None):
+def features_files(study, dataset, model, resolution, weights, upstream=None, pooling=paths.POOLED):
     """The features file (.h5) and its record (.json) of a dataset's splits at a resolution from a backbone's
-    starting weights (`upstream`: the pretrain cell of `pretrain:` weights)."""
+    starting weights (`upstream`: the pretrain cell of `pretrain:` weights), as a head of `pooling` reads them
+    (`features_pooling`)."""
     h5 = paths.features_file(DATA, study.data_key(dataset), model_folder(model), resolution,
-                             features_tag(model, weights, upstream))
+                             features_tag(model, weights, upstream), pooling)
     return h5, paths.features_record(h5)
 
 
@@ -47,7 +48,7 @@ def get_features_inputs(cell):
         return {}
     try:
         h5, record = features_files(SWEEP.study, cell.dataset, cell.model, cell.resolution, cell.weights,
-                                    cell.upstream)
+                                    cell.upstream, features_pooling(cell))
     except IncompleteCheckpointException as pending:  # the pretrain cell's tag: the job is planned again after it
         return {} if until_run() else {"pretrain_tag": pending.targetfile}
     return {"features": ancient(h5), "features_record": ancient(record)}
@@ -58,16 +59,19 @@ def get_features_arg(wildcards, input):
 
 
 def features_cell(wildcards):
-    """The cell that says the model, starting weights, head and precision of the features a features job writes:
-    the first (by id) that trains on them, else the first whose head reads them (features other rules ask for)."""
+    """The cell that says the model, starting weights, head (its features' pooling) and precision of the features
+    a features job writes: the first (by id) that trains on them, else the first whose head reads them (features
+    other rules ask for)."""
     study = SWEEP.study
     candidates = {cell.id: cell for cell in study.candidate_cells}  # `rank`: every candidate's (rules/rank.smk)
     cells = sorted({**study.cells, **candidates}.values(), key=lambda cell: (not needs_features(cell), cell.id))
     for cell in cells:
-        if (reads_pooled_features(cell) and (cell.weights == "imagenet" or cell.upstream)
+        pooling = features_pooling(cell)
+        if (pooling is not None and (cell.weights == "imagenet" or cell.upstream)
                 and study.data_key(cell.dataset) == wildcards.data_key and model_folder(cell.model) == wildcards.model and str(cell.resolution) == wildcards.resolution
                 and wildcards.weights.startswith("pretrain-") == bool(cell.upstream)
-                and features_tag(cell.model, cell.weights, cell.upstream) == wildcards.weights):
+                and paths.features_name(features_tag(cell.model, cell.weights, cell.upstream), pooling)
+                == wildcards.weights):
             return cell
     raise WorkflowError(f"no cell of study {study.name!r} reads the features {wildcards.weights} of "
                         f"{wildcards.model} at r{wildcards.resolution} of {wildcards.data_key}")

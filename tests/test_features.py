@@ -1,5 +1,5 @@
-"""Features, once (issue 28): a backbone's pooled features computed once per dataset, model, resolution and
-starting weights, and the head stages that train on them. Equivalence is the test: the same cell and seed
+"""Features, once (issue 28): a backbone's pooled features (or what a head of layers pools) computed once per
+dataset, model, resolution, starting weights and pooling, and the head stages that train on them. Equivalence is the test: the same cell and seed
 trained with and without the cache give the same history and the same test predictions."""
 
 import csv
@@ -23,8 +23,9 @@ from workflow.data.features import read_features, read_record
 from workflow.integrity import DamagedFileError
 from workflow.train import features as features_module
 from workflow.train.cell import train_cell
-from workflow.train.features import compute_features
-from workflow.train.head_input import AUGMENTS, FEATURES, IMAGES, head_stage_path, input_notes, stage_paths
+from workflow.train.features import CachedFeatures, compute_features, mismatch
+from workflow.train.head_input import (AUGMENTS, FEATURES, IMAGES, features_pooling, head_stage_path, input_notes,
+                                       stage_paths)
 
 # What a history row holds that is a result (not a timing).
 RESULTS = ("epoch", "stage", "train", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -61,6 +62,13 @@ def assert_same_predictions(images_dir, features_dir, atol):
 def digits_32(tmp_path_factory):
     """Digits 0-2 at 32x32, with its manifest."""
     shard = digits_shard(tmp_path_factory.mktemp("data32"), 32)
+    return shard.with_suffix(".json")
+
+
+@pytest.fixture(scope="module")
+def digits_64(tmp_path_factory):
+    """Digits 0-2 at 64x64 (mobilenet_v2's feature map is 2 x 2 there), with its manifest."""
+    shard = digits_shard(tmp_path_factory.mktemp("data64"), 64)
     return shard.with_suffix(".json")
 
 
@@ -110,6 +118,52 @@ def test_a_cell_trains_the_same_with_and_without_the_cached_features(kind, digit
     assert_same_history(history(tmp_path / "images"), history(tmp_path / "features"), rtol=1e-6)
     assert_same_predictions(tmp_path / "images", tmp_path / "features", atol=1e-6)
     assert features["test_accuracy"] == images["test_accuracy"]
+
+
+# The DenseNet121 paper's transfer classifier (studies/densenet-regimes.yaml) after each pooling.
+PAPER_LAYERS = [{"dense": 16, "activation": "relu"}, "batch_norm", {"dense": 8, "activation": "relu"}, {"dropout": 0.2}]
+
+
+@pytest.mark.parametrize("pooling, stored", [("flatten", [1280, 2, 2]), ("gap", [1280])])
+def test_a_head_of_layers_trains_the_same_with_and_without_the_cached_features(pooling, stored, digits_64, tmp_path,
+                                                                               monkeypatch):
+    """A head of layers reads what `pool_backbone` makes the backbone hand on: mobilenet_v2's 2 x 2 feature map
+    (stored as it is, the head flattens it) for `flatten`, its pooled features for `gap`, which are the very
+    features the named heads read (the same file, the same values)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    place_cached_weights(tmp_path / "torch", "mobilenet_v2")
+    head = {"layers": [pooling, "batch_norm", *PAPER_LAYERS]}
+    cell = make_cell(model="mobilenet_v2", weights="imagenet", resolution=64, batch_size=46,
+                     training={**STAGES, "head": head})
+    assert head_stage_path(cell, 0) == (FEATURES, "frozen backbone in eval mode, no augmentation or mixup: the same "
+                                                  "features every epoch")
+    cached = tmp_path / "features.h5"
+    record = compute_features(cell, digits_64, cached, log=quiet)
+    assert (record["pooling"], record["shape"]) == ({"flatten": "flatten", "gap": paths.POOLED}[pooling], stored)
+    assert list(read_features(cached)["test"][0].shape[1:]) == stored
+    if pooling == "gap":  # the named heads' features file, value for value
+        named = make_cell(model="mobilenet_v2", weights="imagenet", resolution=64, training=STAGES)
+        compute_features(named, digits_64, tmp_path / "named.h5", log=quiet)
+        assert features_pooling(named) == features_pooling(cell) == paths.POOLED
+        for split, (features, labels) in read_features(tmp_path / "named.h5").items():
+            assert np.array_equal(features, read_features(cached)[split][0]), split
+    images = train_cell(cell, digits_64, tmp_path / "images", log=quiet)
+    features = train_cell(cell, digits_64, tmp_path / "features", log=quiet, features=cached)
+    assert [stage["input"] for stage in features["stages"]] == [FEATURES, IMAGES]
+    assert_same_history(history(tmp_path / "images"), history(tmp_path / "features"), rtol=1e-6)
+    assert_same_predictions(tmp_path / "images", tmp_path / "features", atol=1e-6)
+    assert features["test_accuracy"] == images["test_accuracy"]
+
+
+def test_features_of_another_pooling_are_refused():
+    flatten = make_cell(weights="imagenet", training={**STAGES, "head": {"layers": ["flatten", {"dense": 8}]}})
+    record = {"model": flatten.model, "resolution": flatten.resolution, "weights": "imagenet", "precision": "fp32"}
+    before = CachedFeatures(None, None, None, record)  # a file from before poolings were recorded: pooled
+    assert mismatch(before, flatten, {}, "fp32") == "the features were computed with pooling pooled, the cell " \
+                                                    "trains with flatten"
+    pooled = CachedFeatures(None, None, None, {**record, "pooling": "flatten"})
+    assert mismatch(pooled, make_cell(weights="imagenet", training=STAGES), {}, "fp32") == \
+        "the features were computed with pooling flatten, the cell trains with pooled"
 
 
 def test_bf16_features_are_stored_as_fp16_without_loss_and_train_the_same(digits_32, pretrained, tmp_path):
@@ -196,8 +250,8 @@ def test_which_stages_train_on_features_and_why():
         "mixup": ({"mixup": 0.2}, {}, "mixup blends the images of every batch"),
         "none": ({}, {"weights": "none"}, "weights: none draws the backbone's weights from the seed"),
         "own": ({"head": "own"}, {}, "the 'own' head reads the model's own classifier input, not the pooled features"),
-        "layers": ({"head": {"layers": ["flatten", {"dense": 8}]}}, {},
-                   "a head of layers does its own pooling of the feature map: no cached features for it"),
+        "layers": ({"head": {"layers": ["flatten", {"dense": 8}]}, "augment": {"crop": 2}}, {},
+                   "training.augment (crop) changes the images every epoch"),
     }
     for training, axes, reason in refused.values():
         assert head_stage_path(make_cell(training={**STAGES, **training}, **{"weights": "imagenet", **axes}), 0) == (
@@ -206,6 +260,16 @@ def test_which_stages_train_on_features_and_why():
                                                                {"name": "head", "train": "head", "epochs": 1}]})
     assert head_stage_path(after, 1) == (IMAGES, "stage 'all' before it trains the backbone")
     assert "stage head on the features: frozen backbone" in input_notes([cell])[0]
+    poolings = {"gap": paths.POOLED, "mlp": paths.POOLED, "own": None, ("gap",): paths.POOLED,
+                ("gmp",): "gmp", ("flatten",): "flatten"}
+    for head, pooling in poolings.items():
+        layered = make_cell(weights="imagenet", training={**STAGES, "head": head if isinstance(head, str) else
+                                                          {"layers": [*head, {"dense": 8}]}})
+        assert features_pooling(layered) == pooling, head
+        assert stage_paths(layered)["head"][0] == (IMAGES if pooling is None else FEATURES), head
+    timm = {"model": "timm:resnet10t", "weights": "imagenet"}
+    assert features_pooling(make_cell(training={"head": "own"}, **timm)) == paths.POOLED  # its linear head
+    assert features_pooling(make_cell(training={"head": {"layers": ["gap"]}}, **timm)) == "gap"  # avg, not its own
 
 
 def test_the_augmentations_named_are_those_that_change_the_images():
@@ -221,6 +285,10 @@ def test_features_paths_and_weights_tags():
     assert paths.features_file("data", "digits-0123456789ab", "timm:resnet10t", 32, "timm-default") == \
         "data/digits-0123456789ab/features/timm-resnet10t/r32/timm-default.h5"
     assert paths.features_record("a/b/imagenet.h5") == "a/b/imagenet.json"
+    assert paths.features_file("data", "k", "densenet121", 155, "imagenet", "flatten") == \
+        "data/k/features/densenet121/r155/imagenet-flatten.h5"
+    assert paths.features_file("data", "k", "resnet18", 32, "pretrain-abababababab", paths.POOLED) == \
+        "data/k/features/resnet18/r32/pretrain-abababababab.h5"  # today's name: finished studies' files reused
     assert paths.features_weights_tag("resnet18", "imagenet") == "imagenet"
     assert paths.features_weights_tag("timm:resnet50.a1_in1k", "imagenet") == "timm-a1_in1k"
     assert paths.features_weights_tag("resnet18", "pretrain:up", "ab" * 32) == "pretrain-abababababab"

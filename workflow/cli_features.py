@@ -9,21 +9,22 @@ from workflow.cli_common import log, study_arg, study_entry, sweep_of
 
 
 def cmd_features(args) -> None:
-    """`features`: a backbone's pooled features of a prepared dataset's splits, for every cell sharing them."""
+    """`features`: a backbone's pooled features (or what a head of layers pools) of a prepared dataset's splits,
+    for every cell sharing them."""
     from workflow.gpu.devices import claim_gpu
-    from workflow.train.head_input import reads_pooled_features
+    from workflow.train.head_input import features_pooling
 
     study = sweep_of(args).study
     scored = {cell.id: cell for cell in study.candidate_cells}  # `rank`: a candidate model's, chosen or not
     cell = scored.get(args.cell) or study_entry(study.cell, args.cell)
-    if not reads_pooled_features(cell) or cell.weights == "none":
+    if features_pooling(cell) is None or cell.weights == "none":
         sys.exit(f"error: cell {cell.id} reads no cached features (its 'own' head, or weights: none drawn by seed)")
     claim_gpu(log=log)  # before torch initialises CUDA
     from workflow.train.features import compute_features
 
     record = compute_features(cell, args.manifest, args.out, init=args.init, threads=args.threads, log=log)
-    log(f"{args.out}: {record['counts']} images, {record['dim']} features in {record['precision']}, "
-        f"{record['seconds']:.1f} s ({record['images_per_s']:.0f} images/s on {record['device']})")
+    log(f"{args.out}: {record['counts']} images, {record['dim']} features ({record['pooling']}) in "
+        f"{record['precision']}, {record['seconds']:.1f} s ({record['images_per_s']:.0f} images/s on {record['device']})")
 
 
 def cmd_pretrain_tag(args) -> None:

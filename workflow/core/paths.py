@@ -208,10 +208,21 @@ def manifest_file(data_dir, key: str, resolution) -> str:
     return f"{data_dir}/{manifest_key(key, resolution)}.json"
 
 
-def features_file(data_dir, key: str, model: str, resolution, weights_tag: str) -> str:
-    """A backbone's pooled features (the new head's input) of prepared data at a resolution, from the starting
-    weights `weights_tag` names (`features_weights_tag`): HDF5, shared by every cell and study that needs them."""
-    return f"{data_folder(data_dir, key)}/features/{model.replace(':', '-', 1)}/r{resolution}/{weights_tag}.h5"
+POOLED = "pooled"  # the features' pooling of the named heads: the backbone's own pooled features
+
+
+def features_name(weights_tag: str, pooling: str = POOLED) -> str:
+    """A features file's name without `.h5`: the weights tag, and `-<pooling>` (`gap`, `gmp`, `flatten`: a head
+    of layers' first layer, `workflow.train.head_input.features_pooling`) unless it holds the pooled features."""
+    return weights_tag if pooling == POOLED else f"{weights_tag}-{pooling}"
+
+
+def features_file(data_dir, key: str, model: str, resolution, weights_tag: str, pooling: str = POOLED) -> str:
+    """A backbone's output as the new head's first layer reads it (`pooling`: the pooled features, or what a
+    head of layers pools) of prepared data at a resolution, from the starting weights `weights_tag` names
+    (`features_weights_tag`): HDF5, shared by every cell and study that needs them."""
+    return (f"{data_folder(data_dir, key)}/features/{model.replace(':', '-', 1)}/r{resolution}/"
+            f"{features_name(weights_tag, pooling)}.h5")
 
 
 def features_record(features_h5) -> str:

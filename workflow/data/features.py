@@ -1,12 +1,14 @@
 """Cached backbone features, read back: what the `features` rule wrote (workflow.train.features) for a
 dataset's splits at one resolution, from one backbone and starting weights.
 
-The HDF5 file holds the groups `train`, `val` and `test`, each with `features` (N x D, float16, or float32
-when the features were computed in fp32: what the new head's first layer sees) and `labels` (int64, N), in
-the order of the split's images in the manifest; its attributes say `model`, `resolution`, `weights`,
-`precision` and `dim`. The record beside it (`paths.features_record`, JSON, written last) holds the file's
-SHA-256, the counts per split, the dim, and how long the computation took: without it, the file is not
-complete. Torch-free (h5py and numpy).
+The HDF5 file holds the groups `train`, `val` and `test`, each with `features` (float16, or float32 when the
+features were computed in fp32: what the new head's first layer sees, N x D pooled features, or for a head of
+layers that flattens or max-pools a feature map, the map the model hands on, N x C x H x W) and `labels`
+(int64, N), in the order of the split's images in the manifest; its attributes say `model`, `resolution`,
+`weights`, `pooling` (`paths.features_name`; absent from files written before it, which hold the pooled
+features), `precision`, `shape` (per image) and `dim` (its size). The record beside it
+(`paths.features_record`, JSON, written last) holds the file's SHA-256, the counts per split, the dim, and how
+long the computation took: without it, the file is not complete. Torch-free (h5py and numpy).
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def check_features(path: str | os.PathLike) -> dict:
 
 
 def read_features(path: str | os.PathLike, splits=SPLITS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{split: (features as float32 N x D, labels int64 N)} of a checked features file (`check_features`)."""
+    """{split: (features as float32, N x the shape of one image's, labels int64 N)} of a checked features file
+    (`check_features`)."""
     check_features(path)
     out = {}
     with h5py.File(path, "r") as f:

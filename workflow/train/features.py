@@ -1,7 +1,7 @@
-"""Backbone features, once: a backbone's pooled features (what the new head's first layer reads) for a
-dataset's splits at one resolution, from given starting weights, computed as training's head stage
-computes them (backbone in eval mode, no augmentation, the precision training runs in) and stored as
-HDF5 beside the shards (workflow.data.features reads them back); and, for a training job, the features
+"""Backbone features, once: a backbone's output as the new head's first layer reads it (its pooled features, or
+what a head of layers pools: `head_input.features_pooling`) for a dataset's splits at one resolution, from
+given starting weights, computed as training's head stage computes them (backbone in eval mode, no
+augmentation, the precision training runs in) and stored as HDF5 beside the shards (workflow.data.features reads them back); and, for a training job, the features
 as splits that serve batches in the same seeded order as the images.
 
 Stored as float16 when computed in bf16 or fp16 (the head then sees the same values: bf16's 8-bit mantissa
@@ -21,14 +21,14 @@ import torch
 
 from workflow.atomic import atomic_path, write_json
 from workflow.core.cell import Cell
-from workflow.core.paths import features_record
+from workflow.core.paths import POOLED, features_record
 from workflow.data.batches import load_splits
 from workflow.data.device_split import DeviceSplit
 from workflow.data.features import SPLITS, check_features, read_features
 from workflow.data.normalize import Normalizer
 from workflow.data.shards import read_class_names
 from workflow.integrity import sha256_of
-from workflow.train.head_input import FEATURES, IMAGES, stage_paths
+from workflow.train.head_input import FEATURES, IMAGES, features_pooling, stage_paths
 from workflow.train.models import build_classifier
 from workflow.train.runtime import Precision, configure_backends, pick_device, seed_everything
 
@@ -37,7 +37,8 @@ STORED_AS = {"fp32": np.float32, "bf16": np.float16, "fp16": np.float16}
 
 @torch.inference_mode()
 def backbone_features(backbone, split, normalize: Normalizer, batch_size: int, precision: Precision):
-    """(features N x D as float32 on the CPU, labels, the dtype the backbone output them in) of a split, in order."""
+    """(features as float32 on the CPU, N x what the backbone outputs per image: D, or a feature map C x H x W;
+    labels; the dtype the backbone output them in) of a split, in order."""
     backbone.eval()
     chunks, labels, dtype = [], [], None
     for images, batch_labels in split.batches(batch_size):
@@ -51,9 +52,10 @@ def backbone_features(backbone, split, normalize: Normalizer, batch_size: int, p
 
 def compute_features(cell: Cell, manifest: str | Path, out: str | Path, init: str | Path | None = None,
                      threads: int = 1, log=print) -> dict:
-    """Compute `cell`'s backbone features (its model, resolution, starting weights, head kind and precision;
-    the cell stands for every cell sharing them) of every split of `manifest`, write them to `out` (HDF5)
-    and, last, the record beside it; return the record."""
+    """Compute `cell`'s backbone features (its model, resolution, starting weights, the features' pooling of its
+    head and precision; the cell stands for every cell sharing them) of every split of `manifest`: the
+    backbone's output as the cell's classifier hands it to the head, stored in its shape; write them to `out`
+    (HDF5) and, last, the record beside it; return the record."""
     started = time.perf_counter()
     torch.set_num_threads(threads)
     device = pick_device()
@@ -66,7 +68,7 @@ def compute_features(cell: Cell, manifest: str | Path, out: str | Path, init: st
     precision = Precision(cell.training.precision, device)
     normalize = Normalizer(*normalization, device)
     stored = STORED_AS[precision.name]
-    counts, dims, output_dtype = {}, set(), None
+    counts, shapes, output_dtype = {}, set(), None
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         for name in SPLITS:
             split, = load_splits(manifest, (name,), device, cell.training.loader)
@@ -75,10 +77,12 @@ def compute_features(cell: Cell, manifest: str | Path, out: str | Path, init: st
             group = f.create_group(name)
             group.create_dataset("features", data=features.astype(stored))
             group.create_dataset("labels", data=labels.astype(np.int64))
-            counts[name], dims = len(labels), dims | {features.shape[1]}
-            log(f"{name}: {len(labels)} images -> {features.shape[1]} features")
+            counts[name], shapes = len(labels), shapes | {features.shape[1:]}
+            log(f"{name}: {len(labels)} images -> features {' x '.join(map(str, features.shape[1:]))}")
+        shape = shapes.pop()
         attrs = {"model": cell.model, "resolution": cell.resolution, "weights": cell.weights,
-                 "precision": precision.name, "dim": dims.pop(), "output_dtype": output_dtype}
+                 "pooling": features_pooling(cell), "precision": precision.name, "dim": int(np.prod(shape)),
+                 "shape": list(shape), "output_dtype": output_dtype}
         f.attrs.update(attrs)
     seconds = time.perf_counter() - started
     record = {"sha256": sha256_of(out), "counts": counts, **attrs, "stored_as": np.dtype(stored).name,
@@ -90,8 +94,9 @@ def compute_features(cell: Cell, manifest: str | Path, out: str | Path, init: st
 
 @dataclass
 class FeatureSplit(DeviceSplit):
-    """A split's features (N x D) and labels on the device, served as DeviceSplit serves images: the same
-    seeded order for the same generator, so that a head stage draws the batches the images would give."""
+    """A split's features (N x what the head reads of one image) and labels on the device, served as DeviceSplit
+    serves images: the same seeded order for the same generator, so that a head stage draws the batches the
+    images would give."""
 
     def _batches(self, order: torch.Tensor | None, batch_size: int, skip: int):
         for start in range(skip * batch_size, len(self), batch_size):
@@ -120,10 +125,12 @@ def load_cached(path: str | Path, device: torch.device) -> CachedFeatures:
 
 def mismatch(cached: CachedFeatures, cell: Cell, images: dict[str, DeviceSplit], precision: str) -> str | None:
     """Why the cached features are not what the job's images would give its head (None when they are):
-    another model, resolution, starting weights or precision, other labels or order, or a training split
-    streamed from disk (whose block-shuffled order the features cannot follow)."""
-    record = cached.record
-    for key, value in (("model", cell.model), ("resolution", cell.resolution), ("precision", precision)):
+    another model, resolution, pooling (a file from before poolings were recorded holds the pooled features),
+    starting weights or precision, other labels or order, or a training split streamed from disk (whose
+    block-shuffled order the features cannot follow)."""
+    record = {"pooling": POOLED, **cached.record}
+    for key, value in (("model", cell.model), ("resolution", cell.resolution),
+                       ("pooling", features_pooling(cell)), ("precision", precision)):
         if record[key] != value:
             return f"the features were computed with {key} {record[key]}, the cell trains with {value}"
     if record["weights"] != cell.weights and not cell.weights.startswith("pretrain:"):

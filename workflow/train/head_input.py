@@ -3,9 +3,9 @@ features a cell's job needs), `python -m workflow cells` and training all ask `h
 
 A stage that trains the head alone trains on the cached features (workflow.train.features) exactly when
 that is what the images would give it: the backbone is frozen and in eval mode (`train: head`, no earlier
-stage changed it), the head reads the pooled features (`gap`, `mlp`, or a timm model's own linear head; a head
-of layers pools the feature map itself), and
-nothing changes the input per epoch (no augmentation, no mixup); the backbone's starting weights are the
+stage changed it), the head reads an output of the backbone a features file holds (`features_pooling`: the
+pooled features of `gap`, `mlp` or a timm model's own linear head, or what a head of layers' first layer pools),
+and nothing changes the input per epoch (no augmentation, no mixup); the backbone's starting weights are the
 same for every seed (ImageNet's, a timm tag's or a pretrain cell's, never `none`'s random ones).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from workflow.core.cell import PRETRAIN_PREFIX, Cell
 from workflow.core.catalogue import timm_name
+from workflow.core.paths import POOLED
 
 FEATURES, IMAGES = "features", "images"
 AUGMENTS = ("hflip", "vflip", "rot90", "crop", "shift", "zoom", "rotation", "shear")  # on when set (Augment.active)
@@ -27,9 +28,7 @@ def head_stage_path(cell: Cell, index: int) -> tuple[str, str]:
     changed = [earlier["name"] for earlier in stages[:index] if earlier["train"] != "head"]
     if changed:
         return IMAGES, f"stage {changed[0]!r} before it trains the backbone"
-    if isinstance(training.head, dict):
-        return IMAGES, "a head of layers does its own pooling of the feature map: no cached features for it"
-    if not reads_pooled_features(cell):
+    if features_pooling(cell) is None:
         return IMAGES, "the 'own' head reads the model's own classifier input, not the pooled features"
     augments = [key for key in AUGMENTS if training.augment.get(key)]
     if augments:
@@ -43,11 +42,18 @@ def head_stage_path(cell: Cell, index: int) -> tuple[str, str]:
     return FEATURES, "frozen backbone in eval mode, no augmentation or mixup: the same features every epoch"
 
 
-def reads_pooled_features(cell: Cell) -> bool:
-    """Whether the cell's head reads the backbone's pooled features (what a features file holds): `gap`, `mlp`
-    or a timm model's own linear head."""
+def features_pooling(cell: Cell) -> str | None:
+    """What of the backbone's output the cell's head reads, as its features file says (`paths.features_name`):
+    POOLED, the backbone's pooled features, for `gap`, `mlp`, a timm model's own linear head and a torchvision
+    head of layers whose first layer is `gap` (`pool_backbone` keeps the model's own global average pool, as
+    the named heads do); else a head of layers' first layer (`gap` on a timm model, which pools by average
+    whatever its own pooling, `gmp`, `flatten`: the pooled or flattened output or the feature map the model
+    hands on); None for a torchvision `own` head, which reads its own classifier's input."""
     head = cell.training.head
-    return isinstance(head, str) and (head != "own" or timm_name(cell.model) is not None)
+    if isinstance(head, dict):
+        pooling = head["layers"][0]
+        return POOLED if pooling == "gap" and timm_name(cell.model) is None else pooling
+    return POOLED if head != "own" or timm_name(cell.model) is not None else None
 
 
 def stage_paths(cell: Cell) -> dict[str, tuple[str, str]]:
