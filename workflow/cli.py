@@ -17,6 +17,7 @@ from workflow.cli_common import log, study_arg, study_entry, sweep_of
 from workflow.cli_export import add_export_commands
 from workflow.cli_features import add_features_commands
 from workflow.cli_rank import add_rank_commands
+from workflow.cli_search import add_search_commands
 
 
 def cmd_download(args) -> None:
@@ -121,28 +122,6 @@ def cmd_train_rung(args) -> None:
     start_rung(args.out, args.previous, log=log)  # CPU only: CUDA is not touched before cmd_train claims a GPU
     cmd_train(args)
     finish_rung(args.out, args.rung, args.until_epoch, log=log)
-
-
-def cmd_rank_rung(args) -> None:
-    from workflow.atomic import write_json
-    from workflow.sweep.halving import rank_rung
-
-    ranking = rank_rung(args.metrics, sweep_of(args).study.halving, args.rung)
-    write_json(args.out, ranking)
-    for entry in ranking["cells"]:
-        print(f"{entry['rank']:>3}/{entry['of']:<3} {'goes on ' if entry['survives'] else 'pruned  '}"
-              f"{entry['value']!s:>22} {entry['status']:>8}  {entry['cell']}")
-
-
-def cmd_finish_cell(args) -> None:
-    from workflow.sweep.halving import finish_cell
-
-    study = sweep_of(args).study
-    study_entry(study.cell, args.cell)
-    rankings = study.rankings_dir(study.halving_round(args.cell))
-    metrics = finish_cell(args.cell, rankings, args.out, study.halving)
-    print(f"{args.cell}: stopped at rung {metrics['rung']} ({metrics['budget_epochs']} epochs), "
-          f"{'pruned' if metrics['pruned'] else 'a finalist'}")
 
 
 def cmd_fetch_weights(args) -> None:
@@ -304,7 +283,7 @@ def add_training_commands(sub) -> None:
 
 
 def add_halving_commands(sub) -> None:
-    """train-rung, rank-rung, finish-cell: successive halving."""
+    """train-rung: successive halving's training (rank-rung and finish-cell: workflow/cli_search.py)."""
     p = sub.add_parser("train-rung", help="train one grid cell to a rung's budget (successive halving), "
                                           "continuing from its previous rung")
     train_args(p, "the rung's folder: <cell folder>/rung-<k>")
@@ -313,35 +292,6 @@ def add_halving_commands(sub) -> None:
     p.add_argument("--previous", help="the previous rung's folder (its state.pt and best.pt); none for rung 0")
     p.set_defaults(func=cmd_train_rung)
 
-    p = sub.add_parser("rank-rung", help="rank the cells that reached a rung; the best go on (successive halving)")
-    study_arg(p)
-    p.add_argument("--rung", required=True, type=int)
-    p.add_argument("--metrics", required=True, nargs="+", help="the rung's metrics.json of every cell that reached it")
-    p.add_argument("--out", required=True, help="the ranking (JSON)")
-    p.set_defaults(func=cmd_rank_rung)
-
-    p = sub.add_parser("finish-cell", help="a halved grid cell's results: those of the rung where it stopped")
-    study_arg(p)
-    p.add_argument("--cell", required=True, help="the cell's id")
-    p.add_argument("--out", required=True, help="the cell's folder (holding its rung-<k> folders)")
-    p.set_defaults(func=cmd_finish_cell)
-
-
-def cmd_tpe_round(args) -> None:
-    from workflow.atomic import write_json
-    from workflow.sweep.tpe import choose_round
-
-    write_json(args.out, choose_round(sweep_of(args).study, args.round, log=log))
-
-
-def add_search_commands(sub) -> None:
-    """tpe-round: a TPE search's next round."""
-    p = sub.add_parser("tpe-round", help="ask Optuna's TPE sampler for a round's configurations, given every "
-                                         "finished cell of the rounds before it")
-    study_arg(p)
-    p.add_argument("--round", required=True, type=int, help="the round, from 1 (round 0 is drawn at random)")
-    p.add_argument("--out", required=True, help="the round's file: results/<study>/search/round-<r>.json")
-    p.set_defaults(func=cmd_tpe_round)
 
 
 def add_results_commands(sub) -> None:
@@ -378,7 +328,7 @@ def parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     add_training_commands(sub)
     add_halving_commands(sub)
-    add_search_commands(sub)
+    add_search_commands(sub)  # workflow/cli_search.py
     add_results_commands(sub)
     add_export_commands(sub)  # workflow/cli_export.py
     add_features_commands(sub)  # workflow/cli_features.py
