@@ -202,7 +202,8 @@ def test_probes_are_cached_across_studies(tmp_path, fake_gpus):
     first = write_config(tmp_path / "first.yaml", slot_study("first"))
     plan = snakemake(tmp_path, "-n", "--configfile", str(first))
     assert job_counts(plan.stdout) == {"plan": 2, "shard": 2, "manifest": 2, "probe_memory": 4, "train": 4,
-                                       "train_upstream": 1, "aggregate": 1, "charts": 1, "export_index": 1, "all": 1}
+                                       "train_upstream": 1, "pretrain_tag": 1, "aggregate": 1, "charts": 1,
+                                       "export_index": 1, "all": 1}  # pretrain_tag: the head stages' features
     probes = Path("results") / "probes" / probe_key()  # relative to the working directory, as the rule says
     study = study_of(slot_study("first"))
     files = sorted({str(probes / f"{probe_name(probe_spec(c))}.json") for c in study.cells.values()})
