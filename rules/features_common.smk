@@ -67,7 +67,7 @@ def features_cell(wildcards):
     cells = sorted({**study.cells, **candidates}.values(), key=lambda cell: (not needs_features(cell), cell.id))
     for cell in cells:
         pooling = features_pooling(cell)
-        if (pooling is not None and (cell.weights == "imagenet" or cell.upstream)
+        if (pooling is not None and (cell.weights == "imagenet" or cell.upstream or cell.id in candidates)
                 and study.data_key(cell.dataset) == wildcards.data_key and model_folder(cell.model) == wildcards.model and str(cell.resolution) == wildcards.resolution
                 and wildcards.weights.startswith("pretrain-") == bool(cell.upstream)
                 and paths.features_name(features_tag(cell.model, cell.weights, cell.upstream), pooling)

@@ -17,7 +17,7 @@ def cmd_features(args) -> None:
     study = sweep_of(args).study
     scored = {cell.id: cell for cell in study.candidate_cells}  # `rank`: a candidate model's, chosen or not
     cell = scored.get(args.cell) or study_entry(study.cell, args.cell)
-    if features_pooling(cell) is None or cell.weights == "none":
+    if features_pooling(cell) is None or (cell.weights == "none" and cell.id not in scored):
         sys.exit(f"error: cell {cell.id} reads no cached features (its 'own' head, or weights: none drawn by seed)")
     claim_gpu(log=log)  # before torch initialises CUDA
     from workflow.train.features import compute_features
