@@ -1,7 +1,7 @@
 # The input functions of the cached features (rules/features.smk): which features a training job reads, and
 # what a features job is given.
 from workflow.core.backbones import model_folder
-from workflow.train.head_input import features_pooling, needs_features
+from workflow.train.head_input import features_pooling, features_source, needs_features
 
 
 def pretrain_weights_tag(upstream):
@@ -67,7 +67,7 @@ def features_cell(wildcards):
     cells = sorted({**study.cells, **candidates}.values(), key=lambda cell: (not needs_features(cell), cell.id))
     for cell in cells:
         pooling = features_pooling(cell)
-        if (pooling is not None and (cell.weights == "imagenet" or cell.upstream or cell.id in candidates)
+        if (features_source(cell, ranked=cell.id in candidates)
                 and study.data_key(cell.dataset) == wildcards.data_key and model_folder(cell.model) == wildcards.model and str(cell.resolution) == wildcards.resolution
                 and wildcards.weights.startswith("pretrain-") == bool(cell.upstream)
                 and paths.features_name(features_tag(cell.model, cell.weights, cell.upstream), pooling)

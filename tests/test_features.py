@@ -24,8 +24,8 @@ from workflow.integrity import DamagedFileError
 from workflow.train import features as features_module
 from workflow.train.cell import train_cell
 from workflow.train.features import CachedFeatures, compute_features, mismatch
-from workflow.train.head_input import (AUGMENTS, FEATURES, IMAGES, features_pooling, head_stage_path, input_notes,
-                                       stage_paths)
+from workflow.train.head_input import (AUGMENTS, FEATURES, IMAGES, features_pooling, features_source,
+                                       head_stage_path, input_notes, stage_paths)
 
 # What a history row holds that is a result (not a timing).
 RESULTS = ("epoch", "stage", "train", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -270,6 +270,12 @@ def test_which_stages_train_on_features_and_why():
     timm = {"model": "timm:resnet10t", "weights": "imagenet"}
     assert features_pooling(make_cell(training={"head": "own"}, **timm)) == paths.POOLED  # its linear head
     assert features_pooling(make_cell(training={"head": {"layers": ["gap"]}}, **timm)) == "gap"  # avg, not its own
+
+
+def test_a_features_job_computes_features_from_weights_every_seed_shares_and_a_candidates_random_ones():
+    assert features_source(make_cell(weights="imagenet")) and features_source(make_cell(weights="pretrain:up"))
+    assert not features_source(make_cell(weights="none")) and features_source(make_cell(weights="none"), ranked=True)
+    assert not features_source(make_cell(weights="imagenet", training={"head": "own"}), ranked=True)
 
 
 def test_the_augmentations_named_are_those_that_change_the_images():

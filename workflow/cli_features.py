@@ -12,13 +12,14 @@ def cmd_features(args) -> None:
     """`features`: a backbone's pooled features (or what a head of layers pools) of a prepared dataset's splits,
     for every cell sharing them."""
     from workflow.gpu.devices import claim_gpu
-    from workflow.train.head_input import features_pooling
+    from workflow.train.head_input import features_source
 
     study = sweep_of(args).study
     scored = {cell.id: cell for cell in study.candidate_cells}  # `rank`: a candidate model's, chosen or not
     cell = scored.get(args.cell) or study_entry(study.cell, args.cell)
-    if features_pooling(cell) is None or (cell.weights == "none" and cell.id not in scored):
-        sys.exit(f"error: cell {cell.id} reads no cached features (its 'own' head, or weights: none drawn by seed)")
+    if not features_source(cell, ranked=cell.id in scored):
+        sys.exit(f"error: cell {cell.id} reads no cached features (its 'own' head, or weights drawn by seed or "
+                 f"read from a file)")
     claim_gpu(log=log)  # before torch initialises CUDA
     from workflow.train.features import compute_features
 

@@ -56,6 +56,14 @@ def features_pooling(cell: Cell) -> str | None:
     return POOLED if head != "own" or timm_name(cell.model) is not None else None
 
 
+def features_source(cell: Cell, ranked: bool = False) -> bool:
+    """Whether a features job can compute the features `cell`'s head reads: a head that reads them (not a
+    torchvision `own` head) and starting weights the same for every seed (ImageNet's, a timm tag's, a pretrain
+    cell's), or `weights: none` for a ranking's candidate (`ranked`: scored on one backbone drawn with its seed)."""
+    return features_pooling(cell) is not None and (
+        cell.weights == "imagenet" or cell.weights.startswith(PRETRAIN_PREFIX) or (ranked and cell.weights == "none"))
+
+
 def stage_paths(cell: Cell) -> dict[str, tuple[str, str]]:
     """{stage name: (path, why)} of every stage of `cell`."""
     return {stage["name"]: head_stage_path(cell, index) for index, stage in enumerate(cell.stages())}
