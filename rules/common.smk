@@ -20,7 +20,7 @@ from workflow.lock import lock_results
 from workflow.core import paths
 from workflow.study.grid import CELL_ID
 from workflow.study.jobenv import export_package_root
-from workflow.track.console import quiet_console
+from workflow.track.console import quiet_console, short_header
 from workflow.study.study_file import write_study_file
 from workflow.study.outputs import chart_files, table_files
 from workflow.study.model_ranking import candidate_of, choice_path
@@ -31,6 +31,7 @@ from workflow.track.study_run import mark_study_run
 from workflow.train.weights import imagenet_files, uncached_note, weight_downloads
 
 export_package_root(workflow.basedir)  # jobs run `python -m workflow`
+short_header(logger)  # the header of a run or a dry run, whose `Command:` line holds the paths typed
 
 try:  # checked as `python -m workflow cells` and `status` check it (config filled in with the defaults)
     SWEEP = load_checked_study(workflow.config_settings.configfiles, config)  # as far as its search has decided

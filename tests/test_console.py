@@ -17,7 +17,7 @@ from conftest import copy_of_finished_tiny_study, snakemake, snakemake_log, tiny
 from fakecells import find, make_study, mixed_study, write_cell
 from workflow.core import paths
 from workflow.results.aggregate import collect
-from workflow.track.console import LONGEST, quiet_console
+from workflow.track.console import LONGEST, quiet_console, short_header
 from workflow.track.run_summary import run_summary
 from workflow.train.cell import end_line
 
@@ -89,6 +89,26 @@ def test_the_console_leaves_rule_blocks_to_the_log_file_and_cuts_long_lines():
     logger.warning("done\n" + "y" * 3000)
     assert console.getvalue().splitlines() == ["done", "y" * (LONGEST - 3) + "..."]
     assert "rule train:" in log.getvalue() and "y" * 3000 in log.getvalue()
+
+
+def test_the_header_of_a_run_is_cut_before_the_run_starts_and_a_dry_run_lists_its_jobs_whole():
+    """Snakemake prints its header (with a `Command:` line holding every path typed) before onstart."""
+    logger = logging.getLogger("tlsweep-test-header")
+    console = io.StringIO()
+    handler = logging.StreamHandler(console)
+    handler.name = "DefaultStreamHandler"
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    short_header(logger)  # while the Snakefile is read
+    logger.warning("SNAKEMAKE\n  Command: " + "p" * 3000, extra={"event": "workflow_started"})
+    logger.warning("rule train:\n    reason: " + "x" * 3000, extra={"event": "job_info"})  # a dry run's job
+    assert console.getvalue().splitlines() == ["SNAKEMAKE", ("  Command: " + "p" * 3000)[:LONGEST - 3] + "...",
+                                               "rule train:", "    reason: " + "x" * 3000]
+    quiet_console(logger)  # the run starts
+    logger.warning("rule train:", extra={"event": "job_info"})
+    logger.warning("z" * 3000)
+    assert console.getvalue().splitlines()[-1] == "z" * (LONGEST - 3) + "..."
+    assert len(handler.filters) == 1
 
 
 def failing_study() -> dict:

@@ -17,14 +17,18 @@ def short(line: str) -> str:
 
 
 class ShortConsole(logging.Formatter):
-    """Snakemake's console formatter with every line cut to LONGEST characters."""
+    """Snakemake's console formatter with every line cut to LONGEST characters; with `events`, only the
+    lines of those records (the rest as Snakemake wrote them)."""
 
-    def __init__(self, inner: logging.Formatter):
+    def __init__(self, inner: logging.Formatter, events: frozenset[str] | None = None):
         super().__init__()
-        self.inner = inner
+        self.inner, self.events = inner, events
 
     def format(self, record: logging.LogRecord) -> str:
-        return "\n".join(short(line) for line in self.inner.format(record).split("\n"))
+        text = self.inner.format(record)
+        if self.events is not None and str(getattr(record, "event", "")) not in self.events:
+            return text
+        return "\n".join(short(line) for line in text.split("\n"))
 
 
 def shown(record: logging.LogRecord) -> bool:
@@ -32,10 +36,24 @@ def shown(record: logging.LogRecord) -> bool:
     return str(getattr(record, "event", "")) not in HIDDEN
 
 
+def console_handlers(logger: logging.Logger) -> list[logging.Handler]:
+    return [handler for handler in logger.handlers if handler.name == CONSOLE_HANDLER]
+
+
+def short_header(logger: logging.Logger) -> None:
+    """Cut the lines of the header Snakemake prints when a run or a dry run starts (its `Command:` line
+    holds every path the user typed). Called while the Snakefile is read, before that header."""
+    for handler in console_handlers(logger):
+        if not isinstance(handler.formatter, ShortConsole):
+            handler.setFormatter(ShortConsole(handler.formatter, frozenset({"workflow_started"})))
+
+
 def quiet_console(logger: logging.Logger) -> None:
-    """Filter the console handler of Snakemake's `logger` (its log file keeps everything). Called when a
-    run starts (onstart), so that a dry run still lists its jobs."""
-    for handler in logger.handlers:
-        if handler.name == CONSOLE_HANDLER and not isinstance(handler.formatter, ShortConsole):
-            handler.addFilter(shown)
-            handler.setFormatter(ShortConsole(handler.formatter))
+    """Filter the console handler of Snakemake's `logger` (its log file keeps everything) and cut all
+    its lines. Called when a run starts (onstart), so that a dry run still lists its jobs whole."""
+    for handler in console_handlers(logger):
+        formatter = handler.formatter
+        if isinstance(formatter, ShortConsole) and formatter.events is None:
+            continue
+        handler.addFilter(shown)
+        handler.setFormatter(ShortConsole(formatter.inner if isinstance(formatter, ShortConsole) else formatter))
