@@ -88,6 +88,46 @@ def test_a_changed_best_so_far_is_not_finished_from_but_trained_again(shard, tmp
     pd.testing.assert_frame_equal(pd.read_csv(out / "history.csv").drop(columns=list(TIMING_COLUMNS)), reference)
 
 
+def test_a_finished_cell_whose_input_is_written_again_with_the_same_content_is_not_trained_again(shard, tmp_path):
+    """What Snakemake does when a finished cell's manifest (or pretrain best.pt) is made again in a run:
+    it deletes the cell's outputs and runs its job. Same bytes: nothing trains; other bytes: a real change."""
+    import shutil
+
+    import h5py
+
+    data = tmp_path / "data.h5"
+    shutil.copyfile(shard, data)
+    cell = one_stage_cell(epochs=1)
+    out = tmp_path / "cell"
+    first = train_cell(cell, data, out, log=lambda _: None)
+    assert first["run"]["written_again"] is False
+
+    def make_again(change=None):  # a new file (new inode and time) in the old one's place
+        fresh = tmp_path / "fresh.h5"
+        shutil.copyfile(data, fresh)
+        if change:
+            with h5py.File(fresh, "a") as f:
+                f.attrs["made_again"] = change
+        os.replace(fresh, data)
+        for name in OUTPUTS:
+            (out / name).unlink()
+
+    make_again()
+    messages = []
+    again = train_cell(cell, data, out, log=messages.append)
+    assert any("finished training in an earlier job" in m for m in messages), messages
+    assert not any("train loss" in m for m in messages)
+    assert again["run"]["written_again"] is True and again["wall_time_s"] == first["wall_time_s"]
+    for key in ("status", "test_accuracy", "test_loss", "best_epoch", "confusion_matrix"):
+        assert again[key] == first[key], key
+
+    make_again(change="other bytes")
+    messages = []
+    changed = train_cell(cell, data, out, log=messages.append)
+    assert any("belongs to another cell config or other input files" in m for m in messages), messages
+    assert changed["run"]["written_again"] is False and changed["epochs_run"] == 1
+
+
 @pytest.fixture
 def full_disk(tmp_path):
     """A 2 MB tmpfs (root only), far too small for one checkpoint of resnet18."""

@@ -194,6 +194,7 @@ def train_cell(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str 
     started = time.perf_counter()
     job = open_job(cell, manifest, out_dir, init, threads, log, stop, features)
     state, saved_stage, position = resume_run(job)
+    written_again = state.wall_time_s is not None  # an earlier job finished it: nothing is trained
     job.watch = watch or Unwatched()
     job.watch.start(job, state)
     log(f"cell {cell.id} on {job.device}: {len(job.train)} train / {len(job.val)} val / "
@@ -202,7 +203,11 @@ def train_cell(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str 
         log(f"stage {name} trains on the {given['input']}: {given['reason']}")
     run_stages(job, state, saved_stage, position, until_epoch)
     report, test_loss, scores = evaluate_best(job, state)
-    metrics = cell_metrics(job, state, report, test_loss, time.perf_counter() - started)
+    metrics = cell_metrics(job, state, report, test_loss,
+                           state.wall_time_s if written_again else time.perf_counter() - started)
+    metrics["run"]["written_again"] = written_again
+    if until_epoch is None:
+        state.wall_time_s = metrics["wall_time_s"]  # kept in the finished last.pt
     write_outputs(job, state, metrics, scores, keep_resumable=until_epoch is not None)
     log(f"done: status {state.status}, test accuracy {metrics['test_accuracy']}, best epoch {state.best_epoch}")
     job.watch.end("done", metrics=metrics, status=state.status)
@@ -231,7 +236,8 @@ def end_line(metrics: dict) -> str:
                 for key in ("best_val_accuracy", "test_accuracy")}
     return (f"cell {metrics['cell']}: {metrics['status']}, best val_accuracy {accuracy['best_val_accuracy']} "
             f"(epoch {metrics['best_epoch']}), test_accuracy {accuracy['test_accuracy']}, "
-            + (f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"))
+            + (f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")
+            + (", written again without training" if metrics.get("run", {}).get("written_again") else ""))
 
 
 def run_job(cell: Cell, manifest: str | Path, out_dir: str | Path, init: str | Path | None = None,

@@ -4,20 +4,21 @@
 atomically after every epoch and when a stop signal ends a run, holds it with
 the model, the stage's optimizer, schedule and early stopping, fp16's GradScaler, every random
 state and the position inside an epoch. A job with the same cell config and
-input files resumes from it, and on the CPU in deterministic mode ends with the
+input files (by content: a manifest or pretrain checkpoint written again with the same bytes is the
+same input) resumes from it, and on the CPU in deterministic mode ends with the
 same history as a run that was never stopped. best-so-far.pt holds the best
 weights so far; it and best.pt, its copy, describe themselves (`checkpoint_description`): enough to
 rebuild the model without tlsweep's config and to prepare its input (workflow.export.checkpoint).
 
 Once a cell is complete, last.pt shrinks to the finished run state (`save_finished`: no weights, no
 optimizer) and best-so-far.pt stays, a hard link of best.pt: a job killed after its outputs are
-written, whose outputs Snakemake then deletes, is finished again by the rerun without training.
+written, whose outputs Snakemake then deletes, is finished again by the rerun without training; so is
+a finished cell that Snakemake runs again because an input of it was made again with the same content.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from importlib.metadata import PackageNotFoundError, version
 import random
 from dataclasses import asdict, dataclass, field
@@ -70,17 +71,14 @@ class RunState:
     # one per restart: {"epoch": epochs finished, "batch": batches done in the next one (None: at the
     # epoch's end), "signal": what stopped the attempt before (None: it was killed)}
     resumes: list[dict] = field(default_factory=list)
-
-
-def file_identity(path) -> dict:
-    """Enough of a file's identity to notice that it was replaced."""
-    stat = os.stat(path)
-    return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    wall_time_s: float | None = None  # the time of the job that finished training (set when it finishes)
 
 
 def run_fingerprint(cell: Cell, manifest, init) -> dict:
-    """What a last.pt must have been written for to be resumed: the cell (its JSON) and its input files."""
-    return {"cell": json.loads(cell.to_json()), "manifest": file_identity(manifest), "init": file_identity(init) if init else None}
+    """What a last.pt must have been written for to be resumed: the cell (its JSON) and the content of
+    its input files (size and SHA-256: the manifest, which holds its shards' checksums, and `init`)."""
+    return {"cell": json.loads(cell.to_json()), "manifest": file_stamp(manifest),
+            "init": file_stamp(init) if init else None}
 
 
 def checkpoint_versions() -> dict:
