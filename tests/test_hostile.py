@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -232,6 +233,37 @@ def test_snakemake_stops_at_a_damaged_upstream_checkpoint_and_keeps_the_downstre
     assert "Nothing to be done" in kept  # the downstream cell is done: its results stay
     planned = snakemake(work, str(best.relative_to(work)), "-n", "--cores", "2", "--configfile", configfile).stdout
     assert "train_upstream" in planned, planned  # the damaged cell trains again once a job needs its best.pt
+
+
+@pytest.mark.pipeline
+def test_a_damaged_pretrain_checkpoint_trained_again_to_the_same_bytes_trains_no_finished_cell_again(tmp_path):
+    """Issue 27, item 4: the run that trains the pretrain cell again runs its finished grid cells again
+    (their input is newer), which write their outputs again without training."""
+    from conftest import snakemake, write_config
+    from workflow.core import paths
+
+    configfile = str(write_config(tmp_path / "study.yaml", seeded_study()))
+    work = tmp_path / "work"
+    snakemake(work, "--cores", "2", "--configfile", configfile)
+    (downstream,) = (work / "results/hostile/cells").glob("*/*/*/*/metrics.json")
+    (best,) = (work / "results/hostile/upstream").glob("*/*/*/*/best.pt")
+    good, good_best = json.loads(downstream.read_text()), best.read_bytes()
+    data = bytearray(good_best)
+    data[len(data) // 2:len(data) // 2 + 16] = b"\xff" * 16
+    best.write_bytes(bytes(data))
+    target = str(downstream.relative_to(work))
+    assert snakemake(work, target, "--cores", "2", "--configfile", configfile, check=False).returncode != 0
+
+    again = snakemake(work, str(best.relative_to(work)), target, "--cores", "2", "--configfile", configfile)
+    log = again.stdout + again.stderr
+    assert best.read_bytes() == good_best  # trained again on the CPU: the same weights
+    assert re.search(r"cell \S+: ok, .*, written again without training$", log, re.M), log[-3000:]
+    redone = json.loads(downstream.read_text())
+    assert redone["run"]["written_again"] and redone["wall_time_s"] == good["wall_time_s"]
+    for key in ("status", "test_accuracy", "test_loss", "best_epoch", "best_val_accuracy", "confusion_matrix"):
+        assert redone[key] == good[key], key
+    cell_log = (work / paths.cell_log("results/hostile", good["cell"])).read_text()
+    assert "finished training in an earlier job" in cell_log and "train loss" not in cell_log, cell_log
 
 
 @pytest.fixture

@@ -126,3 +126,32 @@ def test_a_damaged_shard_written_again_by_the_docs_commands_retrains_nothing(tin
                                 data_dir="results/data", **{"data key": key}, resolution="16")
     assert shard.exists() and manifest.read_bytes() == before
     assert "Nothing to be done" in outputs[-1], outputs[-1][-3000:]
+
+
+def test_a_damaged_shard_written_again_by_a_plain_run_trains_no_finished_cell_again(tiny_copy):
+    """Issue 27, item 4: the run that writes the shard and its manifest again (for a cell still to do)
+    runs the finished cells that read them again (their input is newer), which write their outputs
+    again without training."""
+    from workflow.data.shard_check import damaged
+
+    from workflow.sweep.decisions import load_sweep
+
+    workdir, configfile = tiny_copy
+    study = load_sweep(configfile).study
+    manifest = workdir / "results/data" / study.data_key("digits-5to9") / "r16.json"
+    before = {cell.id: json.loads((workdir / study.cell_dir(cell.id) / "metrics.json").read_text())
+              for cell in study.grid_cells}
+    damaged(manifest.parent / "r16/shard-0-of-1.h5", manifest, ValueError("a test"))
+    assert "Nothing to be done" in snakemake(workdir, "-n", "--configfile", str(configfile)).stdout  # not needed yet
+    to_do = study.grid_cells[0].id  # a cell that never finished: it needs the manifest
+    (workdir / study.cell_dir(to_do) / "metrics.json").unlink()
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
+    console = result.stdout + result.stderr
+    again = re.findall(r"^cell (\S+): ok, .*, written again without training$", console, re.M)
+    assert sorted(again) == sorted(before), console[-3000:]
+    for cell in study.grid_cells:
+        redone = json.loads((workdir / study.cell_dir(cell.id) / "metrics.json").read_text())
+        assert redone["run"]["written_again"] and redone["wall_time_s"] == before[cell.id]["wall_time_s"]
+        for key in ("test_accuracy", "test_loss", "best_epoch", "best_val_accuracy", "confusion_matrix"):
+            assert redone[key] == before[cell.id][key], (cell.id, key)
+    assert "tiny: 4 grid cells: 4 ok" in console
