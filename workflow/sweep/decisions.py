@@ -32,16 +32,23 @@ def read_rounds(config: dict) -> dict[int, dict]:
     folder = paths.search_folder(paths.study_folder(config.get("results_dir", "results"), config["study"]))
     rounds: dict[int, dict] = {}
     while os.path.exists(path := paths.round_file(folder, len(rounds) + 1)):
-        try:
-            with open(path) as f:
-                content = json.load(f)
-            if not isinstance(content.get("groups"), dict):
-                raise ValueError("no `groups` mapping")
-        except (OSError, ValueError, AttributeError) as error:
-            raise ValueError(f"{path} is not a round file ({type(error).__name__}: {error}); delete it and run "
-                             f"again to choose round {len(rounds) + 1} again (Optuna's journal keeps its trials)") from None
-        rounds[len(rounds) + 1] = content
+        rounds[len(rounds) + 1] = read_decision(
+            path, dict, ValueError, "a round file", f"delete it and run again to choose round {len(rounds) + 1} "
+            "again (Optuna's journal keeps its trials)")
     return rounds
+
+
+def read_decision(path, groups_type: type, error: type[ValueError], what: str, remedy: str) -> dict:
+    """A decision file's content, whose `groups` is of `groups_type` (dict or list); any other file (unreadable,
+    not JSON, no such `groups`) is `error` naming it, what it should be (`what`) and what to do (`remedy`)."""
+    try:
+        with open(path) as f:
+            content = json.load(f)
+        if not isinstance(content.get("groups"), groups_type):
+            raise ValueError(f"no `groups` {'mapping' if groups_type is dict else 'list'}")
+    except (OSError, ValueError, AttributeError) as failure:
+        raise error(f"{path} is not {what} ({type(failure).__name__}: {failure}); {remedy}") from None
+    return content
 
 
 def read_model_choice(study: Study) -> tuple[str, dict] | None:
@@ -52,15 +59,8 @@ def read_model_choice(study: Study) -> tuple[str, dict] | None:
     path = choice_path(study.out, study.ranking)
     if not os.path.exists(path):
         return None
-    try:
-        with open(path) as f:
-            content = json.load(f)
-        if not isinstance(content.get("groups"), list):
-            raise ValueError("no `groups` list")
-    except (OSError, ValueError, AttributeError) as error:
-        raise ConfigError(f"{path} is not a choice of models ({type(error).__name__}: {error}); delete it and "
-                          f"run again to choose again (the scores are kept)") from None
-    return path, content
+    return path, read_decision(path, list, ConfigError, "a choice of models",
+                               "delete it and run again to choose again (the scores are kept)")
 
 
 def build_decided(config: dict) -> Study:
