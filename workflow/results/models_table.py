@@ -10,34 +10,22 @@ is good: with a handful of models its p-value is large whatever the order.
 
 from __future__ import annotations
 
-import json
 import math
 
 import pandas as pd
 
-from workflow.core import paths
 from workflow.results.ranking import rank_agreement
 from workflow.study.grid import Study
-from workflow.study.model_ranking import candidate_of
+from workflow.study.model_ranking import candidate_of, read_score
 
 MODEL_TABLES = ("models",)  # what `rank` adds to the study's tables (the chart: model_charts.MODEL_CHARTS)
 GROUP = ["dataset", "resolution", "weights"]
 RANKED_BY = {"logme": "logme", "probe": "probe_val_accuracy"}  # the column each ranking orders by
 
 
-def read_score(study: Study, candidate_id: str) -> dict:
-    path = paths.score_file(study.out, candidate_id)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); delete it and run again "
-                         f"to score {candidate_id} again") from None
-
-
 def score_row(study: Study, candidate, chosen: set | None) -> dict:
     """One candidate's row from its score file (before the fine-tuned columns)."""
-    scores = read_score(study, candidate.id)
+    scores = read_score(study.out, candidate.id)
     probe, features = scores["probe"], scores.get("features", {})
     return {"dataset": candidate.dataset, "model": candidate.model, "resolution": candidate.resolution,
             "weights": candidate.weights, "logme": scores["logme"],

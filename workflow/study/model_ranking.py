@@ -5,7 +5,8 @@ backbone's features of the dataset (workflow.data.features) are scored by LogME 
 (workflow.results.ranking) into the `models` table. With `rank.keep: k` the grid's models are candidates
 first: only the best k of each (dataset, resolution, weights) by `rank.by` enter the grid, once the
 `choose_models` checkpoint has written their choice (workflow.sweep.model_choice; the study is given it by
-workflow.sweep.decisions and reads no file itself). Torch-free.
+workflow.sweep.decisions and reads no file itself). `read_score` is the one reader of a candidate's score file,
+for the choice and the `models` table. Torch-free.
 """
 
 from __future__ import annotations
@@ -95,6 +96,17 @@ def build_ranking(config: dict, cells: list[Cell]) -> Ranking | None:
 
 def choice_path(out, ranking: Ranking) -> str:
     return paths.model_choice_file(out, ranking.choice_name())
+
+
+def read_score(out, candidate_id: str) -> dict:
+    """A candidate's score file's content (rule rank_model); one that cannot be read is an error naming it."""
+    path = paths.score_file(out, candidate_id)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); delete it and run again "
+                         f"to score {candidate_id} again") from None
 
 
 def chosen_models(choice: dict) -> dict[tuple[str, int, str], set[str]]:

@@ -5,13 +5,11 @@ given the file by workflow.sweep.decisions, and its grid then holds the chosen m
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import replace
 
-from workflow.core import paths
 from workflow.study.grid import Study
-from workflow.study.model_ranking import Ranking, build_ranking, keep_chosen
+from workflow.study.model_ranking import Ranking, build_ranking, keep_chosen, read_score
 
 SCORE_KEYS = {"logme": ("logme",), "probe": ("probe", "val_accuracy")}  # where a score file holds what chooses
 
@@ -57,23 +55,10 @@ def choose(ranking: Ranking, scores: dict[str, dict]) -> dict:
     return {"by": ranking.by, "keep": ranking.keep, "groups": out}
 
 
-def read_scores(study: Study) -> dict[str, dict]:
-    """Every candidate's score file's content, by candidate id."""
-    scores = {}
-    for candidate in study.ranking.candidates:
-        path = paths.score_file(study.out, candidate.id)
-        try:
-            with open(path) as f:
-                scores[candidate.id] = json.load(f)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); delete it and run again "
-                             f"to score {candidate.id} again") from None
-    return scores
-
-
 def choose_models(study: Study, log=print) -> dict:
     """The study's choice (`choose`) from its candidates' score files, each group's ranking logged."""
-    choice = choose(study.ranking, read_scores(study))
+    choice = choose(study.ranking, {candidate.id: read_score(study.out, candidate.id)
+                                    for candidate in study.ranking.candidates})
     for group in choice["groups"]:
         ranked = ", ".join(f"{entry['model']} {entry['score']:.4g}" if entry["score"] is not None
                            else f"{entry['model']} (no score)" for entry in group["ranked"])
