@@ -296,3 +296,26 @@ def test_the_rank_model_command_scores_a_features_file_and_refuses_a_damaged_one
         f.write(bytes([last[0] ^ 1]))
     failed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert failed.returncode != 0 and f"{path} is damaged" in failed.stderr.strip().splitlines()[-1]
+
+
+def test_a_damaged_score_file_stops_the_choice_and_the_models_table_naming_it(tmp_path):
+    import pandas as pd
+
+    from workflow.core import paths
+    from workflow.results.models_table import models_table
+    from workflow.study.config import check_config
+    from workflow.sweep.decisions import SweepState
+    from workflow.sweep.model_choice import choose_models
+
+    config = rank_config(tmp_path, keep=2)
+    check_config(config)
+    study = SweepState(config).study
+    candidate = study.ranking.candidates[0]
+    path = Path(paths.score_file(study.out, candidate.id))
+    path.parent.mkdir(parents=True)
+    path.write_text('{"logme": ')  # cut short
+    message = rf"^{path} cannot be read \(JSONDecodeError: .*\); delete it and run again to score {candidate.id} again$"
+    with pytest.raises(ValueError, match=message):
+        choose_models(study, log=lambda _: None)
+    with pytest.raises(ValueError, match=message):
+        models_table(study, pd.DataFrame(columns=["status"]))
