@@ -35,10 +35,9 @@ def head_stage_path(cell: Cell, index: int) -> tuple[str, str]:
         return IMAGES, f"training.augment ({', '.join(augments)}) changes the images every epoch"
     if training.mixup > 0:
         return IMAGES, "mixup blends the images of every batch"
-    if cell.weights == "none":
-        return IMAGES, "weights: none draws the backbone's weights from the seed"
-    if cell.weights != "imagenet" and not cell.weights.startswith(PRETRAIN_PREFIX):
-        return IMAGES, "starting weights from a file: no cached features for them"
+    unfixed = unfixed_weights(cell)
+    if unfixed:
+        return IMAGES, unfixed
     return FEATURES, "frozen backbone in eval mode, no augmentation or mixup: the same features every epoch"
 
 
@@ -56,12 +55,21 @@ def features_pooling(cell: Cell) -> str | None:
     return POOLED if head != "own" or timm_name(cell.model) is not None else None
 
 
+def unfixed_weights(cell: Cell, ranked: bool = False) -> str | None:
+    """Why no features file holds what `cell`'s backbone starts from (None when one does: ImageNet's, a timm
+    tag's or a pretrain cell's weights, the same for every seed, or `weights: none` for a ranking's candidate,
+    `ranked`: scored on one backbone drawn with its seed)."""
+    if cell.weights == "none":
+        return None if ranked else "weights: none draws the backbone's weights from the seed"
+    if cell.weights != "imagenet" and not cell.weights.startswith(PRETRAIN_PREFIX):
+        return "starting weights from a file: no cached features for them"
+    return None
+
+
 def features_source(cell: Cell, ranked: bool = False) -> bool:
     """Whether a features job can compute the features `cell`'s head reads: a head that reads them (not a
-    torchvision `own` head) and starting weights the same for every seed (ImageNet's, a timm tag's, a pretrain
-    cell's), or `weights: none` for a ranking's candidate (`ranked`: scored on one backbone drawn with its seed)."""
-    return features_pooling(cell) is not None and (
-        cell.weights == "imagenet" or cell.weights.startswith(PRETRAIN_PREFIX) or (ranked and cell.weights == "none"))
+    torchvision `own` head) and starting weights it has features of (`unfixed_weights`)."""
+    return features_pooling(cell) is not None and unfixed_weights(cell, ranked) is None
 
 
 def stage_paths(cell: Cell) -> dict[str, tuple[str, str]]:
