@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from workflow.core.backbones import Backbone, get_backbone
 from workflow.core.catalogue import timm_name
+from workflow.core.heads import output_classes_error
 from workflow.train.errors import HeadError
 
 
@@ -106,8 +107,9 @@ def layered_head(model: nn.Module, name: str, head: dict, num_classes: int, reso
     into two classes' logits. Dense layers start as Keras's do (Glorot uniform, zero bias); batch norms take
     Keras's epsilon (1e-3) and momentum (0.99, torch's 0.01)."""
     pooling, *layers = head["layers"]
-    if head["output"] == "sigmoid" and num_classes != 2:
-        raise HeadError(f"training.head.output: a sigmoid output is one unit and scores two classes, not {num_classes}")
+    problem = output_classes_error(head, num_classes)
+    if problem:
+        raise HeadError(f"training.head.output: {problem}")
     first = pool_backbone(model, name, pooling)
     if pooling == "flatten":
         width = feature_width(model, first, resolution, name)
