@@ -252,7 +252,9 @@ def test_a_damaged_pretrain_checkpoint_trained_again_to_the_same_bytes_trains_no
     data[len(data) // 2:len(data) // 2 + 16] = b"\xff" * 16
     best.write_bytes(bytes(data))
     target = str(downstream.relative_to(work))
-    assert snakemake(work, target, "--cores", "2", "--configfile", configfile, check=False).returncode != 0
+    stopped = snakemake(work, target, "--cores", "2", "--configfile", configfile, check=False)
+    assert stopped.returncode != 0 and "the finished cells it started train again only if it comes back with " \
+        "other bytes" in stopped.stderr, stopped.stderr[-3000:]  # what the error says is what happens next
 
     again = snakemake(work, str(best.relative_to(work)), target, "--cores", "2", "--configfile", configfile)
     log = again.stdout + again.stderr

@@ -116,7 +116,8 @@ def check_cell_file(path, always: bool = False, move_aside: bool = True) -> None
         raise DamagedFileError(f"{damaged}; a run moves it aside and trains that cell again")
     dest = quarantine(path)
     raise DamagedFileError(f"{damaged}; moved to {dest}: that cell trains again once a job needs it, and the "
-                           f"finished cells it started train again in that run (docs/training.md, damaged files)")
+                           f"finished cells it started train again only if it comes back with other bytes "
+                           f"(docs/training.md, damaged files)")
 
 
 ERROR_FD = "TLSWEEP_ERROR_FD"  # where else a job's fatal error is written (report_fatal)
